@@ -1,0 +1,14 @@
+//! What every braid component speaks.
+//!
+//! * [`wire`]: zero-copy, checked views over packet bytes (IPv4, IPv6, TCP, UDP, ICMP, GENEVE)
+//!   and the flow classifier that turns an inner packet into a [`flow::FiveTuple`].
+//! * [`flow`]: the 5-tuple that identifies a flow.
+//! * [`config`]: the cluster YAML schema, validated with errors that name file and field.
+//! * [`keys`]: WireGuard-format keys and the cluster secret, with file-permission checks.
+//! * [`counters`]: lock-free named counters shared between data-path threads and reporters.
+//! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads.
+//!
+//! Nothing here allocates per packet or touches an async runtime.
+
+pub mod counters;
+pub mod flow;

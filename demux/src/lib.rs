@@ -1,0 +1,1 @@
+//! braid-demux library.
