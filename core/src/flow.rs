@@ -71,7 +71,11 @@ pub enum Classified {
     /// An unfragmented packet.
     Whole { tuple: FiveTuple, tcp_flags: u8 },
     /// The first fragment (offset 0, more-fragments set) of a datagram.
-    FirstFragment { tuple: FiveTuple, frag: FragmentId, tcp_flags: u8 },
+    FirstFragment {
+        tuple: FiveTuple,
+        frag: FragmentId,
+        tcp_flags: u8,
+    },
     /// A fragment with a non-zero offset: no transport header, so no ports.
     LaterFragment { frag: FragmentId },
 }

@@ -7,8 +7,14 @@
 //! * [`keys`]: WireGuard-format keys and the cluster secret, with file-permission checks.
 //! * [`counters`]: lock-free named counters shared between data-path threads and reporters.
 //! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads.
+//! * [`daemon`]: what every daemon shares: stop on SIGTERM/SIGINT, atomic status files, logging.
 //!
 //! Nothing here allocates per packet or touches an async runtime.
 
+pub mod config;
 pub mod counters;
+pub mod daemon;
 pub mod flow;
+pub mod keys;
+pub mod udp;
+pub mod wire;

@@ -1,0 +1,189 @@
+//! The cluster configuration: one YAML file describes the whole cluster, and every component
+//! (demux, gateway, controller) reads the same file and picks out its own part.
+//!
+//! Loading is two steps kept apart:
+//!
+//! 1. **Parsing** (`raw.rs`): serde reads the text into structs that mirror the file. Every struct
+//!    refuses unknown fields, and values with their own syntax (prefixes, socket addresses,
+//!    public keys) are parsed here, so YAML mistakes, typos, wrong types and malformed values are
+//!    reported with the field path, line and column.
+//! 2. **Validation** (`validate.rs`): ranges, defaults, relative paths resolved against the
+//!    file's directory, and the checks that span fields (two sites, one gateway per site per
+//!    pair, unique ids, addresses and keys, disjoint prefixes).
+//!
+//! Every [`ConfigError`] names the file, the field path and what was expected, e.g.
+//! `cluster.yaml: pairs[1].gateways.b.public_key: expected a base64 WireGuard public key (44
+//! characters), got 12 characters`. The schema, field by field, is `examples/two-site.yaml`.
+
+mod error;
+mod model;
+mod prefix;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use error::ConfigError;
+pub use model::{
+    ClusterConfig, ClusterSettings, DemuxConfig, GatewayConfig, PairConfig, SiteConfig, Timeouts,
+    DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MTU,
+};
+pub use prefix::{Prefix, PrefixError};
+
+use crate::flow::PairId;
+use raw::{Entries, RawCluster, RawDemux, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+
+impl ClusterConfig {
+    /// Reads, parses and validates the cluster file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml_str(&text, path)
+    }
+
+    /// Parses and validates `text` as if read from `path`, which names the file in errors and
+    /// anchors relative paths.
+    pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        validate::validate(raw, path)
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Result<&SiteConfig, ConfigError> {
+        self.sites.get(name).ok_or_else(|| self.no_site(name))
+    }
+
+    /// The name of the site that is not `name`.
+    pub fn peer_site_name(&self, name: &str) -> Result<&str, ConfigError> {
+        self.site(name)?;
+        self.sites
+            .keys()
+            .find(|other| other.as_str() != name)
+            .map(String::as_str)
+            .ok_or_else(|| self.no_site(name))
+    }
+
+    /// The pair with id `id`.
+    pub fn pair(&self, id: PairId) -> Result<&PairConfig, ConfigError> {
+        self.pairs.iter().find(|pair| pair.id == id).ok_or_else(|| {
+            let ids: Vec<String> = self.pairs.iter().map(|pair| pair.id.to_string()).collect();
+            self.lookup_error(
+                "pairs",
+                format!("no pair with id {id}; the pair ids are {}", ids.join(", ")),
+            )
+        })
+    }
+
+    /// Site `site`'s gateway in pair `pair`.
+    pub fn gateway(&self, site: &str, pair: PairId) -> Result<&GatewayConfig, ConfigError> {
+        self.site(site)?;
+        self.pair(pair)?
+            .gateways
+            .get(site)
+            .ok_or_else(|| self.no_site(site))
+    }
+
+    /// The configuration as YAML that [`ClusterConfig::from_yaml_str`] reads back to an equal
+    /// value when given the same path. Every default is written out; paths inside the file's
+    /// directory are written relative to it.
+    pub fn to_yaml(&self) -> String {
+        let raw = self.to_raw();
+        // Plain strings, numbers, lists and maps with string keys always serialize.
+        serde_yaml_ng::to_string(&raw).expect("a cluster configuration always serializes to YAML")
+    }
+
+    fn to_raw(&self) -> RawFile {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        let relative = |path: &PathBuf| {
+            path.strip_prefix(base)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let settings = &self.cluster;
+        let timeouts = &settings.timeouts;
+        RawFile {
+            cluster: RawCluster {
+                name: settings.name.clone(),
+                secret_file: relative(&settings.secret_file),
+                mtu: Some(settings.mtu.into()),
+                maglev_table_size: Some(settings.maglev_table_size as u64),
+                flow_table_capacity: Some(settings.flow_table_capacity as u64),
+                timeouts: Some(RawTimeouts {
+                    tcp_idle: Some(timeouts.tcp_idle),
+                    tcp_closing: Some(timeouts.tcp_closing),
+                    udp_idle: Some(timeouts.udp_idle),
+                    other_idle: Some(timeouts.other_idle),
+                }),
+            },
+            sites: Entries(
+                self.sites
+                    .iter()
+                    .map(|(name, site)| {
+                        let demux = RawDemux {
+                            tun: site.demux.tun.clone(),
+                            geneve: site.demux.geneve,
+                        };
+                        (
+                            name.clone(),
+                            RawSite {
+                                prefixes: site.prefixes.clone(),
+                                demux,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            pairs: self
+                .pairs
+                .iter()
+                .map(|pair| RawPair {
+                    id: pair.id.into(),
+                    gateways: Entries(
+                        pair.gateways
+                            .iter()
+                            .map(|(site, gateway)| {
+                                let raw = RawGateway {
+                                    geneve: gateway.geneve,
+                                    wan: gateway.wan,
+                                    public_key: gateway.public_key,
+                                    private_key_file: gateway
+                                        .private_key_file
+                                        .as_ref()
+                                        .map(relative),
+                                };
+                                (site.clone(), raw)
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect(),
+        }
+    }
+
+    fn no_site(&self, name: &str) -> ConfigError {
+        self.lookup_error(
+            "sites",
+            format!(
+                "no site named {name:?}; {}",
+                validate::site_list(&self.sites)
+            ),
+        )
+    }
+
+    fn lookup_error(&self, field: &str, problem: String) -> ConfigError {
+        ConfigError::Field {
+            file: self.path.clone(),
+            field: field.to_string(),
+            problem,
+        }
+    }
+}

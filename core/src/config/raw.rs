@@ -1,0 +1,150 @@
+//! The cluster file exactly as written: the serde schema, before any cross-field validation.
+//!
+//! Values that carry their own syntax (prefixes, keys, socket addresses) are parsed here, so a
+//! malformed one is reported by the YAML deserializer with its field path, line and column.
+//! Numbers are read as `u64` and range-checked by validation, which gives better messages than
+//! an integer overflow. Defaults are applied by validation too, so they live in one place and
+//! [`RawFile`] also serves to write a configuration back out.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::prefix::Prefix;
+use crate::keys::PublicKey;
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub cluster: RawCluster,
+    pub sites: Entries<RawSite>,
+    pub pairs: Vec<RawPair>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: String,
+    pub secret_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev_table_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_table_capacity: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_closing: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_idle: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_idle: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSite {
+    pub prefixes: Vec<Prefix>,
+    pub demux: RawDemux,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDemux {
+    pub tun: String,
+    #[serde(with = "socket_addr")]
+    pub geneve: SocketAddr,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPair {
+    pub id: u64,
+    pub gateways: Entries<RawGateway>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    #[serde(with = "socket_addr")]
+    pub geneve: SocketAddr,
+    #[serde(with = "socket_addr")]
+    pub wan: SocketAddr,
+    pub public_key: PublicKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+}
+
+/// A YAML mapping kept as written: in file order and with any repeated key, so validation can
+/// report a duplicate instead of silently keeping the last one.
+#[derive(Debug)]
+pub(super) struct Entries<T>(pub Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Entries<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for EntriesVisitor<T> {
+            type Value = Entries<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping keyed by site name")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries<T>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+impl<T: Serialize> Serialize for Entries<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
+    }
+}
+
+/// `IP:port` text, with a message that shows the expected form.
+mod socket_addr {
+    use std::fmt;
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: serde::Serializer>(
+        addr: &SocketAddr,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(addr)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SocketAddr, D::Error> {
+        struct SocketAddrText;
+        impl serde::de::Visitor<'_> for SocketAddrText {
+            type Value = SocketAddr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an IP:port address like 198.18.10.1:6081 or "[2001:db8::1]:6081" (quote IPv6 ones)"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+                text.parse()
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_str(SocketAddrText)
+    }
+}

@@ -1,0 +1,433 @@
+//! From the file as written ([`RawFile`]) to a [`ClusterConfig`] every component can trust.
+//!
+//! Checks run in file order and stop at the first problem, reported with the field path as the
+//! file spells it (`pairs[1].gateways.b.wan`, indexes from 0). Beyond per-field ranges, the
+//! cluster must hang together: exactly two sites, one gateway per site in every pair, unique
+//! pair ids, no prefix overlapping another, no socket address used twice within a site (WAN
+//! addresses: within the cluster), and no public key shared by two gateways.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+use super::model::*;
+use super::prefix::Prefix;
+use super::raw::{Entries, RawCluster, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+use crate::flow::PairId;
+use crate::keys::PublicKey;
+
+const NAME_MAX_LEN: usize = 32;
+const TUN_NAME_MAX_LEN: usize = 15;
+const MTU_RANGE: RangeInclusive<u64> = 576..=9000;
+/// IPv6 requires every link to carry 1280-byte packets (RFC 8200 §5).
+const IPV6_MIN_MTU: u64 = 1280;
+const MAGLEV_TABLE_MAX: u64 = 1 << 24;
+const FLOW_TABLE_RANGE: RangeInclusive<u64> = 1024..=(1 << 26);
+/// Idle timeouts from one second to a week.
+const TIMEOUT_RANGE: RangeInclusive<u64> = 1..=604_800;
+const PAIR_ID_RANGE: RangeInclusive<u64> = 1..=4095;
+
+/// Validates `raw`, read from `file`; relative paths are resolved against `file`'s directory.
+pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, ConfigError> {
+    let checker = Checker {
+        file,
+        base: file.parent().unwrap_or(Path::new("")),
+    };
+    let sites = checker.sites(raw.sites)?;
+    let pairs = checker.pairs(raw.pairs, &sites)?;
+    let cluster = checker.cluster(raw.cluster, &sites, pairs.len())?;
+    checker.prefixes_disjoint(&sites)?;
+    checker.addresses_unique(&sites, &pairs)?;
+    checker.public_keys_unique(&pairs)?;
+    Ok(ClusterConfig {
+        path: file.to_path_buf(),
+        cluster,
+        sites,
+        pairs,
+    })
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Checker<'_> {
+    fn error(&self, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Field {
+            file: self.file.to_path_buf(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn cluster(
+        &self,
+        raw: RawCluster,
+        sites: &BTreeMap<String, SiteConfig>,
+        pair_count: usize,
+    ) -> Result<ClusterSettings, ConfigError> {
+        self.name("cluster.name", &raw.name)?;
+        let secret_file = self.path("cluster.secret_file", &raw.secret_file)?;
+
+        let has_ipv6 = sites
+            .values()
+            .flat_map(|s| &s.prefixes)
+            .any(|p| p.addr.is_ipv6());
+        let mtu: u16 = self.number("cluster.mtu", raw.mtu, u64::from(DEFAULT_MTU), MTU_RANGE)?;
+        if has_ipv6 && u64::from(mtu) < IPV6_MIN_MTU {
+            return Err(self.error("cluster.mtu", format!("a site has IPv6 prefixes, and IPv6 needs an MTU of at least {IPV6_MIN_MTU}, got {mtu}")));
+        }
+
+        let maglev_field = "cluster.maglev_table_size";
+        let default_maglev = DEFAULT_MAGLEV_TABLE_SIZE as u64;
+        let min_maglev = pair_count as u64 + 1;
+        let maglev_table_size: usize = self.number(
+            maglev_field,
+            raw.maglev_table_size,
+            default_maglev,
+            min_maglev..=MAGLEV_TABLE_MAX,
+        )?;
+        if !is_prime(maglev_table_size as u64) {
+            return Err(self.error(
+                maglev_field,
+                format!(
+                    "expected a prime number (such as 65537 or 131071), got {maglev_table_size}"
+                ),
+            ));
+        }
+
+        let default_flows = DEFAULT_FLOW_TABLE_CAPACITY as u64;
+        let flow_table_capacity = self.number(
+            "cluster.flow_table_capacity",
+            raw.flow_table_capacity,
+            default_flows,
+            FLOW_TABLE_RANGE,
+        )?;
+
+        Ok(ClusterSettings {
+            name: raw.name,
+            secret_file,
+            mtu,
+            maglev_table_size,
+            flow_table_capacity,
+            timeouts: self.timeouts(raw.timeouts.unwrap_or_default())?,
+        })
+    }
+
+    fn timeouts(&self, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
+        let default = Timeouts::default();
+        let seconds = |field: &str, value: Option<u64>, default: u64| {
+            self.number(
+                &format!("cluster.timeouts.{field}"),
+                value,
+                default,
+                TIMEOUT_RANGE,
+            )
+        };
+        let timeouts = Timeouts {
+            tcp_idle: seconds("tcp_idle", raw.tcp_idle, default.tcp_idle)?,
+            tcp_closing: seconds("tcp_closing", raw.tcp_closing, default.tcp_closing)?,
+            udp_idle: seconds("udp_idle", raw.udp_idle, default.udp_idle)?,
+            other_idle: seconds("other_idle", raw.other_idle, default.other_idle)?,
+        };
+        if timeouts.tcp_closing > timeouts.tcp_idle {
+            return Err(self.error(
+                "cluster.timeouts.tcp_closing",
+                format!(
+                    "expected at most tcp_idle ({} s), got {} s",
+                    timeouts.tcp_idle, timeouts.tcp_closing
+                ),
+            ));
+        }
+        Ok(timeouts)
+    }
+
+    fn sites(&self, raw: Entries<RawSite>) -> Result<BTreeMap<String, SiteConfig>, ConfigError> {
+        if raw.0.len() != 2 {
+            return Err(self.error(
+                "sites",
+                format!("expected exactly two sites, got {}", raw.0.len()),
+            ));
+        }
+        let mut sites = BTreeMap::new();
+        for (name, site) in raw.0 {
+            let field = format!("sites.{name}");
+            self.name(&field, &name)?;
+            if site.prefixes.is_empty() {
+                return Err(self.error(format!("{field}.prefixes"), "expected at least one prefix"));
+            }
+            self.tun_name(&format!("{field}.demux.tun"), &site.demux.tun)?;
+            self.concrete(&format!("{field}.demux.geneve"), site.demux.geneve)?;
+            let config = SiteConfig {
+                prefixes: site.prefixes,
+                demux: DemuxConfig {
+                    tun: site.demux.tun,
+                    geneve: site.demux.geneve,
+                },
+            };
+            if sites.insert(name, config).is_some() {
+                return Err(self.error(field, "this site is defined twice"));
+            }
+        }
+        Ok(sites)
+    }
+
+    fn pairs(
+        &self,
+        raw: Vec<RawPair>,
+        sites: &BTreeMap<String, SiteConfig>,
+    ) -> Result<Vec<PairConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.error("pairs", "expected at least one gateway pair"));
+        }
+        let mut first_index_of_id: HashMap<PairId, usize> = HashMap::new();
+        let mut pairs = Vec::with_capacity(raw.len());
+        for (index, pair) in raw.into_iter().enumerate() {
+            let field = format!("pairs[{index}]");
+            let id: PairId = self.in_range(&format!("{field}.id"), pair.id, PAIR_ID_RANGE)?;
+            if let Some(first) = first_index_of_id.insert(id, index) {
+                return Err(self.error(
+                    format!("{field}.id"),
+                    format!("pair id {id} is already used by pairs[{first}]"),
+                ));
+            }
+            let gateways = self.gateways(&format!("{field}.gateways"), pair.gateways, sites)?;
+            pairs.push(PairConfig { id, gateways });
+        }
+        Ok(pairs)
+    }
+
+    fn gateways(
+        &self,
+        field: &str,
+        raw: Entries<RawGateway>,
+        sites: &BTreeMap<String, SiteConfig>,
+    ) -> Result<BTreeMap<String, GatewayConfig>, ConfigError> {
+        let mut gateways = BTreeMap::new();
+        for (site, gateway) in raw.0 {
+            let gateway_field = format!("{field}.{site}");
+            if !sites.contains_key(&site) {
+                return Err(self.error(
+                    gateway_field,
+                    format!("no site named {site:?}; {}", site_list(sites)),
+                ));
+            }
+            self.concrete(&format!("{gateway_field}.geneve"), gateway.geneve)?;
+            self.concrete(&format!("{gateway_field}.wan"), gateway.wan)?;
+            let private_key_file = match &gateway.private_key_file {
+                Some(path) => Some(self.path(&format!("{gateway_field}.private_key_file"), path)?),
+                None => None,
+            };
+            let config = GatewayConfig {
+                geneve: gateway.geneve,
+                wan: gateway.wan,
+                public_key: gateway.public_key,
+                private_key_file,
+            };
+            if gateways.insert(site, config).is_some() {
+                return Err(self.error(gateway_field, "this site's gateway is defined twice"));
+            }
+        }
+        if let Some(missing) = sites.keys().find(|site| !gateways.contains_key(*site)) {
+            return Err(self.error(
+                field,
+                format!(
+                    "missing the gateway of site {missing:?}; every pair has one gateway per site"
+                ),
+            ));
+        }
+        Ok(gateways)
+    }
+
+    fn prefixes_disjoint(&self, sites: &BTreeMap<String, SiteConfig>) -> Result<(), ConfigError> {
+        let all: Vec<(String, &Prefix)> = sites
+            .iter()
+            .flat_map(|(name, site)| {
+                site.prefixes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (format!("sites.{name}.prefixes[{i}]"), p))
+            })
+            .collect();
+        for (later, (field, prefix)) in all.iter().enumerate() {
+            if let Some((earlier_field, earlier)) = all[..later]
+                .iter()
+                .find(|(_, other)| other.overlaps(prefix))
+            {
+                return Err(self.error(
+                    field,
+                    format!("{prefix} overlaps {earlier} ({earlier_field})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn addresses_unique(
+        &self,
+        sites: &BTreeMap<String, SiteConfig>,
+        pairs: &[PairConfig],
+    ) -> Result<(), ConfigError> {
+        let mut book = AddressBook::default();
+        for (name, site) in sites {
+            let field = format!("sites.{name}.demux.geneve");
+            book.claim(name, &field, site.demux.geneve, false)
+                .map_err(|p| self.error(&field, p))?;
+        }
+        for (index, pair) in pairs.iter().enumerate() {
+            for (site, gateway) in &pair.gateways {
+                let geneve = format!("pairs[{index}].gateways.{site}.geneve");
+                book.claim(site, &geneve, gateway.geneve, false)
+                    .map_err(|p| self.error(&geneve, p))?;
+                let wan = format!("pairs[{index}].gateways.{site}.wan");
+                book.claim(site, &wan, gateway.wan, true)
+                    .map_err(|p| self.error(&wan, p))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn public_keys_unique(&self, pairs: &[PairConfig]) -> Result<(), ConfigError> {
+        let mut owners: HashMap<&PublicKey, String> = HashMap::new();
+        for (index, pair) in pairs.iter().enumerate() {
+            for (site, gateway) in &pair.gateways {
+                let field = format!("pairs[{index}].gateways.{site}.public_key");
+                if let Some(owner) = owners.get(&gateway.public_key) {
+                    return Err(self.error(
+                        field,
+                        format!("the same public key is already used by {owner}"),
+                    ));
+                }
+                owners.insert(&gateway.public_key, field);
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self, field: &str, name: &str) -> Result<(), ConfigError> {
+        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if name.is_empty() || name.len() > NAME_MAX_LEN || !name.chars().all(valid_char) {
+            return Err(self.error(
+                field,
+                format!(
+                    "expected 1 to {NAME_MAX_LEN} characters of a-z, 0-9 and '-', got {name:?}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Linux interface names: at most 15 bytes, not `.` or `..`, no `/`, `:` or whitespace;
+    /// `%` is refused too, since `braid%d` would let the kernel pick a name braid cannot know.
+    fn tun_name(&self, field: &str, name: &str) -> Result<(), ConfigError> {
+        let valid_char = |c: char| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '%');
+        let valid = (1..=TUN_NAME_MAX_LEN).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && name.chars().all(valid_char);
+        if !valid {
+            return Err(self.error(
+                field,
+                format!(
+                    "expected an interface name of 1 to {TUN_NAME_MAX_LEN} printable ASCII characters \
+                     without '/', ':' or '%', got {name:?}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An address a peer can send to: a specific IP and a non-zero port.
+    fn concrete(&self, field: &str, addr: SocketAddr) -> Result<(), ConfigError> {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(self.error(
+                field,
+                format!("expected a specific IP address and a non-zero port, got {addr}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn path(&self, field: &str, path: &str) -> Result<PathBuf, ConfigError> {
+        if path.is_empty() {
+            return Err(self.error(field, "expected a file path, got an empty string"));
+        }
+        Ok(self.base.join(path))
+    }
+
+    /// `value`, or `default` when absent, checked against `range` and converted.
+    fn number<T: TryFrom<u64>>(
+        &self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<T, ConfigError> {
+        self.in_range(field, value.unwrap_or(default), range)
+    }
+
+    fn in_range<T: TryFrom<u64>>(
+        &self,
+        field: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<T, ConfigError> {
+        match T::try_from(value) {
+            Ok(converted) if range.contains(&value) => Ok(converted),
+            _ => Err(self.error(
+                field,
+                format!(
+                    "expected a number from {} to {}, got {value}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+}
+
+/// Which field uses each socket address: LAN addresses are private to a site (both sites may
+/// use the same private range), WAN addresses share one network.
+#[derive(Default)]
+struct AddressBook<'a> {
+    in_site: HashMap<(&'a str, SocketAddr), String>,
+    on_wan: HashMap<SocketAddr, String>,
+}
+
+impl<'a> AddressBook<'a> {
+    /// Records that `field` of `site` uses `addr`; if it is taken, says by which field.
+    fn claim(
+        &mut self,
+        site: &'a str,
+        field: &str,
+        addr: SocketAddr,
+        is_wan: bool,
+    ) -> Result<(), String> {
+        let wan_owner = if is_wan { self.on_wan.get(&addr) } else { None };
+        if let Some(owner) = self.in_site.get(&(site, addr)).or(wan_owner) {
+            return Err(format!("{addr} is already used by {owner}"));
+        }
+        if is_wan {
+            self.on_wan.insert(addr, field.to_string());
+        }
+        self.in_site.insert((site, addr), field.to_string());
+        Ok(())
+    }
+}
+
+pub(super) fn site_list(sites: &BTreeMap<String, SiteConfig>) -> String {
+    let names: Vec<String> = sites.keys().map(|name| format!("{name:?}")).collect();
+    format!("the sites are {}", names.join(" and "))
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    (2..)
+        .take_while(|d| d * d <= n)
+        .all(|d| !n.is_multiple_of(d))
+}

@@ -1,0 +1,238 @@
+//! What every braid daemon shares: graceful stop, status files and logging.
+//!
+//! Design: daemons run their data path on plain OS threads that check a [`StopFlag`] at least
+//! every 100 ms, so stopping needs no async runtime and no channel. A flag made by
+//! [`StopFlag::from_signals`] is also raised by SIGTERM or SIGINT: the signal handler only stores
+//! to a static atomic (async-signal-safe) and is installed with `SA_RESETHAND`, so a second
+//! signal falls through to the default action and kills a daemon that is stuck.
+//!
+//! Status goes to a JSON file that supervisors and the controller read: [`StatusWriter`]
+//! replaces it atomically (write a temporary file in the same directory, then `rename(2)`), so a
+//! reader never sees a half-written document, and [`run_reporter`] rewrites it on a fixed
+//! period until the daemon stops. Logging goes to stderr through `tracing-subscriber`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Raised by the signal handler; read by every flag that follows signals.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+/// Tells long-running threads to finish. Cloning shares the flag.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag {
+    requested: Arc<AtomicBool>,
+    follows_signals: bool,
+}
+
+impl StopFlag {
+    /// A flag raised only by [`StopFlag::stop`].
+    pub fn new() -> Self {
+        StopFlag::default()
+    }
+
+    /// A flag also raised by SIGTERM and SIGINT, whose handlers this installs for the process.
+    pub fn from_signals() -> io::Result<Self> {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            // SAFETY: an all-zero `sigaction` is a valid starting value; the handler only does
+            // an atomic store, which is async-signal-safe; the pointers passed are valid.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESETHAND;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(StopFlag {
+            requested: Arc::new(AtomicBool::new(false)),
+            follows_signals: true,
+        })
+    }
+
+    /// Raises the flag.
+    pub fn stop(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the flag was raised (or, if it follows signals, a stop signal arrived).
+    pub fn is_stopped(&self) -> bool {
+        self.requested.load(Ordering::Relaxed) || (self.follows_signals && SIGNALLED.load(Ordering::Relaxed))
+    }
+
+    /// Sleeps up to `duration`, waking early (within 50 ms) once the flag is raised. Returns
+    /// whether the flag is raised.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        loop {
+            if self.is_stopped() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// Writes a JSON status document to a file, replacing it atomically.
+#[derive(Debug)]
+pub struct StatusWriter {
+    path: PathBuf,
+    temp_path: PathBuf,
+}
+
+impl StatusWriter {
+    /// A writer for `path`; its temporary file sits next to it so `rename(2)` stays atomic.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+        temp_name.push(format!(".tmp.{}", std::process::id()));
+        let temp_path = path.with_file_name(temp_name);
+        StatusWriter { path, temp_path }
+    }
+
+    /// The file readers look at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the file's contents with `status` (pretty-printed JSON and a newline).
+    pub fn write(&self, status: &serde_json::Value) -> io::Result<()> {
+        let mut text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let mut file = fs::File::create(&self.temp_path)?;
+        file.write_all(&text)?;
+        file.sync_data()?;
+        drop(file);
+        fs::rename(&self.temp_path, &self.path)
+    }
+}
+
+/// Calls `status` and writes its result every `period` until `stop` is raised, then once more
+/// so the file shows the final counters. Write failures are logged, never fatal.
+pub fn run_reporter(
+    writer: &StatusWriter,
+    period: Duration,
+    stop: &StopFlag,
+    mut status: impl FnMut() -> serde_json::Value,
+) {
+    let mut failing = false;
+    loop {
+        let stopping = stop.sleep(period);
+        match writer.write(&status()) {
+            Ok(()) => failing = false,
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(path = %writer.path().display(), error = %err, "cannot write status file");
+            }
+            Err(_) => {}
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Sends logs to stderr. `RUST_LOG` (e.g. `braid_gw=debug,info`) wins when set; otherwise
+/// `verbosity` picks the level: 0 → info, 1 → debug, 2 or more → trace.
+pub fn init_logging(verbosity: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default_level = match verbosity {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // A second initialisation (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("braid-daemon-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn stop_flag_is_shared_by_clones_and_wakes_sleepers() {
+        let flag = StopFlag::new();
+        let clone = flag.clone();
+        assert!(!clone.is_stopped());
+        let sleeper = thread::spawn(move || {
+            let start = Instant::now();
+            (clone.sleep(Duration::from_secs(10)), start.elapsed())
+        });
+        thread::sleep(Duration::from_millis(20));
+        flag.stop();
+        let (stopped, slept) = sleeper.join().unwrap();
+        assert!(stopped);
+        assert!(slept < Duration::from_secs(2));
+        assert!(!StopFlag::new().sleep(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sigterm_raises_a_signal_following_flag() {
+        let independent = StopFlag::new();
+        let flag = StopFlag::from_signals().unwrap();
+        assert!(!flag.is_stopped());
+        // SAFETY: raising a signal whose handler was just installed is sound.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        assert!(flag.is_stopped());
+        assert!(!independent.is_stopped(), "plain flags ignore signals");
+    }
+
+    #[test]
+    fn status_writer_replaces_the_file_whole() {
+        let dir = temp_dir("status");
+        let writer = StatusWriter::new(dir.join("gw.json"));
+        writer.write(&serde_json::json!({"n": 1})).unwrap();
+        writer.write(&serde_json::json!({"n": 2, "role": "gw"})).unwrap();
+        let read: serde_json::Value = serde_json::from_str(&fs::read_to_string(writer.path()).unwrap()).unwrap();
+        assert_eq!(read, serde_json::json!({"n": 2, "role": "gw"}));
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reporter_writes_periodically_and_once_more_on_stop() {
+        let dir = temp_dir("reporter");
+        let writer = StatusWriter::new(dir.join("s.json"));
+        let stop = StopFlag::new();
+        let stopper = stop.clone();
+        let mut calls = 0u32;
+        let handle = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(120));
+            stopper.stop();
+        });
+        run_reporter(&writer, Duration::from_millis(30), &stop, || {
+            calls += 1;
+            serde_json::json!({ "calls": calls })
+        });
+        handle.join().unwrap();
+        assert!(calls >= 3, "wrote {calls} times");
+        let read: serde_json::Value = serde_json::from_str(&fs::read_to_string(writer.path()).unwrap()).unwrap();
+        assert_eq!(read["calls"], calls);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
