@@ -1,0 +1,155 @@
+//! The seam between the gateway data loop and a tunnel protocol.
+//!
+//! Design: a [`TunnelSuite`] is a protocol core with no I/O and no threads, in the style of
+//! boringtun's `Tunn`: bytes in, bytes out, and an [`Action`] that tells the caller what to do
+//! with the bytes it wrote. The caller owns every buffer (so nothing is allocated per packet)
+//! and every socket (so the suite never blocks). WireGuard ([`crate::wireguard`]) is one suite;
+//! an IPsec ESP suite (RFC 4303 with AES-GCM) can sit beside it without any change to the data
+//! loop or the demux, because all the loop needs is this trait.
+//!
+//! Buffer contract: every method writes its output at the start of `out` and reports its length
+//! in the [`Action`]. `out` must be at least [`TunnelSuite::overhead`] bytes longer than the
+//! inner packet for [`TunnelSuite::encapsulate`], at least as long as the datagram for
+//! [`TunnelSuite::decapsulate`], and at least [`MIN_CONTROL_BUFFER`] bytes for every call. A
+//! suite given a shorter buffer returns [`SuiteError::BufferTooSmall`]; it never panics.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The smallest `out` buffer any suite call accepts: room for the largest control message
+/// (a WireGuard handshake initiation is 148 bytes).
+pub const MIN_CONTROL_BUFFER: usize = 256;
+
+/// What the caller must do with the bytes a suite call wrote to `out`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Action {
+    /// Nothing to send or deliver.
+    Done,
+    /// Send `out[..len]` to the peer gateway's current WAN endpoint.
+    SendToPeer { len: usize },
+    /// Send `out[..len]` back to the source of the datagram being decapsulated (e.g. a cookie
+    /// reply under load), without treating that source as the peer.
+    ReplyToSender { len: usize },
+    /// `out[..len]` is a decrypted inner IP packet whose header claims `source`; the caller
+    /// must check `source` against the peer site before delivering it.
+    Deliver { len: usize, source: IpAddr },
+    /// The input was dropped for this reason.
+    Drop(SuiteError),
+}
+
+/// Why a suite dropped a packet. Each variant is a separately counted drop reason.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum SuiteError {
+    /// Not a message of this protocol, or a message with an impossible length or layout.
+    Malformed,
+    /// A MAC, AEAD tag, key or session index did not verify: not from our peer.
+    AuthenticationFailed,
+    /// A replayed or too-old message counter.
+    Replay,
+    /// A data message for a session that does not exist (yet or any more).
+    NoSession,
+    /// A handshake refused because the suite is under load and the sender proved no cookie.
+    UnderLoad,
+    /// A decrypted payload that is not an IPv4 or IPv6 packet.
+    InvalidInnerPacket,
+    /// The session expired and could not be re-established yet.
+    SessionExpired,
+    /// The caller's buffer is shorter than the buffer contract requires.
+    BufferTooSmall,
+    /// A protocol state the peer should not have driven us into (e.g. an unexpected message).
+    Protocol,
+}
+
+impl SuiteError {
+    /// Every variant, in [`SUITE_DROP_COUNTERS`] order.
+    pub const ALL: [SuiteError; 9] = [
+        SuiteError::Malformed,
+        SuiteError::AuthenticationFailed,
+        SuiteError::Replay,
+        SuiteError::NoSession,
+        SuiteError::UnderLoad,
+        SuiteError::InvalidInnerPacket,
+        SuiteError::SessionExpired,
+        SuiteError::BufferTooSmall,
+        SuiteError::Protocol,
+    ];
+
+    /// Position of this reason in [`SUITE_DROP_COUNTERS`].
+    pub fn counter_index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Drop counter names for every [`SuiteError`], indexed by [`SuiteError::counter_index`].
+pub const SUITE_DROP_COUNTERS: [&str; 9] = [
+    "drop_suite_malformed",
+    "drop_suite_authentication_failed",
+    "drop_suite_replay",
+    "drop_suite_no_session",
+    "drop_suite_under_load",
+    "drop_suite_invalid_inner_packet",
+    "drop_suite_session_expired",
+    "drop_suite_buffer_too_small",
+    "drop_suite_protocol",
+];
+
+/// The result of decapsulating one datagram from the WAN.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Decapsulated {
+    pub action: Action,
+    /// Whether the datagram proved it came from the peer (it verified under the peer's keys).
+    /// Only then may the caller move the peer's WAN endpoint to the datagram's source.
+    pub authenticated: bool,
+}
+
+/// The state of the session with the peer gateway.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct SessionState {
+    /// Whether data can flow now: a session exists and its keys are still valid.
+    pub established: bool,
+    /// Time since the current session's handshake completed, if there is one.
+    pub last_handshake_age: Option<Duration>,
+}
+
+/// A tunnel protocol core, owned and driven by one data thread.
+pub trait TunnelSuite {
+    /// Bytes the suite adds to an inner packet on the WAN (headers, tag, padding bound).
+    fn overhead(&self) -> usize;
+
+    /// Starts the session so the pair comes up without waiting for traffic. Returns what to
+    /// send (a handshake) or [`Action::Done`].
+    fn start(&mut self, out: &mut [u8]) -> Action;
+
+    /// Protects one inner IP packet from the LAN for the peer. Before a session exists the
+    /// suite may queue the packet and return a handshake to send instead.
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action;
+
+    /// Processes one datagram that arrived on the WAN from `source`.
+    fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated;
+
+    /// Drives time: retransmissions, keepalives, rekeys. Call once every 100 ms or so (at most
+    /// every 250 ms); each call returns at most one message to send.
+    fn timers(&mut self, out: &mut [u8]) -> Action;
+
+    /// Emits packets the suite queued while a session was being set up. Call after a
+    /// decapsulation that returned [`Action::SendToPeer`], repeating until it returns
+    /// [`Action::Done`].
+    fn drain(&mut self, out: &mut [u8]) -> Action;
+
+    /// The session's current state.
+    fn session(&self) -> SessionState;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_counters_are_indexed_in_order_and_unique() {
+        for (i, e) in SuiteError::ALL.iter().enumerate() {
+            assert_eq!(e.counter_index(), i);
+            assert!(SUITE_DROP_COUNTERS[i].starts_with("drop_suite_"));
+            assert!(!SUITE_DROP_COUNTERS[i + 1..].contains(&SUITE_DROP_COUNTERS[i]));
+        }
+    }
+}

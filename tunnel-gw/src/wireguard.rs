@@ -1,0 +1,412 @@
+//! The WireGuard suite: [`TunnelSuite`] over boringtun's `noise::Tunn`.
+//!
+//! Design: `Tunn` is a synchronous protocol core with `&mut self` methods, so the suite owns it
+//! and lives on the one data thread; no lock is needed. Its rough edges are handled here so the
+//! data loop never sees them:
+//!
+//! * `Tunn` panics on short output buffers; every call checks the suite's buffer contract first
+//!   and returns [`SuiteError::BufferTooSmall`] instead. `drain` re-encapsulates queued packets,
+//!   so the suite remembers the largest packet it was ever asked to encapsulate.
+//! * An empty datagram means "drain the queue" to `Tunn`, so empty WAN datagrams are rejected
+//!   as malformed before they reach it.
+//! * Handshake rate limiting uses a shared `RateLimiter` and the datagram's source address, so
+//!   cookie replies work under load; the suite resets the limiter's count every second.
+//! * `Tunn` gives up after 90 s of unanswered handshakes and then stays silent until traffic
+//!   arrives. A gateway pair must come back on its own, so on expiry the suite starts a new
+//!   handshake right away.
+//! * `Tunn` does not check the inner source address; [`Action::Deliver`] hands it to the
+//!   caller, which does.
+//!
+//! The session comes up at [`TunnelSuite::start`] (handshake initiation) and is kept alive by a
+//! 25 s persistent keepalive so NAT and stateful firewalls on the WAN keep the path open.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+use crate::suite::{Action, Decapsulated, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+
+/// Bytes WireGuard adds to an inner packet: 16-byte header and 16-byte Poly1305 tag.
+pub const WIREGUARD_OVERHEAD: usize = 32;
+/// Persistent keepalive interval.
+pub const PERSISTENT_KEEPALIVE_SECS: u16 = 25;
+/// Handshakes per second accepted before senders must prove their address with a cookie.
+pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Keys are rejected this long after their handshake (WireGuard's REJECT_AFTER_TIME).
+const REJECT_AFTER: Duration = Duration::from_secs(180);
+const RATE_LIMIT_RESET_PERIOD: Duration = Duration::from_secs(1);
+
+/// WireGuard message types (first byte; the next three are reserved zero).
+const MESSAGE_COOKIE_REPLY: u8 = 3;
+const MESSAGE_DATA: u8 = 4;
+
+/// A WireGuard session with one peer gateway.
+pub struct WireGuardSuite {
+    tunnel: Tunn,
+    rate_limiter: Arc<RateLimiter>,
+    last_rate_limit_reset: Instant,
+    largest_inner: usize,
+}
+
+impl std::fmt::Debug for WireGuardSuite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints key material.
+        f.debug_struct("WireGuardSuite")
+            .field("session", &self.session())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireGuardSuite {
+    /// A suite for the peer with `peer_public_key`, authenticating as `private_key`.
+    /// `local_index` distinguishes this tunnel's sessions in the peer's logs (the pair id fits).
+    pub fn new(private_key: [u8; 32], peer_public_key: [u8; 32], local_index: u32) -> Self {
+        let private_key = StaticSecret::from(private_key);
+        let public_key = PublicKey::from(&private_key);
+        let rate_limiter = Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT));
+        let tunnel = Tunn::new(
+            private_key,
+            PublicKey::from(peer_public_key),
+            None,
+            Some(PERSISTENT_KEEPALIVE_SECS),
+            local_index,
+            Some(Arc::clone(&rate_limiter)),
+        );
+        WireGuardSuite {
+            tunnel,
+            rate_limiter,
+            last_rate_limit_reset: Instant::now(),
+            largest_inner: 0,
+        }
+    }
+
+    fn can_encapsulate(&self, inner_len: usize, out: &[u8]) -> bool {
+        out.len() >= MIN_CONTROL_BUFFER && out.len() >= inner_len + WIREGUARD_OVERHEAD
+    }
+}
+
+impl TunnelSuite for WireGuardSuite {
+    fn overhead(&self) -> usize {
+        WIREGUARD_OVERHEAD
+    }
+
+    fn start(&mut self, out: &mut [u8]) -> Action {
+        if out.len() < MIN_CONTROL_BUFFER {
+            return Action::Drop(SuiteError::BufferTooSmall);
+        }
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.format_handshake_initiation(out, false);
+        place(to_action(result, base), out)
+    }
+
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
+        if !self.can_encapsulate(inner.len(), out) {
+            return Action::Drop(SuiteError::BufferTooSmall);
+        }
+        self.largest_inner = self.largest_inner.max(inner.len());
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.encapsulate(inner, out);
+        place(to_action(result, base), out)
+    }
+
+    fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
+        let unauthenticated = |error| Decapsulated {
+            action: Action::Drop(error),
+            authenticated: false,
+        };
+        if datagram.is_empty() {
+            return unauthenticated(SuiteError::Malformed);
+        }
+        if out.len() < datagram.len() || out.len() < MIN_CONTROL_BUFFER {
+            return unauthenticated(SuiteError::BufferTooSmall);
+        }
+        let is_data = datagram.len() >= WIREGUARD_OVERHEAD && datagram[..4] == [MESSAGE_DATA, 0, 0, 0];
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.decapsulate(Some(source), datagram, out);
+        let action = match place(to_action(result, base), out) {
+            // The only message `Tunn` answers without verifying it came from the peer.
+            Action::SendToPeer { len } if out[0] == MESSAGE_COOKIE_REPLY => Action::ReplyToSender { len },
+            // A data message that decrypted but does not hold an IP packet.
+            Action::Drop(SuiteError::Malformed) if is_data => Action::Drop(SuiteError::InvalidInnerPacket),
+            action => action,
+        };
+        let authenticated = match action {
+            Action::SendToPeer { .. } | Action::Deliver { .. } => true,
+            Action::Drop(error) => error == SuiteError::InvalidInnerPacket,
+            Action::ReplyToSender { .. } => false,
+            // A keepalive authenticated; a processed cookie reply proves nothing about the sender.
+            Action::Done => datagram[0] != MESSAGE_COOKIE_REPLY,
+        };
+        Decapsulated { action, authenticated }
+    }
+
+    fn timers(&mut self, out: &mut [u8]) -> Action {
+        if out.len() < MIN_CONTROL_BUFFER {
+            return Action::Drop(SuiteError::BufferTooSmall);
+        }
+        if self.last_rate_limit_reset.elapsed() >= RATE_LIMIT_RESET_PERIOD {
+            self.rate_limiter.reset_count();
+            self.last_rate_limit_reset = Instant::now();
+        }
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.update_timers(out);
+        match place(to_action(result, base), out) {
+            Action::Drop(SuiteError::SessionExpired) => self.start(out),
+            action => action,
+        }
+    }
+
+    fn drain(&mut self, out: &mut [u8]) -> Action {
+        if !self.can_encapsulate(self.largest_inner, out) {
+            return Action::Drop(SuiteError::BufferTooSmall);
+        }
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.decapsulate(None, &[], out);
+        place(to_action(result, base), out)
+    }
+
+    fn session(&self) -> SessionState {
+        let age = self.tunnel.time_since_last_handshake();
+        SessionState {
+            established: age.is_some_and(|age| age < REJECT_AFTER),
+            last_handshake_age: age,
+        }
+    }
+}
+
+/// An [`Action`] whose bytes `Tunn` wrote `offset` bytes into the caller's buffer.
+struct Written {
+    action: Action,
+    offset: usize,
+}
+
+/// Turns a `TunnResult` whose slices point into a buffer starting at address `base` into an
+/// [`Action`] and the offset of its bytes, ending the borrow of the buffer.
+fn to_action(result: TunnResult<'_>, base: usize) -> Written {
+    let (action, start) = match result {
+        TunnResult::Done => (Action::Done, base),
+        TunnResult::Err(error) => (Action::Drop(suite_error(error)), base),
+        TunnResult::WriteToNetwork(packet) => (Action::SendToPeer { len: packet.len() }, packet.as_ptr() as usize),
+        TunnResult::WriteToTunnelV4(packet, source) => (
+            Action::Deliver {
+                len: packet.len(),
+                source: source.into(),
+            },
+            packet.as_ptr() as usize,
+        ),
+        TunnResult::WriteToTunnelV6(packet, source) => (
+            Action::Deliver {
+                len: packet.len(),
+                source: source.into(),
+            },
+            packet.as_ptr() as usize,
+        ),
+    };
+    Written {
+        action,
+        offset: start - base,
+    }
+}
+
+/// Moves the written bytes to the start of `out` if `Tunn` put them elsewhere, so every
+/// [`Action`] length refers to `out[..len]`.
+fn place(written: Written, out: &mut [u8]) -> Action {
+    if written.offset != 0 {
+        if let Action::SendToPeer { len } | Action::Deliver { len, .. } = written.action {
+            out.copy_within(written.offset..written.offset + len, 0);
+        }
+    }
+    written.action
+}
+
+fn suite_error(error: WireGuardError) -> SuiteError {
+    use WireGuardError as E;
+    match error {
+        E::DestinationBufferTooSmall => SuiteError::BufferTooSmall,
+        E::IncorrectPacketLength | E::InvalidPacket | E::WrongPacketType => SuiteError::Malformed,
+        E::WrongIndex | E::WrongKey | E::InvalidMac | E::InvalidAeadTag | E::InvalidTai64nTimestamp => {
+            SuiteError::AuthenticationFailed
+        }
+        E::WrongTai64nTimestamp | E::InvalidCounter | E::DuplicateCounter => SuiteError::Replay,
+        E::NoCurrentSession => SuiteError::NoSession,
+        E::UnderLoad => SuiteError::UnderLoad,
+        E::ConnectionExpired => SuiteError::SessionExpired,
+        E::UnexpectedPacket | E::LockFailed => SuiteError::Protocol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const PEER_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn key(seed: u8) -> [u8; 32] {
+        [seed; 32]
+    }
+
+    fn public(private: [u8; 32]) -> [u8; 32] {
+        PublicKey::from(&StaticSecret::from(private)).to_bytes()
+    }
+
+    fn pair() -> (WireGuardSuite, WireGuardSuite) {
+        let (a, b) = (key(1), key(2));
+        (
+            WireGuardSuite::new(a, public(b), 1),
+            WireGuardSuite::new(b, public(a), 2),
+        )
+    }
+
+    fn ipv4_packet(source: Ipv4Addr, len: usize) -> Vec<u8> {
+        let mut packet = vec![0u8; len];
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&source.octets());
+        packet[16..20].copy_from_slice(&[10, 2, 0, 1]);
+        packet
+    }
+
+    /// Runs the handshake from `start` and returns both suites established.
+    fn establish() -> (WireGuardSuite, WireGuardSuite) {
+        let (mut a, mut b) = pair();
+        let mut buf = [0u8; 2048];
+        let mut reply = [0u8; 2048];
+        let Action::SendToPeer { len } = a.start(&mut buf) else {
+            panic!("no initiation")
+        };
+        assert_eq!(buf[0], 1, "handshake initiation");
+        let got = b.decapsulate(PEER_ADDR, &buf[..len], &mut reply);
+        let Action::SendToPeer { len } = got.action else {
+            panic!("no response: {got:?}")
+        };
+        assert!(got.authenticated);
+        assert_eq!(reply[0], 2, "handshake response");
+        let got = a.decapsulate(PEER_ADDR, &reply[..len], &mut buf);
+        let Action::SendToPeer { len } = got.action else {
+            panic!("no keepalive: {got:?}")
+        };
+        assert_eq!(buf[0], 4, "keepalive is a data message");
+        assert_eq!(b.decapsulate(PEER_ADDR, &buf[..len], &mut reply).action, Action::Done);
+        assert!(a.session().established && b.session().established);
+        (a, b)
+    }
+
+    #[test]
+    fn encapsulated_packet_decapsulates_to_the_same_bytes() {
+        let (mut a, mut b) = establish();
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 100);
+        let mut wire = [0u8; 2048];
+        let mut plain = [0u8; 2048];
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+            panic!()
+        };
+        assert_eq!(len, inner.len() + WIREGUARD_OVERHEAD);
+        let got = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
+        assert!(got.authenticated);
+        assert_eq!(
+            got.action,
+            Action::Deliver {
+                len: inner.len(),
+                source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 7))
+            }
+        );
+        assert_eq!(&plain[..inner.len()], &inner[..]);
+        // The same datagram again is a replay.
+        let again = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
+        assert_eq!(again.action, Action::Drop(SuiteError::Replay));
+        assert!(!again.authenticated);
+    }
+
+    #[test]
+    fn packets_sent_before_the_session_are_queued_and_drained() {
+        let (mut a, mut b) = pair();
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 60);
+        let mut buf = [0u8; 2048];
+        let mut reply = [0u8; 2048];
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut buf) else {
+            panic!()
+        };
+        assert_eq!(buf[0], 1, "the first packet triggers a handshake and waits");
+        let Action::SendToPeer { len } = b.decapsulate(PEER_ADDR, &buf[..len], &mut reply).action else {
+            panic!()
+        };
+        assert_eq!(
+            a.decapsulate(PEER_ADDR, &reply[..len], &mut buf).action,
+            Action::SendToPeer { len: 32 }
+        );
+        let Action::SendToPeer { len } = a.drain(&mut buf) else {
+            panic!("queued packet")
+        };
+        assert_eq!(a.drain(&mut reply), Action::Done);
+        let got = b.decapsulate(PEER_ADDR, &buf[..len], &mut reply);
+        assert!(matches!(got.action, Action::Deliver { len: 60, .. }));
+    }
+
+    #[test]
+    fn forged_and_garbage_datagrams_are_typed_drops() {
+        let (_, mut b) = establish();
+        let mut out = [0u8; 2048];
+        let cases: [(&[u8], SuiteError); 4] = [
+            (&[], SuiteError::Malformed),
+            (&[4, 0, 0], SuiteError::Malformed),
+            (&[9; 100], SuiteError::Malformed),
+            (&[1; 148], SuiteError::Malformed), // reserved bytes not zero
+        ];
+        for (datagram, error) in cases {
+            let got = b.decapsulate(PEER_ADDR, datagram, &mut out);
+            assert_eq!(got.action, Action::Drop(error), "{datagram:?}");
+            assert!(!got.authenticated);
+        }
+        let mut forged_init = [0u8; 148];
+        forged_init[0] = 1;
+        let got = b.decapsulate(PEER_ADDR, &forged_init, &mut out);
+        assert_eq!(got.action, Action::Drop(SuiteError::AuthenticationFailed));
+        let mut forged_data = [0u8; 80];
+        forged_data[0] = 4;
+        let got = b.decapsulate(PEER_ADDR, &forged_data, &mut out);
+        assert!(matches!(
+            got.action,
+            Action::Drop(SuiteError::NoSession | SuiteError::AuthenticationFailed)
+        ));
+        assert!(!got.authenticated);
+    }
+
+    #[test]
+    fn short_buffers_are_refused_not_panics() {
+        let (mut a, mut b) = establish();
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 1000);
+        let mut small = [0u8; 1000];
+        assert_eq!(
+            a.encapsulate(&inner, &mut small),
+            Action::Drop(SuiteError::BufferTooSmall)
+        );
+        assert_eq!(a.timers(&mut small[..100]), Action::Drop(SuiteError::BufferTooSmall));
+        let mut wire = [0u8; 2048];
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+            panic!()
+        };
+        let got = b.decapsulate(PEER_ADDR, &wire[..len], &mut small);
+        assert_eq!(got.action, Action::Drop(SuiteError::BufferTooSmall));
+    }
+
+    #[test]
+    fn a_session_is_not_established_before_the_handshake() {
+        let (a, _) = pair();
+        assert_eq!(
+            a.session(),
+            SessionState {
+                established: false,
+                last_handshake_age: None
+            }
+        );
+        let (a, _) = establish();
+        assert!(a.session().last_handshake_age.unwrap() < Duration::from_secs(5));
+    }
+}
