@@ -1,1 +1,12 @@
-//! braid-demux library.
+//! braid-demux: the site's steering point.
+//!
+//! Every packet the site routes into the demux's TUN is classified ([`braid_core::wire`]),
+//! steered to a gateway pair by the sans-IO [`steer`] core (flow table + Maglev over a keyed
+//! symmetric hash) and sent to that pair's gateway in GENEVE over UDP; GENEVE coming back is
+//! checked and written to the TUN. [`datapath`] holds the two data threads, [`tun`] the device,
+//! [`settings`] what a demux is told by the cluster configuration.
+
+pub mod datapath;
+pub mod settings;
+pub mod steer;
+pub mod tun;

@@ -1,1 +1,141 @@
-fn main() {}
+//! `braid-demux`: the site's steering point. See the crate docs for the design.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use braid_core::config::ClusterConfig;
+use braid_core::daemon::{self, StatusWriter, StopFlag};
+use braid_core::udp;
+use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap};
+use braid_demux::settings::DemuxSettings;
+use braid_demux::steer::{FlowHasher, IdleTimeouts, MaglevTable, Steering};
+use braid_demux::tun::Tun;
+use clap::Parser;
+
+/// braid-demux owns a TUN device for one site. Every packet routed into it is hashed on its
+/// 5-tuple (symmetric, keyed with the cluster secret), pinned to a gateway pair and sent to that
+/// pair's gateway in GENEVE over UDP; GENEVE coming back from the gateways is written to the TUN.
+#[derive(Parser, Debug)]
+#[command(name = "braid-demux", version, about)]
+struct Args {
+    /// The cluster YAML.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Which site of the cluster this demux serves.
+    #[arg(long)]
+    site: String,
+    /// Write counters as JSON to FILE every 500 ms.
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<PathBuf>,
+    /// Do not install routes to the other site's prefixes through the TUN (manage them yourself).
+    #[arg(long)]
+    no_routes: bool,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    daemon::init_logging(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("braid-demux: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let cfg = ClusterConfig::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = DemuxSettings::from_config(&cfg, &args.site)?;
+    let stop = StopFlag::from_signals().context("cannot install signal handlers")?;
+
+    let tun = Tun::open(&settings.tun_name, true)?;
+    tun.set_mtu_and_up(settings.mtu).with_context(|| format!("cannot configure {}", tun.name()))?;
+    if !args.no_routes {
+        for prefix in &settings.peer_prefixes {
+            install_route(&prefix.to_string(), tun.name())?;
+        }
+    }
+    let (socket, buffers) = udp::bind_data_socket(settings.geneve_bind, udp::DEFAULT_SOCKET_BUFFER_BYTES)
+        .with_context(|| format!("cannot bind the GENEVE socket on {}", settings.geneve_bind))?;
+    tracing::info!(recv = buffers.recv_bytes, send = buffers.send_bytes, "GENEVE socket buffers");
+
+    let gateways = GatewayMap::new(settings.gateways.clone());
+    let pair_ids = gateways.pair_ids();
+    let membership = MaglevTable::build(&pair_ids, settings.maglev_table_size)
+        .map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
+    let mut steering = Steering::new(
+        FlowHasher::from_secret(&settings.secret),
+        settings.flow_table_capacity,
+        idle_timeouts(&settings.timeouts),
+    );
+    steering.set_membership(Arc::new(membership));
+    let stats = Arc::new(DemuxStats::new(&pair_ids));
+    let path = Arc::new(DataPath {
+        tun: Arc::new(tun),
+        socket: Arc::new(socket),
+        steering: Arc::new(Mutex::new(steering)),
+        gateways,
+        local_prefixes: settings.local_prefixes.clone(),
+        mtu: settings.mtu,
+        stats: stats.clone(),
+        stop: stop.clone(),
+        epoch: Instant::now(),
+    });
+    tracing::info!(
+        site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
+        pairs = pair_ids.len(), mtu = settings.mtu, "demux running"
+    );
+
+    let outbound = spawn("demux-out", { let p = path.clone(); move || p.run_outbound() })?;
+    let inbound = spawn("demux-in", { let p = path.clone(); move || p.run_inbound() })?;
+    let status = args.status_file.clone().map(StatusWriter::new);
+    while !stop.is_stopped() {
+        if let Some(writer) = &status {
+            let mut json = stats.to_json();
+            json["role"] = "demux".into();
+            json["site"] = settings.site.clone().into();
+            json["pid"] = std::process::id().into();
+            if let Err(e) = writer.write(&json) {
+                tracing::warn!("cannot write the status file: {e}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    tracing::info!("stopping");
+    let _ = outbound.join();
+    let _ = inbound.join();
+    Ok(())
+}
+
+fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {
+    IdleTimeouts {
+        tcp_ms: t.tcp_idle * 1000,
+        tcp_closing_ms: t.tcp_closing * 1000,
+        udp_ms: t.udp_idle * 1000,
+        other_ms: t.other_idle * 1000,
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f).with_context(|| format!("cannot start thread {name}"))
+}
+
+fn install_route(prefix: &str, dev: &str) -> Result<()> {
+    let status = Command::new("ip")
+        .args(["route", "replace", prefix, "dev", dev])
+        .status()
+        .context("cannot run `ip route` (install iproute2, or pass --no-routes)")?;
+    if !status.success() {
+        bail!("`ip route replace {prefix} dev {dev}` failed");
+    }
+    tracing::info!(%prefix, %dev, "route installed");
+    Ok(())
+}

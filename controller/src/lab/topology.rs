@@ -1,0 +1,192 @@
+//! The lab's shape, as a pure function of its name and gateway count.
+//!
+//! Two sites on one machine, every address inside 198.18.0.0/15 (RFC 2544 benchmarking space),
+//! every interface inside namespaces named `braid-<name>.*` (a name cannot contain '.', so
+//! one lab's prefix never matches another's):
+//!
+//! ```text
+//!  ns ha (host a)          ns da (demux a)                  ns ga<i> (gateway a, pair i)
+//!  eth0 198.18.1.2 ──veth── host 198.18.1.1                  lan 198.18.10.<10+i> ─┐
+//!                          braid0 (TUN) ⇒ 198.18.2.0/24      wan 198.19.0.<10+i> ──┼─┐
+//!                          br-lan 198.18.10.1 ◄──────────────────────────────────────┘ │
+//!                                                   ns wan: bridge `wan0` ◄────────────────┤
+//!  ns hb (host b) ... mirrored for site b with 198.18.2.x, 198.18.20.x, 198.19.0.<110+i> ┘
+//! ```
+//!
+//! Each gateway has its own namespace so its WAN link can be shaped or cut on its own, and every
+//! gateway-to-gateway packet crosses the `wan` namespace's bridge, the capture point. Two labs
+//! with different names never share a namespace, so they can run at once.
+
+use std::net::Ipv4Addr;
+
+/// The most gateway pairs a lab can have (addresses are `.<10+i>` and `.<110+i>`).
+pub const MAX_LAB_PAIRS: u16 = 90;
+
+/// The two sites, in the order the lab builds them.
+pub const SITES: [&str; 2] = ["a", "b"];
+
+/// The WireGuard port every lab gateway listens on.
+pub const WAN_PORT: u16 = 51820;
+
+/// Where everything of one lab lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub name: String,
+    pub pairs: u16,
+}
+
+/// One site's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteAddrs {
+    /// The host's own subnet, which is the site's prefix (`198.18.<1|2>.0/24`).
+    pub prefix: (Ipv4Addr, u8),
+    pub host: Ipv4Addr,
+    pub router: Ipv4Addr,
+    /// The demux's address on the gateway LAN (`198.18.<10|20>.1`).
+    pub lan: Ipv4Addr,
+}
+
+impl Topology {
+    /// Checks the name (it becomes part of namespace names) and the pair count.
+    pub fn new(name: &str, pairs: u16) -> Result<Topology, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 12
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(format!("lab name {name:?}: expected 1 to 12 characters of a-z, 0-9 and '-'"));
+        }
+        if pairs == 0 || pairs > MAX_LAB_PAIRS {
+            return Err(format!("--gateways {pairs}: expected 1 to {MAX_LAB_PAIRS}"));
+        }
+        Ok(Topology { name: name.to_string(), pairs })
+    }
+
+    /// The prefix every namespace of this lab shares; `lab down` removes all that start with it.
+    pub fn ns_prefix(&self) -> String {
+        ns_prefix(&self.name)
+    }
+
+    pub fn host_ns(&self, site: &str) -> String {
+        format!("{}h{site}", self.ns_prefix())
+    }
+
+    pub fn demux_ns(&self, site: &str) -> String {
+        format!("{}d{site}", self.ns_prefix())
+    }
+
+    pub fn gateway_ns(&self, site: &str, pair: u16) -> String {
+        format!("{}g{site}{pair}", self.ns_prefix())
+    }
+
+    pub fn wan_ns(&self) -> String {
+        format!("{}wan", self.ns_prefix())
+    }
+
+    /// Every namespace of the lab, in creation order.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.wan_ns()];
+        for site in SITES {
+            all.push(self.host_ns(site));
+            all.push(self.demux_ns(site));
+            for pair in self.pair_ids() {
+                all.push(self.gateway_ns(site, pair));
+            }
+        }
+        all
+    }
+
+    /// Pair ids `1..=pairs`.
+    pub fn pair_ids(&self) -> impl Iterator<Item = u16> {
+        1..=self.pairs
+    }
+
+    pub fn site(&self, site: &str) -> SiteAddrs {
+        let n = site_number(site);
+        SiteAddrs {
+            prefix: (Ipv4Addr::new(198, 18, n, 0), 24),
+            host: Ipv4Addr::new(198, 18, n, 2),
+            router: Ipv4Addr::new(198, 18, n, 1),
+            lan: Ipv4Addr::new(198, 18, 10 * n, 1),
+        }
+    }
+
+    /// A gateway's LAN (GENEVE) address.
+    pub fn gateway_lan(&self, site: &str, pair: u16) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 10 * site_number(site), (10 + pair) as u8)
+    }
+
+    /// A gateway's WAN (WireGuard) address.
+    pub fn gateway_wan(&self, site: &str, pair: u16) -> Ipv4Addr {
+        let base = if site == SITES[0] { 10 } else { 110 };
+        Ipv4Addr::new(198, 19, 0, (base + pair) as u8)
+    }
+
+    pub fn peer_site(site: &str) -> &'static str {
+        if site == SITES[0] {
+            SITES[1]
+        } else {
+            SITES[0]
+        }
+    }
+}
+
+/// The namespace prefix of lab `name`.
+pub fn ns_prefix(name: &str) -> String {
+    format!("braid-{name}.")
+}
+
+fn site_number(site: &str) -> u8 {
+    if site == SITES[0] {
+        1
+    } else {
+        2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_names_and_counts() {
+        assert!(Topology::new("Demo", 2).is_err());
+        assert!(Topology::new("a/b", 2).is_err());
+        assert!(Topology::new("", 2).is_err());
+        assert!(Topology::new("waytoolongname", 2).is_err());
+        assert!(Topology::new("ok", 0).is_err());
+        assert!(Topology::new("ok", MAX_LAB_PAIRS + 1).is_err());
+        assert!(Topology::new("ok-1", MAX_LAB_PAIRS).is_ok());
+    }
+
+    #[test]
+    fn every_address_is_in_the_benchmarking_range_and_unique() {
+        let t = Topology::new("t", MAX_LAB_PAIRS).unwrap();
+        let mut all = Vec::new();
+        for site in SITES {
+            let s = t.site(site);
+            all.extend([s.host, s.router, s.lan]);
+            for p in t.pair_ids() {
+                all.extend([t.gateway_lan(site, p), t.gateway_wan(site, p)]);
+            }
+        }
+        for a in &all {
+            let o = a.octets();
+            assert!(o[0] == 198 && (o[1] == 18 || o[1] == 19), "{a} outside 198.18.0.0/15");
+        }
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "duplicate lab address");
+    }
+
+    #[test]
+    fn namespaces_are_prefixed_by_the_lab_name() {
+        let t = Topology::new("x", 2).unwrap();
+        let ns = t.namespaces();
+        assert_eq!(ns.len(), 1 + 2 * (2 + 2));
+        assert!(ns.iter().all(|n| n.starts_with("braid-x.")));
+        assert!(ns.contains(&"braid-x.ga2".to_string()));
+        let other = Topology::new("x-ga", 2).unwrap();
+        assert!(other.namespaces().iter().all(|n| !ns.contains(n)));
+    }
+}

@@ -1,0 +1,172 @@
+//! The demux's TUN device.
+//!
+//! A thin wrapper over `/dev/net/tun`: `TUNSETIFF` with `IFF_TUN | IFF_NO_PI`, optionally
+//! `IFF_MULTI_QUEUE` so that later one data thread per core can own one queue of the same
+//! interface. Reads and writes move exactly one IP packet each. Link state (up, MTU) is set with
+//! the classic `SIOCSIFMTU` / `SIOCSIFFLAGS` ioctls on a throwaway socket; addresses and routes are
+//! the operator's (or the lab's) business.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// One queue of a TUN interface.
+#[derive(Debug)]
+pub struct Tun {
+    file: File,
+    name: String,
+}
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+#[repr(C)]
+struct IfReqMtu {
+    name: [u8; libc::IFNAMSIZ],
+    mtu: libc::c_int,
+    _pad: [u8; 20],
+}
+
+fn ifname_bytes(name: &str) -> io::Result<[u8; libc::IFNAMSIZ]> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} must be 1..=15 bytes without NUL"),
+        ));
+    }
+    let mut out = [0u8; libc::IFNAMSIZ];
+    out[..bytes.len()].copy_from_slice(bytes);
+    Ok(out)
+}
+
+impl Tun {
+    /// Opens (creating if needed) TUN interface `name`. With `multi_queue`, further queues of the
+    /// same interface can be opened by calling this again with the same name.
+    pub fn open(name: &str, multi_queue: bool) -> io::Result<Tun> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open /dev/net/tun ({e}): braid-demux needs root or CAP_NET_ADMIN and the tun module"),
+                )
+            })?;
+        let mut req = IfReqFlags {
+            name: ifname_bytes(name)?,
+            flags: IFF_TUN | IFF_NO_PI | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
+            _pad: [0; 22],
+        };
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReqFlags` lays out (name
+        // then a short of flags, padded to the kernel's 40-byte size); the fd is open.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReqFlags) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+        }
+        let end = req.name.iter().position(|b| *b == 0).unwrap_or(req.name.len());
+        let name = String::from_utf8_lossy(&req.name[..end]).into_owned();
+        Ok(Tun { file, name })
+    }
+
+    /// The interface name the kernel assigned.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the interface MTU and brings it up.
+    pub fn set_mtu_and_up(&self, mtu: u16) -> io::Result<()> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if sock < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = (|| {
+            let mut mtu_req = IfReqMtu { name: ifname_bytes(&self.name)?, mtu: mtu.into(), _pad: [0; 20] };
+            // SAFETY: SIOCSIFMTU takes a `struct ifreq` with the MTU as int after the name.
+            if unsafe { libc::ioctl(sock, libc::SIOCSIFMTU, &mut mtu_req as *mut IfReqMtu) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut flags = IfReqFlags { name: ifname_bytes(&self.name)?, flags: 0, _pad: [0; 22] };
+            // SAFETY: SIOCGIFFLAGS / SIOCSIFFLAGS read and write the flags short of a `struct ifreq`.
+            if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut flags as *mut IfReqFlags) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            flags.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            // SAFETY: as above.
+            if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut flags as *mut IfReqFlags) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })();
+        // SAFETY: `sock` is a descriptor this function opened and nobody else holds.
+        unsafe { libc::close(sock) };
+        result
+    }
+
+    /// Reads one packet. `Ok(None)` when no packet is waiting (the fd is non-blocking).
+    #[inline]
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+            let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Writes one packet. A full queue (`EAGAIN`) or a packet the kernel refuses comes back as an
+    /// error for the caller to count.
+    #[inline]
+    pub fn write(&self, packet: &[u8]) -> io::Result<()> {
+        loop {
+            // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
+            let n = unsafe { libc::write(self.file.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl AsRawFd for Tun {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes. Returns whether it is readable.
+pub fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(rc > 0)
+}
