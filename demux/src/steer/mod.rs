@@ -1,0 +1,274 @@
+//! Flow steering: which gateway pair carries each packet leaving the site.
+//!
+//! Everything here is sans-IO: no sockets, no clock (time arrives as `now_ms`), no allocation
+//! after construction, so the demux data thread drives it and tests replay it exactly.
+//!
+//! * [`hash`]: the symmetric, keyed, host-independent flow hash ([`FlowHasher`]).
+//! * [`key`]: the canonical (direction-free) form of a 5-tuple ([`FlowKey`]).
+//! * [`maglev`]: the consistent-hash table over live pairs ([`MaglevTable`]), an immutable
+//!   snapshot the control plane rebuilds on every membership change.
+//! * [`flow_table`]: pins each flow to the pair it started on ([`FlowTable`]).
+//! * [`fragments`]: later fragments follow their first fragment ([`FragmentTable`]).
+//!
+//! [`Steering`] ties them together for one data thread. A packet is classified, hashed once,
+//! and that one hash picks the flow-table buckets, the tag and (for a new flow) the Maglev slot.
+//! Packets returning from a gateway pair are [`Steering::learn`]ed so a flow started by the
+//! other site goes back over the pair it came on.
+
+pub mod flow_table;
+pub mod fragments;
+pub mod hash;
+pub mod key;
+pub mod maglev;
+mod memory;
+
+use std::sync::Arc;
+
+use braid_core::flow::{Classified, FragmentId, PairId};
+
+pub use flow_table::{FlowTable, IdleTimeouts, Learned};
+pub use fragments::{FragmentTable, DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS};
+pub use hash::FlowHasher;
+pub use key::FlowKey;
+pub use maglev::{MaglevError, MaglevTable, DEFAULT_TABLE_SIZE};
+
+/// Packets whose flow-table lookups [`Steering::steer_batch`] overlaps.
+pub const PREFETCH_WINDOW: usize = 16;
+
+/// How a packet's pair was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The flow's pin, on a live pair.
+    Established,
+    /// A new (or expired) flow: chosen by Maglev and pinned.
+    New,
+    /// The pinned pair left the membership: chosen again by Maglev and re-pinned.
+    Moved,
+    /// The flow table had no room: chosen by Maglev and not pinned.
+    Unpinned,
+    /// A later fragment, sent where its datagram's first fragment went.
+    FragmentFollowed,
+}
+
+impl Outcome {
+    /// Every outcome, in [`Outcome::index`] order.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Established,
+        Outcome::New,
+        Outcome::Moved,
+        Outcome::Unpinned,
+        Outcome::FragmentFollowed,
+    ];
+
+    /// Counter names, indexed by [`Outcome::index`].
+    pub const NAMES: [&'static str; 5] = [
+        "steer_established",
+        "steer_new",
+        "steer_moved",
+        "steer_unpinned",
+        "steer_fragment_followed",
+    ];
+
+    /// Position in [`Outcome::ALL`] and [`Outcome::NAMES`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A name fit for a counter.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
+/// Why a packet could not be steered. Each is a counted drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SteerDrop {
+    /// No gateway pair is live (for a later fragment: its first fragment's pair left).
+    NoLivePair,
+    /// A later fragment whose first fragment was never seen (or was forgotten).
+    FragmentWithoutHead,
+}
+
+impl SteerDrop {
+    /// Counter names, indexed by [`SteerDrop::index`].
+    pub const NAMES: [&'static str; 2] = ["drop_no_live_pair", "drop_fragment_without_head"];
+
+    /// Position in [`SteerDrop::NAMES`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A name fit for a counter.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
+/// The pair a packet goes to, and how it was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steered {
+    pub pair: PairId,
+    pub outcome: Outcome,
+}
+
+/// One data thread's steering state: hasher, flow table, fragment table, membership snapshot.
+#[derive(Debug)]
+pub struct Steering {
+    hasher: FlowHasher,
+    flows: FlowTable,
+    fragments: FragmentTable,
+    membership: Arc<MaglevTable>,
+}
+
+impl Steering {
+    /// Steering for up to `table_capacity` pinned flows, with no members until
+    /// [`Steering::set_membership`].
+    pub fn new(hasher: FlowHasher, table_capacity: usize, timeouts: IdleTimeouts) -> Steering {
+        Steering {
+            hasher,
+            flows: FlowTable::new(table_capacity, timeouts),
+            fragments: FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS),
+            membership: Arc::new(MaglevTable::empty()),
+        }
+    }
+
+    /// Installs a new membership snapshot. Pinned flows on pairs still in it stay put; flows on
+    /// pairs that left are moved when their next packet arrives.
+    pub fn set_membership(&mut self, membership: Arc<MaglevTable>) {
+        self.membership = membership;
+    }
+
+    /// The membership snapshot in force.
+    pub fn membership(&self) -> &Arc<MaglevTable> {
+        &self.membership
+    }
+
+    /// The pair an outgoing packet goes to.
+    pub fn steer(&mut self, packet: &Classified, now_ms: u64) -> Result<Steered, SteerDrop> {
+        let flow = self.flow_of(packet);
+        self.steer_prepared(packet, flow, now_ms)
+    }
+
+    /// Steers a batch of packets, reporting each result with its index. Same decisions as
+    /// [`Steering::steer`] packet by packet, but the flow-table misses of up to
+    /// [`PREFETCH_WINDOW`] packets are started together: about 4× the throughput on tables much
+    /// larger than the CPU cache (figures in [`flow_table`]).
+    pub fn steer_batch(
+        &mut self,
+        packets: &[Classified],
+        now_ms: u64,
+        mut each: impl FnMut(usize, Result<Steered, SteerDrop>),
+    ) {
+        for (chunk_index, chunk) in packets.chunks(PREFETCH_WINDOW).enumerate() {
+            // Three passes, so no pass waits on a miss another packet could be overlapping:
+            // hash and prefetch tag groups, match tags and prefetch entries, then steer.
+            let mut flows = [None; PREFETCH_WINDOW];
+            for (slot, packet) in flows.iter_mut().zip(chunk) {
+                *slot = self.flow_of(packet);
+                if let Some((hash, _)) = slot {
+                    self.flows.prefetch_buckets(*hash);
+                }
+            }
+            for (hash, _) in flows.iter().flatten() {
+                self.flows.prefetch_entries(*hash);
+            }
+            for (i, (packet, flow)) in chunk.iter().zip(flows).enumerate() {
+                each(
+                    chunk_index * PREFETCH_WINDOW + i,
+                    self.steer_prepared(packet, flow, now_ms),
+                );
+            }
+        }
+    }
+
+    /// Records a packet that arrived from gateway pair `from`, so the flow's packets in the
+    /// other direction take the same pair. `None` for a later fragment (no 5-tuple).
+    pub fn learn(&mut self, packet: &Classified, from: PairId, now_ms: u64) -> Option<Learned> {
+        let (hash, key) = self.flow_of(packet)?;
+        let tcp_flags = match *packet {
+            Classified::Whole { tcp_flags, .. } | Classified::FirstFragment { tcp_flags, .. } => tcp_flags,
+            Classified::LaterFragment { .. } => 0,
+        };
+        let members = &*self.membership;
+        Some(
+            self.flows
+                .learn(hash, &key, tcp_flags, now_ms, from, |p| members.contains(p)),
+        )
+    }
+
+    /// Frees up to `budget` slots' worth of expired flows; returns how many were freed.
+    pub fn expire(&mut self, now_ms: u64, budget: usize) -> usize {
+        self.flows.expire(now_ms, budget)
+    }
+
+    /// Occupied flow-table slots (live flows plus expired ones not yet swept).
+    pub fn live_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The flow table, for its size and memory figures.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// The hash and canonical key of a packet that carries a 5-tuple.
+    fn flow_of(&self, packet: &Classified) -> Option<(u64, FlowKey)> {
+        let tuple = match packet {
+            Classified::Whole { tuple, .. } | Classified::FirstFragment { tuple, .. } => tuple,
+            Classified::LaterFragment { .. } => return None,
+        };
+        let key = FlowKey::new(tuple);
+        Some((self.hasher.hash_key(&key), key))
+    }
+
+    /// [`Steering::steer`] once the packet's flow (if it has one) has been hashed.
+    fn steer_prepared(
+        &mut self,
+        packet: &Classified,
+        flow: Option<(u64, FlowKey)>,
+        now_ms: u64,
+    ) -> Result<Steered, SteerDrop> {
+        let (tcp_flags, head_of) = match *packet {
+            Classified::Whole { tcp_flags, .. } => (tcp_flags, None),
+            Classified::FirstFragment { frag, tcp_flags, .. } => (tcp_flags, Some(frag)),
+            Classified::LaterFragment { frag } => return self.follow_fragment(&frag, now_ms),
+        };
+        // `flow` comes from `flow_of`, which hashes every packet that carries a 5-tuple.
+        let (hash, key) = flow.ok_or(SteerDrop::NoLivePair)?;
+        let members = &*self.membership;
+        let steered = self
+            .flows
+            .lookup_or_insert(
+                hash,
+                &key,
+                tcp_flags,
+                now_ms,
+                |p| members.contains(p),
+                || members.lookup(hash),
+            )
+            .ok_or(SteerDrop::NoLivePair)?;
+        if let Some(frag) = head_of {
+            let frag_hash = self.hasher.hash_fragment(&frag);
+            self.fragments.insert(frag_hash, frag, steered.pair, now_ms);
+        }
+        Ok(steered)
+    }
+
+    fn follow_fragment(&self, frag: &FragmentId, now_ms: u64) -> Result<Steered, SteerDrop> {
+        let hash = self.hasher.hash_fragment(frag);
+        let pair = self
+            .fragments
+            .lookup(hash, frag, now_ms)
+            .ok_or(SteerDrop::FragmentWithoutHead)?;
+        if !self.membership.contains(pair) {
+            return Err(SteerDrop::NoLivePair);
+        }
+        Ok(Steered {
+            pair,
+            outcome: Outcome::FragmentFollowed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use braid_core::flow::{proto, tcp_flags, Classified, FiveTuple, FragmentId, PairId};
+
+use super::*;
+
+const T0: u64 = 5_000;
+
+fn steering(pairs: &[PairId]) -> Steering {
+    let mut s = Steering::new(FlowHasher::from_secret(&[9; 32]), 10_000, IdleTimeouts::default());
+    s.set_membership(Arc::new(MaglevTable::build(pairs, DEFAULT_TABLE_SIZE).unwrap()));
+    s
+}
+
+fn tuple(n: u32) -> FiveTuple {
+    FiveTuple {
+        src: IpAddr::V4(Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8)),
+        dst: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+        src_port: 30_000 + (n % 1000) as u16,
+        dst_port: 5201,
+        proto: proto::TCP,
+    }
+}
+
+fn whole(t: FiveTuple) -> Classified {
+    Classified::Whole {
+        tuple: t,
+        tcp_flags: tcp_flags::ACK,
+    }
+}
+
+fn frag_of(t: &FiveTuple, id: u32) -> FragmentId {
+    FragmentId {
+        src: t.src,
+        dst: t.dst,
+        proto: t.proto,
+        id,
+    }
+}
+
+#[test]
+fn no_members_means_no_live_pair() {
+    let mut s = Steering::new(FlowHasher::from_secret(&[9; 32]), 100, IdleTimeouts::default());
+    assert_eq!(s.steer(&whole(tuple(1)), T0), Err(SteerDrop::NoLivePair));
+    assert_eq!(s.live_flows(), 0);
+}
+
+#[test]
+fn both_directions_take_one_pair() {
+    let mut s = steering(&[1, 2, 3, 4]);
+    for n in 0..200 {
+        let out = s.steer(&whole(tuple(n)), T0).unwrap();
+        assert_eq!(out.outcome, Outcome::New);
+        let back = s.steer(&whole(tuple(n).reversed()), T0 + 1).unwrap();
+        assert_eq!(
+            back,
+            Steered {
+                pair: out.pair,
+                outcome: Outcome::Established
+            }
+        );
+    }
+    assert_eq!(s.live_flows(), 200);
+}
+
+#[test]
+fn failover_moves_only_the_dead_pairs_flows() {
+    let mut s = steering(&[1, 2, 3, 4]);
+    let before: Vec<PairId> = (0..2000).map(|n| s.steer(&whole(tuple(n)), T0).unwrap().pair).collect();
+    let on_dead = before.iter().filter(|&&p| p == 3).count();
+    assert!(on_dead > 300, "Maglev spreads flows: {on_dead} of 2000 on pair 3");
+
+    s.set_membership(Arc::new(MaglevTable::build(&[1, 2, 4], DEFAULT_TABLE_SIZE).unwrap()));
+    let mut moved = 0;
+    for (n, &old) in before.iter().enumerate() {
+        let now = s.steer(&whole(tuple(n as u32)), T0 + 10).unwrap();
+        if old == 3 {
+            assert_eq!(now.outcome, Outcome::Moved);
+            assert_ne!(now.pair, 3);
+            moved += 1;
+        } else {
+            assert_eq!(
+                now,
+                Steered {
+                    pair: old,
+                    outcome: Outcome::Established
+                }
+            );
+        }
+    }
+    assert_eq!(moved, on_dead);
+}
+
+#[test]
+fn adding_a_pair_leaves_established_flows_and_takes_new_ones() {
+    let mut s = steering(&[1, 2]);
+    let before: Vec<PairId> = (0..500).map(|n| s.steer(&whole(tuple(n)), T0).unwrap().pair).collect();
+    s.set_membership(Arc::new(MaglevTable::build(&[1, 2, 3], DEFAULT_TABLE_SIZE).unwrap()));
+    for (n, &old) in before.iter().enumerate() {
+        assert_eq!(s.steer(&whole(tuple(n as u32)), T0 + 1).unwrap().pair, old);
+    }
+    let mut per_pair: HashMap<PairId, usize> = HashMap::new();
+    for n in 500..2000 {
+        *per_pair
+            .entry(s.steer(&whole(tuple(n)), T0 + 1).unwrap().pair)
+            .or_default() += 1;
+    }
+    assert!(per_pair[&3] > 300, "new flows reach the new pair: {per_pair:?}");
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment() {
+    let mut s = steering(&[1, 2, 3, 4]);
+    let t = Classified::Whole {
+        tuple: tuple(7),
+        tcp_flags: 0,
+    };
+    let flow_pair = s.steer(&t, T0).unwrap().pair;
+    let head = Classified::FirstFragment {
+        tuple: tuple(7),
+        frag: frag_of(&tuple(7), 77),
+        tcp_flags: 0,
+    };
+    assert_eq!(
+        s.steer(&head, T0).unwrap(),
+        Steered {
+            pair: flow_pair,
+            outcome: Outcome::Established
+        }
+    );
+    let tail = Classified::LaterFragment {
+        frag: frag_of(&tuple(7), 77),
+    };
+    assert_eq!(
+        s.steer(&tail, T0 + 1).unwrap(),
+        Steered {
+            pair: flow_pair,
+            outcome: Outcome::FragmentFollowed
+        }
+    );
+    let orphan = Classified::LaterFragment {
+        frag: frag_of(&tuple(7), 78),
+    };
+    assert_eq!(s.steer(&orphan, T0 + 1), Err(SteerDrop::FragmentWithoutHead));
+    assert_eq!(
+        s.steer(&tail, T0 + DEFAULT_FRAGMENT_TTL_MS),
+        Err(SteerDrop::FragmentWithoutHead),
+        "forgotten after the TTL"
+    );
+
+    s.steer(&head, T0 + 10_000).unwrap();
+    let others: Vec<PairId> = [1, 2, 3, 4].into_iter().filter(|&p| p != flow_pair).collect();
+    s.set_membership(Arc::new(MaglevTable::build(&others, DEFAULT_TABLE_SIZE).unwrap()));
+    assert_eq!(
+        s.steer(&tail, T0 + 10_001),
+        Err(SteerDrop::NoLivePair),
+        "its pair is gone"
+    );
+}
+
+#[test]
+fn learned_flows_reply_over_the_pair_they_came_from() {
+    let mut s = steering(&[1, 2, 3, 4]);
+    let inbound = tuple(42).reversed();
+    // Pick a pair Maglev would not choose, to prove the pin wins.
+    let maglev_choice = {
+        let mut probe = steering(&[1, 2, 3, 4]);
+        probe.steer(&whole(tuple(42)), T0).unwrap().pair
+    };
+    let from = if maglev_choice == 1 { 2 } else { 1 };
+    assert_eq!(s.learn(&whole(inbound), from, T0), Some(Learned::Pinned));
+    assert_eq!(
+        s.steer(&whole(tuple(42)), T0 + 1).unwrap(),
+        Steered {
+            pair: from,
+            outcome: Outcome::Established
+        }
+    );
+    let tail = Classified::LaterFragment {
+        frag: frag_of(&inbound, 1),
+    };
+    assert_eq!(s.learn(&tail, from, T0), None);
+}
+
+#[test]
+fn expiry_frees_idle_flows() {
+    let mut s = steering(&[1]);
+    let udp = FiveTuple {
+        proto: proto::UDP,
+        ..tuple(1)
+    };
+    s.steer(
+        &Classified::Whole {
+            tuple: udp,
+            tcp_flags: 0,
+        },
+        T0,
+    )
+    .unwrap();
+    s.steer(&whole(tuple(2)), T0).unwrap();
+    let udp_ms = s.flows().timeouts().udp_ms;
+    assert_eq!(s.expire(T0 + udp_ms, usize::MAX), 1);
+    assert_eq!(s.live_flows(), 1);
+}
+
+#[test]
+fn counter_names_are_distinct_and_indexed() {
+    for (i, o) in Outcome::ALL.into_iter().enumerate() {
+        assert_eq!(o.index(), i);
+        assert_eq!(o.name(), Outcome::NAMES[i]);
+    }
+    let mut names: Vec<&str> = Outcome::NAMES.into_iter().chain(SteerDrop::NAMES).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), Outcome::NAMES.len() + SteerDrop::NAMES.len());
+    assert_eq!(SteerDrop::FragmentWithoutHead.name(), "drop_fragment_without_head");
+}
+
+#[test]
+fn batches_decide_exactly_like_single_packets() {
+    let mut single = steering(&[1, 2, 3]);
+    let mut batched = steering(&[1, 2, 3]);
+    let t = tuple(3);
+    let mut packets: Vec<Classified> = (0..40).map(|n| whole(tuple(n % 25))).collect();
+    packets.push(Classified::FirstFragment {
+        tuple: t,
+        frag: frag_of(&t, 5),
+        tcp_flags: 0,
+    });
+    packets.push(Classified::LaterFragment { frag: frag_of(&t, 5) });
+    packets.push(Classified::LaterFragment { frag: frag_of(&t, 6) });
+    let expected: Vec<_> = packets.iter().map(|p| single.steer(p, T0)).collect();
+    let mut got = vec![None; packets.len()];
+    batched.steer_batch(&packets, T0, |i, r| got[i] = Some(r));
+    let got: Vec<_> = got.into_iter().map(Option::unwrap).collect();
+    assert_eq!(got, expected);
+    assert_eq!(got[30].unwrap().outcome, Outcome::Established, "repeats hit their pins");
+    assert_eq!(batched.live_flows(), 25);
+}
