@@ -212,6 +212,10 @@ pub struct FlowTable {
     occupied: usize,
     sweep_cursor: usize,
     timeouts: IdleTimeouts,
+    /// Live flows per pair counted by the sweep in progress, indexed by pair id.
+    census: Box<[u32]>,
+    /// The last complete sweep's count of live flows per pair.
+    pinned_per_pair: Box<[u32]>,
 }
 
 impl FlowTable {
@@ -227,6 +231,8 @@ impl FlowTable {
             occupied: 0,
             sweep_cursor: 0,
             timeouts,
+            census: filled_slice(usize::from(PairId::MAX) + 1, 0),
+            pinned_per_pair: filled_slice(usize::from(PairId::MAX) + 1, 0),
         }
     }
 
@@ -345,18 +351,41 @@ impl FlowTable {
 
     /// Examines the next `budget` slots (continuing where the last call stopped) and frees
     /// those whose flow has expired. Returns how many it freed.
+    ///
+    /// The sweep also takes a census: live flows per pair, published by
+    /// [`FlowTable::pinned_per_pair`] each time the sweep completes a full pass, so the
+    /// controller can tell when a draining pair has no flows left without a stop-the-world scan.
     pub fn expire(&mut self, now_ms: u64, budget: usize) -> usize {
         let mut freed = 0;
         for _ in 0..budget.min(self.tags.len()) {
             let slot = self.sweep_cursor;
             self.sweep_cursor = if slot + 1 == self.tags.len() { 0 } else { slot + 1 };
-            if self.tags[slot] != 0 && !self.entries[slot].is_live(now_ms) {
-                self.tags[slot] = 0;
-                self.occupied -= 1;
-                freed += 1;
+            if self.tags[slot] != 0 {
+                let entry = &self.entries[slot];
+                if entry.is_live(now_ms) {
+                    self.census[usize::from(entry.pair)] += 1;
+                } else {
+                    self.tags[slot] = 0;
+                    self.occupied -= 1;
+                    freed += 1;
+                }
+            }
+            if self.sweep_cursor == 0 {
+                std::mem::swap(&mut self.census, &mut self.pinned_per_pair);
+                self.census.fill(0);
             }
         }
         freed
+    }
+
+    /// Live flows per pair id, as counted by the last complete sweep ([`FlowTable::expire`]).
+    pub fn pinned_per_pair(&self) -> &[u32] {
+        &self.pinned_per_pair
+    }
+
+    /// Slots in the table: a full census takes this many slots of [`FlowTable::expire`] budget.
+    pub fn slots(&self) -> usize {
+        self.tags.len()
     }
 
     /// Occupied slots: live flows plus expired ones not yet swept by [`FlowTable::expire`].

@@ -80,6 +80,9 @@ pub struct MaglevTable {
     slots: Box<[PairId]>,
     /// One bit per possible pair id.
     members: Box<[u64]>,
+    /// Pairs whose pinned flows stay although they take no new flows (draining), plus every
+    /// member: one bit per possible pair id.
+    serving: Box<[u64]>,
 }
 
 impl MaglevTable {
@@ -108,6 +111,7 @@ impl MaglevTable {
         Ok(MaglevTable {
             pairs: sorted.into_boxed_slice(),
             slots,
+            serving: members.clone(),
             members,
         })
     }
@@ -118,7 +122,23 @@ impl MaglevTable {
             pairs: Box::new([]),
             slots: Box::new([]),
             members: vec![0u64; (usize::from(PairId::MAX) + 1) / 64].into_boxed_slice(),
+            serving: vec![0u64; (usize::from(PairId::MAX) + 1) / 64].into_boxed_slice(),
         }
+    }
+
+    /// The same table, also *serving* `draining`: those pairs take no new flows, but flows
+    /// already pinned to them stay (a drain waits for them to go idle).
+    pub fn with_draining(mut self, draining: &[PairId]) -> MaglevTable {
+        for &p in draining {
+            self.serving[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        self
+    }
+
+    /// Whether flows pinned to `pair` stay there: a member, or draining.
+    #[inline]
+    pub fn serves(&self, pair: PairId) -> bool {
+        self.serving[usize::from(pair) / 64] & (1 << (pair % 64)) != 0
     }
 
     /// The pair owning the slot `hash` falls in; `None` when the set is empty.

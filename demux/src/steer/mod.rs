@@ -192,7 +192,7 @@ impl Steering {
         let members = &*self.membership;
         Some(
             self.flows
-                .learn(hash, &key, tcp_flags, now_ms, from, |p| members.contains(p)),
+                .learn(hash, &key, tcp_flags, now_ms, from, |p| members.serves(p)),
         )
     }
 
@@ -243,7 +243,7 @@ impl Steering {
                 &key,
                 tcp_flags,
                 now_ms,
-                |p| members.contains(p),
+                |p| members.serves(p),
                 || members.lookup(hash),
             )
             .ok_or(SteerDrop::NoLivePair)?;
@@ -260,7 +260,7 @@ impl Steering {
             .fragments
             .lookup(hash, frag, now_ms)
             .ok_or(SteerDrop::FragmentWithoutHead)?;
-        if !self.membership.contains(pair) {
+        if !self.membership.serves(pair) {
             return Err(SteerDrop::NoLivePair);
         }
         Ok(Steered {
