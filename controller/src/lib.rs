@@ -6,5 +6,6 @@
 
 pub mod check_cmd;
 pub mod demo;
+pub mod health;
 pub mod keys_cmd;
 pub mod lab;

@@ -1,0 +1,351 @@
+//! Detector tests in simulated time: 10 ms ticks, heartbeats and canaries every 100 ms.
+
+use super::*;
+
+const PAIR: PairId = 1;
+
+fn gw(site: SiteIndex) -> DaemonKey {
+    DaemonKey::gateway(site, PAIR)
+}
+
+fn up_facts() -> GatewayFacts {
+    GatewayFacts {
+        session_established: true,
+        handshake_age_ms: Some(5_000),
+    }
+}
+
+/// One watched pair driven through simulated time; every event is kept with its time.
+struct Sim {
+    det: Detector,
+    now: u64,
+    events: Vec<(u64, HealthEvent)>,
+}
+
+impl Sim {
+    fn new() -> Self {
+        let mut det = Detector::new(DetectorConfig::default());
+        det.watch_pair(PAIR, 0);
+        Sim {
+            det,
+            now: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Advances to `until` in 10 ms ticks; at every 100 ms both gateways beat and the canary
+    /// runs, healthy or not as `healthy(t)` says.
+    fn run(&mut self, until: u64, healthy: impl Fn(u64) -> bool) {
+        while self.now + 10 <= until {
+            self.now += 10;
+            let t = self.now;
+            if t.is_multiple_of(100) {
+                let facts = GatewayFacts {
+                    session_established: healthy(t),
+                    ..up_facts()
+                };
+                for site in SITES {
+                    self.det.observe_heartbeat(gw(site), t, facts);
+                }
+                self.det.observe_canary(PAIR, t, healthy(t), 800);
+            }
+            self.tick(t);
+        }
+    }
+
+    fn tick(&mut self, t: u64) {
+        self.now = t;
+        let new = self.det.tick(t);
+        self.events.extend(new.into_iter().map(|e| (t, e)));
+    }
+
+    fn pair(&self) -> PairStatus {
+        self.det.pairs(self.now)[0]
+    }
+
+    fn pair_events(&self) -> Vec<(u64, HealthEvent)> {
+        let is_pair = |e: &HealthEvent| matches!(e, HealthEvent::PairUp { .. } | HealthEvent::PairDown { .. });
+        self.events.iter().copied().filter(|(_, e)| is_pair(e)).collect()
+    }
+
+    /// Brings the fresh pair up: healthy from the first heartbeat at 100 ms, up at 1100 ms.
+    fn up() -> Self {
+        let mut sim = Sim::new();
+        sim.run(1_200, |_| true);
+        assert_eq!(sim.pair_events(), [(1_100, HealthEvent::PairUp { pair: PAIR })]);
+        sim.events.clear();
+        sim
+    }
+}
+
+#[test]
+fn pair_comes_up_only_after_recovery_time() {
+    let mut sim = Sim::new();
+    sim.run(1_090, |_| true);
+    assert!(sim.pair_events().is_empty());
+    assert_eq!(sim.pair().state, PairState::Down);
+    assert_eq!(sim.pair().healthy_for_ms, Some(990));
+    sim.run(1_100, |_| true);
+    assert_eq!(sim.pair_events(), [(1_100, HealthEvent::PairUp { pair: PAIR })]);
+    let alive = sim
+        .events
+        .iter()
+        .filter(|(t, e)| *t == 100 && matches!(e, HealthEvent::DaemonAlive { .. }))
+        .count();
+    assert_eq!(alive, 2);
+}
+
+#[test]
+fn process_exit_takes_pair_down_at_once_and_mutes_the_dead_process() {
+    let mut sim = Sim::up();
+    sim.det.observe_process_exit(gw(1), 1_205);
+    sim.tick(1_205);
+    assert_eq!(
+        sim.events,
+        [
+            (
+                1_205,
+                HealthEvent::DaemonDead {
+                    daemon: gw(1),
+                    reason: FailureReason::ProcessExited
+                }
+            ),
+            (
+                1_205,
+                HealthEvent::PairDown {
+                    pair: PAIR,
+                    reason: FailureReason::ProcessExited,
+                    gateway_site: Some(1)
+                }
+            ),
+        ]
+    );
+    assert!(!sim.det.observe_heartbeat(gw(1), 1_206, up_facts()));
+    sim.det.observe_process_started(gw(1), 1_300);
+    assert!(sim.det.observe_heartbeat(gw(1), 1_310, up_facts()));
+    let status = sim.det.daemons(1_320);
+    let d = status.iter().find(|d| d.daemon == gw(1)).unwrap();
+    assert_eq!(d.liveness, Liveness::Alive);
+    assert_eq!(d.last_failure.unwrap().reason, FailureReason::ProcessExited);
+}
+
+#[test]
+fn heartbeat_silence_kills_at_exactly_the_timeout() {
+    let mut sim = Sim::up();
+    // Site 0's gateway goes silent after its beat at 1200; site 1 and the canary carry on.
+    let last = 1_200;
+    while sim.now < last + 399 {
+        sim.now += 1;
+        let t = sim.now;
+        if t.is_multiple_of(100) {
+            sim.det.observe_heartbeat(gw(1), t, up_facts());
+            sim.det.observe_canary(PAIR, t, true, 800);
+        }
+        sim.tick(t);
+    }
+    assert!(sim.events.is_empty(), "nothing before the timeout: {:?}", sim.events);
+    sim.tick(last + 400);
+    let reason = FailureReason::NoHeartbeat { silent_ms: 400 };
+    assert_eq!(
+        sim.events,
+        [
+            (1_600, HealthEvent::DaemonDead { daemon: gw(0), reason }),
+            (
+                1_600,
+                HealthEvent::PairDown {
+                    pair: PAIR,
+                    reason,
+                    gateway_site: Some(0)
+                }
+            ),
+        ]
+    );
+    assert_eq!(reason.to_string(), "no heartbeat for 400 ms");
+}
+
+#[test]
+fn slow_but_alive_gateway_never_goes_down() {
+    let mut sim = Sim::up();
+    // Site 1 beats every 300..=399 ms (deterministic jitter); site 0 and the canary every 100.
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next_slow = sim.now + 350;
+    let mut widest = 0;
+    let mut prev = 1_200;
+    while sim.now < 30_000 {
+        sim.now += 1;
+        let t = sim.now;
+        if t.is_multiple_of(100) {
+            sim.det.observe_heartbeat(gw(0), t, up_facts());
+            sim.det.observe_canary(PAIR, t, true, 800);
+        }
+        if t == next_slow {
+            assert!(sim.det.observe_heartbeat(gw(1), t, up_facts()));
+            widest = widest.max(t - prev);
+            prev = t;
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            next_slow = t + 300 + rng % 100;
+        }
+        if t.is_multiple_of(10) {
+            sim.tick(t);
+        }
+    }
+    assert!(sim.events.is_empty(), "{:?}", sim.events);
+    let slow = sim
+        .det
+        .daemons(sim.now)
+        .into_iter()
+        .find(|d| d.daemon == gw(1))
+        .unwrap();
+    assert_eq!(slow.max_heartbeat_gap_ms, widest);
+    assert!(widest >= 390, "jitter reached near the timeout: {widest}");
+}
+
+#[test]
+fn flapping_pair_stays_down() {
+    let mut sim = Sim::up();
+    let start = sim.now;
+    sim.run(start + 10_000, |t| ((t - start) / 200) % 2 == 1);
+    let downs = sim.pair_events();
+    assert_eq!(downs.len(), 1, "one down, never back up: {downs:?}");
+    assert!(matches!(downs[0].1, HealthEvent::PairDown { .. }));
+    assert_eq!(sim.pair().state, PairState::Down);
+}
+
+#[test]
+fn recovery_time_doubles_per_flap_up_to_the_cap_and_resets_when_stable() {
+    let mut sim = Sim::up();
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        // Up for 400 ms, one failing beat, then healthy until it is back up.
+        let fail_at = sim.now + 400;
+        sim.run(fail_at, |t| t != fail_at);
+        assert_eq!(sim.pair().state, PairState::Down);
+        let needed = sim.pair().recovery_ms;
+        seen.push(needed);
+        let back_at = fail_at + 100 + needed;
+        sim.run(back_at - 10, |_| true);
+        assert_eq!(sim.pair().state, PairState::Down, "not before {needed} ms of health");
+        sim.run(back_at, |_| true);
+        assert_eq!(sim.pair().state, PairState::Up);
+    }
+    assert_eq!(seen, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+    let stable_until = sim.now + 30_000;
+    sim.run(stable_until, |t| t != stable_until);
+    assert_eq!(sim.pair().state, PairState::Down);
+    assert_eq!(sim.pair().recovery_ms, 1_000);
+}
+
+#[test]
+fn session_lost_takes_pair_down_on_that_heartbeat() {
+    let mut sim = Sim::up();
+    let down = GatewayFacts {
+        session_established: false,
+        handshake_age_ms: Some(100),
+    };
+    sim.det.observe_heartbeat(gw(0), 1_250, down);
+    sim.tick(1_250);
+    assert_eq!(
+        sim.pair_events(),
+        [(
+            1_250,
+            HealthEvent::PairDown {
+                pair: PAIR,
+                reason: FailureReason::SessionNotEstablished,
+                gateway_site: Some(0)
+            }
+        )]
+    );
+}
+
+#[test]
+fn stale_handshake_counts_as_no_session() {
+    let mut sim = Sim::up();
+    let stale = GatewayFacts {
+        session_established: true,
+        handshake_age_ms: Some(180_001),
+    };
+    sim.det.observe_heartbeat(gw(1), 1_250, stale);
+    sim.tick(1_250);
+    assert_eq!(sim.pair().state, PairState::Down);
+    assert_eq!(
+        sim.pair().last_failure.unwrap().reason,
+        FailureReason::SessionNotEstablished
+    );
+}
+
+#[test]
+fn canary_silence_takes_pair_down_after_canary_fail_ms() {
+    let mut sim = Sim::up();
+    // Last good canary at 1200; heartbeats carry on, probes stop arriving.
+    while sim.now < 1_690 {
+        sim.now += 10;
+        let t = sim.now;
+        if t.is_multiple_of(100) {
+            for site in SITES {
+                sim.det.observe_heartbeat(gw(site), t, up_facts());
+            }
+        }
+        sim.tick(t);
+    }
+    assert!(sim.pair_events().is_empty());
+    sim.tick(1_700);
+    assert_eq!(
+        sim.pair_events(),
+        [(
+            1_700,
+            HealthEvent::PairDown {
+                pair: PAIR,
+                reason: FailureReason::CanaryLost,
+                gateway_site: None
+            }
+        )]
+    );
+}
+
+#[test]
+fn consecutive_canary_failures_take_pair_down_early() {
+    let mut sim = Sim::up();
+    sim.det.observe_canary(PAIR, 1_210, false, 0);
+    sim.det.observe_canary(PAIR, 1_220, false, 0);
+    sim.tick(1_220);
+    assert_eq!(sim.pair().state, PairState::Up);
+    sim.det.observe_canary(PAIR, 1_230, false, 0);
+    sim.tick(1_230);
+    assert_eq!(sim.pair().state, PairState::Down);
+    assert_eq!(sim.pair().canary_lost, 3);
+    assert_eq!(sim.pair().canary_rtt_us, Some(800));
+}
+
+#[test]
+fn started_daemon_that_never_reports_is_dead_after_the_timeout() {
+    let mut det = Detector::new(DetectorConfig::default());
+    det.watch_demux(0, 1_000);
+    assert!(det.tick(1_399).is_empty());
+    assert_eq!(
+        det.tick(1_400),
+        [HealthEvent::DaemonDead {
+            daemon: DaemonKey::demux(0),
+            reason: FailureReason::NoHeartbeat { silent_ms: 400 }
+        }]
+    );
+    assert!(det.tick(5_000).is_empty(), "dead is reported once");
+    assert!(!det.observe_heartbeat(DaemonKey::demux(1), 5_000, GatewayFacts::default()));
+    assert!(det.observe_heartbeat(DaemonKey::demux(0), 5_000, GatewayFacts::default()));
+    assert_eq!(
+        det.tick(5_000),
+        [HealthEvent::DaemonAlive {
+            daemon: DaemonKey::demux(0)
+        }]
+    );
+}
+
+#[test]
+fn unwatched_pair_is_forgotten() {
+    let mut sim = Sim::up();
+    sim.det.unwatch_pair(PAIR);
+    assert!(sim.det.pairs(sim.now).is_empty());
+    assert!(sim.det.daemons(sim.now).is_empty());
+    assert!(!sim.det.observe_heartbeat(gw(0), sim.now, up_facts()));
+}

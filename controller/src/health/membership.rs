@@ -1,0 +1,294 @@
+//! Membership: which pairs take new flows and which keep their pinned flows, pushed to every
+//! demux with an epoch until acknowledged.
+//!
+//! Design. Each pair has an admin state (the operator's intent) and a health bit (from the
+//! detector). Two sets follow from them:
+//!
+//! * `active`  = Active ∧ healthy: the pairs the Maglev table spreads **new** flows over;
+//! * `serving` = (Active ∨ Draining) ∧ healthy: the pairs whose **pinned** flows stay put.
+//!
+//! Every change of `(active, serving)` bumps the epoch and makes a new [`Membership`], which
+//! every demux must acknowledge. [`MembershipMachine::pending`] says what to (re)send: the
+//! latest membership to each demux that has not acked it, at most once per `resend_ms`. An ack
+//! counts only for the latest epoch. A drain ends when every demux has reported zero flows
+//! pinned to the pair since the drain began, or at its deadline; [`MembershipMachine::tick`]
+//! reports the drains it finished so the supervisor can stop those gateways.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use braid_core::flow::PairId;
+
+use super::types::SiteIndex;
+
+/// The operator's intent for one pair.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AdminState {
+    /// Takes new flows while healthy.
+    Active,
+    /// Takes no new flows; keeps its pinned flows until they go idle or the deadline.
+    Draining { since_ms: u64, deadline_ms: u64 },
+    /// Out of both sets; its gateways may be stopped.
+    Removed,
+}
+
+/// One epoch of membership, as pushed to a demux. Both sets are sorted.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Membership {
+    pub epoch: u64,
+    pub active: Vec<PairId>,
+    pub serving: Vec<PairId>,
+}
+
+/// How a drain ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DrainEnd {
+    /// Every demux reported no flow pinned to the pair.
+    Idle,
+    /// The deadline passed with flows still pinned.
+    Deadline,
+}
+
+/// A drain that [`MembershipMachine::tick`] finished: the pair is now removed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DrainFinished {
+    pub pair: PairId,
+    pub end: DrainEnd,
+}
+
+/// An admin operation that does not apply to the pair's current state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AdminError {
+    UnknownPair(PairId),
+    AlreadyMember(PairId),
+    NotActive(PairId),
+    AlreadyActive(PairId),
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::UnknownPair(p) => write!(f, "pair {p} is not in the cluster"),
+            AdminError::AlreadyMember(p) => write!(f, "pair {p} is already in the cluster"),
+            AdminError::NotActive(p) => write!(f, "pair {p} is not active"),
+            AdminError::AlreadyActive(p) => write!(f, "pair {p} is already active"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+#[derive(Debug)]
+struct PairEntry {
+    admin: AdminState,
+    healthy: bool,
+    /// Per demux: the flows pinned to this pair in its latest report since the drain began.
+    pinned_since_drain: BTreeMap<SiteIndex, u64>,
+}
+
+#[derive(Debug, Default)]
+struct DemuxSync {
+    acked_epoch: Option<u64>,
+    last_sent_ms: Option<u64>,
+}
+
+/// The membership of one cluster and its delivery to the demuxes.
+#[derive(Debug)]
+pub struct MembershipMachine {
+    resend_ms: u64,
+    pairs: BTreeMap<PairId, PairEntry>,
+    demuxes: BTreeMap<SiteIndex, DemuxSync>,
+    current: Membership,
+}
+
+impl MembershipMachine {
+    /// No pairs yet; epoch `first_epoch` (empty) is due to every demux in `demuxes`. A restarted
+    /// controller passes one more than the highest epoch the running demuxes report.
+    pub fn new(demuxes: impl IntoIterator<Item = SiteIndex>, resend_ms: u64, first_epoch: u64) -> Self {
+        MembershipMachine {
+            resend_ms,
+            pairs: BTreeMap::new(),
+            demuxes: demuxes.into_iter().map(|d| (d, DemuxSync::default())).collect(),
+            current: Membership {
+                epoch: first_epoch,
+                active: Vec::new(),
+                serving: Vec::new(),
+            },
+        }
+    }
+
+    /// The latest membership.
+    pub fn current(&self) -> &Membership {
+        &self.current
+    }
+
+    /// The admin state of `pair`, if it is known.
+    pub fn admin_state(&self, pair: PairId) -> Option<AdminState> {
+        self.pairs.get(&pair).map(|p| p.admin)
+    }
+
+    /// Adds `pair` as Active (a removed pair may be added again). It joins `active` once the
+    /// detector reports it healthy, and then takes new flows only.
+    pub fn add_pair(&mut self, pair: PairId) -> Result<(), AdminError> {
+        match self.pairs.get(&pair).map(|p| p.admin) {
+            None | Some(AdminState::Removed) => {
+                self.pairs.insert(
+                    pair,
+                    PairEntry {
+                        admin: AdminState::Active,
+                        healthy: false,
+                        pinned_since_drain: BTreeMap::new(),
+                    },
+                );
+                Ok(())
+            }
+            Some(_) => Err(AdminError::AlreadyMember(pair)),
+        }
+    }
+
+    /// The detector's verdict on `pair` (PairUp / PairDown). Unknown pairs are ignored.
+    pub fn set_health(&mut self, pair: PairId, healthy: bool) {
+        if let Some(p) = self.pairs.get_mut(&pair) {
+            p.healthy = healthy;
+            self.recompute();
+        }
+    }
+
+    /// Stops new flows to `pair` at once; it keeps serving its pinned flows until every demux
+    /// reports none left, or until `now_ms + timeout_ms`.
+    pub fn drain(&mut self, pair: PairId, now_ms: u64, timeout_ms: u64) -> Result<(), AdminError> {
+        let p = self.pairs.get_mut(&pair).ok_or(AdminError::UnknownPair(pair))?;
+        if p.admin != AdminState::Active {
+            return Err(AdminError::NotActive(pair));
+        }
+        p.admin = AdminState::Draining {
+            since_ms: now_ms,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        };
+        p.pinned_since_drain.clear();
+        self.recompute();
+        Ok(())
+    }
+
+    /// Takes `pair` out of both sets at once.
+    pub fn remove(&mut self, pair: PairId) -> Result<(), AdminError> {
+        let p = self.pairs.get_mut(&pair).ok_or(AdminError::UnknownPair(pair))?;
+        p.admin = AdminState::Removed;
+        self.recompute();
+        Ok(())
+    }
+
+    /// Returns a draining or removed `pair` to Active.
+    pub fn reactivate(&mut self, pair: PairId) -> Result<(), AdminError> {
+        let p = self.pairs.get_mut(&pair).ok_or(AdminError::UnknownPair(pair))?;
+        if p.admin == AdminState::Active {
+            return Err(AdminError::AlreadyActive(pair));
+        }
+        p.admin = AdminState::Active;
+        self.recompute();
+        Ok(())
+    }
+
+    /// `demux` reports `count` flows pinned to `pair`. Only reports during a drain matter.
+    pub fn observe_pinned_flows(&mut self, demux: SiteIndex, pair: PairId, count: u64) {
+        if let Some(p) = self.pairs.get_mut(&pair) {
+            if matches!(p.admin, AdminState::Draining { .. }) {
+                p.pinned_since_drain.insert(demux, count);
+            }
+        }
+    }
+
+    /// Finishes the drains that are idle on every demux or past their deadline.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<DrainFinished> {
+        let mut finished = Vec::new();
+        for (&pair, p) in &mut self.pairs {
+            let AdminState::Draining { deadline_ms, .. } = p.admin else {
+                continue;
+            };
+            let idle = self.demuxes.keys().all(|d| p.pinned_since_drain.get(d) == Some(&0));
+            let end = if idle {
+                DrainEnd::Idle
+            } else if now_ms >= deadline_ms {
+                DrainEnd::Deadline
+            } else {
+                continue;
+            };
+            p.admin = AdminState::Removed;
+            finished.push(DrainFinished { pair, end });
+        }
+        if !finished.is_empty() {
+            self.recompute();
+        }
+        finished
+    }
+
+    /// `demux` acknowledged `epoch`. Returns false when the ack does not count (an older
+    /// epoch, a future one, or an unknown demux): the caller counts those.
+    pub fn on_ack(&mut self, demux: SiteIndex, epoch: u64) -> bool {
+        match self.demuxes.get_mut(&demux) {
+            Some(sync) if epoch == self.current.epoch => {
+                sync.acked_epoch = Some(epoch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `demux` restarted and lost its membership: it is due the latest one at once.
+    pub fn on_demux_restart(&mut self, demux: SiteIndex) {
+        if let Some(sync) = self.demuxes.get_mut(&demux) {
+            *sync = DemuxSync::default();
+        }
+    }
+
+    /// What to send now: the latest membership to each demux that has not acked it and was
+    /// not sent it within `resend_ms`. Records the sends.
+    pub fn pending(&mut self, now_ms: u64) -> Vec<(SiteIndex, Membership)> {
+        let epoch = self.current.epoch;
+        let resend_ms = self.resend_ms;
+        let mut out = Vec::new();
+        for (&demux, sync) in &mut self.demuxes {
+            let acked = sync.acked_epoch == Some(epoch);
+            let due = sync.last_sent_ms.is_none_or(|t| now_ms.saturating_sub(t) >= resend_ms);
+            if !acked && due {
+                sync.last_sent_ms = Some(now_ms);
+                out.push((demux, self.current.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every demux has acknowledged the latest epoch.
+    pub fn converged(&self) -> bool {
+        let epoch = Some(self.current.epoch);
+        self.demuxes.values().all(|s| s.acked_epoch == epoch)
+    }
+
+    /// Recomputes both sets; a change makes a new epoch, due to every demux at once.
+    fn recompute(&mut self) {
+        let healthy = |admin_ok: fn(AdminState) -> bool| -> Vec<PairId> {
+            self.pairs
+                .iter()
+                .filter(|(_, p)| p.healthy && admin_ok(p.admin))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let active = healthy(|a| a == AdminState::Active);
+        let serving = healthy(|a| a != AdminState::Removed);
+        if active == self.current.active && serving == self.current.serving {
+            return;
+        }
+        self.current = Membership {
+            epoch: self.current.epoch + 1,
+            active,
+            serving,
+        };
+        for sync in self.demuxes.values_mut() {
+            sync.last_sent_ms = None;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod tests;
