@@ -7,6 +7,7 @@
 //! [`settings`] what a demux is told by the cluster configuration.
 
 pub mod datapath;
+pub mod offload;
 pub mod settings;
 pub mod steer;
 pub mod tun;

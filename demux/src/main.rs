@@ -33,6 +33,10 @@ struct Args {
     /// Do not install routes to the other site's prefixes through the TUN (manage them yourself).
     #[arg(long)]
     no_routes: bool,
+    /// Do not use TUN offloads (virtio-net headers, TCP super-packets): one packet per read
+    /// and write.
+    #[arg(long, env = "BRAID_DEMUX_NO_OFFLOAD", value_parser = clap::builder::BoolishValueParser::new())]
+    no_offload: bool,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -56,8 +60,9 @@ fn run(args: &Args) -> Result<()> {
     let settings = DemuxSettings::from_config(&cfg, &args.site)?;
     let stop = StopFlag::from_signals().context("cannot install signal handlers")?;
 
-    let tun = Tun::open(&settings.tun_name, true)?;
-    tun.set_mtu_and_up(settings.mtu).with_context(|| format!("cannot configure {}", tun.name()))?;
+    let tun = Tun::open(&settings.tun_name, true, !args.no_offload)?;
+    tun.set_mtu_and_up(settings.mtu)
+        .with_context(|| format!("cannot configure {}", tun.name()))?;
     if !args.no_routes {
         for prefix in &settings.peer_prefixes {
             install_route(&prefix.to_string(), tun.name())?;
@@ -65,12 +70,16 @@ fn run(args: &Args) -> Result<()> {
     }
     let (socket, buffers) = udp::bind_data_socket(settings.geneve_bind, udp::DEFAULT_SOCKET_BUFFER_BYTES)
         .with_context(|| format!("cannot bind the GENEVE socket on {}", settings.geneve_bind))?;
-    tracing::info!(recv = buffers.recv_bytes, send = buffers.send_bytes, "GENEVE socket buffers");
+    tracing::info!(
+        recv = buffers.recv_bytes,
+        send = buffers.send_bytes,
+        "GENEVE socket buffers"
+    );
 
     let gateways = GatewayMap::new(settings.gateways.clone());
     let pair_ids = gateways.pair_ids();
-    let membership = MaglevTable::build(&pair_ids, settings.maglev_table_size)
-        .map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
+    let membership =
+        MaglevTable::build(&pair_ids, settings.maglev_table_size).map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
     let mut steering = Steering::new(
         FlowHasher::from_secret(&settings.secret),
         settings.flow_table_capacity,
@@ -91,11 +100,17 @@ fn run(args: &Args) -> Result<()> {
     });
     tracing::info!(
         site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
-        pairs = pair_ids.len(), mtu = settings.mtu, "demux running"
+        pairs = pair_ids.len(), mtu = settings.mtu, offload = path.tun.offload(), "demux running"
     );
 
-    let outbound = spawn("demux-out", { let p = path.clone(); move || p.run_outbound() })?;
-    let inbound = spawn("demux-in", { let p = path.clone(); move || p.run_inbound() })?;
+    let outbound = spawn("demux-out", {
+        let p = path.clone();
+        move || p.run_outbound()
+    })?;
+    let inbound = spawn("demux-in", {
+        let p = path.clone();
+        move || p.run_inbound()
+    })?;
     let status = args.status_file.clone().map(StatusWriter::new);
     while !stop.is_stopped() {
         if let Some(writer) = &status {
@@ -125,7 +140,10 @@ fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(f).with_context(|| format!("cannot start thread {name}"))
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("cannot start thread {name}"))
 }
 
 fn install_route(prefix: &str, dev: &str) -> Result<()> {

@@ -36,7 +36,11 @@ impl DemuxSettings {
         let gateways = cfg
             .pairs
             .iter()
-            .map(|p| cfg.gateway(site, p.id).map(|g| (p.id, g.geneve)).map_err(anyhow::Error::msg))
+            .map(|p| {
+                cfg.gateway(site, p.id)
+                    .map(|g| (p.id, g.geneve))
+                    .map_err(anyhow::Error::msg)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(DemuxSettings {
             site: site.to_string(),

@@ -2,25 +2,39 @@
 //!
 //! A thin wrapper over `/dev/net/tun`: `TUNSETIFF` with `IFF_TUN | IFF_NO_PI`, optionally
 //! `IFF_MULTI_QUEUE` so that later one data thread per core can own one queue of the same
-//! interface. Reads and writes move exactly one IP packet each. Link state (up, MTU) is set with
-//! the classic `SIOCSIFMTU` / `SIOCSIFFLAGS` ioctls on a throwaway socket; addresses and routes are
-//! the operator's (or the lab's) business.
+//! interface. Link state (up, MTU) is set with the classic `SIOCSIFMTU` / `SIOCSIFFLAGS` ioctls
+//! on a throwaway socket; addresses and routes are the operator's (or the lab's) business.
+//!
+//! Two modes. Plain: each read and write moves exactly one IP packet. Offload (`IFF_VNET_HDR`,
+//! `TUNSETVNETHDRSZ` 10, `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`): each read and
+//! write moves one 10-byte `virtio_net_hdr` followed by a packet that may be a TCP super-packet
+//! of up to 64 KiB (see [`crate::offload`]). [`Tun::open`] asks for offload when told to and
+//! falls back to plain mode, with a log line, when the kernel refuses it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::offload::VNET_HEADER_LEN;
+
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
 
 /// One queue of a TUN interface.
 #[derive(Debug)]
 pub struct Tun {
     file: File,
     name: String,
+    offload: bool,
 }
 
 #[repr(C)]
@@ -52,8 +66,20 @@ fn ifname_bytes(name: &str) -> io::Result<[u8; libc::IFNAMSIZ]> {
 
 impl Tun {
     /// Opens (creating if needed) TUN interface `name`. With `multi_queue`, further queues of the
-    /// same interface can be opened by calling this again with the same name.
-    pub fn open(name: &str, multi_queue: bool) -> io::Result<Tun> {
+    /// same interface can be opened by calling this again with the same name. With `offload`,
+    /// asks for virtio-net headers and TCP segmentation offload, and falls back to plain mode
+    /// (logging why) if the kernel refuses; [`Tun::offload`] tells which mode is in use.
+    pub fn open(name: &str, multi_queue: bool, offload: bool) -> io::Result<Tun> {
+        if offload {
+            match Tun::open_mode(name, multi_queue, true) {
+                Ok(tun) => return Ok(tun),
+                Err(e) => tracing::warn!("TUN offload unavailable, one packet per read/write instead: {e}"),
+            }
+        }
+        Tun::open_mode(name, multi_queue, false)
+    }
+
+    fn open_mode(name: &str, multi_queue: bool, offload: bool) -> io::Result<Tun> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -62,12 +88,21 @@ impl Tun {
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("cannot open /dev/net/tun ({e}): braid-demux needs root or CAP_NET_ADMIN and the tun module"),
+                    format!(
+                        "cannot open /dev/net/tun ({e}): braid-demux needs root or CAP_NET_ADMIN and the tun module"
+                    ),
                 )
             })?;
+        let mut flags = IFF_TUN | IFF_NO_PI;
+        if multi_queue {
+            flags |= IFF_MULTI_QUEUE;
+        }
+        if offload {
+            flags |= IFF_VNET_HDR;
+        }
         let mut req = IfReqFlags {
             name: ifname_bytes(name)?,
-            flags: IFF_TUN | IFF_NO_PI | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
+            flags,
             _pad: [0; 22],
         };
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReqFlags` lays out (name
@@ -77,9 +112,28 @@ impl Tun {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
         }
+        if offload {
+            let header_len = VNET_HEADER_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; the fd is open.
+            if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &header_len as *const libc::c_int) } < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ {name}: {e}")));
+            }
+            let features: libc::c_ulong = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6).into();
+            // SAFETY: TUNSETOFFLOAD takes the feature bits as the argument value itself.
+            if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, features) } < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("TUNSETOFFLOAD {name}: {e}")));
+            }
+        }
         let end = req.name.iter().position(|b| *b == 0).unwrap_or(req.name.len());
         let name = String::from_utf8_lossy(&req.name[..end]).into_owned();
-        Ok(Tun { file, name })
+        Ok(Tun { file, name, offload })
+    }
+
+    /// Whether every read and write carries a virtio_net_hdr (offload mode).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// The interface name the kernel assigned.
@@ -95,12 +149,20 @@ impl Tun {
             return Err(io::Error::last_os_error());
         }
         let result = (|| {
-            let mut mtu_req = IfReqMtu { name: ifname_bytes(&self.name)?, mtu: mtu.into(), _pad: [0; 20] };
+            let mut mtu_req = IfReqMtu {
+                name: ifname_bytes(&self.name)?,
+                mtu: mtu.into(),
+                _pad: [0; 20],
+            };
             // SAFETY: SIOCSIFMTU takes a `struct ifreq` with the MTU as int after the name.
             if unsafe { libc::ioctl(sock, libc::SIOCSIFMTU, &mut mtu_req as *mut IfReqMtu) } < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut flags = IfReqFlags { name: ifname_bytes(&self.name)?, flags: 0, _pad: [0; 22] };
+            let mut flags = IfReqFlags {
+                name: ifname_bytes(&self.name)?,
+                flags: 0,
+                _pad: [0; 22],
+            };
             // SAFETY: SIOCGIFFLAGS / SIOCSIFFLAGS read and write the flags short of a `struct ifreq`.
             if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut flags as *mut IfReqFlags) } < 0 {
                 return Err(io::Error::last_os_error());
@@ -117,7 +179,7 @@ impl Tun {
         result
     }
 
-    /// Reads one packet. `Ok(None)` when no packet is waiting (the fd is non-blocking).
+    /// Reads one packet (in offload mode: one vnet header and one packet). `Ok(None)` when no packet is waiting (the fd is non-blocking).
     #[inline]
     pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
@@ -135,13 +197,40 @@ impl Tun {
         }
     }
 
-    /// Writes one packet. A full queue (`EAGAIN`) or a packet the kernel refuses comes back as an
-    /// error for the caller to count.
+    /// Writes one packet (in offload mode: one vnet header and one packet). A full queue
+    /// (`EAGAIN`) or a packet the kernel refuses comes back as an error for the caller to count.
     #[inline]
     pub fn write(&self, packet: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
             let n = unsafe { libc::write(self.file.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Writes `header` and `packet` as one packet with `writev(2)`, so a packet received
+    /// elsewhere gets its vnet header without being copied. Errors as [`Tun::write`].
+    #[inline]
+    pub fn write_with_header(&self, header: &[u8], packet: &[u8]) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        loop {
+            // SAFETY: both iovecs describe live slices the kernel only reads.
+            let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
             if n >= 0 {
                 return Ok(());
             }
@@ -161,12 +250,20 @@ impl AsRawFd for Tun {
 
 /// Waits until `fd` is readable or `timeout_ms` passes. Returns whether it is readable.
 pub fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     Ok(rc > 0)
 }
