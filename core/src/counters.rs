@@ -42,19 +42,12 @@ impl CounterSet {
 
     /// The value of the counter called `name`, if there is one.
     pub fn get_by_name(&self, name: &str) -> Option<u64> {
-        self.names
-            .iter()
-            .position(|n| *n == name)
-            .map(|i| self.get(i))
+        self.names.iter().position(|n| *n == name).map(|i| self.get(i))
     }
 
     /// Every counter's name and current value, in declaration order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (*n, self.get(i)))
-            .collect()
+        self.names.iter().enumerate().map(|(i, n)| (*n, self.get(i))).collect()
     }
 
     /// The counters as a JSON object `{name: value}`.

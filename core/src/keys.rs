@@ -79,16 +79,9 @@ pub enum KeyError {
         path.display(),
         path.display()
     )]
-    Permissions {
-        kind: KeyKind,
-        path: PathBuf,
-        mode: u32,
-    },
+    Permissions { kind: KeyKind, path: PathBuf, mode: u32 },
     #[error("{}: {problem}", path.display())]
-    InFile {
-        path: PathBuf,
-        problem: Box<KeyError>,
-    },
+    InFile { path: PathBuf, problem: Box<KeyError> },
 }
 
 /// A WireGuard (X25519) private key.
@@ -192,10 +185,7 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
         impl serde::de::Visitor<'_> for Base64Key {
             type Value = PublicKey;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(
-                    f,
-                    "a base64 WireGuard public key ({KEY_BASE64_LEN} characters)"
-                )
+                write!(f, "a base64 WireGuard public key ({KEY_BASE64_LEN} characters)")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<PublicKey, E> {
                 PublicKey::from_base64(text).map_err(|error| {
@@ -258,11 +248,7 @@ impl Drop for ClusterSecret {
 /// Creates `path` with mode 0600 and writes `base64` and a newline to it. Refuses to replace an
 /// existing file (`ErrorKind::AlreadyExists`); see [`replace_secret_file`].
 pub fn write_secret_file(path: &Path, base64: &str) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(base64.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
@@ -272,17 +258,13 @@ pub fn write_secret_file(path: &Path, base64: &str) -> io::Result<()> {
 /// atomically: the new content goes to a fresh 0600 file beside it, which is renamed over
 /// `path`, so no reader ever sees a partial or world-readable key.
 pub fn replace_secret_file(path: &Path, base64: &str) -> io::Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a secret file path must name a file",
-        )
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a secret file path must name a file"))?;
     let mut staging_name = name.to_os_string();
     staging_name.push(format!(".new-{}", std::process::id()));
     let staging = path.with_file_name(staging_name);
-    let written =
-        write_secret_file(&staging, base64).and_then(|()| std::fs::rename(&staging, path));
+    let written = write_secret_file(&staging, base64).and_then(|()| std::fs::rename(&staging, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
@@ -357,18 +339,17 @@ fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> 
                 path: path.to_path_buf(),
             }),
             len => {
-                let text = std::str::from_utf8(&content[..len])
-                    .map_err(|_| KeyError::NotBase64 { kind })?;
+                let text = std::str::from_utf8(&content[..len]).map_err(|_| KeyError::NotBase64 { kind })?;
                 decode_key(kind, text.trim())
             }
         })
         .map_err(|problem| match problem {
-            KeyError::NotBase64 { .. }
-            | KeyError::WrongLength { .. }
-            | KeyError::WrongTextLength { .. } => KeyError::InFile {
-                path: path.to_path_buf(),
-                problem: Box::new(problem),
-            },
+            KeyError::NotBase64 { .. } | KeyError::WrongLength { .. } | KeyError::WrongTextLength { .. } => {
+                KeyError::InFile {
+                    path: path.to_path_buf(),
+                    problem: Box::new(problem),
+                }
+            }
             other => other,
         });
     wipe(&mut content);
@@ -405,8 +386,7 @@ mod tests {
 
     impl ScratchDir {
         fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("braid-keys-{name}-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("braid-keys-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             ScratchDir(dir)
@@ -445,10 +425,7 @@ mod tests {
         let text = private.to_base64();
         assert_eq!(text.len(), KEY_BASE64_LEN);
         assert!(text.ends_with('='));
-        assert_eq!(
-            PrivateKey::from_base64(&text).unwrap().as_bytes(),
-            private.as_bytes()
-        );
+        assert_eq!(PrivateKey::from_base64(&text).unwrap().as_bytes(), private.as_bytes());
 
         let public = private.public_key();
         assert_eq!(PublicKey::from_base64(&public.to_base64()).unwrap(), public);
@@ -456,9 +433,7 @@ mod tests {
 
         let secret = ClusterSecret::generate();
         assert_eq!(
-            ClusterSecret::from_base64(&secret.to_base64())
-                .unwrap()
-                .as_bytes(),
+            ClusterSecret::from_base64(&secret.to_base64()).unwrap().as_bytes(),
             secret.as_bytes()
         );
     }
@@ -482,10 +457,7 @@ mod tests {
     fn bad_text_is_rejected_without_echoing_it() {
         let short = STANDARD.encode([7u8; 16]);
         let error = PublicKey::from_base64(&short).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "public key: wrong length, 16 bytes instead of 32"
-        );
+        assert_eq!(error.to_string(), "public key: wrong length, 16 bytes instead of 32");
 
         let garbage = "!".repeat(KEY_BASE64_LEN);
         let error = PrivateKey::from_base64(&garbage).unwrap_err();
@@ -516,10 +488,7 @@ mod tests {
         let secret = ClusterSecret::generate();
         assert_eq!(format!("{secret:?}"), "ClusterSecret(<redacted>)");
         let public = private.public_key();
-        assert_eq!(
-            format!("{public:?}"),
-            format!("PublicKey({})", public.to_base64())
-        );
+        assert_eq!(format!("{public:?}"), format!("PublicKey({})", public.to_base64()));
     }
 
     #[test]
@@ -542,10 +511,7 @@ mod tests {
         let replacement = ClusterSecret::generate();
         replace_secret_file(&path, &replacement.to_base64()).unwrap();
         assert_eq!(mode_of(&path), 0o600);
-        assert_eq!(
-            ClusterSecret::load(&path).unwrap().as_bytes(),
-            replacement.as_bytes()
-        );
+        assert_eq!(ClusterSecret::load(&path).unwrap().as_bytes(), replacement.as_bytes());
         assert_eq!(
             std::fs::read_dir(&dir.0).unwrap().count(),
             1,
@@ -561,17 +527,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
         let error = PrivateKey::load(&path).unwrap_err();
-        assert!(
-            matches!(error, KeyError::Permissions { mode: 0o644, .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, KeyError::Permissions { mode: 0o644, .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("0644"), "{message}");
-        assert!(
-            message.contains(&format!("chmod 600 {}", path.display())),
-            "{message}"
-        );
+        assert!(message.contains(&format!("chmod 600 {}", path.display())), "{message}");
         assert!(ClusterSecret::load(&path).is_err());
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
@@ -621,9 +581,9 @@ mod tests {
         }
         let error = serde_json::from_str::<Holder>(r#"{"key": "c2hvcnQga2V5IQ=="}"#).unwrap_err();
         assert!(
-            error.to_string().contains(
-                "expected a base64 WireGuard public key (44 characters), got 16 characters"
-            ),
+            error
+                .to_string()
+                .contains("expected a base64 WireGuard public key (44 characters), got 16 characters"),
             "{error}"
         );
         let public = PrivateKey::generate().public_key();
@@ -645,12 +605,7 @@ mod tests {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
             Err(error) => panic!("cannot run wg: {error}"),
         };
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "wg {args:?} failed");
         Some(String::from_utf8(output.stdout).unwrap().trim().to_string())
@@ -659,9 +614,7 @@ mod tests {
     #[test]
     fn interoperates_with_wireguard_tools() {
         let Some(theirs) = wg(&["genkey"], "") else {
-            eprintln!(
-                "SKIPPED: wg not installed; install wireguard-tools to test key interoperability"
-            );
+            eprintln!("SKIPPED: wg not installed; install wireguard-tools to test key interoperability");
             return;
         };
         let their_private = PrivateKey::from_base64(&theirs).unwrap();

@@ -4,6 +4,8 @@
 //!   and the flow classifier that turns an inner packet into a [`flow::FiveTuple`].
 //! * [`flow`]: the 5-tuple that identifies a flow.
 //! * [`config`]: the cluster YAML schema, validated with errors that name file and field.
+//! * [`control`]: the authenticated heartbeat and membership protocol between daemons and the
+//!   controller.
 //! * [`keys`]: WireGuard-format keys and the cluster secret, with file-permission checks.
 //! * [`counters`]: lock-free named counters shared between data-path threads and reporters.
 //! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads.
@@ -12,6 +14,7 @@
 //! Nothing here allocates per packet or touches an async runtime.
 
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod flow;

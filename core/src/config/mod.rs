@@ -14,6 +14,10 @@
 //! Every [`ConfigError`] names the file, the field path and what was expected, e.g.
 //! `cluster.yaml: pairs[1].gateways.b.public_key: expected a base64 WireGuard public key (44
 //! characters), got 12 characters`. The schema, field by field, is `examples/two-site.yaml`.
+//!
+//! The optional `controller:` section (where daemons report, failure detection timing, the
+//! metrics address, a restart hook for daemons on other hosts) and the optional `netns` of each
+//! demux and gateway default when absent, so a file without them describes a one-host cluster.
 
 mod error;
 mod model;
@@ -28,13 +32,16 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::{
-    ClusterConfig, ClusterSettings, DemuxConfig, GatewayConfig, PairConfig, SiteConfig, Timeouts,
-    DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MTU,
+    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, GatewayConfig, PairConfig, SiteConfig, Timeouts,
+    DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
 };
 pub use prefix::{Prefix, PrefixError};
 
+use crate::control::ControlAddr;
 use crate::flow::PairId;
-use raw::{Entries, RawCluster, RawDemux, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+use raw::{
+    Entries, RawCluster, RawController, RawDemux, RawFile, RawGateway, RawPair, RawSite, RawSocketAddr, RawTimeouts,
+};
 
 impl ClusterConfig {
     /// Reads, parses and validates the cluster file at `path`.
@@ -85,10 +92,7 @@ impl ClusterConfig {
     /// Site `site`'s gateway in pair `pair`.
     pub fn gateway(&self, site: &str, pair: PairId) -> Result<&GatewayConfig, ConfigError> {
         self.site(site)?;
-        self.pair(pair)?
-            .gateways
-            .get(site)
-            .ok_or_else(|| self.no_site(site))
+        self.pair(pair)?.gateways.get(site).ok_or_else(|| self.no_site(site))
     }
 
     /// The configuration as YAML that [`ClusterConfig::from_yaml_str`] reads back to an equal
@@ -102,14 +106,10 @@ impl ClusterConfig {
 
     fn to_raw(&self) -> RawFile {
         let base = self.path.parent().unwrap_or(Path::new(""));
-        let relative = |path: &PathBuf| {
-            path.strip_prefix(base)
-                .unwrap_or(path)
-                .to_string_lossy()
-                .into_owned()
-        };
+        let relative = |path: &PathBuf| path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned();
         let settings = &self.cluster;
         let timeouts = &settings.timeouts;
+        let controller = &self.controller;
         RawFile {
             cluster: RawCluster {
                 name: settings.name.clone(),
@@ -131,6 +131,7 @@ impl ClusterConfig {
                         let demux = RawDemux {
                             tun: site.demux.tun.clone(),
                             geneve: site.demux.geneve,
+                            netns: site.demux.netns.clone(),
                         };
                         (
                             name.clone(),
@@ -155,10 +156,8 @@ impl ClusterConfig {
                                     geneve: gateway.geneve,
                                     wan: gateway.wan,
                                     public_key: gateway.public_key,
-                                    private_key_file: gateway
-                                        .private_key_file
-                                        .as_ref()
-                                        .map(relative),
+                                    private_key_file: gateway.private_key_file.as_ref().map(relative),
+                                    netns: gateway.netns.clone(),
                                 };
                                 (site.clone(), raw)
                             })
@@ -166,16 +165,26 @@ impl ClusterConfig {
                     ),
                 })
                 .collect(),
+            controller: Some(RawController {
+                address: Some(match &controller.address {
+                    ControlAddr::Unix(path) => ControlAddr::Unix(PathBuf::from(relative(path))),
+                    udp @ ControlAddr::Udp(_) => udp.clone(),
+                }),
+                metrics: Some(RawSocketAddr(controller.metrics)),
+                heartbeat_ms: Some(controller.heartbeat_ms),
+                failure_timeout_ms: Some(controller.failure_timeout_ms),
+                recovery_ms: Some(controller.recovery_ms),
+                canary_rtt_alarm_ms: Some(controller.canary_rtt_alarm_ms),
+                drain_timeout_s: Some(controller.drain_timeout_s),
+                restart_hook: controller.restart_hook.clone(),
+            }),
         }
     }
 
     fn no_site(&self, name: &str) -> ConfigError {
         self.lookup_error(
             "sites",
-            format!(
-                "no site named {name:?}; {}",
-                validate::site_list(&self.sites)
-            ),
+            format!("no site named {name:?}; {}", validate::site_list(&self.sites)),
         )
     }
 

@@ -2,10 +2,11 @@
 //! cross-reference checked. Components read these plain structs and never re-validate.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use super::prefix::Prefix;
+use crate::control::{ControlAddr, DaemonId, Role};
 use crate::keys::PublicKey;
 
 /// Inner MTU at the demux TUN when the file does not set one: 1500 less WireGuard's 80 bytes of
@@ -27,6 +28,8 @@ pub struct ClusterConfig {
     pub sites: BTreeMap<String, SiteConfig>,
     /// At least one pair, in file order, ids unique.
     pub pairs: Vec<PairConfig>,
+    /// The controller; defaults when the file has no `controller:` section.
+    pub controller: ControllerConfig,
 }
 
 /// Cluster-wide settings.
@@ -83,6 +86,8 @@ pub struct DemuxConfig {
     pub tun: String,
     /// Where this site's gateways send returning traffic (GENEVE over UDP).
     pub geneve: SocketAddr,
+    /// The network namespace the supervisor runs the demux in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 /// A gateway pair: one gateway in each site, joined by a WireGuard session.
@@ -104,4 +109,61 @@ pub struct GatewayConfig {
     pub public_key: PublicKey,
     /// Resolved path of its private key; only needed where the gateway runs.
     pub private_key_file: Option<PathBuf>,
+    /// The network namespace the supervisor runs the gateway in (`ip netns exec`), if any.
+    pub netns: Option<String>,
+}
+
+/// Where the Prometheus and status HTTP endpoint listens when the file does not say: loopback.
+pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9477);
+
+/// The controller: where daemons reach it, how it judges them, and how it restarts them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ControllerConfig {
+    /// The control socket daemons send heartbeats to (a unix path, resolved, or UDP).
+    pub address: ControlAddr,
+    /// Prometheus `/metrics` and status over HTTP.
+    pub metrics: SocketAddr,
+    /// How often every daemon sends a heartbeat, 10..=10000 ms.
+    pub heartbeat_ms: u64,
+    /// No heartbeat for this long means the daemon is dead; at least two heartbeat periods.
+    pub failure_timeout_ms: u64,
+    /// How long a pair must stay healthy before it takes new flows again.
+    pub recovery_ms: u64,
+    /// Canary round trips above this raise the latency alarm.
+    pub canary_rtt_alarm_ms: u64,
+    /// How long a draining pair waits for its pinned flows to go idle before removal.
+    pub drain_timeout_s: u64,
+    /// Command that restarts a daemon the controller does not launch itself, with `{role}`
+    /// (`gw` or `demux`), `{site}` and `{pair}` replaced; `None` when every daemon is local.
+    pub restart_hook: Option<String>,
+}
+
+impl ControllerConfig {
+    /// The defaults for cluster `name`: a unix socket at `/run/braid/<name>/control.sock`.
+    pub fn defaults(cluster_name: &str) -> Self {
+        ControllerConfig {
+            address: ControlAddr::Unix(PathBuf::from("/run/braid").join(cluster_name).join("control.sock")),
+            metrics: DEFAULT_METRICS_ADDR,
+            heartbeat_ms: 100,
+            failure_timeout_ms: 400,
+            recovery_ms: 1000,
+            canary_rtt_alarm_ms: 200,
+            drain_timeout_s: 300,
+            restart_hook: None,
+        }
+    }
+
+    /// The restart hook for daemon `id`, placeholders filled in.
+    pub fn restart_command(&self, id: &DaemonId) -> Option<String> {
+        let role = match id.role {
+            Role::Demux => "demux",
+            Role::Gateway => "gw",
+            Role::Controller => "controller",
+        };
+        self.restart_hook.as_ref().map(|hook| {
+            hook.replace("{role}", role)
+                .replace("{site}", &id.site)
+                .replace("{pair}", &id.pair.to_string())
+        })
+    }
 }

@@ -31,10 +31,7 @@ impl Prefix {
     pub fn new(addr: IpAddr, len: u8) -> Result<Self, PrefixError> {
         let max = max_len(addr);
         if len > max {
-            return Err(PrefixError::LengthTooLong {
-                len: len.into(),
-                max,
-            });
+            return Err(PrefixError::LengthTooLong { len: len.into(), max });
         }
         let canonical = Prefix {
             addr: mask(addr, len),
@@ -73,15 +70,11 @@ fn max_len(addr: IpAddr) -> u8 {
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => {
-            let keep = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
+            let keep = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
             IpAddr::V4((u32::from(v4) & keep).into())
         }
         IpAddr::V6(v6) => {
-            let keep = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
+            let keep = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
             IpAddr::V6((u128::from(v6) & keep).into())
         }
     }

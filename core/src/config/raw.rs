@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::prefix::Prefix;
+use crate::control::ControlAddr;
 use crate::keys::PublicKey;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -21,7 +22,35 @@ pub(super) struct RawFile {
     pub cluster: RawCluster,
     pub sites: Entries<RawSite>,
     pub pairs: Vec<RawPair>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<RawController>,
 }
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawController {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<ControlAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<RawSocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_rtt_alarm_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_hook: Option<String>,
+}
+
+/// A socket address that may be absent, with the same message as required ones.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(transparent)]
+pub(super) struct RawSocketAddr(#[serde(with = "socket_addr")] pub SocketAddr);
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +93,8 @@ pub(super) struct RawDemux {
     pub tun: String,
     #[serde(with = "socket_addr")]
     pub geneve: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -83,6 +114,8 @@ pub(super) struct RawGateway {
     pub public_key: PublicKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// A YAML mapping kept as written: in file order and with any repeated key, so validation can
@@ -98,10 +131,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Entries<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a mapping keyed by site name")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Entries<T>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries<T>, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry::<String, T>()? {
                     entries.push(entry);
@@ -124,16 +154,11 @@ mod socket_addr {
     use std::fmt;
     use std::net::SocketAddr;
 
-    pub fn serialize<S: serde::Serializer>(
-        addr: &SocketAddr,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(addr: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(addr)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<SocketAddr, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
         struct SocketAddrText;
         impl serde::de::Visitor<'_> for SocketAddrText {
             type Value = SocketAddr;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::control::{ControlAddr, DaemonId};
 use crate::keys::{PrivateKey, PublicKey};
 
 const FILE: &str = "conf/cluster.yaml";
@@ -93,14 +94,8 @@ fn example_file_loads() {
         cfg.site("a").unwrap().prefixes,
         ["198.18.1.0/24".parse::<Prefix>().unwrap()]
     );
-    assert_eq!(
-        cfg.site("b").unwrap().demux.geneve,
-        addr("198.18.20.1:6081")
-    );
-    assert_eq!(
-        cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(cfg.site("b").unwrap().demux.geneve, addr("198.18.20.1:6081"));
+    assert_eq!(cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
     for pair in 1..=3u16 {
         assert_eq!(
             cfg.gateway("a", pair).unwrap().geneve,
@@ -119,14 +114,10 @@ fn example_file_loads() {
             addr(&format!("198.19.0.11{pair}:51820"))
         );
     }
-    let every_address_is_lab = cfg
-        .pairs
-        .iter()
-        .flat_map(|p| p.gateways.values())
-        .all(|gw| {
-            let lab: Prefix = "198.18.0.0/15".parse().unwrap();
-            lab.contains(gw.geneve.ip()) && lab.contains(gw.wan.ip())
-        });
+    let every_address_is_lab = cfg.pairs.iter().flat_map(|p| p.gateways.values()).all(|gw| {
+        let lab: Prefix = "198.18.0.0/15".parse().unwrap();
+        lab.contains(gw.geneve.ip()) && lab.contains(gw.wan.ip())
+    });
     assert!(every_address_is_lab);
     assert!(cfg.cluster.secret_file.ends_with("examples/secret.key"));
 }
@@ -146,12 +137,7 @@ fn example_keys_match_their_public_keys() {
             );
             let text = std::fs::read_to_string(file).unwrap();
             let private = PrivateKey::from_base64(text.trim()).unwrap();
-            assert_eq!(
-                private.public_key(),
-                gateway.public_key,
-                "pair {} site {site}",
-                pair.id
-            );
+            assert_eq!(private.public_key(), gateway.public_key, "pair {} site {site}", pair.id);
         }
     }
     let secret = std::fs::read_to_string(&cfg.cluster.secret_file).unwrap();
@@ -180,10 +166,7 @@ fn defaults_and_resolved_paths() {
         cfg.gateway("b", 1).unwrap().private_key_file.as_deref(),
         Some(Path::new("conf/keys/b1.key"))
     );
-    assert_eq!(
-        cfg.gateway("b", 2).unwrap().public_key.to_base64(),
-        key_text(4)
-    );
+    assert_eq!(cfg.gateway("b", 2).unwrap().public_key.to_base64(), key_text(4));
 }
 
 #[test]
@@ -216,10 +199,8 @@ fn optional_settings_and_absolute_paths() {
 
 #[test]
 fn ipv6_prefixes_and_addresses() {
-    let text = edited("[198.18.1.0/24]", "[198.18.1.0/24, 2001:db8:1::/48]").replace(
-        "geneve: 198.18.10.1:6081",
-        r#"geneve: "[2001:db8:10::1]:6081""#,
-    );
+    let text = edited("[198.18.1.0/24]", "[198.18.1.0/24, 2001:db8:1::/48]")
+        .replace("geneve: 198.18.10.1:6081", r#"geneve: "[2001:db8:10::1]:6081""#);
     let cfg = parse(&text).unwrap();
     let site = cfg.site("a").unwrap();
     assert_eq!(site.prefixes[1].to_string(), "2001:db8:1::/48");
@@ -231,10 +212,7 @@ fn lookups() {
     let cfg = parse(&base()).unwrap();
     assert_eq!(cfg.peer_site_name("a").unwrap(), "b");
     assert_eq!(cfg.peer_site_name("b").unwrap(), "a");
-    assert_eq!(
-        cfg.pair(2).unwrap().gateways["a"].wan,
-        addr("198.19.0.12:51820")
-    );
+    assert_eq!(cfg.pair(2).unwrap().gateways["a"].wan, addr("198.19.0.12:51820"));
 
     let error = cfg.site("c").unwrap_err();
     assert_eq!(
@@ -253,10 +231,7 @@ fn lookups() {
 
 #[test]
 fn to_yaml_round_trips() {
-    for cfg in [
-        parse(&base()).unwrap(),
-        ClusterConfig::load(&example_path()).unwrap(),
-    ] {
+    for cfg in [parse(&base()).unwrap(), ClusterConfig::load(&example_path()).unwrap()] {
         let yaml = cfg.to_yaml();
         let again = ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap();
         assert_eq!(again, cfg, "{yaml}");
@@ -267,10 +242,7 @@ fn to_yaml_round_trips() {
         "paths are written relative: {yaml}"
     );
     assert!(yaml.contains("private_key_file: keys/b1.key"), "{yaml}");
-    assert!(
-        yaml.contains("mtu: 1420"),
-        "defaults are written out: {yaml}"
-    );
+    assert!(yaml.contains("mtu: 1420"), "defaults are written out: {yaml}");
 }
 
 #[test]
@@ -278,9 +250,7 @@ fn missing_file_is_named() {
     let error = ClusterConfig::load(Path::new("/nonexistent/braid.yaml")).unwrap_err();
     assert!(matches!(error, ConfigError::Read { .. }));
     assert!(
-        error
-            .to_string()
-            .starts_with("/nonexistent/braid.yaml: cannot read: "),
+        error.to_string().starts_with("/nonexistent/braid.yaml: cannot read: "),
         "{error}"
     );
 }
@@ -294,24 +264,17 @@ fn yaml_syntax_error_has_line_and_column() {
     .unwrap_err();
     let message = error.to_string();
     assert!(message.starts_with("conf/cluster.yaml: "), "{message}");
-    assert!(
-        message.contains("line ") && message.contains("column "),
-        "{message}"
-    );
+    assert!(message.contains("line ") && message.contains("column "), "{message}");
 }
 
 /// Each broken file: what is wrong, the edits to the base file (each `from` occurs once), and
 /// how the message continues after the file name; it starts with the field path.
-type Broken = (
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
+type Broken = (&'static str, &'static [(&'static str, &'static str)], &'static str);
 
 const BROKEN: &[Broken] = &[
     ("short public key", &[("KEY_B2", "c2hvcnRrZXkhIQ")], "pairs[1].gateways.b.public_key: expected a base64 WireGuard public key (44 characters), got 14 characters"),
     ("public key not base64", &[("KEY_A1", "????????????????????????????????????????????")], "pairs[0].gateways.a.public_key: expected a base64 WireGuard public key (44 characters), got 44 characters that are not valid base64"),
-    ("unknown field", &[("      tun: braid0\n      geneve: 198.18.10.1", "      colour: blue\n      tun: braid0\n      geneve: 198.18.10.1")], "sites.a.demux: unknown field `colour`, expected `tun` or `geneve`"),
+    ("unknown field", &[("      tun: braid0\n      geneve: 198.18.10.1", "      colour: blue\n      tun: braid0\n      geneve: 198.18.10.1")], "sites.a.demux: unknown field `colour`, expected one of `tun`, `geneve`, `netns`"),
     ("unknown top-level field", &[("\npairs:\n", "\nversion: 2\npairs:\n")], "unknown field `version`, expected one of `cluster`, `sites`, `pairs`"),
     ("wrong type", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  mtu: big\n")], "cluster.mtu: invalid type: string \"big\", expected u64"),
     ("wrong type for a list", &[("prefixes: [198.18.2.0/24]", "prefixes: 198.18.2.0/24")], "sites.b.prefixes: invalid type: string \"198.18.2.0/24\", expected a sequence"),
@@ -353,12 +316,32 @@ const BROKEN: &[Broken] = &[
     ("gateway on the demux address", &[("geneve: 198.18.20.12:6081", "geneve: 198.18.20.1:6081")], "pairs[1].gateways.b.geneve: 198.18.20.1:6081 is already used by sites.b.demux.geneve"),
     ("WAN address shared across sites", &[("wan: 198.19.0.111:51820", "wan: 198.19.0.11:51820")], "pairs[0].gateways.b.wan: 198.19.0.11:51820 is already used by pairs[0].gateways.a.wan"),
     ("public key reused", &[("KEY_B2", "KEY_A1")], "pairs[1].gateways.b.public_key: the same public key is already used by pairs[0].gateways.a.public_key"),
+    ("bad demux netns", &[("tun: braid0\n      geneve: 198.18.10.1:6081", "tun: braid0\n      geneve: 198.18.10.1:6081\n      netns: a/b")], "sites.a.demux.netns: expected a network namespace name of 1 to 64 characters of a-z, A-Z, 0-9, '_', '-' and '.', got \"a/b\""),
+    ("gateway netns dot-dot", &[("        public_key: \"KEY_B2\"\n", "        public_key: \"KEY_B2\"\n        netns: \"..\"\n")], "pairs[1].gateways.b.netns: expected a network namespace name"),
+    ("empty netns", &[("        public_key: \"KEY_A1\"\n", "        public_key: \"KEY_A1\"\n        netns: \"\"\n")], "pairs[0].gateways.a.netns: expected a network namespace name"),
+    ("unknown controller field", &[("\npairs:\n", "\ncontroller:\n  heartbeat: 5\npairs:\n")], "controller: unknown field `heartbeat`, expected one of `address`"),
+    ("bad controller address", &[("\npairs:\n", "\ncontroller:\n  address: /run/ctl.sock\npairs:\n")], "controller.address: expected a control address like 198.18.0.1:7400"),
+    ("unspecified controller address", &[("\npairs:\n", "\ncontroller:\n  address: 0.0.0.0:7400\npairs:\n")], "controller.address: expected a specific IP address and a non-zero port, got 0.0.0.0:7400"),
+    ("controller socket path too long", &[("\npairs:\n", "\ncontroller: { address: \"unix:/run/LONG_PATH\" }\npairs:\n")], "controller.address: a unix socket path has at most 107 bytes, got 115"),
+    ("metrics without port", &[("\npairs:\n", "\ncontroller: { metrics: 127.0.0.1 }\npairs:\n")], "controller.metrics: invalid value: string \"127.0.0.1\", expected an IP:port address"),
+    ("metrics port zero", &[("\npairs:\n", "\ncontroller: { metrics: \"[::1]:0\" }\npairs:\n")], "controller.metrics: expected a non-zero port, got 0"),
+    ("heartbeat too fast", &[("\npairs:\n", "\ncontroller: { heartbeat_ms: 1 }\npairs:\n")], "controller.heartbeat_ms: expected a number from 10 to 10000, got 1"),
+    ("failure timeout not a number", &[("\npairs:\n", "\ncontroller: { failure_timeout_ms: soon }\npairs:\n")], "controller.failure_timeout_ms: invalid type: string \"soon\", expected u64"),
+    ("failure timeout under two heartbeats", &[("\npairs:\n", "\ncontroller: { heartbeat_ms: 250 }\npairs:\n")], "controller.failure_timeout_ms: expected at least two heartbeat periods (500 ms), so one lost heartbeat is not a failure, got 400 ms"),
+    ("recovery too long", &[("\npairs:\n", "\ncontroller: { recovery_ms: 3600001 }\npairs:\n")], "controller.recovery_ms: expected a number from 0 to 3600000, got 3600001"),
+    ("zero canary alarm", &[("\npairs:\n", "\ncontroller: { canary_rtt_alarm_ms: 0 }\npairs:\n")], "controller.canary_rtt_alarm_ms: expected a number from 1 to 60000, got 0"),
+    ("drain timeout too long", &[("\npairs:\n", "\ncontroller: { drain_timeout_s: 604801 }\npairs:\n")], "controller.drain_timeout_s: expected a number from 0 to 604800, got 604801"),
+    ("blank restart hook", &[("\npairs:\n", "\ncontroller: { restart_hook: \"  \" }\npairs:\n")], "controller.restart_hook: expected a command, got an empty string"),
+    ("unknown restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"systemctl restart braid-gw@{site}{index}\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"{index}\"; the placeholders are {role}, {site} and {pair}"),
+    ("unclosed restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"restart {site\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"site\""),
 ];
 
-/// Key placeholders in table entries stand for the base file's keys.
+/// Key placeholders in table entries stand for the base file's keys; `LONG_PATH` for a path
+/// of 110 characters.
 fn with_keys(text: &str) -> String {
     text.replace("KEY_A1", &key_text(1))
         .replace("KEY_B2", &key_text(4))
+        .replace("LONG_PATH", &"x".repeat(110))
 }
 
 #[test]
@@ -367,11 +350,7 @@ fn broken_files_name_the_field() {
         let mut text = base();
         for &(from, to) in edits {
             let from = with_keys(from);
-            assert_eq!(
-                text.matches(&from).count(),
-                1,
-                "{what}: {from:?} must occur once"
-            );
+            assert_eq!(text.matches(&from).count(), 1, "{what}: {from:?} must occur once");
             text = text.replace(&from, &with_keys(to));
         }
         let message = match parse(&text) {
@@ -402,4 +381,83 @@ fn empty_pair_list_is_refused() {
 fn field_errors_carry_their_path() {
     let error = parse(&edited("id: 2", "id: 1")).unwrap_err();
     assert_eq!(error.field(), Some("pairs[1].id"));
+}
+
+#[test]
+fn controller_defaults_when_absent() {
+    let cfg = parse(&base()).unwrap();
+    assert_eq!(
+        cfg.controller,
+        ControllerConfig {
+            address: ControlAddr::Unix(PathBuf::from("/run/braid/test/control.sock")),
+            metrics: addr("127.0.0.1:9477"),
+            heartbeat_ms: 100,
+            failure_timeout_ms: 400,
+            recovery_ms: 1000,
+            canary_rtt_alarm_ms: 200,
+            drain_timeout_s: 300,
+            restart_hook: None,
+        }
+    );
+    assert_eq!(cfg.controller.metrics, DEFAULT_METRICS_ADDR);
+    assert_eq!(cfg.site("a").unwrap().demux.netns, None);
+    assert_eq!(cfg.gateway("b", 2).unwrap().netns, None);
+}
+
+#[test]
+fn controller_settings_and_netns() {
+    let controller = "controller:\n  address: unix:run/control.sock\n  metrics: \"[::1]:9100\"\n  \
+        heartbeat_ms: 50\n  failure_timeout_ms: 100\n  recovery_ms: 0\n  canary_rtt_alarm_ms: 150\n  \
+        drain_timeout_s: 0\n  restart_hook: \"systemctl restart braid-{role}@{site}{pair}\"\n";
+    let text = edited("\npairs:\n", &format!("\n{controller}pairs:\n"))
+        .replace(
+            "tun: braid0\n      geneve: 198.18.20.1:6081",
+            "tun: braid0\n      geneve: 198.18.20.1:6081\n      netns: braid-b.demux",
+        )
+        .replace(
+            "        private_key_file: keys/b1.key\n",
+            "        private_key_file: keys/b1.key\n        netns: gw_B1\n",
+        );
+    let cfg = parse(&text).unwrap();
+    let settings = &cfg.controller;
+    assert_eq!(
+        settings.address,
+        ControlAddr::Unix(PathBuf::from("conf/run/control.sock")),
+        "relative socket paths resolve against the file's directory"
+    );
+    assert_eq!(settings.metrics, addr("[::1]:9100"));
+    assert_eq!(
+        (
+            settings.heartbeat_ms,
+            settings.failure_timeout_ms,
+            settings.recovery_ms,
+            settings.canary_rtt_alarm_ms,
+            settings.drain_timeout_s
+        ),
+        (50, 100, 0, 150, 0)
+    );
+    assert_eq!(
+        settings.restart_command(&DaemonId::gateway("b", 3)).as_deref(),
+        Some("systemctl restart braid-gw@b3")
+    );
+    assert_eq!(
+        settings.restart_command(&DaemonId::demux("a")).as_deref(),
+        Some("systemctl restart braid-demux@a0")
+    );
+    assert_eq!(cfg.site("b").unwrap().demux.netns.as_deref(), Some("braid-b.demux"));
+    assert_eq!(cfg.gateway("b", 1).unwrap().netns.as_deref(), Some("gw_B1"));
+    assert_eq!(cfg.gateway("a", 1).unwrap().netns, None);
+
+    let yaml = cfg.to_yaml();
+    assert!(yaml.contains("address: unix:run/control.sock"), "{yaml}");
+    assert_eq!(ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap(), cfg, "{yaml}");
+
+    let udp = edited(
+        "\npairs:\n",
+        "\ncontroller: { address: \"[2001:db8::1]:7400\" }\npairs:\n",
+    );
+    assert_eq!(
+        parse(&udp).unwrap().controller.address,
+        ControlAddr::Udp(addr("[2001:db8::1]:7400"))
+    );
 }

@@ -4,7 +4,9 @@
 //! file spells it (`pairs[1].gateways.b.wan`, indexes from 0). Beyond per-field ranges, the
 //! cluster must hang together: exactly two sites, one gateway per site in every pair, unique
 //! pair ids, no prefix overlapping another, no socket address used twice within a site (WAN
-//! addresses: within the cluster), and no public key shared by two gateways.
+//! addresses: within the cluster), and no public key shared by two gateways. The controller
+//! section defaults field by field; its failure timeout must span at least two heartbeats, a
+//! unix socket path must fit `sun_path`, and a restart hook may only use known placeholders.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 use super::model::*;
 use super::prefix::Prefix;
-use super::raw::{Entries, RawCluster, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+use super::raw::{Entries, RawCluster, RawController, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+use crate::control::ControlAddr;
 use crate::flow::PairId;
 use crate::keys::PublicKey;
 
@@ -28,6 +31,17 @@ const FLOW_TABLE_RANGE: RangeInclusive<u64> = 1024..=(1 << 26);
 /// Idle timeouts from one second to a week.
 const TIMEOUT_RANGE: RangeInclusive<u64> = 1..=604_800;
 const PAIR_ID_RANGE: RangeInclusive<u64> = 1..=4095;
+const HEARTBEAT_MS_RANGE: RangeInclusive<u64> = 10..=10_000;
+const FAILURE_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 20..=600_000;
+/// Up to an hour.
+const RECOVERY_MS_RANGE: RangeInclusive<u64> = 0..=3_600_000;
+const CANARY_RTT_ALARM_MS_RANGE: RangeInclusive<u64> = 1..=60_000;
+/// Up to a week.
+const DRAIN_TIMEOUT_S_RANGE: RangeInclusive<u64> = 0..=604_800;
+/// A unix socket path must fit `sun_path` (108 bytes) with its terminating NUL.
+const UNIX_SOCKET_PATH_MAX: usize = 107;
+const NETNS_NAME_MAX_LEN: usize = 64;
+const RESTART_HOOK_PLACEHOLDERS: &[&str] = &["role", "site", "pair"];
 
 /// Validates `raw`, read from `file`; relative paths are resolved against `file`'s directory.
 pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, ConfigError> {
@@ -38,6 +52,7 @@ pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, Confi
     let sites = checker.sites(raw.sites)?;
     let pairs = checker.pairs(raw.pairs, &sites)?;
     let cluster = checker.cluster(raw.cluster, &sites, pairs.len())?;
+    let controller = checker.controller(raw.controller.unwrap_or_default(), &cluster.name)?;
     checker.prefixes_disjoint(&sites)?;
     checker.addresses_unique(&sites, &pairs)?;
     checker.public_keys_unique(&pairs)?;
@@ -46,6 +61,7 @@ pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, Confi
         cluster,
         sites,
         pairs,
+        controller,
     })
 }
 
@@ -72,13 +88,13 @@ impl Checker<'_> {
         self.name("cluster.name", &raw.name)?;
         let secret_file = self.path("cluster.secret_file", &raw.secret_file)?;
 
-        let has_ipv6 = sites
-            .values()
-            .flat_map(|s| &s.prefixes)
-            .any(|p| p.addr.is_ipv6());
+        let has_ipv6 = sites.values().flat_map(|s| &s.prefixes).any(|p| p.addr.is_ipv6());
         let mtu: u16 = self.number("cluster.mtu", raw.mtu, u64::from(DEFAULT_MTU), MTU_RANGE)?;
         if has_ipv6 && u64::from(mtu) < IPV6_MIN_MTU {
-            return Err(self.error("cluster.mtu", format!("a site has IPv6 prefixes, and IPv6 needs an MTU of at least {IPV6_MIN_MTU}, got {mtu}")));
+            return Err(self.error(
+                "cluster.mtu",
+                format!("a site has IPv6 prefixes, and IPv6 needs an MTU of at least {IPV6_MIN_MTU}, got {mtu}"),
+            ));
         }
 
         let maglev_field = "cluster.maglev_table_size";
@@ -93,9 +109,7 @@ impl Checker<'_> {
         if !is_prime(maglev_table_size as u64) {
             return Err(self.error(
                 maglev_field,
-                format!(
-                    "expected a prime number (such as 65537 or 131071), got {maglev_table_size}"
-                ),
+                format!("expected a prime number (such as 65537 or 131071), got {maglev_table_size}"),
             ));
         }
 
@@ -120,12 +134,7 @@ impl Checker<'_> {
     fn timeouts(&self, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
         let default = Timeouts::default();
         let seconds = |field: &str, value: Option<u64>, default: u64| {
-            self.number(
-                &format!("cluster.timeouts.{field}"),
-                value,
-                default,
-                TIMEOUT_RANGE,
-            )
+            self.number(&format!("cluster.timeouts.{field}"), value, default, TIMEOUT_RANGE)
         };
         let timeouts = Timeouts {
             tcp_idle: seconds("tcp_idle", raw.tcp_idle, default.tcp_idle)?,
@@ -145,12 +154,128 @@ impl Checker<'_> {
         Ok(timeouts)
     }
 
+    fn controller(&self, raw: RawController, cluster_name: &str) -> Result<ControllerConfig, ConfigError> {
+        let default = ControllerConfig::defaults(cluster_name);
+        let address = match raw.address {
+            None => default.address,
+            Some(ControlAddr::Udp(addr)) => {
+                self.concrete("controller.address", addr)?;
+                ControlAddr::Udp(addr)
+            }
+            Some(ControlAddr::Unix(path)) => {
+                let resolved = self.base.join(path);
+                let len = resolved.as_os_str().len();
+                if len > UNIX_SOCKET_PATH_MAX {
+                    return Err(self.error(
+                        "controller.address",
+                        format!(
+                            "a unix socket path has at most {UNIX_SOCKET_PATH_MAX} bytes, got {len} ({})",
+                            resolved.display()
+                        ),
+                    ));
+                }
+                ControlAddr::Unix(resolved)
+            }
+        };
+        let metrics = raw.metrics.map_or(default.metrics, |addr| addr.0);
+        if metrics.port() == 0 {
+            return Err(self.error("controller.metrics", "expected a non-zero port, got 0"));
+        }
+        let heartbeat_ms = self.number(
+            "controller.heartbeat_ms",
+            raw.heartbeat_ms,
+            default.heartbeat_ms,
+            HEARTBEAT_MS_RANGE,
+        )?;
+        let failure_field = "controller.failure_timeout_ms";
+        let failure_timeout_ms = self.number(
+            failure_field,
+            raw.failure_timeout_ms,
+            default.failure_timeout_ms,
+            FAILURE_TIMEOUT_MS_RANGE,
+        )?;
+        if failure_timeout_ms < 2 * heartbeat_ms {
+            return Err(self.error(failure_field, format!("expected at least two heartbeat periods ({} ms), so one lost heartbeat is not a failure, got {failure_timeout_ms} ms", 2 * heartbeat_ms)));
+        }
+        let restart_hook = match raw.restart_hook {
+            Some(hook) => Some(self.restart_hook("controller.restart_hook", hook)?),
+            None => None,
+        };
+        Ok(ControllerConfig {
+            address,
+            metrics,
+            heartbeat_ms,
+            failure_timeout_ms,
+            recovery_ms: self.number(
+                "controller.recovery_ms",
+                raw.recovery_ms,
+                default.recovery_ms,
+                RECOVERY_MS_RANGE,
+            )?,
+            canary_rtt_alarm_ms: self.number(
+                "controller.canary_rtt_alarm_ms",
+                raw.canary_rtt_alarm_ms,
+                default.canary_rtt_alarm_ms,
+                CANARY_RTT_ALARM_MS_RANGE,
+            )?,
+            drain_timeout_s: self.number(
+                "controller.drain_timeout_s",
+                raw.drain_timeout_s,
+                default.drain_timeout_s,
+                DRAIN_TIMEOUT_S_RANGE,
+            )?,
+            restart_hook,
+        })
+    }
+
+    /// A non-blank command whose `{...}` placeholders are all known.
+    fn restart_hook(&self, field: &str, hook: String) -> Result<String, ConfigError> {
+        if hook.trim().is_empty() {
+            return Err(self.error(field, "expected a command, got an empty string"));
+        }
+        let mut rest = hook.as_str();
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let name = after.find('}').map(|close| &after[..close]);
+            match name {
+                Some(name) if RESTART_HOOK_PLACEHOLDERS.contains(&name) => {
+                    rest = &after[name.len() + 1..];
+                }
+                _ => {
+                    let shown = name.map_or_else(|| after.to_string(), |n| format!("{{{n}}}"));
+                    return Err(self.error(
+                        field,
+                        format!("unknown placeholder {shown:?}; the placeholders are {{role}}, {{site}} and {{pair}}"),
+                    ));
+                }
+            }
+        }
+        Ok(hook)
+    }
+
+    /// `ip netns` names: 1 to 64 characters of letters, digits, '_', '-' and '.', not `.` or
+    /// `..` (they name files under /run/netns).
+    fn netns(&self, field: &str, name: Option<String>) -> Result<Option<String>, ConfigError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        let valid = (1..=NETNS_NAME_MAX_LEN).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && name.chars().all(valid_char);
+        if !valid {
+            return Err(self.error(
+                field,
+                format!("expected a network namespace name of 1 to {NETNS_NAME_MAX_LEN} characters of a-z, A-Z, 0-9, '_', '-' and '.', got {name:?}"),
+            ));
+        }
+        Ok(Some(name))
+    }
+
     fn sites(&self, raw: Entries<RawSite>) -> Result<BTreeMap<String, SiteConfig>, ConfigError> {
         if raw.0.len() != 2 {
-            return Err(self.error(
-                "sites",
-                format!("expected exactly two sites, got {}", raw.0.len()),
-            ));
+            return Err(self.error("sites", format!("expected exactly two sites, got {}", raw.0.len())));
         }
         let mut sites = BTreeMap::new();
         for (name, site) in raw.0 {
@@ -161,11 +286,13 @@ impl Checker<'_> {
             }
             self.tun_name(&format!("{field}.demux.tun"), &site.demux.tun)?;
             self.concrete(&format!("{field}.demux.geneve"), site.demux.geneve)?;
+            let netns = self.netns(&format!("{field}.demux.netns"), site.demux.netns)?;
             let config = SiteConfig {
                 prefixes: site.prefixes,
                 demux: DemuxConfig {
                     tun: site.demux.tun,
                     geneve: site.demux.geneve,
+                    netns,
                 },
             };
             if sites.insert(name, config).is_some() {
@@ -175,11 +302,7 @@ impl Checker<'_> {
         Ok(sites)
     }
 
-    fn pairs(
-        &self,
-        raw: Vec<RawPair>,
-        sites: &BTreeMap<String, SiteConfig>,
-    ) -> Result<Vec<PairConfig>, ConfigError> {
+    fn pairs(&self, raw: Vec<RawPair>, sites: &BTreeMap<String, SiteConfig>) -> Result<Vec<PairConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.error("pairs", "expected at least one gateway pair"));
         }
@@ -210,10 +333,7 @@ impl Checker<'_> {
         for (site, gateway) in raw.0 {
             let gateway_field = format!("{field}.{site}");
             if !sites.contains_key(&site) {
-                return Err(self.error(
-                    gateway_field,
-                    format!("no site named {site:?}; {}", site_list(sites)),
-                ));
+                return Err(self.error(gateway_field, format!("no site named {site:?}; {}", site_list(sites))));
             }
             self.concrete(&format!("{gateway_field}.geneve"), gateway.geneve)?;
             self.concrete(&format!("{gateway_field}.wan"), gateway.wan)?;
@@ -221,11 +341,13 @@ impl Checker<'_> {
                 Some(path) => Some(self.path(&format!("{gateway_field}.private_key_file"), path)?),
                 None => None,
             };
+            let netns = self.netns(&format!("{gateway_field}.netns"), gateway.netns)?;
             let config = GatewayConfig {
                 geneve: gateway.geneve,
                 wan: gateway.wan,
                 public_key: gateway.public_key,
                 private_key_file,
+                netns,
             };
             if gateways.insert(site, config).is_some() {
                 return Err(self.error(gateway_field, "this site's gateway is defined twice"));
@@ -234,9 +356,7 @@ impl Checker<'_> {
         if let Some(missing) = sites.keys().find(|site| !gateways.contains_key(*site)) {
             return Err(self.error(
                 field,
-                format!(
-                    "missing the gateway of site {missing:?}; every pair has one gateway per site"
-                ),
+                format!("missing the gateway of site {missing:?}; every pair has one gateway per site"),
             ));
         }
         Ok(gateways)
@@ -253,24 +373,14 @@ impl Checker<'_> {
             })
             .collect();
         for (later, (field, prefix)) in all.iter().enumerate() {
-            if let Some((earlier_field, earlier)) = all[..later]
-                .iter()
-                .find(|(_, other)| other.overlaps(prefix))
-            {
-                return Err(self.error(
-                    field,
-                    format!("{prefix} overlaps {earlier} ({earlier_field})"),
-                ));
+            if let Some((earlier_field, earlier)) = all[..later].iter().find(|(_, other)| other.overlaps(prefix)) {
+                return Err(self.error(field, format!("{prefix} overlaps {earlier} ({earlier_field})")));
             }
         }
         Ok(())
     }
 
-    fn addresses_unique(
-        &self,
-        sites: &BTreeMap<String, SiteConfig>,
-        pairs: &[PairConfig],
-    ) -> Result<(), ConfigError> {
+    fn addresses_unique(&self, sites: &BTreeMap<String, SiteConfig>, pairs: &[PairConfig]) -> Result<(), ConfigError> {
         let mut book = AddressBook::default();
         for (name, site) in sites {
             let field = format!("sites.{name}.demux.geneve");
@@ -296,10 +406,7 @@ impl Checker<'_> {
             for (site, gateway) in &pair.gateways {
                 let field = format!("pairs[{index}].gateways.{site}.public_key");
                 if let Some(owner) = owners.get(&gateway.public_key) {
-                    return Err(self.error(
-                        field,
-                        format!("the same public key is already used by {owner}"),
-                    ));
+                    return Err(self.error(field, format!("the same public key is already used by {owner}")));
                 }
                 owners.insert(&gateway.public_key, field);
             }
@@ -312,9 +419,7 @@ impl Checker<'_> {
         if name.is_empty() || name.len() > NAME_MAX_LEN || !name.chars().all(valid_char) {
             return Err(self.error(
                 field,
-                format!(
-                    "expected 1 to {NAME_MAX_LEN} characters of a-z, 0-9 and '-', got {name:?}"
-                ),
+                format!("expected 1 to {NAME_MAX_LEN} characters of a-z, 0-9 and '-', got {name:?}"),
             ));
         }
         Ok(())
@@ -324,10 +429,8 @@ impl Checker<'_> {
     /// `%` is refused too, since `braid%d` would let the kernel pick a name braid cannot know.
     fn tun_name(&self, field: &str, name: &str) -> Result<(), ConfigError> {
         let valid_char = |c: char| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '%');
-        let valid = (1..=TUN_NAME_MAX_LEN).contains(&name.len())
-            && name != "."
-            && name != ".."
-            && name.chars().all(valid_char);
+        let valid =
+            (1..=TUN_NAME_MAX_LEN).contains(&name.len()) && name != "." && name != ".." && name.chars().all(valid_char);
         if !valid {
             return Err(self.error(
                 field,
@@ -369,12 +472,7 @@ impl Checker<'_> {
         self.in_range(field, value.unwrap_or(default), range)
     }
 
-    fn in_range<T: TryFrom<u64>>(
-        &self,
-        field: &str,
-        value: u64,
-        range: RangeInclusive<u64>,
-    ) -> Result<T, ConfigError> {
+    fn in_range<T: TryFrom<u64>>(&self, field: &str, value: u64, range: RangeInclusive<u64>) -> Result<T, ConfigError> {
         match T::try_from(value) {
             Ok(converted) if range.contains(&value) => Ok(converted),
             _ => Err(self.error(
@@ -399,13 +497,7 @@ struct AddressBook<'a> {
 
 impl<'a> AddressBook<'a> {
     /// Records that `field` of `site` uses `addr`; if it is taken, says by which field.
-    fn claim(
-        &mut self,
-        site: &'a str,
-        field: &str,
-        addr: SocketAddr,
-        is_wan: bool,
-    ) -> Result<(), String> {
+    fn claim(&mut self, site: &'a str, field: &str, addr: SocketAddr, is_wan: bool) -> Result<(), String> {
         let wan_owner = if is_wan { self.on_wan.get(&addr) } else { None };
         if let Some(owner) = self.in_site.get(&(site, addr)).or(wan_owner) {
             return Err(format!("{addr} is already used by {owner}"));
@@ -427,7 +519,5 @@ fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }
-    (2..)
-        .take_while(|d| d * d <= n)
-        .all(|d| !n.is_multiple_of(d))
+    (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }

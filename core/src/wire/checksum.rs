@@ -69,8 +69,8 @@ mod tests {
 
     /// A UDP datagram's IPv4 header, 192.168.0.1 → 192.168.0.199, checksum 0xB861.
     const IPV4_HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xB8, 0x61, 0xC0, 0xA8, 0x00,
-        0x01, 0xC0, 0xA8, 0x00, 0xC7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xB8, 0x61, 0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8,
+        0x00, 0xC7,
     ];
 
     #[test]
@@ -91,10 +91,7 @@ mod tests {
 
     #[test]
     fn odd_length_pads_with_zero() {
-        assert_eq!(
-            checksum(&[0x12, 0x34, 0x56]),
-            checksum(&[0x12, 0x34, 0x56, 0x00])
-        );
+        assert_eq!(checksum(&[0x12, 0x34, 0x56]), checksum(&[0x12, 0x34, 0x56, 0x00]));
         assert_eq!(checksum(&[0xAB]), !0xAB00);
         assert_eq!(checksum(&[]), 0xFFFF);
     }
@@ -130,12 +127,7 @@ mod tests {
 
     #[test]
     fn pseudo_headers_sum_their_fields() {
-        let v4 = pseudo_header_v4(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            6,
-            20,
-        );
+        let v4 = pseudo_header_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 6, 20);
         assert_eq!(fold(v4), 0x0A00 + 0x0001 + 0x0A00 + 0x0002 + 6 + 20);
         let v6 = pseudo_header_v6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, 17, 8);
         assert_eq!(fold(v6), 1 + 1 + 17 + 8);

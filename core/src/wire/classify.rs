@@ -140,11 +140,7 @@ impl Flow {
 
     /// Classifies by the transport bytes of a whole packet (`first_fragment` None) or of the
     /// first fragment of a datagram.
-    fn classify_transport(
-        self,
-        segment: &[u8],
-        first_fragment: Option<FragmentId>,
-    ) -> Result<Classified, WireError> {
+    fn classify_transport(self, segment: &[u8], first_fragment: Option<FragmentId>) -> Result<Classified, WireError> {
         match first_fragment {
             None => {
                 let (tuple, tcp_flags) = self.transport(segment, Carrier::Whole)?;
@@ -154,11 +150,7 @@ impl Flow {
                 let (tuple, tcp_flags) = self
                     .transport(segment, Carrier::FirstFragment)
                     .map_err(|_| WireError::BadFragment)?;
-                Ok(Classified::FirstFragment {
-                    tuple,
-                    frag,
-                    tcp_flags,
-                })
+                Ok(Classified::FirstFragment { tuple, frag, tcp_flags })
             }
         }
     }
@@ -173,9 +165,7 @@ impl Flow {
                 let udp = match carrier {
                     Carrier::Whole => UdpPacket::new_checked(segment)?,
                     // The UDP length covers the whole datagram, not this fragment.
-                    Carrier::FirstFragment => {
-                        UdpPacket::new_unchecked(header(segment, UDP_HEADER_LEN)?)
-                    }
+                    Carrier::FirstFragment => UdpPacket::new_unchecked(header(segment, UDP_HEADER_LEN)?),
                 };
                 Ok((self.with_ports(udp.src_port(), udp.dst_port()), 0))
             }
@@ -275,9 +265,9 @@ mod tests {
 
     /// 198.18.0.1:51000 → 198.19.0.2:443 SYN; IPv4 checksum 0x02DA, TCP checksum 0x5AC5.
     const SYN_CAPTURE: [u8; 40] = [
-        0x45, 0x00, 0x00, 0x28, 0xAB, 0xCD, 0x40, 0x00, 0x40, 0x06, 0x02, 0xDA, 0xC6, 0x12, 0x00,
-        0x01, 0xC6, 0x13, 0x00, 0x02, 0xC7, 0x38, 0x01, 0xBB, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
-        0x00, 0x00, 0x50, 0x02, 0xFF, 0xFF, 0x5A, 0xC5, 0x00, 0x00,
+        0x45, 0x00, 0x00, 0x28, 0xAB, 0xCD, 0x40, 0x00, 0x40, 0x06, 0x02, 0xDA, 0xC6, 0x12, 0x00, 0x01, 0xC6, 0x13,
+        0x00, 0x02, 0xC7, 0x38, 0x01, 0xBB, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xFF, 0xFF,
+        0x5A, 0xC5, 0x00, 0x00,
     ];
 
     fn tuple(src: IpAddr, dst: IpAddr, ports: (u16, u16), proto: u8) -> FiveTuple {
@@ -362,9 +352,7 @@ mod tests {
         let ip = Ipv4Packet::new_checked(&SYN_CAPTURE[..]).unwrap();
         assert!(ip.verify_checksum());
         let pseudo = checksum::pseudo_header_v4(A4, B4, proto::TCP, 20);
-        assert!(TcpPacket::new_checked(ip.payload())
-            .unwrap()
-            .verify_checksum(pseudo));
+        assert!(TcpPacket::new_checked(ip.payload()).unwrap().verify_checksum(pseudo));
         assert_eq!(
             classify(&SYN_CAPTURE),
             Ok(Classified::Whole {
@@ -396,12 +384,7 @@ mod tests {
             (false, 0),
             &icmp(icmpv4_type::ECHO_REQUEST, 7, b"x"),
         );
-        let v6 = ipv6(
-            A6,
-            B6,
-            proto::ICMPV6,
-            &icmp(icmpv6_type::ECHO_REPLY, 9, b""),
-        );
+        let v6 = ipv6(A6, B6, proto::ICMPV6, &icmp(icmpv6_type::ECHO_REPLY, 9, b""));
         assert_eq!(
             classify(&v4),
             Ok(Classified::Whole {
@@ -430,10 +413,7 @@ mod tests {
             })
         };
         assert_eq!(classify(&gre), expect(A4.into(), B4.into(), 47));
-        assert_eq!(
-            classify(&router_solicit),
-            expect(A6.into(), B6.into(), proto::ICMPV6)
-        );
+        assert_eq!(classify(&router_solicit), expect(A6.into(), B6.into(), proto::ICMPV6));
         assert_eq!(classify(&esp), expect(A6.into(), B6.into(), ext::ESP));
     }
 
@@ -476,13 +456,7 @@ mod tests {
 
     #[test]
     fn short_quotes_fall_back_to_port_zero() {
-        let original = ipv4(
-            A4,
-            B4,
-            proto::TCP,
-            (false, 0),
-            &tcp(1000, 80, tcp_flags::ACK),
-        );
+        let original = ipv4(A4, B4, proto::TCP, (false, 0), &tcp(1000, 80, tcp_flags::ACK));
         let expected = tuple(B4.into(), A4.into(), (0, 0), proto::TCP);
         for cut in 20..24 {
             let error = icmp(icmpv4_type::DEST_UNREACHABLE, 0, &original[..cut]);
@@ -513,12 +487,7 @@ mod tests {
     #[test]
     fn icmpv6_packet_too_big_follows_the_quoted_flow_through_extension_headers() {
         let dest_opts = [proto::TCP, 0, 1, 4, 0, 0, 0, 0];
-        let original = ipv6(
-            A6,
-            B6,
-            ext::DEST_OPTIONS,
-            &concat(&[&dest_opts, &tcp(443, 2000, 0)]),
-        );
+        let original = ipv6(A6, B6, ext::DEST_OPTIONS, &concat(&[&dest_opts, &tcp(443, 2000, 0)]));
         let mut error = icmp(icmpv6_type::PACKET_TOO_BIG, 0, &original);
         error[4..8].copy_from_slice(&1280u32.to_be_bytes());
         let pkt = ipv6(ROUTER6, A6, proto::ICMPV6, &error);
@@ -644,11 +613,7 @@ mod tests {
         let mut pkt = SYN_CAPTURE;
         for version in [0u8, 5, 7, 15] {
             pkt[0] = (version << 4) | 5;
-            assert_eq!(
-                classify(&pkt),
-                Err(WireError::BadIpVersion),
-                "version {version}"
-            );
+            assert_eq!(classify(&pkt), Err(WireError::BadIpVersion), "version {version}");
         }
     }
 
@@ -665,24 +630,14 @@ mod tests {
                 &icmp(icmpv4_type::DEST_UNREACHABLE, 0, &original),
             ),
             ipv4(A4, B4, proto::UDP, (true, 0), &udp(1, 2, 8)),
-            ipv6(
-                A6,
-                B6,
-                ext::HOP_BY_HOP,
-                &concat(&[&hop_by_hop, &udp(1, 2, 3)]),
-            ),
+            ipv6(A6, B6, ext::HOP_BY_HOP, &concat(&[&hop_by_hop, &udp(1, 2, 3)])),
             ipv6(
                 A6,
                 B6,
                 ext::FRAGMENT,
                 &concat(&[&fragment_header(proto::TCP, 0, true, 5), &tcp(1, 2, 0)]),
             ),
-            ipv6(
-                A6,
-                B6,
-                proto::ICMPV6,
-                &icmp(icmpv6_type::ECHO_REQUEST, 3, &[]),
-            ),
+            ipv6(A6, B6, proto::ICMPV6, &icmp(icmpv6_type::ECHO_REQUEST, 3, &[])),
         ]
     }
 

@@ -116,8 +116,7 @@ impl<T: AsRef<[u8]>> GenevePacket<T> {
     /// The raw option TLVs (empty if they run past the buffer).
     pub fn options(&self) -> &[u8] {
         let data = self.buffer.as_ref();
-        data.get(GENEVE_HEADER_LEN..self.header_len())
-            .unwrap_or(&[])
+        data.get(GENEVE_HEADER_LEN..self.header_len()).unwrap_or(&[])
     }
 
     /// The encapsulated packet (empty if the header runs past the buffer).
@@ -231,10 +230,7 @@ mod tests {
     #[test]
     fn every_truncation_is_rejected() {
         for len in 0..16 {
-            assert!(
-                GenevePacket::new_checked(&WITH_OPTION[..len]).is_err(),
-                "len {len}"
-            );
+            assert!(GenevePacket::new_checked(&WITH_OPTION[..len]).is_err(), "len {len}");
         }
         assert!(GenevePacket::new_checked(&WITH_OPTION[..16]).is_ok());
     }

@@ -143,10 +143,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
 
     /// Everything after the 8-byte header, writable.
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(ICMP_HEADER_LEN..)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(ICMP_HEADER_LEN..).unwrap_or(&mut [])
     }
 
     /// Computes and stores the checksum, given the pseudo-header sum (0 for ICMPv4).
@@ -162,9 +159,7 @@ mod tests {
     use super::*;
 
     /// `ping` echo request, id 0x1A2B, seq 1, data "abcd", checksum 0x190D.
-    const ECHO_REQUEST: [u8; 12] = [
-        0x08, 0x00, 0x19, 0x0D, 0x1A, 0x2B, 0x00, 0x01, b'a', b'b', b'c', b'd',
-    ];
+    const ECHO_REQUEST: [u8; 12] = [0x08, 0x00, 0x19, 0x0D, 0x1A, 0x2B, 0x00, 0x01, b'a', b'b', b'c', b'd'];
 
     #[test]
     fn deconstructs_an_echo_request() {

@@ -219,8 +219,8 @@ mod tests {
 
     /// 192.168.0.1 → 192.168.0.199, UDP, total length 28, checksum 0x9C72; 4 trailing pad bytes.
     const UDP_PACKET: [u8; 32] = [
-        0x45, 0x00, 0x00, 0x1C, 0x1C, 0x46, 0x40, 0x00, 0x40, 0x11, 0x9C, 0x72, 0xC0, 0xA8, 0x00,
-        0x01, 0xC0, 0xA8, 0x00, 0xC7, // header
+        0x45, 0x00, 0x00, 0x1C, 0x1C, 0x46, 0x40, 0x00, 0x40, 0x11, 0x9C, 0x72, 0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8,
+        0x00, 0xC7, // header
         0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00, // UDP 12345 → 53
         0xEE, 0xEE, 0xEE, 0xEE, // padding after total length
     ];
@@ -261,10 +261,7 @@ mod tests {
         p.fill_checksum();
         let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
         assert!(p.verify_checksum());
-        assert_eq!(
-            (p.header_len(), p.dscp_ecn(), p.ident()),
-            (24, 0xB8, 0xBEEF)
-        );
+        assert_eq!((p.header_len(), p.dscp_ecn(), p.ident()), (24, 0xB8, 0xBEEF));
         assert!(p.more_fragments() && !p.dont_fragment() && p.is_fragment());
         assert_eq!(p.frag_offset(), 1480);
         assert_eq!((p.ttl(), p.protocol()), (3, 6));
@@ -276,10 +273,7 @@ mod tests {
     #[test]
     fn every_truncation_is_rejected() {
         for len in 0..28 {
-            assert!(
-                Ipv4Packet::new_checked(&UDP_PACKET[..len]).is_err(),
-                "len {len}"
-            );
+            assert!(Ipv4Packet::new_checked(&UDP_PACKET[..len]).is_err(), "len {len}");
         }
     }
 
@@ -304,9 +298,6 @@ mod tests {
         assert_eq!(p.payload(), &UDP_PACKET[20..24]);
         let mut lying = UDP_PACKET;
         lying[3] = 4; // total length inside the header: payload is empty, never a panic
-        assert_eq!(
-            Ipv4Packet::new_unchecked(&lying[..]).payload(),
-            &[] as &[u8]
-        );
+        assert_eq!(Ipv4Packet::new_unchecked(&lying[..]).payload(), &[] as &[u8]);
     }
 }

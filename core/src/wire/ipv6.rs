@@ -240,10 +240,7 @@ pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<ExtensionChai
 
 /// The Hdr Ext Len byte of the header at `offset`.
 fn length_byte(payload: &[u8], offset: usize) -> Result<u8, WireError> {
-    payload
-        .get(offset + 1)
-        .copied()
-        .ok_or(WireError::BadExtensionHeader)
+    payload.get(offset + 1).copied().ok_or(WireError::BadExtensionHeader)
 }
 
 #[cfg(test)]
@@ -286,15 +283,9 @@ mod tests {
     #[test]
     fn walks_every_extension_header_kind() {
         let buf = chained_packet();
-        let chain = Ipv6Packet::new_checked(&buf[..])
-            .unwrap()
-            .extension_headers()
-            .unwrap();
+        let chain = Ipv6Packet::new_checked(&buf[..]).unwrap().extension_headers().unwrap();
         assert_eq!(chain.protocol, 17);
-        assert_eq!(
-            chain.offset, 48,
-            "8 + 16 + 8 + 16 bytes of extension headers"
-        );
+        assert_eq!(chain.offset, 48, "8 + 16 + 8 + 16 bytes of extension headers");
         let frag = chain.fragment.unwrap();
         assert_eq!(
             frag,
@@ -312,27 +303,18 @@ mod tests {
     fn stops_after_a_later_fragment_header() {
         let mut buf = chained_packet();
         buf[66..68].copy_from_slice(&((1448u16) | 1).to_be_bytes()); // offset 1448, M set
-        let chain = Ipv6Packet::new_checked(&buf[..])
-            .unwrap()
-            .extension_headers()
-            .unwrap();
+        let chain = Ipv6Packet::new_checked(&buf[..]).unwrap().extension_headers().unwrap();
         assert_eq!(chain.protocol, ext::AUTH);
         assert_eq!(chain.offset, 32);
         assert!(chain.is_later_fragment());
-        assert_eq!(
-            chain.fragment.map(|f| (f.offset, f.more_fragments)),
-            Some((1448, true))
-        );
+        assert_eq!(chain.fragment.map(|f| (f.offset, f.more_fragments)), Some((1448, true)));
     }
 
     #[test]
     fn stops_at_esp_and_no_next_header() {
         for stop in [ext::ESP, ext::NO_NEXT_HEADER, 6, 17, 58, 253] {
             let chain = walk_extension_headers(stop, &[]).unwrap();
-            assert_eq!(
-                (chain.protocol, chain.offset, chain.fragment),
-                (stop, 0, None)
-            );
+            assert_eq!((chain.protocol, chain.offset, chain.fragment), (stop, 0, None));
         }
     }
 
@@ -348,10 +330,7 @@ mod tests {
         p.set_dst_addr("2001:db8::7".parse().unwrap());
         p.payload_mut().fill(7);
         let p = Ipv6Packet::new_checked(&buf[..]).unwrap();
-        assert_eq!(
-            (p.version(), p.traffic_class(), p.flow_label()),
-            (6, 0xFF, 0xF_FFFF)
-        );
+        assert_eq!((p.version(), p.traffic_class(), p.flow_label()), (6, 0xFF, 0xF_FFFF));
         assert_eq!((p.next_header(), p.hop_limit()), (ext::NO_NEXT_HEADER, 1));
         assert_eq!(p.src_addr(), Ipv6Addr::LOCALHOST);
         assert_eq!(p.dst_addr(), "2001:db8::7".parse::<Ipv6Addr>().unwrap());
@@ -379,10 +358,7 @@ mod tests {
     fn rejects_bad_version_and_length() {
         let mut buf = chained_packet();
         buf[0] = 0x42;
-        assert_eq!(
-            Ipv6Packet::new_checked(&buf[..]).unwrap_err(),
-            WireError::BadIpVersion
-        );
+        assert_eq!(Ipv6Packet::new_checked(&buf[..]).unwrap_err(), WireError::BadIpVersion);
         let mut buf = chained_packet();
         buf[5] = 57;
         assert_eq!(
@@ -396,26 +372,12 @@ mod tests {
         let walk = |edit: fn(&mut [u8; 96])| {
             let mut buf = chained_packet();
             edit(&mut buf);
-            Ipv6Packet::new_checked(&buf[..])
-                .unwrap()
-                .extension_headers()
+            Ipv6Packet::new_checked(&buf[..]).unwrap().extension_headers()
         };
         let bad = Err(WireError::BadExtensionHeader);
-        assert_eq!(
-            walk(|b| b[40] = ext::HOP_BY_HOP),
-            bad,
-            "hop-by-hop not first"
-        );
-        assert_eq!(
-            walk(|b| b[64] = ext::FRAGMENT),
-            bad,
-            "second fragment header"
-        );
+        assert_eq!(walk(|b| b[40] = ext::HOP_BY_HOP), bad, "hop-by-hop not first");
+        assert_eq!(walk(|b| b[64] = ext::FRAGMENT), bad, "second fragment header");
         assert_eq!(walk(|b| b[73] = 0), bad, "AH below its 12-byte minimum");
-        assert_eq!(
-            walk(|b| b[41] = 200),
-            bad,
-            "destination options past the payload"
-        );
+        assert_eq!(walk(|b| b[41] = 200), bad, "destination options past the payload");
     }
 }

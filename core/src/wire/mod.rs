@@ -174,9 +174,6 @@ mod tests {
         let counters = CounterSet::new(WIRE_DROP_COUNTERS);
         counters.inc(WireError::BadTcpOption.counter_index());
         assert_eq!(counters.get_by_name("drop_bad_tcp_option"), Some(1));
-        assert_eq!(
-            WireError::GeneveCriticalOption.to_string(),
-            "GENEVE critical option"
-        );
+        assert_eq!(WireError::GeneveCriticalOption.to_string(), "GENEVE critical option");
     }
 }

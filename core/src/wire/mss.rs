@@ -83,9 +83,7 @@ fn locate_tcp_segment(packet: &[u8]) -> Result<Option<(usize, usize)>, WireError
         Some(6) => {
             let ip = Ipv6Packet::new_checked(packet)?;
             let chain = ip.extension_headers()?;
-            let fragmented = chain
-                .fragment
-                .is_some_and(|f| f.offset != 0 || f.more_fragments);
+            let fragmented = chain.fragment.is_some_and(|f| f.offset != 0 || f.more_fragments);
             if chain.protocol != proto::TCP || fragmented {
                 return Ok(None);
             }
@@ -254,10 +252,7 @@ mod tests {
     fn leaves_other_packets_alone() {
         let cases = [
             (v4(&[], &MSS_1460, tcp_flags::ACK), "no SYN"),
-            (
-                v4(&[], &[2, 4, 0x01, 0x00], tcp_flags::SYN),
-                "MSS already small",
-            ),
+            (v4(&[], &[2, 4, 0x01, 0x00], tcp_flags::SYN), "MSS already small"),
             (v4(&[], &[1, 1, 1, 1], tcp_flags::SYN), "no MSS option"),
             (
                 v6(proto::TCP, &[], &[0, 2, 4, 0xFF], tcp_flags::SYN),
@@ -279,24 +274,14 @@ mod tests {
         let mut udp = v4(&[], &MSS_1460, tcp_flags::SYN);
         udp[9] = proto::UDP;
         let first_fragment_header = [proto::TCP, 0, 0, 1, 0, 0, 0, 9];
-        let mut v6_fragment = v6(
-            ext::FRAGMENT,
-            &first_fragment_header,
-            &MSS_1460,
-            tcp_flags::SYN,
-        );
+        let mut v6_fragment = v6(ext::FRAGMENT, &first_fragment_header, &MSS_1460, tcp_flags::SYN);
         for pkt in [&mut fragment, &mut udp, &mut v6_fragment] {
             let before = pkt.clone();
             assert_eq!(clamp_tcp_mss(pkt, 1420), Ok(false));
             assert_eq!(*pkt, before);
         }
         let atomic_fragment_header = [proto::TCP, 0, 0, 0, 0, 0, 0, 9];
-        let mut atomic = v6(
-            ext::FRAGMENT,
-            &atomic_fragment_header,
-            &MSS_1460,
-            tcp_flags::SYN,
-        );
+        let mut atomic = v6(ext::FRAGMENT, &atomic_fragment_header, &MSS_1460, tcp_flags::SYN);
         assert_eq!(
             clamp_tcp_mss(&mut atomic, 1420),
             Ok(true),
@@ -348,17 +333,8 @@ mod tests {
             state
         };
         let samples = [
-            v4(
-                &[1, 1, 1, 0],
-                &[2, 4, 0x05, 0xB4, 1, 3, 3, 7],
-                tcp_flags::SYN,
-            ),
-            v6(
-                proto::TCP,
-                &[],
-                &[1, 2, 4, 0x23, 0x45, 0, 0, 0],
-                tcp_flags::SYN,
-            ),
+            v4(&[1, 1, 1, 0], &[2, 4, 0x05, 0xB4, 1, 3, 3, 7], tcp_flags::SYN),
+            v6(proto::TCP, &[], &[1, 2, 4, 0x23, 0x45, 0, 0, 0], tcp_flags::SYN),
         ];
         let mut verified_clamps = 0;
         for round in 0..100_000 {
@@ -379,9 +355,6 @@ mod tests {
                 verified_clamps += 1;
             }
         }
-        assert!(
-            verified_clamps > 1000,
-            "only {verified_clamps} clamps checked"
-        );
+        assert!(verified_clamps > 1000, "only {verified_clamps} clamps checked");
     }
 }

@@ -161,10 +161,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// The options area, writable (empty if the data offset lies).
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
-        self.buffer
-            .as_mut()
-            .get_mut(TCP_MIN_HEADER_LEN..end)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(TCP_MIN_HEADER_LEN..end).unwrap_or(&mut [])
     }
 
     /// The segment data, writable (empty if the data offset lies).
@@ -261,10 +258,10 @@ mod tests {
     /// A Linux SYN, 10.0.0.1:40000 → 10.0.0.2:80: MSS 1460, SACK permitted, timestamps,
     /// NOP, window scale 7; checksum 0x31CC over the pseudo-header.
     const SYN: [u8; 40] = [
-        0x9C, 0x40, 0x00, 0x50, 0x12, 0x34, 0x56, 0x78, 0x00, 0x00, 0x00, 0x00, 0xA0, 0x02, 0xFA,
-        0xF0, 0x31, 0xCC, 0x00, 0x00, // header
-        0x02, 0x04, 0x05, 0xB4, 0x04, 0x02, 0x08, 0x0A, 0x00, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00,
-        0x00, 0x01, 0x03, 0x03, 0x07, // options
+        0x9C, 0x40, 0x00, 0x50, 0x12, 0x34, 0x56, 0x78, 0x00, 0x00, 0x00, 0x00, 0xA0, 0x02, 0xFA, 0xF0, 0x31, 0xCC,
+        0x00, 0x00, // header
+        0x02, 0x04, 0x05, 0xB4, 0x04, 0x02, 0x08, 0x0A, 0x00, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03,
+        0x03, 0x07, // options
     ];
 
     fn pseudo() -> u64 {
@@ -278,10 +275,7 @@ mod tests {
         assert_eq!((p.seq_number(), p.ack_number()), (0x12345678, 0));
         assert_eq!(p.header_len(), 40);
         assert_eq!(p.flags(), tcp_flags::SYN);
-        assert_eq!(
-            (p.window(), p.checksum(), p.urgent_pointer()),
-            (64240, 0x31CC, 0)
-        );
+        assert_eq!((p.window(), p.checksum(), p.urgent_pointer()), (64240, 0x31CC, 0));
         assert!(p.verify_checksum(pseudo()));
         assert!(p.payload().is_empty());
         let kinds: Vec<(u8, usize, &[u8])> = p
@@ -340,10 +334,7 @@ mod tests {
         for offset_byte in [0x00, 0x40, 0xB0, 0xF0] {
             let mut buf = SYN;
             buf[12] = offset_byte;
-            assert_eq!(
-                TcpPacket::new_checked(&buf[..]).unwrap_err(),
-                WireError::BadTcpHeader
-            );
+            assert_eq!(TcpPacket::new_checked(&buf[..]).unwrap_err(), WireError::BadTcpHeader);
         }
     }
 
@@ -357,11 +348,7 @@ mod tests {
         assert_eq!(walk(&[1, 8, 1]).last(), Some(&Err(WireError::BadTcpOption)));
         assert_eq!(walk(&[8, 0, 1, 1]), vec![Err(WireError::BadTcpOption)]);
         assert_eq!(walk(&[8, 1, 1, 1]), vec![Err(WireError::BadTcpOption)]);
-        assert_eq!(
-            walk(&[0, 2, 200]),
-            vec![],
-            "nothing is read after End of List"
-        );
+        assert_eq!(walk(&[0, 2, 200]), vec![], "nothing is read after End of List");
         assert_eq!(walk(&[]), vec![]);
     }
 

@@ -106,10 +106,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn fill_checksum(&mut self, pseudo_header: u64) {
         self.set_checksum(0);
         let end = usize::from(self.len()).min(self.buffer.as_ref().len());
-        let sum = checksum::finish(checksum::accumulate(
-            pseudo_header,
-            &self.buffer.as_ref()[..end],
-        ));
+        let sum = checksum::finish(checksum::accumulate(pseudo_header, &self.buffer.as_ref()[..end]));
         self.set_checksum(if sum == 0 { 0xFFFF } else { sum });
     }
 }
@@ -123,9 +120,7 @@ mod tests {
     const DST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 199);
 
     /// A DNS-port datagram 12345 → 53 carrying "hi", checksum 0xE4E9; one trailing pad byte.
-    const DATAGRAM: [u8; 11] = [
-        0x30, 0x39, 0x00, 0x35, 0x00, 0x0A, 0xE4, 0xE9, b'h', b'i', 0xEE,
-    ];
+    const DATAGRAM: [u8; 11] = [0x30, 0x39, 0x00, 0x35, 0x00, 0x0A, 0xE4, 0xE9, b'h', b'i', 0xEE];
 
     fn pseudo() -> u64 {
         checksum::pseudo_header_v4(SRC, DST, 17, 10)
@@ -161,10 +156,7 @@ mod tests {
     #[test]
     fn every_truncation_is_rejected() {
         for len in 0..10 {
-            assert!(
-                UdpPacket::new_checked(&DATAGRAM[..len]).is_err(),
-                "len {len}"
-            );
+            assert!(UdpPacket::new_checked(&DATAGRAM[..len]).is_err(), "len {len}");
         }
     }
 
@@ -173,10 +165,7 @@ mod tests {
         for declared in [0u8, 7, 12] {
             let mut buf = DATAGRAM;
             buf[5] = declared;
-            assert_eq!(
-                UdpPacket::new_checked(&buf[..]).unwrap_err(),
-                WireError::BadUdpLength
-            );
+            assert_eq!(UdpPacket::new_checked(&buf[..]).unwrap_err(), WireError::BadUdpLength);
         }
     }
 }

@@ -1,0 +1,128 @@
+//! The daemon side: heartbeats out, membership in, acknowledgements out.
+//!
+//! [`ControlClient::run`] is a blocking loop for a dedicated std thread. Every `period` it asks
+//! the daemon for a [`Heartbeat`] and sends it to the controller; in between it waits for
+//! datagrams, checking the stop flag at least every 50 ms. A membership push with a newer epoch
+//! than the one applied is handed to the daemon, and acknowledged if the daemon applied it; a
+//! push of the epoch already applied is acknowledged again without being re-applied (the
+//! controller repeats a push until acknowledged); an older epoch is ignored and counted.
+//!
+//! Only the controller is listened to: an authentic message from any other sender is refused as
+//! [`ControlError::Unexpected`]. The client owns the identity and the applied epoch it reports:
+//! it writes both into every heartbeat, whatever the daemon's closure filled in.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::counters::{ControlCounter, ControlCounters};
+use super::endpoint::{Endpoint, Received};
+use super::envelope::ControlKey;
+use super::error::ControlError;
+use super::message::{Body, DaemonId, Heartbeat, Membership, Role};
+use super::transport::ControlAddr;
+use super::unix_now_ms;
+use crate::daemon::StopFlag;
+
+/// The longest the loop waits before looking at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// A daemon's link to the controller.
+#[derive(Debug)]
+pub struct ControlClient {
+    endpoint: Endpoint,
+    controller: ControlAddr,
+    applied_epoch: u64,
+}
+
+impl ControlClient {
+    /// Binds `local` (a unix path, or a UDP address with port 0 for an ephemeral port) to talk
+    /// to the controller at `controller` as `me`.
+    pub fn new(key: ControlKey, me: DaemonId, controller: ControlAddr, local: ControlAddr) -> io::Result<Self> {
+        Ok(ControlClient {
+            endpoint: Endpoint::bind(key, me, &local)?,
+            controller,
+            applied_epoch: 0,
+        })
+    }
+
+    /// The counters, to read from other threads while [`ControlClient::run`] runs.
+    pub fn counters(&self) -> Arc<ControlCounters> {
+        Arc::clone(self.endpoint.counters())
+    }
+
+    /// The bound local address (for UDP, with the port the system picked).
+    pub fn local_addr(&self) -> &ControlAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// Runs until `stop` is raised: a heartbeat from `report` every `period`, and
+    /// `on_membership` for each newer membership epoch, which returns whether it was applied.
+    pub fn run(
+        mut self,
+        stop: &StopFlag,
+        period: Duration,
+        mut report: impl FnMut() -> Heartbeat,
+        mut on_membership: impl FnMut(&Membership) -> bool,
+    ) {
+        let mut next_beat = Instant::now();
+        while !stop.is_stopped() {
+            let now = Instant::now();
+            if now >= next_beat {
+                self.send_heartbeat(report());
+                next_beat += period;
+                if next_beat < now {
+                    next_beat = now + period;
+                }
+            }
+            let wait = next_beat.saturating_duration_since(Instant::now()).min(STOP_CHECK);
+            if let Some(received) = self.endpoint.recv(wait, unix_now_ms()) {
+                self.handle(received, &mut on_membership);
+            }
+        }
+    }
+
+    fn send_heartbeat(&mut self, mut heartbeat: Heartbeat) {
+        heartbeat.id = self.endpoint.me().clone();
+        heartbeat.membership_epoch = self.applied_epoch;
+        self.send(&Body::Heartbeat(heartbeat));
+    }
+
+    fn handle(&mut self, received: Received, on_membership: &mut impl FnMut(&Membership) -> bool) {
+        let counters = Arc::clone(self.endpoint.counters());
+        let membership = match received.body {
+            Body::Membership(membership) if received.header.sender.role == Role::Controller => membership,
+            _ => return self.endpoint.reject(ControlError::Unexpected, &received.from),
+        };
+        counters.inc(ControlCounter::Accepted);
+        if membership.epoch < self.applied_epoch {
+            counters.inc(ControlCounter::MembershipOutdated);
+            return;
+        }
+        if membership.epoch > self.applied_epoch {
+            if !on_membership(&membership) {
+                counters.inc(ControlCounter::MembershipRefused);
+                return;
+            }
+            self.applied_epoch = membership.epoch;
+            counters.inc(ControlCounter::MembershipApplied);
+        }
+        if self.send(&Body::MembershipAck {
+            epoch: membership.epoch,
+        }) {
+            counters.inc(ControlCounter::AcksSent);
+        }
+    }
+
+    /// Sends `body` to the controller; a failure is counted and logged, and the next period
+    /// tries again.
+    fn send(&mut self, body: &Body) -> bool {
+        match self.endpoint.send(&self.controller, body, unix_now_ms()) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(controller = %self.controller, %error, "control send failed");
+                false
+            }
+        }
+    }
+}

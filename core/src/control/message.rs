@@ -1,0 +1,155 @@
+//! Control messages: what daemons report and what the controller decides.
+//!
+//! Bodies travel as JSON inside the authenticated [`super::envelope`]. Unknown fields are
+//! ignored, so a newer sender can add a field without breaking an older receiver; a removed or
+//! retyped field needs a new envelope version.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::PairId;
+
+/// What kind of process speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum Role {
+    #[serde(rename = "demux")]
+    Demux,
+    #[serde(rename = "gw")]
+    Gateway,
+    #[serde(rename = "controller")]
+    Controller,
+}
+
+/// Who speaks: a site's demux, one gateway of a pair, or the controller.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct DaemonId {
+    pub role: Role,
+    /// The site name; empty for the controller.
+    pub site: String,
+    /// The gateway's pair; 0 for demuxes and the controller.
+    pub pair: PairId,
+}
+
+impl DaemonId {
+    /// Site `site`'s demux.
+    pub fn demux(site: &str) -> Self {
+        DaemonId {
+            role: Role::Demux,
+            site: site.to_string(),
+            pair: 0,
+        }
+    }
+
+    /// Site `site`'s gateway in pair `pair`.
+    pub fn gateway(site: &str, pair: PairId) -> Self {
+        DaemonId {
+            role: Role::Gateway,
+            site: site.to_string(),
+            pair,
+        }
+    }
+
+    /// The controller.
+    pub fn controller() -> Self {
+        DaemonId {
+            role: Role::Controller,
+            site: String::new(),
+            pair: 0,
+        }
+    }
+}
+
+/// `gw a1`, `demux b`, `controller`.
+impl fmt::Display for DaemonId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.role {
+            Role::Demux => write!(f, "demux {}", self.site),
+            Role::Gateway => write!(f, "gw {}{}", self.site, self.pair),
+            Role::Controller if self.site.is_empty() => f.write_str("controller"),
+            Role::Controller => write!(f, "controller {}", self.site),
+        }
+    }
+}
+
+/// What a demux knows about one gateway pair.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct PairReport {
+    pub id: PairId,
+    /// Towards the pair's gateway.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// From the pair's gateway.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Flows in the flow table pinned to this pair.
+    pub pinned_flows: u64,
+    /// The latest canary round trip through the pair, if one came back.
+    pub canary_rtt_us: Option<u64>,
+    pub canary_sent: u64,
+    pub canary_lost: u64,
+}
+
+/// A daemon's periodic report: it is alive, and how it is doing.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub id: DaemonId,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    /// Gateways: whether the WireGuard session with the peer gateway is established.
+    pub session_established: Option<bool>,
+    /// Gateways: time since the last completed handshake.
+    pub handshake_age_ms: Option<u64>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    /// Packets dropped, every reason together.
+    pub drops: u64,
+    /// Demuxes: one report per pair it knows.
+    pub pairs: Vec<PairReport>,
+    /// Demuxes: the membership epoch currently applied (0 before the first push).
+    pub membership_epoch: u64,
+}
+
+impl Heartbeat {
+    /// A heartbeat from `id` with every figure zero, to fill in.
+    pub fn new(id: DaemonId) -> Self {
+        Heartbeat {
+            id,
+            pid: std::process::id(),
+            uptime_ms: 0,
+            session_established: None,
+            handshake_age_ms: None,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            rx_packets: 0,
+            drops: 0,
+            pairs: Vec::new(),
+            membership_epoch: 0,
+        }
+    }
+}
+
+/// Which pairs the demuxes may steer to. A higher epoch replaces a lower one.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Membership {
+    pub epoch: u64,
+    /// Pairs that take new flows: the Maglev set.
+    pub active: Vec<PairId>,
+    /// Pairs whose pinned flows stay where they are: `active` and the draining pairs.
+    pub serving: Vec<PairId>,
+}
+
+/// One control message.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    /// Daemon → controller.
+    Heartbeat(Heartbeat),
+    /// Controller → demux.
+    Membership(Membership),
+    /// Demux → controller: membership `epoch` is applied.
+    MembershipAck { epoch: u64 },
+}
