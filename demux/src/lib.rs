@@ -6,6 +6,8 @@
 //! checked and written to the TUN. [`datapath`] holds the two data threads, [`tun`] the device,
 //! [`settings`] what a demux is told by the cluster configuration.
 
+pub mod canary;
+pub mod control;
 pub mod datapath;
 pub mod offload;
 pub mod settings;

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use braid_core::config::ClusterConfig;
+use braid_core::control::{ControlClient, ControlKey, DaemonId};
 use braid_core::daemon::{self, StatusWriter, StopFlag};
 use braid_core::udp;
-use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap};
+use braid_demux::canary::Canary;
+use braid_demux::control::DemuxControl;
+use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap, Shared};
 use braid_demux::settings::DemuxSettings;
 use braid_demux::steer::{FlowHasher, IdleTimeouts, MaglevTable, Steering};
 use braid_demux::tun::Tun;
@@ -78,20 +81,27 @@ fn run(args: &Args) -> Result<()> {
 
     let gateways = GatewayMap::new(settings.gateways.clone());
     let pair_ids = gateways.pair_ids();
+    // Until the controller pushes membership, every configured pair is in: the data plane
+    // works without a controller.
     let membership =
         MaglevTable::build(&pair_ids, settings.maglev_table_size).map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
     let mut steering = Steering::new(
-        FlowHasher::from_secret(&settings.secret),
+        FlowHasher::from_secret(settings.secret.as_bytes()),
         settings.flow_table_capacity,
         idle_timeouts(&settings.timeouts),
     );
     steering.set_membership(Arc::new(membership));
-    let stats = Arc::new(DemuxStats::new(&pair_ids));
+    let shared = Arc::new(Mutex::new(Shared {
+        steering,
+        canary: Canary::new(settings.canary_local, settings.canary_peer, &pair_ids),
+        gateways,
+        epoch: 0,
+    }));
+    let stats = Arc::new(DemuxStats::new());
     let path = Arc::new(DataPath {
         tun: Arc::new(tun),
         socket: Arc::new(socket),
-        steering: Arc::new(Mutex::new(steering)),
-        gateways,
+        shared: shared.clone(),
         local_prefixes: settings.local_prefixes.clone(),
         mtu: settings.mtu,
         stats: stats.clone(),
@@ -100,7 +110,8 @@ fn run(args: &Args) -> Result<()> {
     });
     tracing::info!(
         site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
-        pairs = pair_ids.len(), mtu = settings.mtu, offload = path.tun.offload(), "demux running"
+        pairs = pair_ids.len(), mtu = settings.mtu, offload = path.tun.offload(),
+        controller = %settings.controller, "demux running"
     );
 
     let outbound = spawn("demux-out", {
@@ -111,23 +122,55 @@ fn run(args: &Args) -> Result<()> {
         let p = path.clone();
         move || p.run_inbound()
     })?;
+    let control = start_control(&settings, &args.config, shared.clone(), stats.clone(), &stop)?;
     let status = args.status_file.clone().map(StatusWriter::new);
     while !stop.is_stopped() {
         if let Some(writer) = &status {
-            let mut json = stats.to_json();
+            let views = shared.lock().unwrap_or_else(|p| p.into_inner()).views(&stats);
+            let mut json = stats.to_json(&views);
             json["role"] = "demux".into();
             json["site"] = settings.site.clone().into();
             json["pid"] = std::process::id().into();
+            json["epoch"] = shared.lock().unwrap_or_else(|p| p.into_inner()).epoch.into();
             if let Err(e) = writer.write(&json) {
                 tracing::warn!("cannot write the status file: {e}");
             }
         }
-        std::thread::sleep(Duration::from_millis(500));
+        stop.sleep(Duration::from_millis(500));
     }
     tracing::info!("stopping");
     let _ = outbound.join();
     let _ = inbound.join();
+    let _ = control.join();
     Ok(())
+}
+
+/// Starts the thread that heartbeats to the controller and applies its membership pushes.
+fn start_control(
+    settings: &DemuxSettings,
+    config: &std::path::Path,
+    shared: Arc<Mutex<Shared>>,
+    stats: Arc<DemuxStats>,
+    stop: &StopFlag,
+) -> Result<std::thread::JoinHandle<()>> {
+    let me = DaemonId::demux(&settings.site);
+    let local = settings.controller.local_for(&format!("demux-{}", settings.site));
+    let key = ControlKey::derive(&settings.secret);
+    let client = ControlClient::new(key, me.clone(), settings.controller.clone(), local.clone())
+        .with_context(|| format!("cannot open the control socket {local}"))?;
+    let control = DemuxControl {
+        me,
+        shared,
+        stats,
+        started: Instant::now(),
+        maglev_table_size: settings.maglev_table_size,
+        config: config.to_path_buf(),
+    };
+    let period = Duration::from_millis(settings.heartbeat_ms);
+    let stop = stop.clone();
+    spawn("demux-control", move || {
+        client.run(&stop, period, || control.heartbeat(), |m| control.apply(m))
+    })
 }
 
 fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {

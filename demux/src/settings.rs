@@ -1,9 +1,10 @@
 //! What one demux needs to run, resolved from the cluster configuration.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result};
 use braid_core::config::{ClusterConfig, Prefix, Timeouts};
+use braid_core::control::ControlAddr;
 use braid_core::flow::PairId;
 use braid_core::keys::ClusterSecret;
 
@@ -19,10 +20,25 @@ pub struct DemuxSettings {
     pub gateways: Vec<(PairId, SocketAddr)>,
     pub local_prefixes: Vec<Prefix>,
     pub peer_prefixes: Vec<Prefix>,
-    pub secret: [u8; 32],
+    pub secret: ClusterSecret,
     pub maglev_table_size: usize,
     pub flow_table_capacity: usize,
     pub timeouts: Timeouts,
+    /// This site's and the peer site's canary addresses (see [`crate::canary`]).
+    pub canary_local: IpAddr,
+    pub canary_peer: IpAddr,
+    /// Where the controller listens, and how often to report to it.
+    pub controller: ControlAddr,
+    pub heartbeat_ms: u64,
+}
+
+/// A site's canary address: the first address after its first prefix's network address.
+fn canary_address(prefixes: &[Prefix]) -> Option<IpAddr> {
+    let p = prefixes.first()?;
+    Some(match p.addr {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(1))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(1))),
+    })
 }
 
 impl DemuxSettings {
@@ -50,10 +66,14 @@ impl DemuxSettings {
             gateways,
             local_prefixes: local.prefixes.clone(),
             peer_prefixes: peer.prefixes.clone(),
-            secret: *secret.as_bytes(),
+            secret,
             maglev_table_size: cfg.cluster.maglev_table_size,
             flow_table_capacity: cfg.cluster.flow_table_capacity,
             timeouts: cfg.cluster.timeouts.clone(),
+            canary_local: canary_address(&local.prefixes).context("the site has no prefix")?,
+            canary_peer: canary_address(&peer.prefixes).context("the peer site has no prefix")?,
+            controller: cfg.controller.address.clone(),
+            heartbeat_ms: cfg.controller.heartbeat_ms,
         })
     }
 }

@@ -250,14 +250,24 @@ fn draining_pairs_keep_their_flows_but_take_no_new_ones() {
         }
     }
     assert!(!on_two.is_empty());
-    let table = MaglevTable::build(&[1, 3], DEFAULT_TABLE_SIZE).unwrap().with_draining(&[2]);
+    let table = MaglevTable::build(&[1, 3], DEFAULT_TABLE_SIZE)
+        .unwrap()
+        .with_draining(&[2]);
     s.set_membership(Arc::new(table));
     for &n in &on_two {
         let out = s.steer(&whole(tuple(n)), T0 + 10).unwrap();
-        assert_eq!((out.pair, out.outcome), (2, Outcome::Established), "flow {n} stays on the draining pair");
+        assert_eq!(
+            (out.pair, out.outcome),
+            (2, Outcome::Established),
+            "flow {n} stays on the draining pair"
+        );
     }
     for n in 1_000..1_300 {
-        assert_ne!(s.steer(&whole(tuple(n)), T0 + 10).unwrap().pair, 2, "no new flow on a draining pair");
+        assert_ne!(
+            s.steer(&whole(tuple(n)), T0 + 10).unwrap().pair,
+            2,
+            "no new flow on a draining pair"
+        );
     }
     // Once removed, its flows move.
     s.set_membership(Arc::new(MaglevTable::build(&[1, 3], DEFAULT_TABLE_SIZE).unwrap()));
@@ -275,10 +285,17 @@ fn the_sweep_counts_live_flows_per_pair() {
         *expected.entry(pair).or_insert(0u32) += 1;
     }
     let slots = s.flows().slots();
-    assert!(s.flows().pinned_per_pair().iter().all(|&c| c == 0), "nothing published before a full pass");
+    assert!(
+        s.flows().pinned_per_pair().iter().all(|&c| c == 0),
+        "nothing published before a full pass"
+    );
     s.expire(T0 + 1, slots);
     for pair in [1u16, 2, 3] {
-        assert_eq!(s.flows().pinned_per_pair()[usize::from(pair)], expected[&pair], "pair {pair}");
+        assert_eq!(
+            s.flows().pinned_per_pair()[usize::from(pair)],
+            expected[&pair],
+            "pair {pair}"
+        );
     }
     // After the UDP/TCP idle timeout every flow is gone from the next census.
     s.expire(T0 + 400_000, slots);

@@ -1,0 +1,124 @@
+//! The demux's side of the control protocol: heartbeats out, membership in.
+//!
+//! Runs on its own thread ([`braid_core::control::ControlClient::run`]). A heartbeat carries
+//! the demux's totals and, per pair, its traffic, pinned flows (the flow table's last census)
+//! and canary results. A membership push becomes a new Maglev table over the `active` pairs,
+//! *serving* the draining ones too (their pinned flows stay), swapped in under the data threads'
+//! lock. A push naming a pair this demux has never heard of (a pair added online) re-reads the
+//! cluster file for that pair's gateway address first.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use braid_core::config::ClusterConfig;
+use braid_core::control::{DaemonId, Heartbeat, Membership, PairReport};
+use braid_core::flow::PairId;
+
+use crate::datapath::{DemuxStats, Shared};
+use crate::steer::MaglevTable;
+
+/// What the control thread needs.
+#[derive(Debug)]
+pub struct DemuxControl {
+    pub me: DaemonId,
+    pub shared: Arc<Mutex<Shared>>,
+    pub stats: Arc<DemuxStats>,
+    pub started: Instant,
+    pub maglev_table_size: usize,
+    /// The cluster file, re-read when a pair joins.
+    pub config: PathBuf,
+}
+
+impl DemuxControl {
+    /// This demux's heartbeat.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let (views, epoch) = {
+            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            (shared.views(&self.stats), shared.epoch)
+        };
+        let counters = &self.stats.counters;
+        use crate::datapath::c;
+        let mut hb = Heartbeat::new(self.me.clone());
+        hb.uptime_ms = self.started.elapsed().as_millis() as u64;
+        hb.tx_packets = counters.get(c::GENEVE_TX_PACKETS);
+        hb.rx_packets = counters.get(c::GENEVE_RX_PACKETS);
+        hb.tx_bytes = counters.get(c::TUN_RX_BYTES);
+        hb.rx_bytes = counters.get(c::TUN_TX_BYTES);
+        hb.drops = self.stats.total_drops();
+        hb.membership_epoch = epoch;
+        hb.pairs = views
+            .into_iter()
+            .map(|v| PairReport {
+                id: v.id,
+                tx_packets: v.tx_packets,
+                tx_bytes: v.tx_bytes,
+                rx_packets: v.rx_packets,
+                rx_bytes: v.rx_bytes,
+                pinned_flows: v.pinned_flows,
+                canary_rtt_us: v.canary_rtt_us,
+                canary_sent: v.canary_sent,
+                canary_lost: v.canary_lost,
+            })
+            .collect();
+        hb
+    }
+
+    /// Applies a membership push; returns whether it is now in force.
+    pub fn apply(&self, m: &Membership) -> bool {
+        let draining: Vec<PairId> = m.serving.iter().copied().filter(|p| !m.active.contains(p)).collect();
+        let table = match MaglevTable::build(&m.active, self.maglev_table_size) {
+            Ok(t) => t.with_draining(&draining),
+            Err(e) => {
+                tracing::error!(epoch = m.epoch, "membership refused: {e}");
+                return false;
+            }
+        };
+        let wanted: BTreeSet<PairId> = m.active.iter().chain(&m.serving).copied().collect();
+        let unknown: Vec<PairId> = {
+            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            wanted
+                .iter()
+                .copied()
+                .filter(|p| shared.gateways.by_pair(*p).is_none())
+                .collect()
+        };
+        let mut joining = Vec::new();
+        if !unknown.is_empty() {
+            let cfg = match ClusterConfig::load(&self.config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    tracing::error!(
+                        epoch = m.epoch,
+                        "membership names pairs {unknown:?}, but the cluster file cannot be read: {e}"
+                    );
+                    return false;
+                }
+            };
+            for pair in unknown {
+                match cfg.gateway(&self.me.site, pair) {
+                    Ok(gw) => joining.push((pair, gw.geneve)),
+                    Err(e) => {
+                        tracing::error!(
+                            epoch = m.epoch,
+                            pair,
+                            "membership names a pair the cluster file lacks: {e}"
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for (pair, addr) in joining {
+            tracing::info!(pair, gateway = %addr, "pair joined");
+            shared.gateways.add(pair, addr);
+            shared.canary.add_pair(pair);
+        }
+        shared.steering.set_membership(Arc::new(table));
+        shared.epoch = m.epoch;
+        tracing::info!(epoch = m.epoch, active = ?m.active, draining = ?draining, "membership applied");
+        true
+    }
+}

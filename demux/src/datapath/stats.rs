@@ -1,0 +1,178 @@
+//! The demux's counters: one per reason a packet is not forwarded, traffic per pair.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use braid_core::counters::CounterSet;
+use braid_core::flow::PairId;
+use braid_core::wire::WIRE_DROP_COUNTERS;
+
+use crate::offload::OFFLOAD_DROP_COUNTERS;
+
+/// Demux counters, indexed by the constants in [`c`].
+pub const DEMUX_COUNTERS: &[&str] = &[
+    "tun_rx_packets",
+    "tun_rx_bytes",
+    "geneve_tx_packets",
+    "geneve_rx_packets",
+    "tun_tx_packets",
+    "tun_tx_bytes",
+    "mss_clamped",
+    "flows_moved",
+    "flows_unpinned_table_full",
+    "drop_no_live_pair",
+    "drop_fragment_without_head",
+    "drop_src_not_local_site",
+    "drop_dst_not_local_site",
+    "drop_oversize",
+    "drop_unknown_gateway",
+    "drop_vni_mismatch",
+    "drop_geneve_send",
+    "drop_tun_write",
+    "tun_rx_super_packets",
+    "tun_tx_super_packets",
+];
+
+/// Indices into [`DEMUX_COUNTERS`].
+pub mod c {
+    pub const TUN_RX_PACKETS: usize = 0;
+    pub const TUN_RX_BYTES: usize = 1;
+    pub const GENEVE_TX_PACKETS: usize = 2;
+    pub const GENEVE_RX_PACKETS: usize = 3;
+    pub const TUN_TX_PACKETS: usize = 4;
+    pub const TUN_TX_BYTES: usize = 5;
+    pub const MSS_CLAMPED: usize = 6;
+    pub const FLOWS_MOVED: usize = 7;
+    pub const FLOWS_UNPINNED: usize = 8;
+    pub const DROP_NO_LIVE_PAIR: usize = 9;
+    pub const DROP_FRAGMENT_WITHOUT_HEAD: usize = 10;
+    pub const DROP_SRC_NOT_LOCAL: usize = 11;
+    pub const DROP_DST_NOT_LOCAL: usize = 12;
+    pub const DROP_OVERSIZE: usize = 13;
+    pub const DROP_UNKNOWN_GATEWAY: usize = 14;
+    pub const DROP_VNI_MISMATCH: usize = 15;
+    pub const DROP_GENEVE_SEND: usize = 16;
+    pub const DROP_TUN_WRITE: usize = 17;
+    pub const TUN_RX_SUPER_PACKETS: usize = 18;
+    pub const TUN_TX_SUPER_PACKETS: usize = 19;
+}
+
+/// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).
+const PAIR_IDS: usize = 4096;
+
+/// Traffic counters of one gateway pair, as seen by this demux.
+#[derive(Debug, Default)]
+pub struct PairCounters {
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+}
+
+/// One pair's figures at a moment: traffic, pinned flows, canaries (see [`super::Shared::views`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairView {
+    pub id: PairId,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub pinned_flows: u64,
+    pub canary_sent: u64,
+    pub canary_answered: u64,
+    pub canary_lost: u64,
+    pub canary_rtt_us: Option<u64>,
+}
+
+/// Everything the data threads share with the reporter.
+#[derive(Debug)]
+pub struct DemuxStats {
+    pub counters: CounterSet,
+    /// Malformed packets read from the TUN, by reason.
+    pub tun_wire: CounterSet,
+    /// Malformed GENEVE or inner packets received from gateways, by reason.
+    pub lan_wire: CounterSet,
+    /// TUN offload drops, by reason ([`OFFLOAD_DROP_COUNTERS`]).
+    pub offload: CounterSet,
+    /// Traffic per pair, indexed by pair id (every possible id, so pairs that join online
+    /// need no reallocation).
+    pairs: Box<[PairCounters]>,
+    pub live_flows: AtomicU64,
+}
+
+impl Default for DemuxStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DemuxStats {
+    pub fn new() -> Self {
+        DemuxStats {
+            counters: CounterSet::new(DEMUX_COUNTERS),
+            tun_wire: CounterSet::new(WIRE_DROP_COUNTERS),
+            lan_wire: CounterSet::new(WIRE_DROP_COUNTERS),
+            offload: CounterSet::new(OFFLOAD_DROP_COUNTERS),
+            pairs: (0..PAIR_IDS).map(|_| PairCounters::default()).collect(),
+            live_flows: AtomicU64::new(0),
+        }
+    }
+
+    /// The traffic counters of pair `id` (ids are 1..=4095).
+    #[inline]
+    pub fn pair(&self, id: PairId) -> &PairCounters {
+        &self.pairs[usize::from(id) % self.pairs.len()]
+    }
+
+    /// Every counter, drops of all kinds included, in one map (wire drops suffixed `_tun` /
+    /// `_lan` by where they were seen).
+    pub fn counters_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = match self.counters.to_json() {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (suffix, set) in [("tun", &self.tun_wire), ("lan", &self.lan_wire)] {
+            for (name, value) in set.snapshot() {
+                map.insert(format!("{name}_{suffix}"), value.into());
+            }
+        }
+        for (name, value) in self.offload.snapshot() {
+            map.insert(name.to_string(), value.into());
+        }
+        map
+    }
+
+    /// Packets dropped for any reason.
+    pub fn total_drops(&self) -> u64 {
+        self.counters_json()
+            .iter()
+            .filter(|(name, _)| name.starts_with("drop_"))
+            .filter_map(|(_, v)| v.as_u64())
+            .sum()
+    }
+
+    /// The status JSON: every counter, per-pair figures, live flows.
+    pub fn to_json(&self, pairs: &[PairView]) -> serde_json::Value {
+        let pairs: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id,
+                    "tx_packets": p.tx_packets,
+                    "tx_bytes": p.tx_bytes,
+                    "rx_packets": p.rx_packets,
+                    "rx_bytes": p.rx_bytes,
+                    "pinned_flows": p.pinned_flows,
+                    "canary_sent": p.canary_sent,
+                    "canary_answered": p.canary_answered,
+                    "canary_lost": p.canary_lost,
+                    "canary_rtt_us": p.canary_rtt_us,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "counters": self.counters_json(),
+            "pairs": pairs,
+            "flows": self.live_flows.load(Ordering::Relaxed),
+        })
+    }
+}
