@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use braid_core::config::ClusterConfig;
+use braid_core::control::{ControlClient, ControlKey, DaemonId, Heartbeat};
 use braid_core::daemon::{init_logging, run_reporter, StatusWriter, StopFlag};
 use braid_core::flow::PairId;
-use braid_core::keys::PrivateKey;
+use braid_core::keys::{ClusterSecret, PrivateKey};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
 use braid_gw::settings::{GatewaySettings, DEFAULT_BATCH_SIZE};
 use clap::Parser;
@@ -108,6 +109,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         })
         .context("cannot start the data thread")?;
 
+    let control = start_control(&config, args, counters.clone(), session.clone(), &stop)?;
     match &args.status_file {
         Some(path) => {
             let writer = StatusWriter::new(path);
@@ -130,8 +132,59 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow!("the data thread panicked"))?
         .context("the data path failed")?;
+    let _ = control.join();
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Starts the thread that heartbeats to the controller: alive, session state, traffic totals.
+fn start_control(
+    config: &ClusterConfig,
+    args: &Args,
+    counters: std::sync::Arc<braid_gw::counters::GatewayCounters>,
+    session: std::sync::Arc<braid_gw::datapath::SharedSession>,
+    stop: &StopFlag,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    let secret = ClusterSecret::load(&config.cluster.secret_file)
+        .with_context(|| format!("{}: cluster.secret_file", config.path.display()))?;
+    let me = DaemonId::gateway(&args.site, args.pair);
+    let controller = config.controller.address.clone();
+    let local = controller.local_for(&format!("gw-{}{}", args.site, args.pair));
+    let client = ControlClient::new(ControlKey::derive(&secret), me.clone(), controller, local.clone())
+        .with_context(|| format!("cannot open the control socket {local}"))?;
+    let period = Duration::from_millis(config.controller.heartbeat_ms);
+    let started = std::time::Instant::now();
+    let stop = stop.clone();
+    thread::Builder::new()
+        .name("gw-control".into())
+        .spawn(move || {
+            let report = || {
+                let state = session.get();
+                let totals = counters.to_json();
+                let get = |name: &str| totals[name].as_u64().unwrap_or(0);
+                let mut hb = Heartbeat::new(me.clone());
+                hb.uptime_ms = started.elapsed().as_millis() as u64;
+                hb.session_established = Some(state.established);
+                hb.handshake_age_ms = state.last_handshake_age.map(|age| age.as_millis() as u64);
+                hb.tx_bytes = get("lan_tx_bytes") + get("wan_tx_bytes");
+                hb.rx_bytes = get("lan_rx_bytes") + get("wan_rx_bytes");
+                hb.tx_packets = get("lan_tx_packets") + get("wan_tx_packets");
+                hb.rx_packets = get("lan_rx_packets") + get("wan_rx_packets");
+                hb.drops = totals
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(k, _)| k.starts_with("drop"))
+                            .filter_map(|(_, v)| v.as_u64())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                hb
+            };
+            // Gateways receive no membership; a push addressed to one is refused.
+            client.run(&stop, period, report, |_| false)
+        })
+        .context("cannot start the control thread")
 }
 
 /// This gateway's settings from the cluster configuration, with its private key loaded and
