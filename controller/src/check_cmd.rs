@@ -13,9 +13,19 @@ pub fn check(path: &Path, keys: bool) -> Result<()> {
     println!("{}: cluster {:?} is valid", path.display(), cfg.cluster.name);
     for (name, site) in &cfg.sites {
         let prefixes: Vec<String> = site.prefixes.iter().map(|p| p.to_string()).collect();
-        println!("  site {name}: prefixes {}, demux {} (tun {})", prefixes.join(", "), site.demux.geneve, site.demux.tun);
+        println!(
+            "  site {name}: prefixes {}, demux {} (tun {})",
+            prefixes.join(", "),
+            site.demux.geneve,
+            site.demux.tun
+        );
     }
-    println!("  {} gateway pair(s), MTU {}, Maglev table {}", cfg.pairs.len(), cfg.cluster.mtu, cfg.cluster.maglev_table_size);
+    println!(
+        "  {} gateway pair(s), MTU {}, Maglev table {}",
+        cfg.pairs.len(),
+        cfg.cluster.mtu,
+        cfg.cluster.maglev_table_size
+    );
     if keys {
         let mut problems = Vec::new();
         for pair in &cfg.pairs {

@@ -29,9 +29,15 @@ pub const BENCH_PORT: u16 = 5201;
 /// Runs the whole demo and prints its summary; the lab is removed afterwards unless `keep`.
 pub fn run(opts: &DemoOptions) -> Result<()> {
     let started = Instant::now();
-    eprintln!("building lab {:?} with {} gateway pair(s)…", opts.lab.name, opts.lab.gateways);
+    eprintln!(
+        "building lab {:?} with {} gateway pair(s)…",
+        opts.lab.name, opts.lab.gateways
+    );
     let info = lab::up(&opts.lab)?;
-    eprintln!("lab up in {:.1} s; every pair carries traffic", started.elapsed().as_secs_f64());
+    eprintln!(
+        "lab up in {:.1} s; every pair carries traffic",
+        started.elapsed().as_secs_f64()
+    );
     let result = traffic(opts, &info);
     if opts.keep {
         eprintln!("lab kept: `braid lab down --name {}` removes it", info.name);
@@ -70,8 +76,13 @@ impl Drop for BenchServer {
 
 /// Runs `braid-bench client ARGS --json` in host a against host b and parses its JSON.
 pub fn bench_client(info: &LabInfo, bin_dir: &Path, extra: &[&str]) -> Result<Value> {
-    let mut args: Vec<String> =
-        vec!["client".into(), "-c".into(), info.hosts.b.addr.to_string(), "--port".into(), BENCH_PORT.to_string()];
+    let mut args: Vec<String> = vec![
+        "client".into(),
+        "-c".into(),
+        info.hosts.b.addr.to_string(),
+        "--port".into(),
+        BENCH_PORT.to_string(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--json".into());
     let out = netns::run_in(&info.hosts.a.netns, &bin_dir.join("braid-bench"), &args)?;
@@ -99,7 +110,9 @@ pub fn pair_tx_bytes(info: &LabInfo, site: &str) -> Vec<(u16, u64)> {
 pub fn nonzero_drops(info: &LabInfo) -> Vec<String> {
     let mut out = Vec::new();
     for p in &info.processes {
-        let Some(status) = lab::read_status(&p.status_file) else { continue };
+        let Some(status) = lab::read_status(&p.status_file) else {
+            continue;
+        };
         if let Some(counters) = status["counters"].as_object() {
             for (name, value) in counters {
                 if name.starts_with("drop") && value.as_u64().unwrap_or(0) > 0 {
@@ -117,23 +130,48 @@ fn traffic(opts: &DemoOptions, info: &LabInfo) -> Result<String> {
     let before = pair_tx_bytes(info, "a");
     let seconds = opts.seconds.to_string();
     let streams = opts.streams.to_string();
-    eprintln!("TCP: {} streams for {} s from host a to host b…", opts.streams, opts.seconds);
+    eprintln!(
+        "TCP: {} streams for {} s from host a to host b…",
+        opts.streams, opts.seconds
+    );
     let tcp = bench_client(info, bin, &["-P", &streams, "-t", &seconds])?;
     std::thread::sleep(Duration::from_millis(700));
     let after = pair_tx_bytes(info, "a");
     eprintln!("UDP: {} sequence-numbered flows at {}…", opts.streams, opts.udp_rate);
-    let udp = bench_client(info, bin, &["--udp", "--rate", &opts.udp_rate, "--size", "1200", "-P", &streams, "-t", "3"])?;
+    let udp = bench_client(
+        info,
+        bin,
+        &[
+            "--udp",
+            "--rate",
+            &opts.udp_rate,
+            "--size",
+            "1200",
+            "-P",
+            &streams,
+            "-t",
+            "3",
+        ],
+    )?;
 
     let mut s = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(s, "\nbraid demo: {} gateway pair(s), lab {:?}", info.gateways, info.name);
+    let _ = writeln!(
+        s,
+        "\nbraid demo: {} gateway pair(s), lab {:?}",
+        info.gateways, info.name
+    );
     let _ = writeln!(
         s,
         "TCP  {} streams, {} s: {:.0} Mbit/s aggregate, payload integrity {}",
         opts.streams,
         opts.seconds,
         tcp["aggregate_mbps"].as_f64().unwrap_or(0.0),
-        if tcp["integrity_ok"].as_bool() == Some(true) { "OK" } else { "FAILED" }
+        if tcp["integrity_ok"].as_bool() == Some(true) {
+            "OK"
+        } else {
+            "FAILED"
+        }
     );
     let _ = writeln!(s, "     per pair (demux a → gateways, during the TCP run):");
     for (id, bytes) in &after {

@@ -9,7 +9,11 @@ use braid_core::keys::{write_secret_file, ClusterSecret, PrivateKey};
 
 /// Prints (or writes to `out`, mode 0600) a new private key, or with `secret` a cluster secret.
 pub fn keygen(secret: bool, out: Option<&Path>) -> Result<()> {
-    let text = if secret { ClusterSecret::generate().to_base64() } else { PrivateKey::generate().to_base64() };
+    let text = if secret {
+        ClusterSecret::generate().to_base64()
+    } else {
+        PrivateKey::generate().to_base64()
+    };
     match out {
         Some(path) => {
             write_secret_file(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -23,7 +27,9 @@ pub fn keygen(secret: bool, out: Option<&Path>) -> Result<()> {
 /// Reads a private key on stdin and prints its public key.
 pub fn pubkey() -> Result<()> {
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).context("cannot read a private key from stdin")?;
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read a private key from stdin")?;
     let key = PrivateKey::from_base64(text.trim()).context("stdin is not a WireGuard private key")?;
     println!("{}", key.public_key().to_base64());
     Ok(())

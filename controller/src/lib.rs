@@ -1,11 +1,21 @@
-//! braid: the operator CLI and (soon) the controller of a braid tunnel cluster.
+//! braid: the operator CLI and the controller of a braid tunnel cluster.
 //!
-//! * [`lab`]: two sites on one machine in network namespaces, with real daemons and traffic.
+//! * [`supervisor`]: `braid up` — launches and supervises the fleet, detects failures, restarts
+//!   gateways, pushes membership, serves [`http`] (`/metrics`, `/status`, commands).
+//! * [`health`]: the controller's pure state machines (failure detector, membership, restarts).
+//! * [`fleet`]: which daemons to run and their processes; [`status`] and [`metrics`]: what
+//!   operators read.
+//! * [`lab`]: two sites on one machine in network namespaces, run through the controller.
 //! * [`demo`]: the lab, a multi-stream run from host a to host b, and a readable summary.
 //! * [`keys_cmd`], [`check_cmd`]: key generation (WireGuard-compatible) and config validation.
 
 pub mod check_cmd;
 pub mod demo;
+pub mod fleet;
 pub mod health;
+pub mod http;
 pub mod keys_cmd;
 pub mod lab;
+pub mod metrics;
+pub mod status;
+pub mod supervisor;

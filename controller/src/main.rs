@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use braid::{check_cmd, demo, keys_cmd, lab};
+use braid::{check_cmd, demo, http, keys_cmd, lab, status, supervisor};
 use clap::{Parser, Subcommand};
 
 /// braid spreads a site's traffic to another site, flow by flow, over N WireGuard gateway
@@ -41,6 +41,54 @@ enum Command {
         #[arg(long)]
         keys: bool,
     },
+    /// Run the controller: launch and supervise the demuxes and gateways of the cluster file,
+    /// watch heartbeats, restart failed gateways, push membership, serve /metrics and /status.
+    /// Foreground, logs to stderr; SIGTERM stops the fleet, SIGHUP reloads the file.
+    Up {
+        /// The cluster YAML.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Run only this site's daemons here (repeatable); default: every site, on this host.
+        #[arg(long, value_name = "NAME")]
+        site: Vec<String>,
+        /// Logs, status files and the fleet record (default /run/braid/CLUSTER).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Where braid-demux and braid-gw are (default: beside this binary).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Show every pair and gateway: state, pid, restarts, handshake age, traffic, pinned flows,
+    /// canary round trip and loss, last failure.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the controller's status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grow or shrink a lab to N gateway pairs online (new pairs take new flows only; removed
+    /// pairs are drained first). Returns once new pairs carry traffic.
+    Scale {
+        #[command(flatten)]
+        target: Target,
+        /// The number of gateway pairs wanted.
+        #[arg(long)]
+        gateways: u16,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Act on one gateway pair: add (lab: one more pair), drain, remove, activate.
+    Gateway {
+        #[command(subcommand)]
+        action: GatewayAction,
+    },
+    /// Ask the controller to re-read the cluster file (same as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Two sites on this machine in network namespaces (needs root or CAP_NET_ADMIN).
     Lab {
         #[command(subcommand)]
@@ -66,6 +114,58 @@ enum Command {
         /// Lab name.
         #[arg(long, default_value = "demo")]
         name: String,
+    },
+}
+
+/// Which controller to talk to.
+#[derive(clap::Args, Debug, Clone)]
+struct Target {
+    /// A lab's controller, by lab name.
+    #[arg(long, value_name = "NAME", conflicts_with = "controller")]
+    lab: Option<String>,
+    /// A controller's HTTP address (its `controller.metrics`, e.g. 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR")]
+    controller: Option<std::net::SocketAddr>,
+}
+
+impl Target {
+    fn address(&self) -> anyhow::Result<std::net::SocketAddr> {
+        match (&self.lab, self.controller) {
+            (Some(name), _) => Ok(lab::load_info(name)?.metrics),
+            (None, Some(addr)) => Ok(addr),
+            (None, None) => anyhow::bail!("say which controller: --lab NAME or --controller ADDR"),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayAction {
+    /// Add one gateway pair to a lab (outside a lab: add it to the cluster file and `braid reload`).
+    Add {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop new flows on a pair; it is removed once its pinned flows are idle (or the drain
+    /// timeout passes).
+    Drain {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        pair: u16,
+    },
+    /// Take a pair out at once (its flows move to the other pairs) and stop its gateways.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        pair: u16,
+    },
+    /// Put a drained pair back into service for new flows.
+    Activate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        pair: u16,
     },
 }
 
@@ -105,6 +205,27 @@ fn main() -> ExitCode {
     }
 }
 
+fn gateway(action: GatewayAction) -> anyhow::Result<()> {
+    let (target, path) = match action {
+        GatewayAction::Add { target } => {
+            let name = target.lab.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "outside a lab: add the pair to the cluster file, then `braid reload --controller ADDR`"
+                )
+            })?;
+            let now = lab::load_info(&name)?.gateways;
+            let info = lab::scale(&name, now + 1, Duration::from_secs(60))?;
+            println!("lab {:?} now has {} pair(s)", info.name, info.gateways);
+            return Ok(());
+        }
+        GatewayAction::Drain { target, pair } => (target, format!("/drain?pair={pair}")),
+        GatewayAction::Remove { target, pair } => (target, format!("/remove?pair={pair}")),
+        GatewayAction::Activate { target, pair } => (target, format!("/activate?pair={pair}")),
+    };
+    println!("{}", http::request(target.address()?, "POST", &path)?.trim());
+    Ok(())
+}
+
 fn up_options(name: String, gateways: u16, timeout: u64) -> lab::UpOptions {
     lab::UpOptions {
         name,
@@ -119,7 +240,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Keygen { secret, out } => keys_cmd::keygen(secret, out.as_deref()),
         Command::Pubkey => keys_cmd::pubkey(),
         Command::Check { config, keys } => check_cmd::check(&config, keys),
-        Command::Lab { command: LabCommand::Up { name, gateways, json, timeout } } => {
+        Command::Lab {
+            command:
+                LabCommand::Up {
+                    name,
+                    gateways,
+                    json,
+                    timeout,
+                },
+        } => {
             let info = lab::up(&up_options(name, gateways, timeout))?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
@@ -132,8 +261,66 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Lab { command: LabCommand::Down { name } } => lab::down(&name),
-        Command::Demo { gateways, streams, seconds, udp_rate, keep, name } => demo::run(&demo::DemoOptions {
+        Command::Lab {
+            command: LabCommand::Down { name },
+        } => lab::down(&name),
+        Command::Up {
+            config,
+            site,
+            state_dir,
+            bin_dir,
+        } => {
+            let cfg = braid_core::config::ClusterConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let stop = braid_core::daemon::StopFlag::from_signals()?;
+            supervisor::install_reload_signal()?;
+            supervisor::run(
+                supervisor::UpOptions {
+                    config,
+                    sites: site,
+                    bin_dir: bin_dir.unwrap_or_else(lab::default_bin_dir),
+                    state_dir: state_dir.unwrap_or_else(|| PathBuf::from("/run/braid").join(&cfg.cluster.name)),
+                },
+                stop,
+            )
+        }
+        Command::Status { target, json } => {
+            let body = http::request(target.address()?, "GET", "/status")?;
+            if json {
+                println!("{}", body.trim());
+            } else {
+                let s: status::StatusSnapshot = serde_json::from_str(&body)?;
+                print!("{}", status::render_table(&s));
+            }
+            Ok(())
+        }
+        Command::Scale {
+            target,
+            gateways,
+            timeout,
+        } => match &target.lab {
+            Some(name) => {
+                let info = lab::scale(name, gateways, Duration::from_secs(timeout))?;
+                println!("lab {:?} now has {} pair(s)", info.name, info.gateways);
+                Ok(())
+            }
+            None => anyhow::bail!(
+                "outside a lab braid cannot invent gateway addresses and keys: add or remove pairs in the \
+                 cluster file, then `braid reload --controller ADDR` (or send the controller SIGHUP)"
+            ),
+        },
+        Command::Reload { target } => {
+            println!("{}", http::request(target.address()?, "POST", "/reload")?.trim());
+            Ok(())
+        }
+        Command::Gateway { action } => gateway(action),
+        Command::Demo {
+            gateways,
+            streams,
+            seconds,
+            udp_rate,
+            keep,
+            name,
+        } => demo::run(&demo::DemoOptions {
             lab: up_options(name, gateways, 30),
             streams,
             seconds,

@@ -15,14 +15,26 @@ use support::*;
 const MARKER: &[u8] = b"BRAID-PLAINTEXT-MARKER-7f3a9c";
 
 fn assert_tcp_run(run: &Value, streams: usize, what: &str) {
-    assert_eq!(run["integrity_ok"], Value::Bool(true), "{what}: payload integrity failed: {run}");
-    let per_stream = run["streams"].as_array().unwrap_or_else(|| panic!("{what}: no streams in {run}"));
+    assert_eq!(
+        run["integrity_ok"],
+        Value::Bool(true),
+        "{what}: payload integrity failed: {run}"
+    );
+    let per_stream = run["streams"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no streams in {run}"));
     assert_eq!(per_stream.len(), streams, "{what}: stream count");
     for s in per_stream {
-        assert!(s["bytes"].as_u64().unwrap_or(0) > 0, "{what}: a stream carried nothing: {s}");
+        assert!(
+            s["bytes"].as_u64().unwrap_or(0) > 0,
+            "{what}: a stream carried nothing: {s}"
+        );
         assert_eq!(s["corrupted_bytes"].as_u64(), Some(0), "{what}: corrupted stream {s}");
     }
-    assert!(run["aggregate_mbps"].as_f64().unwrap_or(0.0) > 1.0, "{what}: no throughput: {run}");
+    assert!(
+        run["aggregate_mbps"].as_f64().unwrap_or(0.0) > 1.0,
+        "{what}: no throughput: {run}"
+    );
 }
 
 #[test]
@@ -51,7 +63,18 @@ fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
     // Capture the WAN while UDP flows and a plaintext marker cross it.
     let pcap = info.state_dir.join("wan.pcap");
     let mut tcpdump = Command::new("ip")
-        .args(["netns", "exec", &info.wan.netns, "tcpdump", "-i", &info.wan.interface, "-U", "-s", "0", "-w"])
+        .args([
+            "netns",
+            "exec",
+            &info.wan.netns,
+            "tcpdump",
+            "-i",
+            &info.wan.interface,
+            "-U",
+            "-s",
+            "0",
+            "-w",
+        ])
         .arg(&pcap)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -85,7 +108,12 @@ fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
     })
     .join()
     .unwrap();
-    let udp = bench_client(info, &bin, &["--udp", "--rate", "20M", "--size", "1000", "-P", "8", "-t", "3"]).expect("UDP run");
+    let udp = bench_client(
+        info,
+        &bin,
+        &["--udp", "--rate", "20M", "--size", "1000", "-P", "8", "-t", "3"],
+    )
+    .expect("UDP run");
     let marker_received = receiver.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling the tcpdump child we started.
@@ -93,22 +121,38 @@ fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
     let _ = tcpdump.wait();
 
     assert_eq!(marker_received, 32, "every marker datagram reached host b");
-    let flows = udp["flows"].as_array().unwrap_or_else(|| panic!("no UDP flows in {udp}"));
+    let flows = udp["flows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no UDP flows in {udp}"));
     assert_eq!(flows.len(), 8);
     for f in flows {
-        assert!(f["received"].as_u64().unwrap_or(0) > 0, "UDP flow received nothing: {f}");
+        assert!(
+            f["received"].as_u64().unwrap_or(0) > 0,
+            "UDP flow received nothing: {f}"
+        );
         assert_eq!(f["reordered"].as_u64(), Some(0), "UDP flow reordered: {f}");
         assert_eq!(f["duplicates"].as_u64(), Some(0), "UDP flow duplicated: {f}");
         assert_eq!(f["lost"].as_u64(), Some(0), "UDP flow lost datagrams at 20 Mbit/s: {f}");
     }
 
     let cap = read_pcap(&pcap);
-    assert!(cap.udp.len() > 1000, "the capture saw the traffic ({} UDP frames)", cap.udp.len());
+    assert!(
+        cap.udp.len() > 1000,
+        "the capture saw the traffic ({} UDP frames)",
+        cap.udp.len()
+    );
     assert_eq!(cap.other_ipv4, 0, "only UDP crosses the WAN");
     let mut data_messages = 0;
     for f in &cap.udp {
-        assert!(f.src_port == 51820 && f.dst_port == 51820, "WAN UDP between WireGuard ports only: {f:?}");
-        assert!(is_wireguard_message(&f.payload), "not a WireGuard message: {:?}", &f.payload[..f.payload.len().min(16)]);
+        assert!(
+            f.src_port == 51820 && f.dst_port == 51820,
+            "WAN UDP between WireGuard ports only: {f:?}"
+        );
+        assert!(
+            is_wireguard_message(&f.payload),
+            "not a WireGuard message: {:?}",
+            &f.payload[..f.payload.len().min(16)]
+        );
         if f.payload[0] == 4 {
             data_messages += 1;
         }

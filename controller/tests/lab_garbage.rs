@@ -75,8 +75,13 @@ fn garbage_everywhere_is_counted_and_traffic_survives() {
     in_netns(&topo.gateway_ns("b", 1), move || {
         let sock = UdpSocket::bind((peer_wan, 7000)).unwrap();
         sock.send_to(&[0u8; 3], gw_a1_wan).unwrap();
-        sock.send_to(&[4, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9], gw_a1_wan)
-            .unwrap();
+        sock.send_to(
+            &[
+                4, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9,
+            ],
+            gw_a1_wan,
+        )
+        .unwrap();
         let mut fake_init = vec![1u8, 0, 0, 0];
         fake_init.extend_from_slice(&[0x5a; 144]);
         sock.send_to(&fake_init, gw_a1_wan).unwrap();
@@ -100,14 +105,24 @@ fn garbage_everywhere_is_counted_and_traffic_survives() {
             && c("gw", "a", 1, "drop_lan_wrong_vni") >= 1
     });
     eventually("gateway a1 counts the WAN garbage", || {
-        let suite: u64 = ["drop_wan_truncated", "wan_unauthenticated"].iter().map(|n| c("gw", "a", 1, n)).sum();
+        let suite: u64 = ["drop_wan_truncated", "wan_unauthenticated"]
+            .iter()
+            .map(|n| c("gw", "a", 1, n))
+            .sum();
         suite >= 3
     });
 
     // Every daemon is alive and traffic still crosses both pairs.
     for p in &info.processes {
         // SAFETY: signal 0 only checks that the process exists.
-        assert_eq!(unsafe { libc::kill(p.pid as i32, 0) }, 0, "{} {}{} died", p.role, p.site, p.index);
+        assert_eq!(
+            unsafe { libc::kill(p.pid as i32, 0) },
+            0,
+            "{} {}{} died",
+            p.role,
+            p.site,
+            p.index
+        );
     }
     let b_addr: Ipv4Addr = info.hosts.b.addr;
     let received = in_netns(&info.hosts.b.netns, move || {
@@ -124,7 +139,10 @@ fn garbage_everywhere_is_counted_and_traffic_survives() {
     let a_addr = info.hosts.a.addr;
     in_netns(&info.hosts.a.netns, move || {
         for port in 0..64u16 {
-            UdpSocket::bind((a_addr, 41000 + port)).unwrap().send_to(b"still alive", (b_addr, 7100)).unwrap();
+            UdpSocket::bind((a_addr, 41000 + port))
+                .unwrap()
+                .send_to(b"still alive", (b_addr, 7100))
+                .unwrap();
         }
     })
     .join()

@@ -2,25 +2,31 @@
 //!
 //! [`topology`] says where everything goes (pure), [`netns`] runs `ip`, [`cluster_file`]
 //! writes the configuration, and this module puts them together: [`up`] builds the namespaces,
-//! starts one demux per site and one gateway per site and pair, and returns only once traffic
-//! has crossed every pair; [`down`] removes everything a lab of that name made — its
-//! processes, namespaces (which takes their links with them) and state directory — whether the
-//! lab is healthy, half-built or left over from a crashed run.
+//! starts the controller (`braid up`) on the lab's cluster file — which launches one demux per
+//! site and one gateway per site and pair, each in its namespace — and returns only once the
+//! controller reports every pair up and traffic has crossed every pair; [`scale`] grows or
+//! shrinks a running lab online; [`down`] removes everything a lab of that name made — the
+//! controller, its daemons, the namespaces (which takes their links with them) and the state
+//! directory — whether the lab is healthy, half-built or left over from a crashed run.
 
 pub mod cluster_file;
+mod controller;
 pub mod netns;
+mod scale;
 pub mod topology;
 
+pub use scale::scale;
+
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use netns::{ip, ip_in, spawn_in, sysctl_in};
+
 use topology::{Topology, SITES};
 
 /// Where labs keep their configuration, logs and status files.
@@ -44,6 +50,8 @@ pub struct LabInfo {
     pub processes: Vec<LabProcess>,
     pub state_dir: PathBuf,
     pub config: PathBuf,
+    /// The controller's HTTP endpoint (`/metrics`, `/status`, commands).
+    pub metrics: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,7 +103,11 @@ pub fn state_dir(name: &str) -> PathBuf {
 pub fn default_bin_dir() -> PathBuf {
     std::env::var_os("BRAID_BIN_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+        })
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
@@ -121,9 +133,16 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         }
     }
     if !netns::list_namespaces(&topo.ns_prefix())?.is_empty() {
-        bail!("lab {:?} already exists; remove it with `braid lab down --name {}`", topo.name, topo.name);
+        bail!(
+            "lab {:?} already exists; remove it with `braid lab down --name {}`",
+            topo.name,
+            topo.name
+        );
     }
-    let mut guard = TeardownGuard { name: topo.name.clone(), armed: true };
+    let mut guard = TeardownGuard {
+        name: topo.name.clone(),
+        armed: true,
+    };
     let info = build(&topo, opts)?;
     guard.armed = false;
     Ok(info)
@@ -133,6 +152,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
 pub fn down(name: &str) -> Result<()> {
     Topology::new(name, 1).map_err(anyhow::Error::msg)?;
     netns::check_privileges()?;
+    controller::stop(&state_dir(name));
     let namespaces = netns::list_namespaces(&topology::ns_prefix(name))?;
     netns::stop_processes_in(&namespaces, Duration::from_secs(3));
     let mut failures = Vec::new();
@@ -160,7 +180,9 @@ struct TeardownGuard {
 
 impl Drop for TeardownGuard {
     fn drop(&mut self) {
-        if self.armed {
+        if self.armed && std::env::var_os("BRAID_LAB_KEEP_ON_FAILURE").is_some() {
+            tracing::warn!("BRAID_LAB_KEEP_ON_FAILURE is set: the failed lab is left for inspection; `braid lab down --name {}` removes it", self.name);
+        } else if self.armed {
             if let Err(e) = down(&self.name) {
                 tracing::error!("cleaning up the failed lab: {e:#}");
             }
@@ -173,38 +195,89 @@ fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
     for sub in ["logs", "status"] {
         fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let config = cluster_file::write_lab_cluster(topo, &dir)?;
-    build_network(topo)?;
-
-    let mut processes = Vec::new();
-    let mut children = Vec::new();
-    for site in SITES {
-        for pair in std::iter::once(0).chain(topo.pair_ids()) {
-            let role = if pair == 0 { "demux" } else { "gw" };
-            let (process, child) = start_daemon(topo, opts, &dir, &config, role, site, pair)?;
-            processes.push(process);
-            children.push(child);
-        }
-    }
-    let info = LabInfo {
+    let metrics = controller::free_loopback_port()?;
+    let config = cluster_file::write_lab_cluster(topo, &dir, metrics)?;
+    build_network(topo, topo.pair_ids())?;
+    let child = controller::start(&opts.bin_dir, &config, &dir)?;
+    controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
+        controller::all_up(s, topo.pair_ids()).then_some(())
+    })
+    .context("the controller did not bring every pair up")?;
+    let mut info = LabInfo {
         name: topo.name.clone(),
         gateways: topo.pairs,
         hosts: Hosts {
-            a: HostInfo { netns: topo.host_ns("a"), addr: topo.site("a").host },
-            b: HostInfo { netns: topo.host_ns("b"), addr: topo.site("b").host },
+            a: HostInfo {
+                netns: topo.host_ns("a"),
+                addr: topo.site("a").host,
+            },
+            b: HostInfo {
+                netns: topo.host_ns("b"),
+                addr: topo.site("b").host,
+            },
         },
-        wan: Wan { netns: topo.wan_ns(), interface: WAN_BRIDGE.into() },
-        processes,
+        wan: Wan {
+            netns: topo.wan_ns(),
+            interface: WAN_BRIDGE.into(),
+        },
+        processes: Vec::new(),
         state_dir: dir.clone(),
         config,
+        metrics,
     };
+    refresh_processes(&mut info, child.id())?;
     fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
-    wait_until_ready(topo, opts, &info, &mut children)?;
+    let deadline = Instant::now() + opts.ready_timeout;
+    probe_every_pair(topo, opts, &info, deadline)?;
     Ok(info)
 }
 
-fn build_network(topo: &Topology) -> Result<()> {
-    for ns in topo.namespaces() {
+/// Fills `info.processes` from the controller's status: the controller, every demux, every
+/// gateway, with their status files and logs.
+pub fn refresh_processes(info: &mut LabInfo, controller_pid: u32) -> Result<()> {
+    let status = controller::status(info.metrics)?;
+    let topo = Topology::new(&info.name, info.gateways).map_err(anyhow::Error::msg)?;
+    let dir = &info.state_dir;
+    let mut processes = vec![LabProcess {
+        role: "controller".into(),
+        site: String::new(),
+        index: 0,
+        pid: controller_pid,
+        netns: String::new(),
+        status_file: PathBuf::new(),
+        log: dir.join("logs").join("controller.log"),
+    }];
+    for d in &status.demuxes {
+        let stem = format!("demux-{}", d.site);
+        processes.push(LabProcess {
+            role: "demux".into(),
+            site: d.site.clone(),
+            index: 0,
+            pid: d.pid.unwrap_or(0),
+            netns: topo.demux_ns(&d.site),
+            status_file: dir.join("status").join(format!("{stem}.json")),
+            log: dir.join("logs").join(format!("{stem}.log")),
+        });
+    }
+    for g in status.gateways.iter().filter(|g| g.state != "retired") {
+        let stem = format!("gw-{}{}", g.site, g.index);
+        processes.push(LabProcess {
+            role: "gw".into(),
+            site: g.site.clone(),
+            index: g.index,
+            pid: g.pid.unwrap_or(0),
+            netns: topo.gateway_ns(&g.site, g.index),
+            status_file: dir.join("status").join(format!("{stem}.json")),
+            log: dir.join("logs").join(format!("{stem}.log")),
+        });
+    }
+    info.processes = processes;
+    Ok(())
+}
+
+/// Builds the hosts, demuxes and WAN, and the gateways of `pairs`.
+fn build_network(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> Result<()> {
+    for ns in topo.base_namespaces() {
         ip(&["netns", "add", &ns])?;
         ip_in(&ns, &["link", "set", "dev", "lo", "up"])?;
     }
@@ -222,16 +295,45 @@ fn build_network(topo: &Topology) -> Result<()> {
         ip_in(&demux, &["addr", "add", &format!("{}/24", s.lan), "dev", "br-lan"])?;
         ip_in(&demux, &["link", "set", "dev", "br-lan", "up"])?;
         sysctl_in(&demux, "net/ipv4/ip_forward", "1")?;
-        for pair in topo.pair_ids() {
+    }
+    build_gateways(topo, pairs)
+}
+
+/// Builds the namespaces and links of the gateways of `pairs` (both sites).
+fn build_gateways(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> Result<()> {
+    let wan = topo.wan_ns();
+    for site in SITES {
+        let demux = topo.demux_ns(site);
+        for pair in pairs.clone() {
             let gw = topo.gateway_ns(site, pair);
+            ip(&["netns", "add", &gw])?;
+            ip_in(&gw, &["link", "set", "dev", "lo", "up"])?;
             let lan_port = format!("lan{pair}");
             veth(&gw, "lan", &demux, &lan_port)?;
             ip_in(&demux, &["link", "set", "dev", &lan_port, "master", "br-lan"])?;
-            ip_in(&gw, &["addr", "add", &format!("{}/24", topo.gateway_lan(site, pair)), "dev", "lan"])?;
+            ip_in(
+                &gw,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", topo.gateway_lan(site, pair)),
+                    "dev",
+                    "lan",
+                ],
+            )?;
             let wan_port = format!("{site}{pair}");
             veth(&gw, "wan", &wan, &wan_port)?;
             ip_in(&wan, &["link", "set", "dev", &wan_port, "master", WAN_BRIDGE])?;
-            ip_in(&gw, &["addr", "add", &format!("{}/24", topo.gateway_wan(site, pair)), "dev", "wan"])?;
+            ip_in(
+                &gw,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", topo.gateway_wan(site, pair)),
+                    "dev",
+                    "wan",
+                ],
+            )?;
         }
     }
     Ok(())
@@ -239,70 +341,21 @@ fn build_network(topo: &Topology) -> Result<()> {
 
 /// A veth pair between two namespaces, both ends up.
 fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<()> {
-    ip_in(ns_a, &["link", "add", "name", name_a, "type", "veth", "peer", "name", name_b, "netns", ns_b])?;
+    ip_in(
+        ns_a,
+        &[
+            "link", "add", "name", name_a, "type", "veth", "peer", "name", name_b, "netns", ns_b,
+        ],
+    )?;
     ip_in(ns_a, &["link", "set", "dev", name_a, "up"])?;
     ip_in(ns_b, &["link", "set", "dev", name_b, "up"])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_daemon(
-    topo: &Topology,
-    opts: &UpOptions,
-    dir: &Path,
-    config: &Path,
-    role: &str,
-    site: &str,
-    pair: u16,
-) -> Result<(LabProcess, Child)> {
-    let (ns, stem, bin) = if role == "demux" {
-        (topo.demux_ns(site), format!("demux-{site}"), "braid-demux")
-    } else {
-        (topo.gateway_ns(site, pair), format!("gw-{site}{pair}"), "braid-gw")
-    };
-    let status_file = dir.join("status").join(format!("{stem}.json"));
-    let log = dir.join("logs").join(format!("{stem}.log"));
-    let mut args = vec!["--config".into(), config.display().to_string(), "--site".into(), site.to_string()];
-    if role == "gw" {
-        args.extend(["--pair".into(), pair.to_string()]);
-    }
-    args.extend(["--status-file".into(), status_file.display().to_string()]);
-    let child = spawn_in(&ns, &opts.bin_dir.join(bin), &args, &log)
-        .with_context(|| format!("cannot start {bin} in {ns}"))?;
-    let process = LabProcess { role: role.into(), site: site.into(), index: pair, pid: child.id(), netns: ns, status_file, log };
-    Ok((process, child))
-}
-
 /// Reads a daemon's status JSON, if it has written one yet.
 pub fn read_status(path: &Path) -> Option<serde_json::Value> {
-    fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok())
-}
-
-fn wait_until_ready(topo: &Topology, opts: &UpOptions, info: &LabInfo, children: &mut [Child]) -> Result<()> {
-    let deadline = Instant::now() + opts.ready_timeout;
-    // Every daemon alive and every gateway's WireGuard session established.
-    loop {
-        let mut waiting = Vec::new();
-        for (p, child) in info.processes.iter().zip(children.iter_mut()) {
-            if !matches!(child.try_wait(), Ok(None)) {
-                let tail = log_tail(&p.log, 5);
-                bail!("{} {}{} exited during start-up; its log {} ends with:\n{tail}", p.role, p.site, p.index, p.log.display());
-            }
-            let established = read_status(&p.status_file)
-                .map(|s| p.role == "demux" || s["session_established"].as_bool() == Some(true))
-                .unwrap_or(false);
-            if !established {
-                waiting.push(format!("{} {}{}", p.role, p.site, p.index));
-            }
-        }
-        if waiting.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {}", waiting.join(", "));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    probe_every_pair(topo, opts, info, deadline)
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// Sends UDP probes over many flows from host a to host b until every pair has carried traffic
@@ -317,7 +370,11 @@ fn probe_every_pair(topo: &Topology, opts: &UpOptions, info: &LabInfo, deadline:
         &server_log,
     )?;
     let result = (|| {
-        let demux_a = info.processes.iter().find(|p| p.role == "demux" && p.site == "a").context("no demux a")?;
+        let demux_a = info
+            .processes
+            .iter()
+            .find(|p| p.role == "demux" && p.site == "a")
+            .context("no demux a")?;
         loop {
             let args = [
                 "probe".into(),
@@ -352,15 +409,13 @@ fn silent_pairs(topo: &Topology, status_file: &Path) -> Vec<u16> {
     topo.pair_ids()
         .filter(|id| {
             let rx = status.as_ref().and_then(|s| {
-                s["pairs"].as_array()?.iter().find(|p| p["id"] == *id).and_then(|p| p["rx_packets"].as_u64())
+                s["pairs"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["id"] == *id)
+                    .and_then(|p| p["rx_packets"].as_u64())
             });
             rx.unwrap_or(0) == 0
         })
         .collect()
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

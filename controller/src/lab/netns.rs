@@ -20,7 +20,11 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .output()
         .context("cannot run `ip` (install iproute2)")?;
     if !out.status.success() {
-        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -48,7 +52,10 @@ pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
 
 /// All namespaces whose name starts with `prefix`.
 pub fn list_namespaces(prefix: &str) -> Result<Vec<String>> {
-    let out = Command::new("ip").args(["netns", "list"]).output().context("cannot run `ip netns list`")?;
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .context("cannot run `ip netns list`")?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -62,7 +69,12 @@ pub fn pids_in(ns: &str) -> Vec<i32> {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -51,14 +51,21 @@ impl Topology {
     pub fn new(name: &str, pairs: u16) -> Result<Topology, String> {
         let valid = !name.is_empty()
             && name.len() <= 12
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
-            return Err(format!("lab name {name:?}: expected 1 to 12 characters of a-z, 0-9 and '-'"));
+            return Err(format!(
+                "lab name {name:?}: expected 1 to 12 characters of a-z, 0-9 and '-'"
+            ));
         }
         if pairs == 0 || pairs > MAX_LAB_PAIRS {
             return Err(format!("--gateways {pairs}: expected 1 to {MAX_LAB_PAIRS}"));
         }
-        Ok(Topology { name: name.to_string(), pairs })
+        Ok(Topology {
+            name: name.to_string(),
+            pairs,
+        })
     }
 
     /// The prefix every namespace of this lab shares; `lab down` removes all that start with it.
@@ -82,6 +89,16 @@ impl Topology {
         format!("{}wan", self.ns_prefix())
     }
 
+    /// The namespaces that do not depend on the pair count: WAN, hosts and demuxes.
+    pub fn base_namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.wan_ns()];
+        for site in SITES {
+            all.push(self.host_ns(site));
+            all.push(self.demux_ns(site));
+        }
+        all
+    }
+
     /// Every namespace of the lab, in creation order.
     pub fn namespaces(&self) -> Vec<String> {
         let mut all = vec![self.wan_ns()];
@@ -96,7 +113,7 @@ impl Topology {
     }
 
     /// Pair ids `1..=pairs`.
-    pub fn pair_ids(&self) -> impl Iterator<Item = u16> {
+    pub fn pair_ids(&self) -> std::ops::RangeInclusive<u16> {
         1..=self.pairs
     }
 

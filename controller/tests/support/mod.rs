@@ -46,7 +46,10 @@ pub fn skip_without_lab(test: &str) -> bool {
 
 /// The directory holding the workspace's binaries (the one this test's `braid` was built in).
 pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_braid")).parent().expect("binary has a directory").to_path_buf()
+    Path::new(env!("CARGO_BIN_EXE_braid"))
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf()
 }
 
 /// A running lab, removed when dropped (also when the test panics).
@@ -114,7 +117,10 @@ pub fn read_pcap(path: &Path) -> Capture {
     let raw = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(raw.len() >= 24, "capture {} is empty", path.display());
     let magic = u32::from_le_bytes(raw[0..4].try_into().unwrap());
-    assert!(magic == 0xa1b2c3d4 || magic == 0xa1b23c4d, "not a little-endian pcap file");
+    assert!(
+        magic == 0xa1b2c3d4 || magic == 0xa1b23c4d,
+        "not a little-endian pcap file"
+    );
     let linktype = u32::from_le_bytes(raw[20..24].try_into().unwrap());
     let link_len = match linktype {
         1 => 14,
@@ -200,7 +206,9 @@ pub fn send_raw_ipv4(packet: &[u8], dst: std::net::Ipv4Addr) {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
         sin_zero: [0; 8],
     };
     // SAFETY: the buffer and address are valid for the lengths given; fd is ours and closed after.
@@ -226,7 +234,9 @@ pub fn counter(info: &LabInfo, role: &str, site: &str, index: u16, name: &str) -
         .iter()
         .find(|p| p.role == role && p.site == site && p.index == index)
         .unwrap_or_else(|| panic!("no {role} {site}{index} in the lab"));
-    lab::read_status(&p.status_file).and_then(|s| s["counters"][name].as_u64()).unwrap_or(0)
+    lab::read_status(&p.status_file)
+        .and_then(|s| s["counters"][name].as_u64())
+        .unwrap_or(0)
 }
 
 /// Waits (up to 3 s, the status files refresh every 500 ms) until `check` holds.

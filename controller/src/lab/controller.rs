@@ -1,0 +1,126 @@
+//! The lab's controller: `braid up` on the lab's cluster file, in the root namespace.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::status::StatusSnapshot;
+
+/// A loopback address with a port nobody listens on right now, for the controller's HTTP.
+pub fn free_loopback_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Starts `braid up` detached (own process group, survives the command that started it).
+pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("logs").join("controller.log"))?;
+    let child = Command::new(bin_dir.join("braid"))
+        .args(["up", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin_dir.join("braid").display()))?;
+    std::fs::write(state_dir.join("controller.pid"), child.id().to_string())?;
+    Ok(child)
+}
+
+/// Stops the lab's controller (SIGTERM: it stops its daemons in order), if one is running.
+pub fn stop(state_dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(state_dir.join("controller.pid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let is_ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&*state_dir.to_string_lossy()))
+        .unwrap_or(false);
+    if !is_ours {
+        return;
+    }
+    // SAFETY: kill(2) on the controller pid this lab recorded and verified through /proc.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above; the process did not stop in time.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// The controller's status.
+pub fn status(metrics: SocketAddr) -> Result<StatusSnapshot> {
+    let body = crate::http::request(metrics, "GET", "/status")?;
+    serde_json::from_str(&body).context("the controller's /status is not a status document")
+}
+
+/// Whether every pair of `pairs` is up, active, answering canaries, and every demux has the
+/// latest membership.
+pub fn all_up(s: &StatusSnapshot, mut pairs: impl Iterator<Item = u16>) -> bool {
+    s.converged
+        && s.epoch > 0
+        && pairs.all(|id| {
+            s.pairs
+                .iter()
+                .any(|p| p.index == id && p.state == "up" && p.active && p.canary_rtt_us.is_some())
+        })
+}
+
+/// Whether the controller process `pid` is still running.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Polls the controller's status until `check` returns something, the controller (`pid`)
+/// exits, or `timeout` passes.
+pub fn wait_for<T>(
+    metrics: SocketAddr,
+    timeout: Duration,
+    pid: u32,
+    mut check: impl FnMut(&StatusSnapshot) -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        if !alive(pid) {
+            bail!("the controller (pid {pid}) exited; see its log");
+        }
+        match status(metrics) {
+            Ok(s) => {
+                if let Some(found) = check(&s) {
+                    return Ok(found);
+                }
+                let pairs: Vec<String> = s.pairs.iter().map(|p| format!("{}:{}", p.index, p.state)).collect();
+                last = format!(
+                    "pairs {}, epoch {}, converged {}",
+                    pairs.join(" "),
+                    s.epoch,
+                    s.converged
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {} s ({last})", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

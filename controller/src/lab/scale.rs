@@ -1,0 +1,49 @@
+//! `braid scale --lab NAME --gateways N`: grows or shrinks a running lab online.
+//!
+//! Growing builds the new gateways' namespaces and links, adds the pairs to the lab's cluster
+//! file (existing pairs keep their keys; new gateways get new ones) and asks the controller to
+//! reload: the new pairs join once healthy and take new flows only. Shrinking drops the highest
+//! pairs from the file and reloads: the controller drains them (no new flows; pinned flows stay
+//! until idle or the drain deadline) and then stops their gateways. Established flows never
+//! move in either direction.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::topology::Topology;
+use super::{build_gateways, cluster_file, controller, load_info, refresh_processes, LabInfo};
+
+/// Scales lab `name` to `gateways` pairs; returns once new pairs are up and carrying canary
+/// traffic, or once removed pairs take no new flows.
+pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
+    let mut info = load_info(name)?;
+    let current = info.gateways;
+    let topo = Topology::new(name, gateways).map_err(anyhow::Error::msg)?;
+    let pid = info
+        .processes
+        .iter()
+        .find(|p| p.role == "controller")
+        .map(|p| p.pid)
+        .context("lab has no controller")?;
+    if !controller::alive(pid) {
+        bail!("the lab's controller (pid {pid}) is not running");
+    }
+    if gateways > current {
+        build_gateways(&topo, current + 1..=gateways)?;
+    }
+    cluster_file::write_lab_cluster(&topo, &info.state_dir, info.metrics)?;
+    let answer = crate::http::request(info.metrics, "POST", "/reload")?;
+    tracing::info!("{}", answer.trim());
+    controller::wait_for(info.metrics, timeout, pid, |s| {
+        let grown = controller::all_up(s, 1..=gateways);
+        let shrunk = s.pairs.iter().filter(|p| p.index > gateways).all(|p| !p.active);
+        (grown && shrunk).then_some(())
+    })
+    .with_context(|| format!("scaling lab {name:?} from {current} to {gateways} pairs"))?;
+    info.gateways = gateways;
+    refresh_processes(&mut info, pid)?;
+    fs::write(info.state_dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
+    Ok(info)
+}

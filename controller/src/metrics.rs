@@ -1,0 +1,246 @@
+//! Prometheus text exposition of a [`StatusSnapshot`].
+
+use std::fmt::Write as _;
+
+use crate::status::StatusSnapshot;
+
+fn gauge(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders `s` in the Prometheus text format (version 0.0.4).
+pub fn render(s: &StatusSnapshot) -> String {
+    let mut o = String::new();
+    gauge(
+        &mut o,
+        "braid_pairs_up",
+        "Gateway pairs healthy and taking traffic.",
+        "gauge",
+    );
+    let _ = writeln!(o, "braid_pairs_up {}", s.pairs_up);
+    gauge(
+        &mut o,
+        "braid_membership_epoch",
+        "Membership epoch last pushed to the demuxes.",
+        "gauge",
+    );
+    let _ = writeln!(o, "braid_membership_epoch {}", s.epoch);
+    gauge(
+        &mut o,
+        "braid_membership_converged",
+        "1 when every demux acknowledged the latest epoch.",
+        "gauge",
+    );
+    let _ = writeln!(o, "braid_membership_converged {}", u8::from(s.converged));
+
+    gauge(&mut o, "braid_pair_up", "1 when the pair is healthy.", "gauge");
+    for p in &s.pairs {
+        let _ = writeln!(
+            o,
+            "braid_pair_up{{pair=\"{}\",state=\"{}\"}} {}",
+            p.index,
+            p.state,
+            u8::from(p.state == "up")
+        );
+    }
+    gauge(
+        &mut o,
+        "braid_pair_pinned_flows",
+        "Flows pinned to the pair (demux flow tables).",
+        "gauge",
+    );
+    for p in &s.pairs {
+        let _ = writeln!(o, "braid_pair_pinned_flows{{pair=\"{}\"}} {}", p.index, p.pinned_flows);
+    }
+    for (name, help, pick) in [
+        (
+            "braid_pair_tx_bytes_total",
+            "Bytes the demuxes sent into the pair.",
+            (|p: &crate::status::PairStatus| p.tx_bytes) as fn(&_) -> u64,
+        ),
+        (
+            "braid_pair_rx_bytes_total",
+            "Bytes the demuxes received from the pair.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "braid_pair_canary_sent_total",
+            "Canary probes sent through the pair.",
+            |p| p.canary_sent,
+        ),
+        (
+            "braid_pair_canary_lost_total",
+            "Canary probes that did not come back.",
+            |p| p.canary_lost,
+        ),
+    ] {
+        gauge(&mut o, name, help, "counter");
+        for p in &s.pairs {
+            let _ = writeln!(o, "{name}{{pair=\"{}\"}} {}", p.index, pick(p));
+        }
+    }
+    gauge(
+        &mut o,
+        "braid_pair_canary_rtt_seconds",
+        "Last canary round trip through the pair.",
+        "gauge",
+    );
+    for p in &s.pairs {
+        if let Some(rtt) = p.canary_rtt_us {
+            let _ = writeln!(
+                o,
+                "braid_pair_canary_rtt_seconds{{pair=\"{}\"}} {:.6}",
+                p.index,
+                rtt as f64 / 1e6
+            );
+        }
+    }
+
+    gauge(
+        &mut o,
+        "braid_gateway_up",
+        "1 when the gateway process is alive and heartbeating.",
+        "gauge",
+    );
+    for g in &s.gateways {
+        let _ = writeln!(
+            o,
+            "braid_gateway_up{{site=\"{}\",pair=\"{}\"}} {}",
+            g.site,
+            g.index,
+            u8::from(g.state == "up")
+        );
+    }
+    gauge(
+        &mut o,
+        "braid_gateway_restarts_total",
+        "Times the controller restarted the gateway.",
+        "counter",
+    );
+    for g in &s.gateways {
+        let _ = writeln!(
+            o,
+            "braid_gateway_restarts_total{{site=\"{}\",pair=\"{}\"}} {}",
+            g.site, g.index, g.restarts
+        );
+    }
+    gauge(
+        &mut o,
+        "braid_gateway_handshake_age_seconds",
+        "Age of the gateway's last WireGuard handshake.",
+        "gauge",
+    );
+    for g in &s.gateways {
+        if let Some(age) = g.handshake_age_ms {
+            let _ = writeln!(
+                o,
+                "braid_gateway_handshake_age_seconds{{site=\"{}\",pair=\"{}\"}} {:.3}",
+                g.site,
+                g.index,
+                age as f64 / 1e3
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "braid_gateway_tx_bytes_total",
+            "Bytes the gateway sent (LAN and WAN).",
+            (|g: &crate::status::GatewayStatus| g.tx_bytes) as fn(&_) -> u64,
+        ),
+        (
+            "braid_gateway_rx_bytes_total",
+            "Bytes the gateway received (LAN and WAN).",
+            |g| g.rx_bytes,
+        ),
+        (
+            "braid_gateway_drops_total",
+            "Packets the gateway dropped, all reasons.",
+            |g| g.drops,
+        ),
+    ] {
+        gauge(&mut o, name, help, "counter");
+        for g in &s.gateways {
+            let _ = writeln!(o, "{name}{{site=\"{}\",pair=\"{}\"}} {}", g.site, g.index, pick(g));
+        }
+    }
+
+    gauge(&mut o, "braid_alarm", "1 when the alarm fires.", "gauge");
+    let _ = writeln!(
+        o,
+        "braid_alarm{{name=\"pairs_up_below_one\"}} {}",
+        u8::from(s.alarms.pairs_up_below_one)
+    );
+    let _ = writeln!(
+        o,
+        "braid_alarm{{name=\"canary_rtt_high\"}} {}",
+        u8::from(!s.alarms.canary_rtt_high.is_empty())
+    );
+    let stale = s.monitoring.loop_age_ms > 2_000 || s.monitoring.never_heard > 0;
+    let _ = writeln!(o, "braid_alarm{{name=\"monitoring_unhealthy\"}} {}", u8::from(stale));
+
+    gauge(
+        &mut o,
+        "braid_monitoring_loop_age_seconds",
+        "Seconds since the controller's loop last ran.",
+        "gauge",
+    );
+    let _ = writeln!(
+        o,
+        "braid_monitoring_loop_age_seconds {:.3}",
+        s.monitoring.loop_age_ms as f64 / 1e3
+    );
+    gauge(
+        &mut o,
+        "braid_monitoring_heartbeats_total",
+        "Authenticated heartbeats received.",
+        "counter",
+    );
+    let _ = writeln!(
+        o,
+        "braid_monitoring_heartbeats_total {}",
+        s.monitoring.heartbeats_received
+    );
+    gauge(
+        &mut o,
+        "braid_monitoring_rejected_total",
+        "Control messages rejected, by reason.",
+        "counter",
+    );
+    for (reason, n) in &s.monitoring.rejected {
+        let _ = writeln!(o, "braid_monitoring_rejected_total{{reason=\"{reason}\"}} {n}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{PairStatus, StatusSnapshot};
+
+    #[test]
+    fn renders_pairs_and_alarms() {
+        let s = StatusSnapshot {
+            pairs_up: 0,
+            pairs: vec![PairStatus {
+                index: 2,
+                state: "down".into(),
+                canary_rtt_us: Some(1500),
+                ..Default::default()
+            }],
+            alarms: crate::status::Alarms {
+                pairs_up_below_one: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("braid_pairs_up 0\n"));
+        assert!(text.contains("braid_pair_up{pair=\"2\",state=\"down\"} 0\n"));
+        assert!(text.contains("braid_pair_canary_rtt_seconds{pair=\"2\"} 0.001500\n"));
+        assert!(text.contains("braid_alarm{name=\"pairs_up_below_one\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! One daemon as the supervisor tracks it: how to launch it, its process, its restarts, what
+//! it last reported.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use braid_core::control::{Heartbeat, PairReport};
+use braid_core::flow::PairId;
+
+use crate::fleet::process::Running;
+use crate::fleet::spec::DaemonSpec;
+use crate::health::restart::{RestartPolicy, RestartTracker};
+use crate::health::FailureReason;
+
+#[derive(Debug)]
+pub struct Daemon {
+    pub spec: DaemonSpec,
+    /// Started and restarted by this controller (else: on another host, restarted by a hook).
+    pub local: bool,
+    pub running: Option<Running>,
+    pub restart: RestartTracker,
+    /// The sender incarnation of its latest heartbeat (a new one means it restarted).
+    pub incarnation: u64,
+    pub last: Option<Heartbeat>,
+    pub last_failure: Option<FailureReason>,
+    /// Its pair left the cluster: never restarted.
+    pub retired: bool,
+    /// Canary totals (sent, lost) per pair at the previous heartbeat (demuxes).
+    canary_seen: BTreeMap<PairId, (u64, u64)>,
+}
+
+impl Daemon {
+    pub fn new(spec: DaemonSpec, local: bool) -> Daemon {
+        Daemon {
+            spec,
+            local,
+            running: None,
+            restart: RestartTracker::new(RestartPolicy::default()),
+            incarnation: 0,
+            last: None,
+            last_failure: None,
+            retired: false,
+            canary_seen: BTreeMap::new(),
+        }
+    }
+
+    /// Canary probes answered and lost on `report`'s pair since the previous heartbeat.
+    pub fn canary_progress(&mut self, report: &PairReport) -> (u64, u64) {
+        let (sent, lost) = self
+            .canary_seen
+            .insert(report.id, (report.canary_sent, report.canary_lost))
+            .unwrap_or((0, 0));
+        if report.canary_sent < sent || report.canary_lost < lost {
+            return (0, 0); // the demux restarted: its totals began again
+        }
+        let new_lost = report.canary_lost - lost;
+        let new_sent = report.canary_sent - sent;
+        // A probe is answered or lost within a second; sent-but-not-lost probes with a fresh
+        // round trip mean the pair carries canaries.
+        let answered = u64::from(report.canary_rtt_us.is_some() && new_sent > new_lost);
+        (answered, new_lost)
+    }
+
+    /// Runs the operator's restart hook for a daemon on another host (`{site}` and `{pair}`
+    /// are substituted), without waiting for it.
+    pub fn run_restart_hook(&self, hook: &str) {
+        let pair = match self.spec.key.role {
+            crate::health::Role::Gateway(p) => p.to_string(),
+            crate::health::Role::Demux => String::new(),
+        };
+        let command = hook.replace("{site}", &self.spec.site).replace("{pair}", &pair);
+        tracing::warn!(daemon = %self.spec.name(), %command, "running the restart hook");
+        if let Err(e) = Command::new("sh").args(["-c", &command]).stdin(Stdio::null()).spawn() {
+            tracing::error!(%command, "restart hook failed to start: {e}");
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! `braid up`: the controller's supervisor loop.
+//!
+//! One thread owns all controller state and runs a short loop (≤ 10 ms a turn):
+//!
+//! 1. authenticated control messages in ([`ControlServer`]): heartbeats feed the failure
+//!    [`Detector`] and the [`MembershipMachine`] (pinned flows, canary results), acks close
+//!    membership pushes;
+//! 2. child processes reaped: an exit is a failure at once (no waiting for heartbeats);
+//! 3. detector events: a pair going down or up changes membership; a daemon that stopped
+//!    heartbeating while its process still exists is hung (frozen, livelocked) and is killed;
+//! 4. restarts that are due, with backoff ([`RestartTracker`]);
+//! 5. membership pushes (new epochs, and resends until every demux acked);
+//! 6. operator commands from the HTTP thread, SIGHUP reloads, and a status snapshot for readers.
+//!
+//! The data plane never depends on this loop: daemons run in their own process groups and keep
+//! forwarding with their last membership if the controller dies; a new controller adopts them
+//! (`fleet.json`, verified through `/proc`) and only starts pushing membership once it has heard
+//! from the fleet for long enough to know which pairs are healthy.
+
+mod daemon;
+mod signals;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use braid_core::config::ClusterConfig;
+use braid_core::control::{unix_now_ms, Body, ControlKey, ControlServer, DaemonId, Inbound, Role as WireRole};
+use braid_core::daemon::StopFlag;
+use braid_core::flow::PairId;
+use braid_core::keys::ClusterSecret;
+
+use crate::fleet::{self, spec};
+use crate::health::detector::{Detector, DetectorConfig, GatewayFacts, HealthEvent};
+use crate::health::membership::{AdminState, MembershipMachine};
+use crate::health::restart::RunState;
+use crate::health::{DaemonKey, FailureReason, Role, SiteIndex};
+use crate::http::{self, Command, CommandRequest};
+use crate::status::StatusSnapshot;
+use daemon::Daemon;
+
+pub use signals::install_reload_signal;
+
+/// How `braid up` was asked to run.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub config: PathBuf,
+    /// Sites whose daemons this controller starts itself; empty = all (one host).
+    pub sites: Vec<String>,
+    pub bin_dir: PathBuf,
+    /// Logs, status files and `fleet.json`.
+    pub state_dir: PathBuf,
+}
+
+/// How often membership is resent to a demux that has not acknowledged it.
+const RESEND_MS: u64 = 50;
+
+/// The controller.
+struct Supervisor {
+    opts: UpOptions,
+    cfg: ClusterConfig,
+    started: Instant,
+    daemons: BTreeMap<DaemonKey, Daemon>,
+    detector: Detector,
+    membership: MembershipMachine,
+    server: ControlServer,
+    /// Pairs leaving the configuration: drained, then their gateways stopped.
+    leaving: Vec<PairId>,
+    /// Membership is pushed only after this (ms since start), once the fleet has been heard.
+    push_after_ms: u64,
+    heartbeats: u64,
+    snapshot: Arc<RwLock<StatusSnapshot>>,
+    pids_dirty: bool,
+}
+
+/// Runs the controller until `stop` is set; on stop, every daemon it runs is stopped too.
+pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
+    let cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for site in &opts.sites {
+        cfg.site(site).map_err(|e| anyhow::anyhow!("--site {site}: {e}"))?;
+    }
+    std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
+    let secret = ClusterSecret::load(&cfg.cluster.secret_file)
+        .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
+    let settings = cfg.controller.clone();
+    let server = ControlServer::bind(ControlKey::derive(&secret), settings.address.clone())
+        .with_context(|| format!("cannot listen for control messages on {}", settings.address))?;
+    let listener = TcpListener::bind(settings.metrics)
+        .with_context(|| format!("cannot listen for /metrics on {}", settings.metrics))?;
+    let snapshot = Arc::new(RwLock::new(StatusSnapshot::default()));
+    let (commands_tx, commands) = mpsc::channel::<CommandRequest>();
+    let http_thread = {
+        let (snapshot, stop) = (snapshot.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || http::serve(listener, snapshot, commands_tx, stop))?
+    };
+
+    let detector = Detector::new(DetectorConfig {
+        failure_timeout_ms: settings.failure_timeout_ms,
+        recovery_ms: settings.recovery_ms,
+        ..DetectorConfig::default()
+    });
+    let membership = MembershipMachine::new([0, 1], RESEND_MS, unix_now_ms());
+    let mut sup = Supervisor {
+        push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
+        opts,
+        cfg,
+        started: Instant::now(),
+        daemons: BTreeMap::new(),
+        detector,
+        membership,
+        server,
+        leaving: Vec::new(),
+        heartbeats: 0,
+        snapshot,
+        pids_dirty: true,
+    };
+    sup.enlist_fleet();
+    tracing::info!(
+        cluster = %sup.cfg.cluster.name, control = %settings.address, metrics = %settings.metrics,
+        daemons = sup.daemons.len(), "controller running"
+    );
+    let result = sup.run_loop(&stop, &commands);
+    sup.shutdown();
+    let _ = http_thread.join();
+    result
+}
+
+impl Supervisor {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn site_index(&self, site: &str) -> Option<SiteIndex> {
+        spec::site_index(&self.cfg, site)
+    }
+
+    /// Registers every daemon of the configuration, adopting processes a previous controller
+    /// left running, and watches every pair.
+    fn enlist_fleet(&mut self) {
+        let now = self.now_ms();
+        let recorded = fleet::load_pids(&self.opts.state_dir);
+        for spec in spec::fleet(&self.cfg, &[], &self.opts.bin_dir, &self.opts.state_dir) {
+            let local = self.opts.sites.is_empty() || self.opts.sites.contains(&spec.site);
+            let mut d = Daemon::new(spec, local);
+            if let Some(&pid) = recorded.get(&d.spec.name()) {
+                if let Some(running) = fleet::process::adopt(&d.spec, pid) {
+                    tracing::info!(daemon = %d.spec.name(), pid, "adopted a running daemon");
+                    d.running = Some(running);
+                }
+            }
+            self.enlist(d, now);
+        }
+        for pair in self.cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>() {
+            self.detector.watch_pair(pair, now);
+            let _ = self.membership.add_pair(pair);
+        }
+        for site in [0, 1] {
+            self.detector.watch_demux(site, now);
+        }
+    }
+
+    fn enlist(&mut self, mut d: Daemon, now: u64) {
+        if d.running.is_some() {
+            self.detector.observe_process_started(d.spec.key, now);
+            d.restart.on_started(now);
+        }
+        self.daemons.insert(d.spec.key, d);
+    }
+
+    fn run_loop(&mut self, stop: &StopFlag, commands: &Receiver<CommandRequest>) -> Result<()> {
+        let mut last_snapshot = 0;
+        while !stop.is_stopped() {
+            if signals::take_reload_request() {
+                let _ = self.reload();
+            }
+            while let Ok((command, reply)) = commands.try_recv() {
+                let _ = reply.send(self.command(command));
+            }
+            self.receive_control();
+            self.reap_children();
+            self.handle_health_events();
+            self.restart_due();
+            self.push_membership();
+            let now = self.now_ms();
+            if now >= last_snapshot + 100 {
+                last_snapshot = now;
+                self.publish_snapshot();
+                self.save_pids();
+            }
+        }
+        Ok(())
+    }
+
+    fn receive_control(&mut self) {
+        let mut timeout = Duration::from_millis(10);
+        for _ in 0..1000 {
+            let Some(inbound) = self.server.recv(timeout, unix_now_ms()) else {
+                return;
+            };
+            timeout = Duration::ZERO;
+            self.on_message(inbound);
+        }
+    }
+
+    fn key_of(&self, id: &DaemonId) -> Option<DaemonKey> {
+        let site = self.site_index(&id.site)?;
+        match id.role {
+            WireRole::Demux => Some(DaemonKey::demux(site)),
+            WireRole::Gateway => Some(DaemonKey::gateway(site, id.pair)),
+            WireRole::Controller => None,
+        }
+    }
+
+    fn on_message(&mut self, inbound: Inbound) {
+        let now = self.now_ms();
+        let Some(key) = self.key_of(&inbound.sender) else {
+            tracing::debug!(sender = %inbound.sender, "control message from a daemon not in the configuration");
+            return;
+        };
+        match inbound.body {
+            Body::Heartbeat(hb) => {
+                self.heartbeats += 1;
+                let Some(d) = self.daemons.get_mut(&key) else { return };
+                if d.incarnation != inbound.incarnation {
+                    if d.incarnation != 0 && key.role == Role::Demux {
+                        self.membership.on_demux_restart(key.site);
+                    }
+                    d.incarnation = inbound.incarnation;
+                }
+                if d.running.is_none() && d.local {
+                    if let Some(running) = fleet::process::adopt(&d.spec, hb.pid) {
+                        tracing::info!(daemon = %d.spec.name(), pid = hb.pid, "adopted a running daemon");
+                        d.running = Some(running);
+                        d.restart.on_started(now);
+                        self.detector.observe_process_started(key, now);
+                        self.pids_dirty = true;
+                    }
+                }
+                let facts = GatewayFacts {
+                    session_established: hb.session_established.unwrap_or(false),
+                    handshake_age_ms: hb.handshake_age_ms,
+                };
+                self.detector.observe_heartbeat(key, now, facts);
+                if key.role == Role::Demux {
+                    for report in &hb.pairs {
+                        self.membership
+                            .observe_pinned_flows(key.site, report.id, report.pinned_flows);
+                        let (answered, lost) = d.canary_progress(report);
+                        for _ in 0..lost.min(8) {
+                            self.detector.observe_canary(report.id, now, false, 0);
+                        }
+                        if answered > 0 {
+                            let rtt = report.canary_rtt_us.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+                            self.detector.observe_canary(report.id, now, true, rtt);
+                        }
+                    }
+                }
+                d.last = Some(hb);
+            }
+            Body::MembershipAck { epoch } if key.role == Role::Demux => {
+                self.membership.on_ack(key.site, epoch);
+            }
+            other => tracing::debug!(sender = %inbound.sender, "unexpected control message {other:?}"),
+        }
+    }
+
+    fn reap_children(&mut self) {
+        let now = self.now_ms();
+        for (key, d) in self.daemons.iter_mut() {
+            if let Some(running) = d.running.as_mut() {
+                if running.has_exited() {
+                    tracing::warn!(daemon = %d.spec.name(), pid = running.pid(), "daemon exited");
+                    d.running = None;
+                    d.last_failure = Some(FailureReason::ProcessExited);
+                    self.detector.observe_process_exit(*key, now);
+                    if !d.retired {
+                        let at = d.restart.on_exit(now);
+                        tracing::info!(daemon = %d.spec.name(), in_ms = at.saturating_sub(now), "restart scheduled");
+                    }
+                    self.pids_dirty = true;
+                }
+            }
+        }
+    }
+
+    fn handle_health_events(&mut self) {
+        let now = self.now_ms();
+        for event in self.detector.tick(now) {
+            match event {
+                HealthEvent::PairDown { pair, reason, .. } => {
+                    tracing::warn!(pair, %reason, "pair down");
+                    self.membership.set_health(pair, false);
+                }
+                HealthEvent::PairUp { pair } => {
+                    tracing::info!(pair, "pair up");
+                    self.membership.set_health(pair, true);
+                }
+                HealthEvent::DaemonDead { daemon, reason } => self.on_daemon_dead(daemon, reason, now),
+                HealthEvent::DaemonAlive { daemon } => {
+                    if let Some(d) = self.daemons.get(&daemon) {
+                        tracing::info!(daemon = %d.spec.name(), "daemon alive");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A daemon stopped heartbeating. If its process is still there it is hung: kill it so it
+    /// can be restarted. Daemons on other hosts get the configured restart hook.
+    fn on_daemon_dead(&mut self, key: DaemonKey, reason: FailureReason, now: u64) {
+        let hook = self.cfg.controller.restart_hook.clone();
+        let Some(d) = self.daemons.get_mut(&key) else { return };
+        tracing::warn!(daemon = %d.spec.name(), %reason, "daemon dead");
+        d.last_failure = Some(reason);
+        if let Some(mut running) = d.running.take() {
+            tracing::warn!(daemon = %d.spec.name(), pid = running.pid(), "killing the hung process");
+            running.kill_now();
+            self.detector.observe_process_exit(key, now);
+            if !d.retired {
+                d.restart.on_exit(now);
+            }
+            self.pids_dirty = true;
+        } else if !d.local {
+            if let Some(hook) = hook {
+                d.run_restart_hook(&hook);
+            }
+        }
+    }
+
+    /// Starts daemons never started (after a short grace in which running daemons a previous
+    /// controller left can still announce themselves and be adopted), and restarts those whose
+    /// backoff has passed.
+    fn restart_due(&mut self) {
+        let now = self.now_ms();
+        let first_start_ok = now >= 3 * self.cfg.controller.heartbeat_ms;
+        for (key, d) in self.daemons.iter_mut() {
+            let never_started = d.restart.state() == RunState::Idle;
+            if !d.local || d.retired || d.running.is_some() {
+                continue;
+            }
+            if !(d.restart.due(now) || (never_started && first_start_ok)) {
+                continue;
+            }
+            match fleet::process::start(&d.spec) {
+                Ok(running) => {
+                    d.restart.on_started(now);
+                    tracing::info!(daemon = %d.spec.name(), pid = running.pid(), restarts = d.restart.restarts(), "daemon started");
+                    d.running = Some(running);
+                    self.detector.observe_process_started(*key, now);
+                    self.pids_dirty = true;
+                }
+                Err(e) => {
+                    tracing::error!(daemon = %d.spec.name(), "cannot start: {e}");
+                    d.restart.on_exit(now);
+                }
+            }
+        }
+    }
+
+    fn push_membership(&mut self) {
+        let now = self.now_ms();
+        for finished in self.membership.tick(now) {
+            tracing::info!(pair = finished.pair, end = ?finished.end, "drain finished");
+            if self.leaving.contains(&finished.pair) {
+                self.retire_pair(finished.pair);
+            }
+        }
+        if now < self.push_after_ms {
+            return;
+        }
+        for (site, m) in self.membership.pending(now) {
+            let to = DaemonId::demux(spec::site_name(&self.cfg, site));
+            let body = Body::Membership(braid_core::control::Membership {
+                epoch: m.epoch,
+                active: m.active.clone(),
+                serving: m.serving.clone(),
+            });
+            if let Err(e) = self.server.send(&to, &body) {
+                tracing::debug!(demux = %to, "membership push not sent yet: {e}");
+            }
+        }
+    }
+
+    /// Stops a pair's gateways for good and forgets the pair.
+    fn retire_pair(&mut self, pair: PairId) {
+        let _ = self.membership.remove(pair);
+        self.detector.unwatch_pair(pair);
+        self.leaving.retain(|p| *p != pair);
+        for d in self
+            .daemons
+            .values_mut()
+            .filter(|d| d.spec.key.role == Role::Gateway(pair))
+        {
+            d.retired = true;
+            if let Some(running) = d.running.as_mut() {
+                running.signal(libc::SIGTERM);
+            }
+        }
+        tracing::info!(pair, "pair retired; its gateways are stopping");
+    }
+
+    fn command(&mut self, command: Command) -> Result<String, String> {
+        let now = self.now_ms();
+        let timeout = self.cfg.controller.drain_timeout_s * 1000;
+        match command {
+            Command::Reload => self.reload(),
+            Command::Drain(pair) => self
+                .membership
+                .drain(pair, now, timeout)
+                .map(|()| format!("pair {pair} draining (deadline {} s)", timeout / 1000))
+                .map_err(|e| format!("pair {pair}: {e:?}")),
+            Command::Remove(pair) => {
+                if self.membership.admin_state(pair).is_none() {
+                    return Err(format!("pair {pair} is not in the cluster"));
+                }
+                self.retire_pair(pair);
+                Ok(format!("pair {pair} removed"))
+            }
+            Command::Activate(pair) => self
+                .membership
+                .reactivate(pair)
+                .map(|()| format!("pair {pair} active"))
+                .map_err(|e| format!("pair {pair}: {e:?}")),
+        }
+    }
+
+    /// Re-reads the cluster file: new pairs join (new flows only, once healthy); pairs no longer
+    /// listed are drained and then stopped. Other changes need a restart and are reported.
+    fn reload(&mut self) -> Result<String, String> {
+        let cfg = ClusterConfig::load(&self.opts.config).map_err(|e| {
+            tracing::error!("reload refused: {e}");
+            format!("reload refused: {e}")
+        })?;
+        let now = self.now_ms();
+        let old: Vec<PairId> = self.cfg.pairs.iter().map(|p| p.id).collect();
+        let new: Vec<PairId> = cfg.pairs.iter().map(|p| p.id).collect();
+        let added: Vec<PairId> = new.iter().copied().filter(|p| !old.contains(p)).collect();
+        let removed: Vec<PairId> = old.iter().copied().filter(|p| !new.contains(p)).collect();
+        self.cfg = cfg;
+        for spec in spec::fleet(&self.cfg, &[], &self.opts.bin_dir, &self.opts.state_dir) {
+            if let Role::Gateway(pair) = spec.key.role {
+                if added.contains(&pair) {
+                    let local = self.opts.sites.is_empty() || self.opts.sites.contains(&spec.site);
+                    self.enlist(Daemon::new(spec, local), now);
+                }
+            }
+        }
+        for &pair in &added {
+            self.detector.watch_pair(pair, now);
+            let _ = self.membership.add_pair(pair);
+        }
+        let timeout = self.cfg.controller.drain_timeout_s * 1000;
+        for &pair in &removed {
+            match self.membership.admin_state(pair) {
+                Some(AdminState::Removed) | None => self.retire_pair(pair),
+                _ => {
+                    let _ = self.membership.drain(pair, now, timeout);
+                    self.leaving.push(pair);
+                }
+            }
+        }
+        let message = format!("reloaded: pairs added {added:?}, draining {removed:?}");
+        tracing::info!("{message}");
+        Ok(message)
+    }
+
+    fn save_pids(&mut self) {
+        if !self.pids_dirty {
+            return;
+        }
+        let pids = self
+            .daemons
+            .values()
+            .filter_map(|d| Some((d.spec.name(), d.running.as_ref()?.pid())))
+            .collect();
+        if let Err(e) = fleet::save_pids(&self.opts.state_dir, &pids) {
+            tracing::warn!("cannot record the fleet's pids: {e}");
+        }
+        self.pids_dirty = false;
+    }
+
+    /// Orderly shutdown: SIGTERM to every daemon this controller runs, SIGKILL after 3 s.
+    fn shutdown(&mut self) {
+        tracing::info!("stopping the fleet");
+        for d in self.daemons.values() {
+            if let Some(r) = &d.running {
+                r.signal(libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline
+            && self
+                .daemons
+                .values_mut()
+                .any(|d| d.running.as_mut().is_some_and(|r| !r.has_exited()))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for d in self.daemons.values_mut() {
+            if let Some(mut r) = d.running.take() {
+                if !r.has_exited() {
+                    r.kill_now();
+                }
+            }
+        }
+        let _ = fleet::save_pids(&self.opts.state_dir, &BTreeMap::new());
+    }
+}
