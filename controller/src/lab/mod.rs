@@ -10,7 +10,7 @@
 //! directory — whether the lab is healthy, half-built or left over from a crashed run.
 
 pub mod cluster_file;
-mod controller;
+pub mod controller;
 pub mod netns;
 mod scale;
 pub mod topology;
@@ -230,6 +230,18 @@ fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
     let deadline = Instant::now() + opts.ready_timeout;
     probe_every_pair(topo, opts, &info, deadline)?;
     Ok(info)
+}
+
+/// Starts a new controller for running lab `name` (after the old one died or was killed): it
+/// adopts the running daemons instead of restarting them. Returns its pid once it answers.
+pub fn restart_controller(name: &str, bin_dir: &Path, timeout: Duration) -> Result<u32> {
+    let mut info = load_info(name)?;
+    let child = controller::start(bin_dir, &info.config, &info.state_dir)?;
+    let pid = child.id();
+    controller::wait_for(info.metrics, timeout, pid, |s| (s.controller_pid == pid).then_some(()))?;
+    refresh_processes(&mut info, pid)?;
+    fs::write(info.state_dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
+    Ok(pid)
 }
 
 /// Fills `info.processes` from the controller's status: the controller, every demux, every
