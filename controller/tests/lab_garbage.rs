@@ -115,8 +115,9 @@ fn garbage_everywhere_is_counted_and_traffic_survives() {
     // Every daemon is alive and traffic still crosses both pairs.
     for p in &info.processes {
         // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(p.pid as i32, 0) };
         assert_eq!(
-            unsafe { libc::kill(p.pid as i32, 0) },
+            alive,
             0,
             "{} {}{} died",
             p.role,
