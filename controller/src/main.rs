@@ -57,6 +57,10 @@ enum Command {
         /// Where braid-demux and braid-gw are (default: beside this binary).
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
+        /// Start no daemons: they run under another supervisor (systemd, Kubernetes); the
+        /// controller watches them, pushes membership and runs `controller.restart_hook`.
+        #[arg(long, conflicts_with = "site")]
+        no_launch: bool,
     },
     /// Show every pair and gateway: state, pid, restarts, handshake age, traffic, pinned flows,
     /// canary round trip and loss, last failure.
@@ -269,6 +273,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             site,
             state_dir,
             bin_dir,
+            no_launch,
         } => {
             let cfg = braid_core::config::ClusterConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let stop = braid_core::daemon::StopFlag::from_signals()?;
@@ -277,6 +282,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 supervisor::UpOptions {
                     config,
                     sites: site,
+                    launch: !no_launch,
                     bin_dir: bin_dir.unwrap_or_else(lab::default_bin_dir),
                     state_dir: state_dir.unwrap_or_else(|| PathBuf::from("/run/braid").join(&cfg.cluster.name)),
                 },

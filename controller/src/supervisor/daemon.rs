@@ -61,16 +61,11 @@ impl Daemon {
         (answered, new_lost)
     }
 
-    /// Runs the operator's restart hook for a daemon on another host (`{site}` and `{pair}`
-    /// are substituted), without waiting for it.
-    pub fn run_restart_hook(&self, hook: &str) {
-        let pair = match self.spec.key.role {
-            crate::health::Role::Gateway(p) => p.to_string(),
-            crate::health::Role::Demux => String::new(),
-        };
-        let command = hook.replace("{site}", &self.spec.site).replace("{pair}", &pair);
+    /// Runs the operator's restart hook `command` (already filled in) for a daemon on another
+    /// host, without waiting for it.
+    pub fn run_restart_hook(&self, command: &str) {
         tracing::warn!(daemon = %self.spec.name(), %command, "running the restart hook");
-        if let Err(e) = Command::new("sh").args(["-c", &command]).stdin(Stdio::null()).spawn() {
+        if let Err(e) = Command::new("sh").args(["-c", command]).stdin(Stdio::null()).spawn() {
             tracing::error!(%command, "restart hook failed to start: {e}");
         }
     }

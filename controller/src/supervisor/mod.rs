@@ -52,6 +52,8 @@ pub struct UpOptions {
     pub config: PathBuf,
     /// Sites whose daemons this controller starts itself; empty = all (one host).
     pub sites: Vec<String>,
+    /// Whether to start daemons at all (false: another supervisor runs them).
+    pub launch: bool,
     pub bin_dir: PathBuf,
     /// Logs, status files and `fleet.json`.
     pub state_dir: PathBuf,
@@ -137,6 +139,11 @@ impl Supervisor {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Whether this controller starts (and restarts) the daemons of `site` itself.
+    fn runs_locally(&self, site: &str) -> bool {
+        self.opts.launch && (self.opts.sites.is_empty() || self.opts.sites.iter().any(|s| s == site))
+    }
+
     fn site_index(&self, site: &str) -> Option<SiteIndex> {
         spec::site_index(&self.cfg, site)
     }
@@ -147,7 +154,7 @@ impl Supervisor {
         let now = self.now_ms();
         let recorded = fleet::load_pids(&self.opts.state_dir);
         for spec in spec::fleet(&self.cfg, &[], &self.opts.bin_dir, &self.opts.state_dir) {
-            let local = self.opts.sites.is_empty() || self.opts.sites.contains(&spec.site);
+            let local = self.runs_locally(&spec.site);
             let mut d = Daemon::new(spec, local);
             if let Some(&pid) = recorded.get(&d.spec.name()) {
                 if let Some(running) = fleet::process::adopt(&d.spec, pid) {
@@ -315,8 +322,12 @@ impl Supervisor {
     /// A daemon stopped heartbeating. If its process is still there it is hung: kill it so it
     /// can be restarted. Daemons on other hosts get the configured restart hook.
     fn on_daemon_dead(&mut self, key: DaemonKey, reason: FailureReason, now: u64) {
-        let hook = self.cfg.controller.restart_hook.clone();
         let Some(d) = self.daemons.get_mut(&key) else { return };
+        let id = match key.role {
+            Role::Demux => DaemonId::demux(&d.spec.site),
+            Role::Gateway(pair) => DaemonId::gateway(&d.spec.site, pair),
+        };
+        let hook = self.cfg.controller.restart_command(&id);
         tracing::warn!(daemon = %d.spec.name(), %reason, "daemon dead");
         d.last_failure = Some(reason);
         if let Some(mut running) = d.running.take() {
@@ -447,7 +458,7 @@ impl Supervisor {
         for spec in spec::fleet(&self.cfg, &[], &self.opts.bin_dir, &self.opts.state_dir) {
             if let Role::Gateway(pair) = spec.key.role {
                 if added.contains(&pair) {
-                    let local = self.opts.sites.is_empty() || self.opts.sites.contains(&spec.site);
+                    let local = self.runs_locally(&spec.site);
                     self.enlist(Daemon::new(spec, local), now);
                 }
             }
