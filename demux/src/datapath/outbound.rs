@@ -227,7 +227,10 @@ impl DataPath {
             }
         };
         if !in_prefixes(&self.local_prefixes, source_of(&class)) {
-            stats.counters.add(c::DROP_SRC_NOT_LOCAL, packets);
+            // The kernel's own link-scoped chatter on the TUN (IPv6 router solicitations, MLD
+            // reports from fe80::) is not site traffic: counted apart, not as a drop.
+            let counter = if is_link_scoped(source_of(&class)) { c::TUN_RX_LINK_SCOPED } else { c::DROP_SRC_NOT_LOCAL };
+            stats.counters.add(counter, packets);
             return None;
         }
         let pair = match shared.steering.steer(&class, now) {
@@ -322,5 +325,14 @@ impl DataPath {
             geneve::write_header(&mut buf[..HEADROOM], u32::from(pair), ethertype);
             batch.commit(HEADROOM + len, addr);
         }
+    }
+}
+
+/// Whether `addr` is an IPv6 link-local, or unspecified, source: traffic the kernel originates on
+/// any interface that has IPv6, never meant for the other site.
+fn is_link_scoped(addr: std::net::IpAddr) -> bool {
+    match addr {
+        std::net::IpAddr::V6(a) => a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80,
+        std::net::IpAddr::V4(a) => a.is_unspecified() || a.is_link_local(),
     }
 }

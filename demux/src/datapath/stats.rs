@@ -30,6 +30,7 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "drop_tun_write",
     "tun_rx_super_packets",
     "tun_tx_super_packets",
+    "tun_rx_link_scoped",
 ];
 
 /// Indices into [`DEMUX_COUNTERS`].
@@ -54,6 +55,7 @@ pub mod c {
     pub const DROP_TUN_WRITE: usize = 17;
     pub const TUN_RX_SUPER_PACKETS: usize = 18;
     pub const TUN_TX_SUPER_PACKETS: usize = 19;
+    pub const TUN_RX_LINK_SCOPED: usize = 20;
 }
 
 /// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).
