@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use braid_core::config::ClusterConfig;
-use braid_core::control::{DaemonId, Heartbeat, Membership, PairReport};
+use braid_core::control::{DaemonId, Heartbeat, Membership};
 use braid_core::flow::PairId;
 
 use crate::datapath::{DemuxStats, Shared};
@@ -48,20 +48,7 @@ impl DemuxControl {
         hb.rx_bytes = counters.get(c::TUN_TX_BYTES);
         hb.drops = self.stats.total_drops();
         hb.membership_epoch = epoch;
-        hb.pairs = views
-            .into_iter()
-            .map(|v| PairReport {
-                id: v.id,
-                tx_packets: v.tx_packets,
-                tx_bytes: v.tx_bytes,
-                rx_packets: v.rx_packets,
-                rx_bytes: v.rx_bytes,
-                pinned_flows: v.pinned_flows,
-                canary_rtt_us: v.canary_rtt_us,
-                canary_sent: v.canary_sent,
-                canary_lost: v.canary_lost,
-            })
-            .collect();
+        hb.pairs = views;
         hb
     }
 

@@ -25,7 +25,7 @@ pub struct Daemon {
     pub last_failure: Option<FailureReason>,
     /// Its pair left the cluster: never restarted.
     pub retired: bool,
-    /// Canary totals (sent, lost) per pair at the previous heartbeat (demuxes).
+    /// Canary totals (answered, lost) per pair at the previous heartbeat (demuxes).
     canary_seen: BTreeMap<PairId, (u64, u64)>,
 }
 
@@ -46,19 +46,12 @@ impl Daemon {
 
     /// Canary probes answered and lost on `report`'s pair since the previous heartbeat.
     pub fn canary_progress(&mut self, report: &PairReport) -> (u64, u64) {
-        let (sent, lost) = self
-            .canary_seen
-            .insert(report.id, (report.canary_sent, report.canary_lost))
-            .unwrap_or((0, 0));
-        if report.canary_sent < sent || report.canary_lost < lost {
+        let now = (report.canary_answered, report.canary_lost);
+        let (answered, lost) = self.canary_seen.insert(report.id, now).unwrap_or((0, 0));
+        if now.0 < answered || now.1 < lost {
             return (0, 0); // the demux restarted: its totals began again
         }
-        let new_lost = report.canary_lost - lost;
-        let new_sent = report.canary_sent - sent;
-        // A probe is answered or lost within a second; sent-but-not-lost probes with a fresh
-        // round trip mean the pair carries canaries.
-        let answered = u64::from(report.canary_rtt_us.is_some() && new_sent > new_lost);
-        (answered, new_lost)
+        (now.0 - answered, now.1 - lost)
     }
 
     /// Runs the operator's restart hook `command` (already filled in) for a daemon on another

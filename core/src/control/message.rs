@@ -87,6 +87,9 @@ pub struct PairReport {
     /// The latest canary round trip through the pair, if one came back.
     pub canary_rtt_us: Option<u64>,
     pub canary_sent: u64,
+    /// Canary probes that came back (older demuxes do not send it).
+    #[serde(default)]
+    pub canary_answered: u64,
     pub canary_lost: u64,
 }
 

@@ -43,12 +43,14 @@ use braid_core::daemon::StopFlag;
 use braid_core::flow::{Classified, PairId};
 use braid_core::wire::{geneve, WireError};
 
+use braid_core::control::PairReport;
+
 use crate::canary::Canary;
 use crate::steer::Steering;
 use crate::tun::Tun;
 
 pub use gateways::GatewayMap;
-pub use stats::{c, DemuxStats, PairCounters, PairView, DEMUX_COUNTERS};
+pub use stats::{c, DemuxStats, PairCounters, DEMUX_COUNTERS};
 
 /// Packets per batch on both threads.
 pub const BATCH: usize = 64;
@@ -83,7 +85,7 @@ pub struct DataPath {
 impl Shared {
     /// Every known pair's figures (traffic from `stats`, pinned flows from the flow table's
     /// last census, canary results).
-    pub fn views(&self, stats: &DemuxStats) -> Vec<PairView> {
+    pub fn views(&self, stats: &DemuxStats) -> Vec<PairReport> {
         let pinned = self.steering.flows().pinned_per_pair();
         self.gateways
             .pair_ids()
@@ -91,7 +93,7 @@ impl Shared {
             .map(|id| {
                 let t = stats.pair(id);
                 let canary = self.canary.pair(id).copied().unwrap_or_default();
-                PairView {
+                PairReport {
                     id,
                     tx_packets: t.tx_packets.load(Ordering::Relaxed),
                     tx_bytes: t.tx_bytes.load(Ordering::Relaxed),

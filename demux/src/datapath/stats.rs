@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use braid_core::control::PairReport;
 use braid_core::counters::CounterSet;
 use braid_core::flow::PairId;
 use braid_core::wire::WIRE_DROP_COUNTERS;
@@ -68,21 +69,6 @@ pub struct PairCounters {
     pub tx_bytes: AtomicU64,
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
-}
-
-/// One pair's figures at a moment: traffic, pinned flows, canaries (see [`super::Shared::views`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PairView {
-    pub id: PairId,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub pinned_flows: u64,
-    pub canary_sent: u64,
-    pub canary_answered: u64,
-    pub canary_lost: u64,
-    pub canary_rtt_us: Option<u64>,
 }
 
 /// Everything the data threads share with the reporter.
@@ -153,7 +139,7 @@ impl DemuxStats {
     }
 
     /// The status JSON: every counter, per-pair figures, live flows.
-    pub fn to_json(&self, pairs: &[PairView]) -> serde_json::Value {
+    pub fn to_json(&self, pairs: &[PairReport]) -> serde_json::Value {
         let pairs: Vec<serde_json::Value> = pairs
             .iter()
             .map(|p| {
