@@ -4,8 +4,10 @@
 //! the demux's totals and, per pair, its traffic, pinned flows (the flow table's last census)
 //! and canary results. A membership push becomes a new Maglev table over the `active` pairs,
 //! *serving* the draining ones too (their pinned flows stay), swapped in under the data threads'
-//! lock. A push naming a pair this demux has never heard of (a pair added online) re-reads the
-//! cluster file for that pair's gateway address first.
+//! lock. Every pair the push names — `probing` lists all pairs of the cluster, healthy or not —
+//! gets canaries; one this demux has never heard of (a pair added online) is looked up in the
+//! re-read cluster file first, so it is probed (and can be seen to be healthy) before any flow
+//! is steered to it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -62,7 +64,7 @@ impl DemuxControl {
                 return false;
             }
         };
-        let wanted: BTreeSet<PairId> = m.active.iter().chain(&m.serving).copied().collect();
+        let wanted: BTreeSet<PairId> = m.active.iter().chain(&m.serving).chain(&m.probing).copied().collect();
         let unknown: Vec<PairId> = {
             let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             wanted

@@ -32,12 +32,15 @@ pub enum AdminState {
     Removed,
 }
 
-/// One epoch of membership, as pushed to a demux. Both sets are sorted.
+/// One epoch of membership, as pushed to a demux. Every set is sorted.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Membership {
     pub epoch: u64,
     pub active: Vec<PairId>,
     pub serving: Vec<PairId>,
+    /// Every pair not removed, healthy or not: the demuxes send canaries through all of them,
+    /// which is how a pair that joined online (or is down) is seen to be healthy.
+    pub probing: Vec<PairId>,
 }
 
 /// How a drain ended.
@@ -113,6 +116,7 @@ impl MembershipMachine {
                 epoch: first_epoch,
                 active: Vec::new(),
                 serving: Vec::new(),
+                probing: Vec::new(),
             },
         }
     }
@@ -264,7 +268,7 @@ impl MembershipMachine {
         self.demuxes.values().all(|s| s.acked_epoch == epoch)
     }
 
-    /// Recomputes both sets; a change makes a new epoch, due to every demux at once.
+    /// Recomputes the sets; a change makes a new epoch, due to every demux at once.
     fn recompute(&mut self) {
         let healthy = |admin_ok: fn(AdminState) -> bool| -> Vec<PairId> {
             self.pairs
@@ -275,13 +279,16 @@ impl MembershipMachine {
         };
         let active = healthy(|a| a == AdminState::Active);
         let serving = healthy(|a| a != AdminState::Removed);
-        if active == self.current.active && serving == self.current.serving {
+        let probing: Vec<PairId> =
+            self.pairs.iter().filter(|(_, p)| p.admin != AdminState::Removed).map(|(id, _)| *id).collect();
+        if active == self.current.active && serving == self.current.serving && probing == self.current.probing {
             return;
         }
         self.current = Membership {
             epoch: self.current.epoch + 1,
             active,
             serving,
+            probing,
         };
         for sync in self.demuxes.values_mut() {
             sync.last_sent_ms = None;

@@ -392,6 +392,7 @@ impl Supervisor {
                 epoch: m.epoch,
                 active: m.active.clone(),
                 serving: m.serving.clone(),
+                probing: m.probing.clone(),
             });
             if let Err(e) = self.server.send(&to, &body) {
                 tracing::debug!(demux = %to, "membership push not sent yet: {e}");

@@ -237,6 +237,7 @@ mod tests {
             epoch: 3,
             active: vec![1, 2],
             serving: vec![1, 2, 3],
+            probing: vec![1, 2, 3, 4],
         });
         (header, body)
     }
@@ -326,6 +327,7 @@ mod tests {
             epoch: 1,
             active: vec![4095; MAX_DATAGRAM / 4],
             serving: Vec::new(),
+            probing: Vec::new(),
         });
         assert_eq!(seal(&key(), &header, &huge), Err(ControlError::TooLarge));
         assert_eq!(open(&key(), &vec![0; MAX_DATAGRAM + 1]), Err(ControlError::TooLarge));

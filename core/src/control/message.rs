@@ -143,6 +143,11 @@ pub struct Membership {
     pub active: Vec<PairId>,
     /// Pairs whose pinned flows stay where they are: `active` and the draining pairs.
     pub serving: Vec<PairId>,
+    /// Every pair of the cluster not removed, healthy or not: the demuxes send canaries
+    /// through all of them (so a pair added online can be seen to be healthy) but steer
+    /// nothing to one that is not in `active` or `serving`.
+    #[serde(default)]
+    pub probing: Vec<PairId>,
 }
 
 /// One control message.

@@ -19,6 +19,7 @@ fn membership(epoch: u64, active: &[u16]) -> Body {
         epoch,
         active: active.to_vec(),
         serving: active.to_vec(),
+        probing: active.to_vec(),
     })
 }
 
