@@ -250,3 +250,369 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Chaos under load: the failover, re-cluster and controller-loss tests share what follows.
+
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use braid::lab::controller as lab_controller;
+use braid::status::{GatewayStatus, PairStatus, StatusSnapshot};
+use serde_json::Value;
+
+/// The sequence-numbered UDP load every chaos test runs: 40 Mbit/s of 1000-byte datagrams over
+/// 16 flows, 10 s.
+pub const UDP_LOAD: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "16", "-t", "10"];
+/// Flows in [`UDP_LOAD`].
+pub const UDP_FLOWS: usize = 16;
+/// Datagrams per second each flow of [`UDP_LOAD`] sends (40 Mbit/s / 8000 bit / 16 flows).
+pub const UDP_FLOW_PPS: f64 = 40e6 / 8000.0 / 16.0;
+/// The TCP load: 8 verified streams, 10 s.
+pub const TCP_LOAD: &[&str] = &["-P", "8", "-t", "10"];
+/// The longest a flow on a failed pair may go without a datagram.
+pub const FAILOVER_BUDGET_MS: f64 = 1000.0;
+
+/// One lab at a time per test binary (the machine has two cores; labs would disturb each other).
+pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `braid-bench client ARGS` from host a on a background thread.
+pub fn start_bench(info: &LabInfo, args: &'static [&'static str]) -> JoinHandle<Value> {
+    let info = info.clone();
+    std::thread::spawn(move || {
+        braid::demo::bench_client(&info, &bin_dir(), args).unwrap_or_else(|e| panic!("bench {args:?}: {e:#}"))
+    })
+}
+
+/// Waits for a background bench run.
+pub fn finish_bench(run: JoinHandle<Value>) -> Value {
+    run.join().unwrap_or_else(|_| panic!("the bench thread panicked"))
+}
+
+/// The controller's pid, as the lab recorded it.
+pub fn controller_pid(info: &LabInfo) -> u32 {
+    info.processes
+        .iter()
+        .find(|p| p.role == "controller")
+        .map(|p| p.pid)
+        .expect("the lab lists its controller")
+}
+
+/// The controller's status right now.
+pub fn status(info: &LabInfo) -> StatusSnapshot {
+    lab_controller::status(info.metrics).unwrap_or_else(|e| panic!("controller status: {e:#}"))
+}
+
+/// Gateway `site``index` in `s`.
+pub fn gateway<'a>(s: &'a StatusSnapshot, site: &str, index: u16) -> &'a GatewayStatus {
+    s.gateways
+        .iter()
+        .find(|g| g.site == site && g.index == index)
+        .unwrap_or_else(|| panic!("no gateway {site}{index} in the status"))
+}
+
+/// Pair `index` in `s`.
+pub fn pair(s: &StatusSnapshot, index: u16) -> &PairStatus {
+    s.pairs
+        .iter()
+        .find(|p| p.index == index)
+        .unwrap_or_else(|| panic!("no pair {index} in the status"))
+}
+
+/// Waits until every pair of `pairs` is up, active and answering canaries; returns how long
+/// that took.
+pub fn wait_all_up(info: &LabInfo, pairs: std::ops::RangeInclusive<u16>, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    lab_controller::wait_for(info.metrics, timeout, controller_pid(info), |s| {
+        lab_controller::all_up(s, pairs.clone()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("pairs {pairs:?} did not all come up: {e:#}"));
+    started.elapsed()
+}
+
+/// The controller's Prometheus exposition.
+pub fn metrics_text(info: &LabInfo) -> String {
+    braid::http::request(info.metrics, "GET", "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e:#}"))
+}
+
+/// The value of the sample `series` (name and labels exactly as exported) in `text`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a pid the test read from the lab's own status.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    lab_controller::alive(pid)
+}
+
+/// Continues a stopped process when dropped, so a failing test never leaves one frozen.
+pub struct ThawOnDrop(pub u32);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        if process_alive(self.0) {
+            // SAFETY: SIGCONT to the process this guard froze; harmless if it runs.
+            unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+        }
+    }
+}
+
+/// Datagrams per second demux `site` sends into each pair, measured between two refreshes of
+/// its status file `window` apart (timed at the refreshes, so the 500 ms refresh period does
+/// not blur the figure).
+pub fn pair_packet_rates(info: &LabInfo, site: &str, window: Duration) -> Vec<(u16, f64)> {
+    let path = info
+        .processes
+        .iter()
+        .find(|p| p.role == "demux" && p.site == site)
+        .map(|p| p.status_file.clone())
+        .unwrap_or_else(|| panic!("no demux {site} in the lab"));
+    let (t0, first) = next_status_refresh(&path);
+    std::thread::sleep(window.saturating_sub(Duration::from_millis(250)));
+    let (t1, second) = next_status_refresh(&path);
+    let seconds = (t1 - t0).as_secs_f64();
+    let packets = |status: &Value, id: u64| {
+        status["pairs"]
+            .as_array()
+            .and_then(|pairs| pairs.iter().find(|p| p["id"] == id))
+            .and_then(|p| p["tx_packets"].as_u64())
+            .unwrap_or(0)
+    };
+    second["pairs"]
+        .as_array()
+        .expect("the demux status lists pairs")
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .map(|id| {
+            let delta = packets(&second, id).saturating_sub(packets(&first, id));
+            (id as u16, delta as f64 / seconds)
+        })
+        .collect()
+}
+
+/// Waits for the status file at `path` to be rewritten; returns when that was seen, and it.
+fn next_status_refresh(path: &Path) -> (Instant, Value) {
+    let before = std::fs::read(path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(now) = std::fs::read(path) {
+            if now != before {
+                if let Ok(v) = serde_json::from_slice(&now) {
+                    return (Instant::now(), v);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{} was not refreshed within 3 s", path.display());
+}
+
+/// How many [`UDP_LOAD`] flows a pair sending `pps` datagrams per second carries.
+pub fn udp_flows_at(pps: f64) -> usize {
+    (pps / UDP_FLOW_PPS).round() as usize
+}
+
+/// One UDP flow's figures from a bench report.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowFigures {
+    pub index: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub max_gap_ms: f64,
+}
+
+/// Every flow of a UDP bench report.
+pub fn udp_flows(run: &Value) -> Vec<FlowFigures> {
+    let flows = run["flows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no UDP flows in {run}"));
+    flows
+        .iter()
+        .map(|f| FlowFigures {
+            index: f["index"].as_u64().unwrap_or(0),
+            received: f["received"].as_u64().unwrap_or(0),
+            lost: f["lost"].as_u64().unwrap_or(u64::MAX),
+            reordered: f["reordered"].as_u64().unwrap_or(u64::MAX),
+            duplicates: f["duplicates"].as_u64().unwrap_or(u64::MAX),
+            max_gap_ms: f["max_gap_ms"].as_f64().unwrap_or(f64::INFINITY),
+        })
+        .collect()
+}
+
+/// Asserts a UDP run lost, reordered and duplicated nothing on any flow.
+pub fn assert_udp_lossless(run: &Value, what: &str) {
+    let flows = udp_flows(run);
+    assert_eq!(flows.len(), UDP_FLOWS, "{what}: flow count in {run}");
+    for f in &flows {
+        assert!(f.received > 0, "{what}: flow received nothing: {f:?}");
+        assert_eq!((f.lost, f.reordered, f.duplicates), (0, 0, 0), "{what}: flow {f:?}");
+    }
+}
+
+/// What a UDP run across one pair's failure showed.
+#[derive(Debug)]
+pub struct FailoverFigures {
+    /// Flows that lost datagrams (they must all have been on the failed pair).
+    pub affected: usize,
+    /// The largest gap of any affected flow.
+    pub affected_max_gap_ms: f64,
+    /// Datagrams lost over all flows.
+    pub lost: u64,
+}
+
+/// Asserts a UDP run across the failure of a pair that carried `on_failed_pair` of its flows:
+/// nothing reordered or duplicated anywhere; only that many flows lost anything; each of them
+/// resumed within [`FAILOVER_BUDGET_MS`] and lost no more than that much time's datagrams.
+/// A 3 s failover fails the gap and loss bounds; a loss on any other pair fails the count.
+pub fn assert_udp_failover(run: &Value, on_failed_pair: usize, what: &str) -> FailoverFigures {
+    let flows = udp_flows(run);
+    assert_eq!(flows.len(), UDP_FLOWS, "{what}: flow count in {run}");
+    for f in &flows {
+        assert!(f.received > 0, "{what}: flow received nothing: {f:?}");
+        assert_eq!(
+            (f.reordered, f.duplicates),
+            (0, 0),
+            "{what}: flow reordered or duplicated: {f:?}"
+        );
+    }
+    let affected: Vec<&FlowFigures> = flows.iter().filter(|f| f.lost > 0).collect();
+    let figures = FailoverFigures {
+        affected: affected.len(),
+        affected_max_gap_ms: affected.iter().map(|f| f.max_gap_ms).fold(0.0, f64::max),
+        lost: affected.iter().map(|f| f.lost).sum(),
+    };
+    eprintln!("{what}: {figures:?} (flows on the failed pair: {on_failed_pair})");
+    assert!(
+        figures.affected <= on_failed_pair,
+        "{what}: {} flows lost datagrams but only {on_failed_pair} were on the failed pair: {affected:?}",
+        figures.affected
+    );
+    for f in &affected {
+        assert!(
+            f.max_gap_ms <= FAILOVER_BUDGET_MS,
+            "{what}: an affected flow stalled {} ms (budget {FAILOVER_BUDGET_MS} ms): {f:?}",
+            f.max_gap_ms
+        );
+    }
+    let budget = (UDP_FLOW_PPS * FAILOVER_BUDGET_MS / 1000.0 * figures.affected as f64).ceil() as u64;
+    assert!(
+        figures.lost <= budget,
+        "{what}: {} datagrams lost, more than {FAILOVER_BUDGET_MS} ms of {} flows ({budget})",
+        figures.lost,
+        figures.affected
+    );
+    figures
+}
+
+/// Asserts a TCP run delivered every byte intact on every stream.
+pub fn assert_tcp_intact(run: &Value, streams: usize, what: &str) {
+    assert_eq!(
+        run["integrity_ok"],
+        Value::Bool(true),
+        "{what}: integrity failed: {run}"
+    );
+    assert_eq!(
+        run["complete"],
+        Value::Bool(true),
+        "{what}: a stream did not end cleanly: {run}"
+    );
+    let per_stream = run["streams"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no streams in {run}"));
+    assert_eq!(per_stream.len(), streams, "{what}: stream count");
+    for s in per_stream {
+        assert!(
+            s["bytes"].as_u64().unwrap_or(0) > 0,
+            "{what}: a stream carried nothing: {s}"
+        );
+        assert_eq!(s["corrupted_bytes"].as_u64(), Some(0), "{what}: corrupted stream {s}");
+    }
+}
+
+/// What the controller showed while one gateway was failed and recovered.
+#[derive(Debug)]
+pub struct Recovery {
+    /// From the failure to a new pid for the gateway in the status (None if it kept its pid).
+    pub new_pid_after: Option<Duration>,
+    pub new_pid: Option<u32>,
+    /// From the failure to the pair's first "down" in the status.
+    pub down_after: Duration,
+    /// Why the status said the pair went down.
+    pub down_reason: Option<String>,
+    /// From the failure to the pair being up, active and answering canaries again.
+    pub up_after: Duration,
+    /// The lowest `braid_pairs_up` /metrics showed meanwhile.
+    pub min_pairs_up_metric: f64,
+    /// `braid_pairs_up` once recovered.
+    pub pairs_up_metric_after: f64,
+}
+
+/// Watches the controller (status and /metrics, every 20 ms) from `since`, the moment gateway
+/// `site``index` (pid `old_pid`) was failed, until the gateway has a new pid (when
+/// `expect_restart`) and its pair has gone down and come back up with every other pair.
+pub fn watch_recovery(
+    info: &LabInfo,
+    site: &str,
+    index: u16,
+    old_pid: u32,
+    expect_restart: bool,
+    since: Instant,
+    timeout: Duration,
+) -> Recovery {
+    let mut new_pid = None;
+    let mut down: Option<(Duration, Option<String>)> = None;
+    let mut min_pairs_up = f64::INFINITY;
+    loop {
+        let text = metrics_text(info);
+        let pairs_up = metric(&text, "braid_pairs_up").expect("/metrics exports braid_pairs_up");
+        min_pairs_up = min_pairs_up.min(pairs_up);
+        let s = status(info);
+        let g = gateway(&s, site, index);
+        if new_pid.is_none() && g.pid.is_some_and(|p| p != old_pid) {
+            new_pid = Some((since.elapsed(), g.pid.unwrap_or(0)));
+        }
+        let p = pair(&s, index);
+        if down.is_none() && p.state != "up" {
+            down = Some((since.elapsed(), p.last_failure.clone()));
+        }
+        let restarted = new_pid.is_some() || !expect_restart;
+        if let Some((down_after, down_reason)) = &down {
+            if restarted && lab_controller::all_up(&s, 1..=info.gateways) {
+                return Recovery {
+                    new_pid_after: new_pid.map(|(t, _)| t),
+                    new_pid: new_pid.map(|(_, p)| p),
+                    down_after: *down_after,
+                    down_reason: down_reason.clone(),
+                    up_after: since.elapsed(),
+                    min_pairs_up_metric: min_pairs_up,
+                    pairs_up_metric_after: metric(&metrics_text(info), "braid_pairs_up").unwrap_or(-1.0),
+                };
+            }
+        }
+        assert!(
+            since.elapsed() < timeout,
+            "gateway {site}{index} did not recover within {timeout:?}: new pid {new_pid:?}, down {down:?}, pair {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls the controller's status until `check` returns something (panics after `timeout`).
+pub fn wait_status<T>(info: &LabInfo, timeout: Duration, check: impl FnMut(&StatusSnapshot) -> Option<T>) -> T {
+    lab_controller::wait_for(info.metrics, timeout, controller_pid(info), check).unwrap_or_else(|e| panic!("{e:#}"))
+}

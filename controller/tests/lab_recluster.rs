@@ -1,0 +1,96 @@
+//! Online re-clustering under load: a four-pair lab scaled to six and then to three while
+//! sequence-numbered UDP flows run. Established flows must lose, reorder and duplicate
+//! nothing across either step; flows started after growing must use the new pairs, and after
+//! shrinking the removed pairs take no new flows.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use braid::demo::{pair_tx_bytes, BenchServer};
+use braid::lab::LabInfo;
+use serde_json::Value;
+use support::*;
+
+const LAB: &str = "rc-scale";
+/// Many short new flows, so every pair of six gets some (a pair misses all 32 with p ≈ 0.3 %).
+const FRESH_UDP: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "32", "-t", "2"];
+
+/// Bytes demux a sent into each pair of `pairs` while `run` ran (status files refresh every
+/// 500 ms, so the figures are read once more after it).
+fn bytes_per_pair_during(info: &LabInfo, pairs: &[u16], run: impl FnOnce() -> Value) -> (Vec<(u16, u64)>, Value) {
+    let sent = |id: u16, tx: &[(u16, u64)]| tx.iter().find(|(p, _)| *p == id).map(|(_, b)| *b).unwrap_or(0);
+    let before = pair_tx_bytes(info, "a");
+    let result = run();
+    std::thread::sleep(Duration::from_millis(700));
+    let after = pair_tx_bytes(info, "a");
+    let grown = pairs
+        .iter()
+        .map(|&id| (id, sent(id, &after).saturating_sub(sent(id, &before))))
+        .collect();
+    (grown, result)
+}
+
+fn fresh_run(info: &LabInfo) -> Value {
+    let run = braid::demo::bench_client(info, &bin_dir(), FRESH_UDP).expect("fresh UDP run");
+    for f in run["flows"].as_array().expect("flows") {
+        assert_eq!(f["reordered"].as_u64(), Some(0), "a new flow was reordered: {f}");
+        assert!(
+            f["received"].as_u64().unwrap_or(0) > 0,
+            "a new flow received nothing: {f}"
+        );
+    }
+    run
+}
+
+#[test]
+fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
+    if skip_without_lab("lab_recluster") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let lab = Lab::up(LAB, 4);
+    let _server = BenchServer::start(&lab.info, &bin_dir()).expect("bench server");
+
+    // 4 → 6 while 16 flows run.
+    let established = start_bench(&lab.info, UDP_LOAD);
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let grown = braid::lab::scale(LAB, 6, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
+    let grow_time = started.elapsed();
+    let run = finish_bench(established);
+    assert_udp_lossless(&run, "established flows across 4 → 6");
+    let (new_pairs, _) = bytes_per_pair_during(&grown, &[5, 6], || fresh_run(&grown));
+    eprintln!("MEASURED scale 4 → 6: {grow_time:?} until the new pairs were up; new flows' bytes on pairs 5, 6: {new_pairs:?}");
+    for (id, bytes) in &new_pairs {
+        assert!(*bytes > 100_000, "new flows use new pair {id}: {bytes} bytes");
+    }
+
+    // 6 → 3 while 16 flows run; some of them ride pairs 4..6, which must keep them until idle.
+    let established = start_bench(&grown, UDP_LOAD);
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let shrunk = braid::lab::scale(LAB, 3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
+    let shrink_time = started.elapsed();
+    let s = status(&shrunk);
+    for id in 4..=6 {
+        let p = pair(&s, id);
+        assert!(!p.active, "removed pair {id} takes no new flows: {p:?}");
+    }
+    let run = finish_bench(established);
+    assert_udp_lossless(&run, "established flows across 6 → 3");
+    let all: Vec<u16> = (1..=6).collect();
+    let (per_pair, fresh) = bytes_per_pair_during(&shrunk, &all, || fresh_run(&shrunk));
+    let total: u64 = per_pair.iter().map(|(_, b)| b).sum();
+    let on_removed: u64 = per_pair.iter().filter(|(id, _)| *id > 3).map(|(_, b)| b).sum();
+    eprintln!(
+        "MEASURED scale 6 → 3: {shrink_time:?} until pairs 4..6 took no new flows; new flows' bytes per pair {per_pair:?}; \
+         fresh run lost {}",
+        fresh["totals"]["lost"]
+    );
+    assert!(total > 1_000_000, "the fresh run crossed the cluster: {per_pair:?}");
+    assert!(
+        on_removed * 100 < total,
+        "new flows avoid removed pairs 4..6 (only canaries may cross them): {per_pair:?}"
+    );
+}
