@@ -18,6 +18,7 @@
 //! Scenario code drives it as a library ([`client::run_tcp`], [`client::run_udp`],
 //! [`probe::run_probe`], [`server::Server`]) or as the `braid-bench` process.
 
+pub mod chart;
 pub mod client;
 pub mod clock;
 pub mod control;
@@ -28,6 +29,7 @@ pub mod pace;
 pub mod pattern;
 pub mod probe;
 pub mod report;
+pub mod scenario;
 pub mod server;
 pub mod spec;
 pub mod stats;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use braid_bench::client::{run_tcp, run_udp, TcpOptions, UdpOptions};
 use braid_bench::probe::{run_probe, ProbeOptions};
 use braid_bench::report::{interval_lines, render_tcp, render_udp, INTERVAL_HEADER};
+use braid_bench::scenario::cli::ScenarioCommand;
 use braid_bench::server::Server;
 use braid_bench::spec::{parse_rate, Direction};
 
@@ -55,6 +56,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Scenario(ScenarioCommand),
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +189,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(args) => client(&args),
+        Command::Scenario(command) => {
+            braid_bench::scenario::cli::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Probe {
             host,
             port,

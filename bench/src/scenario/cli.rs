@@ -1,0 +1,242 @@
+//! The scenario subcommands of `braid-bench`: arguments, and printing each result as text or
+//! JSON, with an optional SVG chart.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::chart::Chart;
+use crate::spec::parse_rate;
+
+use super::shaping::Cap;
+use super::{baseline, bin_dir, check_privileges, failover, flood, flows, recluster, scale};
+
+/// Scenarios: each builds its own lab, measures, and removes the lab.
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Aggregate TCP throughput for each number of gateway pairs.
+    Scale {
+        /// Pair counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        gateways: Vec<u16>,
+        /// Shape every gateway's WAN egress to this rate (k, M or G suffix, bits per second).
+        #[arg(long)]
+        cap: Option<String>,
+        /// Seconds of traffic per lab size.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Parallel TCP streams.
+        #[arg(long, short = 'P', default_value_t = 16)]
+        streams: u32,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Per-flow UDP time series around a gateway killed with SIGKILL (3 pairs).
+    Failover {
+        /// UDP flows.
+        #[arg(long, default_value_t = 16)]
+        flows: u32,
+        /// Aggregate UDP rate (k, M or G suffix).
+        #[arg(long, default_value = "64M")]
+        rate: String,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Seconds into the traffic at which the gateway is killed.
+        #[arg(long, default_value_t = 3.0)]
+        kill_at: f64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// braid (2 pairs) against one boringtun-cli and one wireguard-go tunnel, each measured
+    /// with braid-bench and iperf3.
+    Baseline {
+        /// Parallel TCP streams.
+        #[arg(long, short = 'P', default_value_t = 4)]
+        streams: u32,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Many concurrent UDP flows at a packet rate through a 2-pair lab: seed 003's mix.
+    Flows {
+        /// Concurrent flows.
+        #[arg(long, default_value_t = 250_000)]
+        count: u32,
+        /// Packets per second over all flows.
+        #[arg(long, default_value_t = 200_000)]
+        pps: u64,
+        /// IPv4 packet size in bytes.
+        #[arg(long, default_value_t = 206)]
+        size: usize,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sender of `flows` (runs inside a lab host; needs a raw socket).
+    #[command(hide = true)]
+    Flood {
+        #[arg(long)]
+        destination: Ipv4Addr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        source_base: Ipv4Addr,
+        #[arg(long)]
+        flows: u32,
+        #[arg(long)]
+        pps: u64,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        seconds: f64,
+    },
+    /// Per-flow UDP time series around an online scale 3 → 5 and a drain back to 3.
+    Recluster {
+        /// UDP flows in each set (before and after the scale-up).
+        #[arg(long, default_value_t = 16)]
+        flows: u32,
+        /// Aggregate UDP rate of each set (k, M or G suffix).
+        #[arg(long, default_value = "32M")]
+        rate: String,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 12.0)]
+        seconds: f64,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// How a scenario's result is printed.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG chart to this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+}
+
+impl Output {
+    /// Prints `result` (JSON or `text`) and writes `chart` if asked to.
+    pub fn emit<T: Serialize>(&self, result: &T, text: String, chart: impl FnOnce() -> Chart) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(result)?);
+        } else {
+            print!("{text}");
+        }
+        if let Some(path) = &self.chart {
+            std::fs::write(path, chart().to_svg()).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("chart written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// Runs one scenario to the end.
+pub fn run(command: ScenarioCommand) -> Result<()> {
+    check_privileges()?;
+    let bin = bin_dir();
+    match command {
+        ScenarioCommand::Scale {
+            gateways,
+            cap,
+            seconds,
+            streams,
+            output,
+        } => {
+            let cap = cap
+                .map(|c| parse_rate(&c).map(|bits_per_second| Cap { bits_per_second }))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let options = scale::ScaleOptions {
+                gateways,
+                cap,
+                streams,
+                seconds,
+            };
+            let report = scale::run(&options, &bin)?;
+            output.emit(&report, scale::render(&report), || scale::chart(&report))
+        }
+        ScenarioCommand::Failover {
+            flows,
+            rate,
+            seconds,
+            kill_at,
+            output,
+        } => {
+            let options = failover::FailoverOptions {
+                flows,
+                rate,
+                seconds,
+                kill_at,
+            };
+            let report = failover::run(&options, &bin)?;
+            output.emit(&report, failover::render(&report), || failover::chart(&report))
+        }
+        ScenarioCommand::Baseline { streams, seconds, json } => {
+            let report = baseline::run(streams, seconds, &bin)?;
+            let output = Output { json, chart: None };
+            output.emit(&report, baseline::render(&report), Chart::default)
+        }
+        ScenarioCommand::Flows {
+            count,
+            pps,
+            size,
+            seconds,
+            json,
+        } => {
+            let options = flows::FlowsOptions {
+                count,
+                pps,
+                size,
+                seconds,
+            };
+            let report = flows::run(&options, &bin)?;
+            let output = Output { json, chart: None };
+            output.emit(&report, flows::render(&report), Chart::default)
+        }
+        ScenarioCommand::Flood {
+            destination,
+            port,
+            source_base,
+            flows,
+            pps,
+            size,
+            seconds,
+        } => {
+            let options = flood::FloodOptions {
+                source_base,
+                destination,
+                port,
+                flows,
+                pps,
+                size,
+                duration: Duration::try_from_secs_f64(seconds).context("--seconds")?,
+            };
+            println!("{}", serde_json::to_string(&flood::run(&options)?)?);
+            Ok(())
+        }
+        ScenarioCommand::Recluster {
+            flows,
+            rate,
+            seconds,
+            output,
+        } => {
+            let options = recluster::ReclusterOptions { flows, rate, seconds };
+            let report = recluster::run(&options, &bin)?;
+            output.emit(&report, recluster::render(&report), || recluster::chart(&report))
+        }
+    }
+}

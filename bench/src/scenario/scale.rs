@@ -1,0 +1,162 @@
+//! `braid-bench scale`: aggregate TCP throughput as gateway pairs are added.
+//!
+//! For every N a fresh lab with N pairs is built; with a cap, every gateway's WAN egress is
+//! shaped to it ([`super::shaping`]) so that one pair cannot carry more than the cap, as with a
+//! cloud instance's bandwidth limit. P TCP streams then run from host a to host b, and the
+//! receivers' byte counts give the aggregate. Efficiency is aggregate / (N × cap): 1.0 means
+//! braid adds every gateway's full capacity. The flow hash spreads streams, not bytes, so P
+//! should be several times N for every pair to get at least one stream.
+
+use anyhow::{bail, Result};
+use braid::demo::BenchServer;
+use serde::Serialize;
+
+use crate::chart::{Chart, Series};
+
+use super::shaping::{shape_gateways, Cap};
+use super::{lab_name, lab_tcp, LabRun};
+use std::path::Path;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct ScaleOptions {
+    pub gateways: Vec<u16>,
+    pub cap: Option<Cap>,
+    pub streams: u32,
+    pub seconds: f64,
+}
+
+/// One lab size's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    pub gateways: u16,
+    pub mbps: f64,
+    /// mbps / (gateways × cap), when capped.
+    pub efficiency: Option<f64>,
+    /// mbps / (gateways × the one-pair figure), when one pair was measured: how much of a
+    /// lane's throughput each added pair brings, whatever limits a lane.
+    pub scaling: Option<f64>,
+    pub retransmits: u64,
+    pub streams: u32,
+}
+
+/// The scenario's result, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub cap_mbps: Option<f64>,
+    pub seconds: f64,
+    pub points: Vec<ScalePoint>,
+}
+
+/// Efficiency of `mbps` over `gateways` pairs capped at `cap_mbps` each.
+pub fn efficiency(mbps: f64, gateways: u16, cap_mbps: f64) -> f64 {
+    mbps / (f64::from(gateways) * cap_mbps)
+}
+
+/// Runs every lab size in turn.
+pub fn run(options: &ScaleOptions, bin_dir: &Path) -> Result<ScaleReport> {
+    if options.gateways.is_empty() {
+        bail!("--gateways needs at least one count");
+    }
+    let mut points = Vec::new();
+    for &n in &options.gateways {
+        eprintln!("scale: {n} pair(s)…");
+        let lab = LabRun::up(&lab_name(&format!("sc{n}")), n, bin_dir)?;
+        if let Some(cap) = options.cap {
+            shape_gateways(lab.name(), 1..=n, cap)?;
+        }
+        let _server = BenchServer::start(&lab.info, bin_dir)?;
+        let figure = lab_tcp(&lab, options.streams, options.seconds)?;
+        let point = ScalePoint {
+            gateways: n,
+            mbps: figure.mbps,
+            efficiency: options.cap.map(|c| efficiency(figure.mbps, n, c.mbps())),
+            scaling: None,
+            retransmits: figure.retransmits,
+            streams: options.streams,
+        };
+        eprintln!(
+            "scale: {n} pair(s): {:.0} Mbit/s{}",
+            point.mbps,
+            point
+                .efficiency
+                .map(|e| format!(", efficiency {e:.2}"))
+                .unwrap_or_default()
+        );
+        points.push(point);
+    }
+    if let Some(one) = points.iter().find(|p| p.gateways == 1).map(|p| p.mbps) {
+        for p in &mut points {
+            p.scaling = Some(efficiency(p.mbps, p.gateways, one));
+        }
+    }
+    Ok(ScaleReport {
+        cap_mbps: options.cap.map(|c| c.mbps()),
+        seconds: options.seconds,
+        points,
+    })
+}
+
+/// The text summary.
+pub fn render(report: &ScaleReport) -> String {
+    let mut s = String::from("gateways   Mbit/s   efficiency   scaling   retransmits\n");
+    let show = |v: Option<f64>| v.map(|e| format!("{e:.2}")).unwrap_or_else(|| "-".into());
+    for p in &report.points {
+        s += &format!(
+            "{:>8} {:>8.0} {:>12} {:>9} {:>13}\n",
+            p.gateways,
+            p.mbps,
+            show(p.efficiency),
+            show(p.scaling),
+            p.retransmits
+        );
+    }
+    s
+}
+
+/// Throughput against gateway pairs, with the ideal N × cap line when capped.
+pub fn chart(report: &ScaleReport) -> Chart {
+    let measured: Vec<(f64, f64)> = report.points.iter().map(|p| (f64::from(p.gateways), p.mbps)).collect();
+    let mut series = vec![Series {
+        name: "braid (measured)".into(),
+        points: measured,
+        dashed: false,
+        colour: 0,
+        in_legend: true,
+    }];
+    if let Some(cap) = report.cap_mbps {
+        series.push(Series {
+            name: format!("ideal N x {cap:.0}"),
+            points: report
+                .points
+                .iter()
+                .map(|p| (f64::from(p.gateways), f64::from(p.gateways) * cap))
+                .collect(),
+            dashed: true,
+            colour: 1,
+            in_legend: true,
+        });
+    }
+    let cap = report
+        .cap_mbps
+        .map(|c| format!(", each pair capped at {c:.0} Mbit/s"))
+        .unwrap_or_default();
+    Chart {
+        title: format!("braid aggregate TCP throughput{cap}"),
+        x_label: "gateway pairs".into(),
+        y_label: "Mbit/s".into(),
+        series,
+        events: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efficiency_is_aggregate_over_ideal() {
+        assert_eq!(efficiency(380.0, 4, 100.0), 0.95);
+        assert_eq!(efficiency(100.0, 1, 100.0), 1.0);
+    }
+}
