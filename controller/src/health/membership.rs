@@ -144,6 +144,8 @@ impl MembershipMachine {
                         pinned_since_drain: BTreeMap::new(),
                     },
                 );
+                // Not in `active` yet, but in `probing`: the demuxes start canaries through it.
+                self.recompute();
                 Ok(())
             }
             Some(_) => Err(AdminError::AlreadyMember(pair)),

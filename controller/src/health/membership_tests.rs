@@ -44,7 +44,9 @@ fn every_change_bumps_the_epoch_and_reaches_every_demux() {
     m.add_pair(1).unwrap();
     m.add_pair(2).unwrap();
     let before = m.current().epoch;
-    assert_eq!(before, 7, "adding unhealthy pairs changes no set");
+    assert_eq!(before, 9, "each added pair is a new epoch: the demuxes must probe it");
+    assert!(m.current().active.is_empty(), "but unhealthy pairs take no flows");
+    send_all(&mut m, now);
     for op in 0..6 {
         now += 10;
         match op {
@@ -60,7 +62,7 @@ fn every_change_bumps_the_epoch_and_reaches_every_demux() {
         }
         send_all(&mut m, now);
     }
-    assert_eq!(m.current().epoch, 13);
+    assert_eq!(m.current().epoch, 15);
 }
 
 #[test]
@@ -114,9 +116,14 @@ fn restarted_demux_is_sent_the_latest_again() {
 #[test]
 fn added_pair_joins_only_once_healthy() {
     let mut m = machine([1]);
+    let before = m.current().epoch;
     m.add_pair(2).unwrap();
     assert_eq!(sets(&m), (vec![1], vec![1]));
-    assert!(m.converged());
+    // A new epoch asks the demuxes to probe the new pair, which takes no flows yet.
+    assert_eq!(m.current().probing, vec![1, 2]);
+    assert_eq!(m.current().epoch, before + 1);
+    assert!(!m.converged());
+    assert_eq!(m.pending(0).len(), 2, "both demuxes are told to probe it");
     m.set_health(2, true);
     assert_eq!(sets(&m), (vec![1, 2], vec![1, 2]));
     assert_eq!(m.add_pair(2), Err(AdminError::AlreadyMember(2)));
