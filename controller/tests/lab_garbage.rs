@@ -116,14 +116,7 @@ fn garbage_everywhere_is_counted_and_traffic_survives() {
     for p in &info.processes {
         // SAFETY: signal 0 only checks that the process exists.
         let alive = unsafe { libc::kill(p.pid as i32, 0) };
-        assert_eq!(
-            alive,
-            0,
-            "{} {}{} died",
-            p.role,
-            p.site,
-            p.index
-        );
+        assert_eq!(alive, 0, "{} {}{} died", p.role, p.site, p.index);
     }
     let b_addr: Ipv4Addr = info.hosts.b.addr;
     let received = in_netns(&info.hosts.b.netns, move || {

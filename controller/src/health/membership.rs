@@ -281,8 +281,12 @@ impl MembershipMachine {
         };
         let active = healthy(|a| a == AdminState::Active);
         let serving = healthy(|a| a != AdminState::Removed);
-        let probing: Vec<PairId> =
-            self.pairs.iter().filter(|(_, p)| p.admin != AdminState::Removed).map(|(id, _)| *id).collect();
+        let probing: Vec<PairId> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.admin != AdminState::Removed)
+            .map(|(id, _)| *id)
+            .collect();
         if active == self.current.active && serving == self.current.serving && probing == self.current.probing {
             return;
         }

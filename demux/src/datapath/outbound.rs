@@ -229,7 +229,11 @@ impl DataPath {
         if !in_prefixes(&self.local_prefixes, source_of(&class)) {
             // The kernel's own link-scoped chatter on the TUN (IPv6 router solicitations, MLD
             // reports from fe80::) is not site traffic: counted apart, not as a drop.
-            let counter = if is_link_scoped(source_of(&class)) { c::TUN_RX_LINK_SCOPED } else { c::DROP_SRC_NOT_LOCAL };
+            let counter = if is_link_scoped(source_of(&class)) {
+                c::TUN_RX_LINK_SCOPED
+            } else {
+                c::DROP_SRC_NOT_LOCAL
+            };
             stats.counters.add(counter, packets);
             return None;
         }
