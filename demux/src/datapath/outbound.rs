@@ -26,7 +26,6 @@ impl DataPath {
         } else {
             Vec::new()
         };
-        let mut sweeps = 0u32;
         let mut busy = false;
         let mut next_probe_ms = 0;
         while !self.stop.is_stopped() {
@@ -58,13 +57,10 @@ impl DataPath {
                     self.read_plain(&mut shared, &mut batch, now)
                 };
                 let steering = &mut shared.steering;
-                sweeps = sweeps.wrapping_add(1);
-                if sweeps.is_multiple_of(64) {
-                    steering.expire(now, 1024);
-                    self.stats
-                        .live_flows
-                        .store(steering.live_flows() as u64, Ordering::Relaxed);
-                }
+                steering.sweep(now);
+                self.stats
+                    .live_flows
+                    .store(steering.live_flows() as u64, Ordering::Relaxed);
             }
             self.flush(&mut batch);
         }
@@ -296,9 +292,7 @@ impl DataPath {
         let now = self.now_ms();
         let mut shared = self.lock();
         let steering = &mut shared.steering;
-        // An idle tick sweeps enough slots that a full census of pinned flows (what a drain
-        // waits on) completes within seconds even with no traffic.
-        steering.expire(now, 65_536);
+        steering.sweep(now);
         self.stats
             .live_flows
             .store(steering.live_flows() as u64, Ordering::Relaxed);

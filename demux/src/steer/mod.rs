@@ -35,6 +35,15 @@ pub use maglev::{MaglevError, MaglevTable, DEFAULT_TABLE_SIZE};
 /// Packets whose flow-table lookups [`Steering::steer_batch`] overlaps.
 pub const PREFETCH_WINDOW: usize = 16;
 
+/// [`Steering::sweep`] walks the whole flow table once in this time, however busy the thread
+/// is: expired flows are freed within about this of expiring, and the census of pinned flows
+/// per pair (what a drain waits on, what `braid status` shows) is republished this often.
+pub const SWEEP_PASS_MS: u64 = 1_000;
+
+/// [`Steering::sweep`] waits until at least this many slots are due, so that a busy thread
+/// calling it per batch does not pay a call's overhead for a handful of slots.
+const SWEEP_MIN_SLOTS: usize = 1_024;
+
 /// How a packet's pair was decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -118,6 +127,8 @@ pub struct Steering {
     flows: FlowTable,
     fragments: FragmentTable,
     membership: Arc<MaglevTable>,
+    /// When [`Steering::sweep`] last examined slots.
+    swept_at_ms: u64,
 }
 
 impl Steering {
@@ -129,6 +140,7 @@ impl Steering {
             flows: FlowTable::new(table_capacity, timeouts),
             fragments: FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS),
             membership: Arc::new(MaglevTable::empty()),
+            swept_at_ms: 0,
         }
     }
 
@@ -199,6 +211,20 @@ impl Steering {
     /// Frees up to `budget` slots' worth of expired flows; returns how many were freed.
     pub fn expire(&mut self, now_ms: u64, budget: usize) -> usize {
         self.flows.expire(now_ms, budget)
+    }
+
+    /// Sweeps the share of the flow table that the time since the last sweep is due, so a
+    /// full pass takes [`SWEEP_PASS_MS`] whether this is called per batch on a busy thread or
+    /// on an idle tick. Returns how many expired flows it freed.
+    pub fn sweep(&mut self, now_ms: u64) -> usize {
+        let slots = self.flows.slots();
+        let elapsed = now_ms.saturating_sub(self.swept_at_ms);
+        let due = (slots as u128 * u128::from(elapsed) / u128::from(SWEEP_PASS_MS)).min(slots as u128) as usize;
+        if due < SWEEP_MIN_SLOTS.min(slots) {
+            return 0;
+        }
+        self.swept_at_ms = now_ms;
+        self.flows.expire(now_ms, due)
     }
 
     /// Occupied flow-table slots (live flows plus expired ones not yet swept).

@@ -301,3 +301,40 @@ fn the_sweep_counts_live_flows_per_pair() {
     s.expire(T0 + 400_000, slots);
     assert!(s.flows().pinned_per_pair().iter().all(|&c| c == 0));
 }
+
+#[test]
+fn the_paced_sweep_completes_a_pass_per_period_at_any_call_rate() {
+    let mut s = steering(&[1, 2]);
+    for n in 0..300 {
+        s.steer(&whole(tuple(n)), T0).unwrap();
+    }
+    let expired_at = T0 + 400_000;
+    // Called every millisecond, as a busy data thread would: one pass frees every flow.
+    s.sweep(expired_at);
+    let mut freed = 0;
+    for t in 0..=SWEEP_PASS_MS {
+        freed += s.sweep(expired_at + t);
+    }
+    assert_eq!(s.live_flows(), 0, "freed {freed}");
+    assert!(s.flows().pinned_per_pair().iter().all(|&c| c == 0));
+
+    // Called once per idle tick: flows pinned mid-pass are in the census within two periods
+    // (the pass that published it may have passed their slots before they were pinned).
+    let later = expired_at + SWEEP_PASS_MS;
+    for n in 0..50 {
+        s.steer(&whole(tuple(n)), later).unwrap();
+    }
+    for tick in 1..=20 {
+        s.sweep(later + tick * SWEEP_PASS_MS / 10);
+    }
+    assert_eq!(s.flows().pinned_per_pair().iter().sum::<u32>(), 50);
+}
+
+#[test]
+fn the_paced_sweep_does_nothing_twice_in_the_same_instant() {
+    let mut s = steering(&[1]);
+    s.steer(&whole(tuple(1)), T0).unwrap();
+    assert_eq!(s.sweep(T0 + 400_000), 1, "a long pause makes a whole pass due");
+    s.steer(&whole(tuple(2)), T0).unwrap();
+    assert_eq!(s.sweep(T0 + 400_000), 0, "no time passed, nothing due");
+}
