@@ -69,6 +69,9 @@ fn scale_with_a_cap_reports_efficiency() {
     assert!(mbps > 10.0 && mbps < 110.0, "a 100 Mbit/s cap bounds one pair: {mbps}");
     let efficiency = point["efficiency"].as_f64().unwrap();
     assert!((efficiency - mbps / 100.0).abs() < 1e-9);
+    // The WAN counters see the payload plus WireGuard's encapsulation, and the cap bounds them.
+    let wire = point["wire_mbps"].as_f64().unwrap();
+    assert!(wire > mbps * 1.03 && wire < 105.0, "payload {mbps}, wire {wire}");
 }
 
 #[test]

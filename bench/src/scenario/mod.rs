@@ -101,6 +101,8 @@ impl Drop for LabRun {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct TcpFigure {
     pub mbps: f64,
+    /// Payload bytes the receivers counted.
+    pub bytes: u64,
     pub retransmits: u64,
 }
 
@@ -113,6 +115,7 @@ pub fn tcp_figure(report: &Value) -> Result<TcpFigure> {
         mbps: report["aggregate_mbps"]
             .as_f64()
             .context("report has no aggregate_mbps")?,
+        bytes: report["bytes"].as_u64().context("report has no bytes")?,
         retransmits: report["retransmits"].as_u64().unwrap_or(0),
     })
 }

@@ -6,8 +6,9 @@
 //! fill the link, short enough that queueing does not dominate what the bench sees.
 
 use anyhow::{bail, Context, Result};
-use braid::lab::netns::ip_in;
+use braid::lab::netns::{ip_in, run_in};
 use braid::lab::topology::{Topology, SITES};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The interface of every lab gateway that faces the WAN.
@@ -63,6 +64,23 @@ pub fn shape_gateways(name: &str, pairs: impl Iterator<Item = u16> + Clone, cap:
         }
     }
     Ok(())
+}
+
+/// Bytes sent so far out of the WAN interfaces of gateways `pairs` of `site` of lab `name`, as
+/// the kernel counts them (whole frames: what the token bucket meters too).
+pub fn wan_tx_bytes(name: &str, site: &str, pairs: impl Iterator<Item = u16>) -> Result<u64> {
+    let topo = Topology::new(name, 1).map_err(anyhow::Error::msg)?;
+    let counter = format!("/sys/class/net/{WAN_INTERFACE}/statistics/tx_bytes");
+    let mut total = 0;
+    for pair in pairs {
+        let ns = topo.gateway_ns(site, pair);
+        let text = run_in(&ns, Path::new("cat"), std::slice::from_ref(&counter))?;
+        total += text
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("{counter} in {ns} is not a number: {text:?}"))?;
+    }
+    Ok(total)
 }
 
 /// Runs `tc ARGS…` in namespace `ns`.
