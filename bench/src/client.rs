@@ -53,6 +53,8 @@ pub struct TcpOptions {
     pub duration: Duration,
     pub interval: Duration,
     pub direction: Direction,
+    /// Bits per second per direction over all streams; `None` is as fast as TCP goes.
+    pub rate_bps: Option<u64>,
 }
 
 /// Parameters of a UDP test.
@@ -75,6 +77,7 @@ fn spec(
     interval: Duration,
     direction: Direction,
     udp: Option<UdpSpec>,
+    tcp_rate_bps: Option<u64>,
 ) -> Result<TestSpec, ClientError> {
     let spec = TestSpec {
         test_id: random_u64()?,
@@ -83,6 +86,7 @@ fn spec(
         interval_ms: interval.as_millis() as u64,
         direction,
         udp,
+        tcp_rate_bps,
         boot_id: boot_id(),
     };
     spec.validate()?;
@@ -193,6 +197,7 @@ pub fn run_tcp(options: &TcpOptions, on_interval: &mut dyn FnMut(&IntervalReport
         options.interval,
         options.direction,
         None,
+        options.rate_bps,
     )?;
     let (reader, mut control) = open_control(options.server, &spec)?;
     let mut streams = Vec::new();
@@ -295,6 +300,7 @@ pub fn run_udp(options: &UdpOptions, on_interval: &mut dyn FnMut(&IntervalReport
         options.interval,
         Direction::Forward,
         Some(udp),
+        None,
     )?;
     let flows = UdpFlows::open(options.server, options.flows)?;
     let (reader, mut control) = open_control(options.server, &spec)?;

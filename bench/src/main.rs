@@ -89,9 +89,11 @@ struct ClientArgs {
     /// Sequence-numbered UDP flows instead of TCP streams.
     #[arg(short = 'u', long)]
     udp: bool,
-    /// UDP bit rate over all flows: a number with an optional k, M or G suffix.
-    #[arg(short = 'b', long, default_value = "1M", requires = "udp")]
-    rate: String,
+    /// Bit rate over all flows (UDP, default 1M) or over each direction's streams (TCP, default
+    /// unlimited; every stream is paced by the kernel to its share): a number with an optional
+    /// k, M or G suffix.
+    #[arg(short = 'b', long)]
+    rate: Option<String>,
     /// UDP payload bytes per datagram (header included, at least 32).
     #[arg(short = 'l', long, default_value_t = 1200, requires = "udp")]
     size: usize,
@@ -99,6 +101,9 @@ struct ClientArgs {
     #[arg(long, default_value_t = 0.5, requires = "udp")]
     drain: f64,
 }
+
+/// The UDP rate when `--rate` is not given.
+const DEFAULT_UDP_RATE: &str = "1M";
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
     (host, port)
@@ -140,7 +145,7 @@ fn client(args: &ClientArgs) -> Result<ExitCode> {
             flows: args.streams,
             duration,
             interval,
-            rate_bps: parse_rate(&args.rate).map_err(anyhow::Error::msg)?,
+            rate_bps: parse_rate(args.rate.as_deref().unwrap_or(DEFAULT_UDP_RATE)).map_err(anyhow::Error::msg)?,
             size: args.size,
             drain: seconds(args.drain, "--drain")?,
         };
@@ -163,6 +168,12 @@ fn client(args: &ClientArgs) -> Result<ExitCode> {
             duration,
             interval,
             direction,
+            rate_bps: args
+                .rate
+                .as_deref()
+                .map(parse_rate)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
         };
         let report = run_tcp(&options, &mut on_interval)?;
         if args.json {

@@ -62,6 +62,10 @@ pub struct TestSpec {
     pub direction: Direction,
     /// Present for a UDP test; absent for TCP.
     pub udp: Option<UdpSpec>,
+    /// TCP only: bits per second per direction over all streams, each stream paced by the
+    /// kernel to its share; absent means as fast as TCP goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_rate_bps: Option<u64>,
     /// The client's kernel boot id, to tell whether both ends share a monotonic clock.
     pub boot_id: String,
 }
@@ -83,6 +87,8 @@ pub enum SpecError {
     UdpDrain(u64),
     #[error("UDP tests run client to server only")]
     UdpDirection,
+    #[error("a TCP rate applies to TCP tests only, and must be positive")]
+    TcpRate,
 }
 
 impl TestSpec {
@@ -96,6 +102,9 @@ impl TestSpec {
         }
         if self.interval_ms < MIN_INTERVAL_MS {
             return Err(SpecError::Interval(self.interval_ms));
+        }
+        if self.tcp_rate_bps == Some(0) || (self.tcp_rate_bps.is_some() && self.udp.is_some()) {
+            return Err(SpecError::TcpRate);
         }
         if let Some(udp) = &self.udp {
             if !(TEST_HEADER_LEN..=MAX_DATAGRAM).contains(&udp.size) {
@@ -130,6 +139,13 @@ impl TestSpec {
             Direction::Bidir if index < self.streams => Side::Client,
             Direction::Bidir => Side::Server,
         }
+    }
+
+    /// The pacing rate of one TCP stream in bytes per second, when the test has a rate: its
+    /// direction's share.
+    pub fn stream_pacing_bytes(&self) -> Option<u64> {
+        self.tcp_rate_bps
+            .map(|bps| (bps / 8 / u64::from(self.streams.max(1))).max(1))
     }
 
     /// Number of sampling ticks; the last one falls at the end of the test.
@@ -174,6 +190,7 @@ pub(crate) mod tests {
             interval_ms: 1_000,
             direction,
             udp: None,
+            tcp_rate_bps: None,
             boot_id: String::new(),
         }
     }
@@ -229,5 +246,20 @@ pub(crate) mod tests {
         });
         spec.direction = Direction::Reverse;
         assert_eq!(spec.validate(), Err(SpecError::UdpDirection));
+        spec.direction = Direction::Forward;
+        spec.tcp_rate_bps = Some(1_000_000);
+        assert_eq!(spec.validate(), Err(SpecError::TcpRate), "a rate on a UDP test");
+        spec.udp = None;
+        assert_eq!(spec.validate(), Ok(()));
+        spec.tcp_rate_bps = Some(0);
+        assert_eq!(spec.validate(), Err(SpecError::TcpRate));
+    }
+
+    #[test]
+    fn a_tcp_rate_is_shared_by_the_streams_of_a_direction() {
+        let mut spec = tcp_spec(Direction::Bidir);
+        assert_eq!(spec.stream_pacing_bytes(), None);
+        spec.tcp_rate_bps = Some(80_000_000);
+        assert_eq!(spec.stream_pacing_bytes(), Some(5_000_000), "10 MB/s over 2 streams");
     }
 }

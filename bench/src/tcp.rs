@@ -86,6 +86,9 @@ impl TcpSession {
             socket.set_write_timeout(Some(POLL))?;
             let stop = Arc::clone(&session.stop);
             if spec.sender_of(stream) == me {
+                if let Some(bytes_per_second) = spec.stream_pacing_bytes() {
+                    set_pacing_rate(&socket, bytes_per_second)?;
+                }
                 let socket = Arc::new(socket);
                 let for_thread = Arc::clone(&socket);
                 let thread = thread::Builder::new()
@@ -160,6 +163,44 @@ impl TcpSession {
             })
             .collect();
         TcpSideResult { received, retransmits }
+    }
+}
+
+/// Caps `socket`'s sending rate (`SO_MAX_PACING_RATE`): the kernel's TCP pacing spreads the
+/// stream's segments evenly at this rate, with or without the `fq` qdisc. Unsent data is held
+/// to about [`PACED_BACKLOG`] of it (`TCP_NOTSENT_LOWAT`), so that the stream stops when the
+/// test does instead of draining a large send buffer at the paced rate afterwards.
+fn set_pacing_rate(socket: &TcpStream, bytes_per_second: u64) -> io::Result<()> {
+    // Kernels before 4.20 take a 32-bit rate; later ones take either width.
+    match u32::try_from(bytes_per_second) {
+        Ok(narrow) => set_socket_option(socket, libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE, narrow)?,
+        Err(_) => set_socket_option(socket, libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE, bytes_per_second)?,
+    }
+    let backlog = bytes_per_second.saturating_mul(PACED_BACKLOG.as_millis() as u64) / 1000;
+    let lowat = u32::try_from(backlog.max(16 * 1024)).unwrap_or(u32::MAX);
+    set_socket_option(socket, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, lowat)
+}
+
+/// How much unsent data a paced stream may queue, in time at its rate.
+const PACED_BACKLOG: Duration = Duration::from_millis(20);
+
+/// `setsockopt(level, name, value)` for an integer option.
+fn set_socket_option<T: Copy>(socket: &TcpStream, level: i32, name: i32, value: T) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` is a plain integer that lives across the call; the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

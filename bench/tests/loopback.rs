@@ -23,6 +23,7 @@ fn tcp(server: SocketAddr, streams: u32, direction: Direction) -> TcpOptions {
         duration: Duration::from_secs(1),
         interval: Duration::from_millis(500),
         direction,
+        rate_bps: None,
     }
 }
 
@@ -51,7 +52,30 @@ fn four_tcp_streams_for_one_second_verify_every_byte() {
     assert_eq!(seen, 2, "each interval is reported as it completes");
     let interval_bytes: u64 = report.intervals.iter().map(|i| i.bytes).sum();
     assert!(interval_bytes <= report.bytes && interval_bytes > report.bytes / 2);
-    assert_eq!(server.counters().tests_completed.load(Ordering::Relaxed), 1);
+    // The server counts the test once it has sent the result the client just read.
+    wait_for("the server to count the test", || {
+        server.counters().tests_completed.load(Ordering::Relaxed) == 1
+    });
+    server.stop();
+}
+
+#[test]
+fn a_tcp_rate_paces_the_streams_to_it() {
+    // Loopback carries gigabits; 20 Mbit/s over 2 streams can only come from the pacing.
+    let server = server();
+    let mut options = tcp(server.addr(), 2, Direction::Forward);
+    options.duration = Duration::from_secs(2);
+    options.rate_bps = Some(20_000_000);
+    let report = run_tcp(&options, &mut |_| {}).unwrap();
+    assert!(report.integrity_ok && report.complete);
+    assert!(
+        report.aggregate_mbps > 10.0 && report.aggregate_mbps < 26.0,
+        "paced to 20 Mbit/s: {}",
+        report.aggregate_mbps
+    );
+    for stream in &report.streams {
+        assert!(stream.mbps < 13.0, "each stream gets its share: {}", stream.mbps);
+    }
     server.stop();
 }
 
@@ -80,6 +104,7 @@ fn a_corrupted_stream_is_detected_and_located() {
         interval_ms: 300,
         direction: Direction::Forward,
         udp: None,
+        tcp_rate_bps: None,
         boot_id: String::new(),
     };
     let (mut reader, mut writer) = client_control(TcpStream::connect(server.addr()).unwrap()).unwrap();

@@ -1,5 +1,5 @@
 //! The data plane outlives its controller: `kill -9` of the controller while sequence-numbered
-//! UDP flows run loses nothing and stops no daemon; a new controller adopts every running
+//! UDP flows and paced, verified TCP streams run loses nothing and stops no daemon; a new controller adopts every running
 //! daemon (same pids, no restart) and reports every pair up.
 
 mod support;
@@ -44,6 +44,7 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet() {
     );
 
     let load = start_bench(info, UDP_LOAD);
+    let tcp = start_bench(info, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_secs(2));
     let old_controller = controller_pid(info);
     signal(old_controller, libc::SIGKILL);
@@ -85,6 +86,11 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet() {
 
     let run = finish_bench(load);
     assert_udp_lossless(&run, "UDP across the controller's death and replacement");
+    assert_tcp_flowing(
+        &finish_bench(tcp),
+        TCP_PACED_STREAMS,
+        "TCP across the controller's death and replacement",
+    );
     eprintln!(
         "MEASURED controller kill: UDP lost {} reordered {}; new controller answered after {answered:?}, \
          every pair up {all_up:?} later; daemons kept their pids",

@@ -1,6 +1,7 @@
 //! Failover under load, in a real three-pair lab: one gateway killed (`kill -9`), frozen
-//! (SIGSTOP) or cut off the WAN while sequence-numbered UDP flows (and, for the kill, verified
-//! TCP streams) cross the cluster.
+//! (SIGSTOP) or cut off the WAN while sequence-numbered UDP flows and verified TCP streams cross
+//! the cluster (for the kill, full-speed TCP in a second round; otherwise paced TCP beside the
+//! UDP, started once the UDP flows' pairs are measured so it does not blur that count).
 //!
 //! Each test measures which UDP flows rode the failed pair (the demux's per-pair datagram rate
 //! before the failure, in units of one flow's rate), fails the gateway, and watches the
@@ -143,11 +144,14 @@ fn frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second() 
 
     let old_pid = gateway_pid(info, SITE, PAIR);
     let (load, on_pair) = udp_load_and_flows_on_pair(info);
+    let tcp = start_bench(info, TCP_PACED_LOAD);
+    std::thread::sleep(Duration::from_millis(500));
     let frozen = Instant::now();
     let _thaw = ThawOnDrop(old_pid);
     signal(old_pid, libc::SIGSTOP);
     let recovery = watch_recovery(info, SITE, PAIR, old_pid, true, frozen, Duration::from_secs(10));
     let run = finish_bench(load);
+    assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across SIGSTOP");
     eprintln!("SIGSTOP {SITE}{PAIR}: {recovery:?}");
     let figures = assert_udp_failover(&run, on_pair, "UDP across SIGSTOP");
     eprintln!(
@@ -198,6 +202,8 @@ fn cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back() {
 
     let pid = gateway_pid(info, SITE, PAIR);
     let (load, on_pair) = udp_load_and_flows_on_pair(info);
+    let tcp = start_bench(info, TCP_PACED_LOAD);
+    std::thread::sleep(Duration::from_millis(500));
     let cut = Instant::now();
     link("down");
     let seen_down = wait_status(info, Duration::from_secs(5), |s| {
@@ -215,6 +221,7 @@ fn cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back() {
     assert_eq!(seen_down.2, 2, "two pairs up while the link is cut");
     let run = finish_bench(load);
     let figures = assert_udp_failover(&run, on_pair, "UDP across a WAN cut");
+    assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across a WAN cut");
 
     let restored = Instant::now();
     link("up");

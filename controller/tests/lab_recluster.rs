@@ -1,6 +1,7 @@
 //! Online re-clustering under load: a four-pair lab scaled to six and then to three while
-//! sequence-numbered UDP flows run. Established flows must lose, reorder and duplicate
-//! nothing across either step; flows started after growing must use the new pairs, and after
+//! sequence-numbered UDP flows and paced, verified TCP streams run. Established flows must
+//! lose, reorder and duplicate nothing across either step (TCP: every byte intact, no
+//! interval without data); flows started after growing must use the new pairs, and after
 //! shrinking the removed pairs take no new flows.
 
 mod support;
@@ -52,22 +53,26 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
     let lab = Lab::up(LAB, 4);
     let _server = BenchServer::start(&lab.info, &bin_dir()).expect("bench server");
 
-    // 4 → 6 while 16 flows run.
+    // 4 → 6 while 16 flows and 4 TCP streams run.
     let established = start_bench(&lab.info, UDP_LOAD);
+    let tcp = start_bench(&lab.info, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     let grown = braid::lab::scale(LAB, 6, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
     let grow_time = started.elapsed();
     let run = finish_bench(established);
     assert_udp_lossless(&run, "established flows across 4 → 6");
+    assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across 4 → 6");
     let (new_pairs, _) = bytes_per_pair_during(&grown, &[5, 6], || fresh_run(&grown));
     eprintln!("MEASURED scale 4 → 6: {grow_time:?} until the new pairs were up; new flows' bytes on pairs 5, 6: {new_pairs:?}");
     for (id, bytes) in &new_pairs {
         assert!(*bytes > 100_000, "new flows use new pair {id}: {bytes} bytes");
     }
 
-    // 6 → 3 while 16 flows run; some of them ride pairs 4..6, which must keep them until idle.
+    // 6 → 3 while 16 flows and 4 TCP streams run; some of them ride pairs 4..6, which must keep
+    // them until idle.
     let established = start_bench(&grown, UDP_LOAD);
+    let tcp = start_bench(&grown, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     let shrunk = braid::lab::scale(LAB, 3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
@@ -79,6 +84,7 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
     }
     let run = finish_bench(established);
     assert_udp_lossless(&run, "established flows across 6 → 3");
+    assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across 6 → 3");
     let all: Vec<u16> = (1..=6).collect();
     let (per_pair, fresh) = bytes_per_pair_during(&shrunk, &all, || fresh_run(&shrunk));
     let total: u64 = per_pair.iter().map(|(_, b)| b).sum();

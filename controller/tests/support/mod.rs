@@ -271,6 +271,11 @@ pub const UDP_FLOWS: usize = 16;
 pub const UDP_FLOW_PPS: f64 = 40e6 / 8000.0 / 16.0;
 /// The TCP load: 8 verified streams, 10 s.
 pub const TCP_LOAD: &[&str] = &["-P", "8", "-t", "10"];
+/// TCP beside [`UDP_LOAD`]: 4 verified streams paced to 40 Mbit/s in all, 10 s, so that both
+/// loads fit the two cores together and a loss is braid's, not the CPU's.
+pub const TCP_PACED_LOAD: &[&str] = &["-P", "4", "-b", "40M", "-t", "10"];
+/// Streams in [`TCP_PACED_LOAD`].
+pub const TCP_PACED_STREAMS: usize = 4;
 /// The longest a flow on a failed pair may go without a datagram.
 pub const FAILOVER_BUDGET_MS: f64 = 1000.0;
 
@@ -541,6 +546,22 @@ pub fn assert_tcp_intact(run: &Value, streams: usize, what: &str) {
             "{what}: a stream carried nothing: {s}"
         );
         assert_eq!(s["corrupted_bytes"].as_u64(), Some(0), "{what}: corrupted stream {s}");
+    }
+}
+
+/// Asserts that a paced TCP run was intact ([`assert_tcp_intact`]) and never stalled: every
+/// one-second interval carried data.
+pub fn assert_tcp_flowing(run: &Value, streams: usize, what: &str) {
+    assert_tcp_intact(run, streams, what);
+    let intervals = run["intervals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no intervals in {run}"));
+    assert!(!intervals.is_empty(), "{what}: no intervals");
+    for interval in intervals {
+        assert!(
+            interval["bytes"].as_u64().unwrap_or(0) > 0,
+            "{what}: TCP stalled for a whole interval: {interval}"
+        );
     }
 }
 
