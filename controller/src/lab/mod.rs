@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use netns::{ip, ip_in, spawn_in, sysctl_in};
 
-use topology::{Topology, SITES};
+use topology::{bridge_mac, Topology, SITES};
 
 /// Where labs keep their configuration, logs and status files.
 pub const STATE_ROOT: &str = "/run/braid/lab";
@@ -294,16 +294,40 @@ fn build_network(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> R
         ip_in(&ns, &["link", "set", "dev", "lo", "up"])?;
     }
     let wan = topo.wan_ns();
-    ip_in(&wan, &["link", "add", "name", WAN_BRIDGE, "type", "bridge"])?;
+    ip_in(
+        &wan,
+        &[
+            "link",
+            "add",
+            "name",
+            WAN_BRIDGE,
+            "address",
+            &bridge_mac(0),
+            "type",
+            "bridge",
+        ],
+    )?;
     ip_in(&wan, &["link", "set", "dev", WAN_BRIDGE, "up"])?;
-    for site in SITES {
+    for (n, site) in (1u8..).zip(SITES) {
         let s = topo.site(site);
         let (host, demux) = (topo.host_ns(site), topo.demux_ns(site));
         veth(&host, "eth0", &demux, "host")?;
         ip_in(&host, &["addr", "add", &format!("{}/24", s.host), "dev", "eth0"])?;
         ip_in(&host, &["route", "add", "default", "via", &s.router.to_string()])?;
         ip_in(&demux, &["addr", "add", &format!("{}/24", s.router), "dev", "host"])?;
-        ip_in(&demux, &["link", "add", "name", "br-lan", "type", "bridge"])?;
+        ip_in(
+            &demux,
+            &[
+                "link",
+                "add",
+                "name",
+                "br-lan",
+                "address",
+                &bridge_mac(n),
+                "type",
+                "bridge",
+            ],
+        )?;
         ip_in(&demux, &["addr", "add", &format!("{}/24", s.lan), "dev", "br-lan"])?;
         ip_in(&demux, &["link", "set", "dev", "br-lan", "up"])?;
         sysctl_in(&demux, "net/ipv4/ip_forward", "1")?;

@@ -28,6 +28,17 @@ pub const SITES: [&str; 2] = ["a", "b"];
 /// The WireGuard port every lab gateway listens on.
 pub const WAN_PORT: u16 = 51820;
 
+/// The fixed MAC address of a lab bridge: `02:62:72:00:00:<n>` (locally administered).
+///
+/// A Linux bridge without an address of its own takes the lowest MAC of its ports, so adding a
+/// gateway's port can change it. Gateways would then keep sending to the old MAC, which the
+/// kernel drops without a counter anyone watches (`rx_otherhost_dropped`) until each learns
+/// the new one from the demux's next ARP request: a gap of up to a canary interval on every
+/// established flow. A bridge with an assigned address keeps it whatever ports come and go.
+pub fn bridge_mac(n: u8) -> String {
+    format!("02:62:72:00:00:{n:02x}")
+}
+
 /// Where everything of one lab lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -173,6 +184,17 @@ mod tests {
         assert!(Topology::new("ok", 0).is_err());
         assert!(Topology::new("ok", MAX_LAB_PAIRS + 1).is_err());
         assert!(Topology::new("ok-1", MAX_LAB_PAIRS).is_ok());
+    }
+
+    #[test]
+    fn bridge_macs_are_locally_administered_unicast_and_distinct() {
+        let macs: Vec<String> = (0..3).map(bridge_mac).collect();
+        for mac in &macs {
+            let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+            assert_eq!(first & 0b11, 0b10, "{mac}: locally administered, not multicast");
+        }
+        assert_eq!(macs[1], "02:62:72:00:00:01");
+        assert!(macs[0] != macs[1] && macs[1] != macs[2]);
     }
 
     #[test]
