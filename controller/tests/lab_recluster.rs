@@ -17,10 +17,12 @@ const LAB: &str = "rc-scale";
 /// Many short new flows, so every pair of six gets some (a pair misses all 32 with p ≈ 0.3 %).
 const FRESH_UDP: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "32", "-t", "2"];
 
-/// Bytes demux a sent into each pair of `pairs` while `run` ran (status files refresh every
-/// 500 ms, so the figures are read once more after it).
+/// Bytes demux a sent into each pair of `pairs` while `run` ran. Status files refresh every
+/// 500 ms, so both readings wait for a fresh one: the first must not predate the end of the
+/// traffic that ran before (established flows keep using removed pairs until they go idle).
 fn bytes_per_pair_during(info: &LabInfo, pairs: &[u16], run: impl FnOnce() -> Value) -> (Vec<(u16, u64)>, Value) {
     let sent = |id: u16, tx: &[(u16, u64)]| tx.iter().find(|(p, _)| *p == id).map(|(_, b)| *b).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(700));
     let before = pair_tx_bytes(info, "a");
     let result = run();
     std::thread::sleep(Duration::from_millis(700));
