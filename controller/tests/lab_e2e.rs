@@ -15,22 +15,7 @@ use support::*;
 const MARKER: &[u8] = b"BRAID-PLAINTEXT-MARKER-7f3a9c";
 
 fn assert_tcp_run(run: &Value, streams: usize, what: &str) {
-    assert_eq!(
-        run["integrity_ok"],
-        Value::Bool(true),
-        "{what}: payload integrity failed: {run}"
-    );
-    let per_stream = run["streams"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: no streams in {run}"));
-    assert_eq!(per_stream.len(), streams, "{what}: stream count");
-    for s in per_stream {
-        assert!(
-            s["bytes"].as_u64().unwrap_or(0) > 0,
-            "{what}: a stream carried nothing: {s}"
-        );
-        assert_eq!(s["corrupted_bytes"].as_u64(), Some(0), "{what}: corrupted stream {s}");
-    }
+    assert_tcp_intact(run, streams, what);
     assert!(
         run["aggregate_mbps"].as_f64().unwrap_or(0.0) > 1.0,
         "{what}: no throughput: {run}"
