@@ -14,8 +14,9 @@ use serde_json::Value;
 use support::*;
 
 const LAB: &str = "rc-scale";
-/// Many short new flows, so every pair of six gets some (a pair misses all 32 with p ≈ 0.3 %).
-const FRESH_UDP: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "32", "-t", "2"];
+/// Many short new flows, so every pair of six gets some: a given pair misses all 64 with
+/// p = (5/6)^64 ≈ 1e-5 (with 32 flows it was 0.3 %, and it happened).
+const FRESH_UDP: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "64", "-t", "2"];
 
 /// Bytes demux a sent into each pair of `pairs` while `run` ran. Status files refresh every
 /// 500 ms, so both readings wait for a fresh one: the first must not predate the end of the
