@@ -163,17 +163,8 @@ impl SipState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steer::written_tuple as tuple;
     use braid_core::flow::proto;
-
-    fn tuple(src: &str, sp: u16, dst: &str, dp: u16, proto: u8) -> FiveTuple {
-        FiveTuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            src_port: sp,
-            dst_port: dp,
-            proto,
-        }
-    }
 
     fn paper_key() -> (u64, u64) {
         let mut key = [0u8; 16];

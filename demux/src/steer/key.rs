@@ -100,17 +100,8 @@ impl<'a, const N: usize> ByteWriter<'a, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steer::written_tuple as tuple;
     use braid_core::flow::proto;
-
-    fn tuple(src: &str, sp: u16, dst: &str, dp: u16, proto: u8) -> FiveTuple {
-        FiveTuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            src_port: sp,
-            dst_port: dp,
-            proto,
-        }
-    }
 
     #[test]
     fn both_directions_give_one_key() {

@@ -298,3 +298,21 @@ impl Steering {
 
 #[cfg(test)]
 mod tests;
+
+/// A 5-tuple from its written form, for the tests of the steering modules.
+#[cfg(test)]
+pub(crate) fn written_tuple(
+    src: &str,
+    src_port: u16,
+    dst: &str,
+    dst_port: u16,
+    proto: u8,
+) -> braid_core::flow::FiveTuple {
+    braid_core::flow::FiveTuple {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        src_port,
+        dst_port,
+        proto,
+    }
+}
