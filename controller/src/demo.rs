@@ -1,4 +1,5 @@
-//! `braid demo`: lab up, real traffic from host a to host b, a summary, lab down.
+//! `braid demo`: lab up (WireGuard or IPsec pairs, `--suite`), real traffic from host a to
+//! host b, a summary, lab down.
 //!
 //! The traffic is `braid-bench`'s: multi-stream TCP with every byte verified, then
 //! sequence-numbered UDP flows that expose loss and reordering. Per-pair figures come from the
@@ -9,6 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use braid_core::config::Suite;
 use serde_json::Value;
 
 use crate::lab::{self, netns, LabInfo, UpOptions};
@@ -30,8 +32,10 @@ pub const BENCH_PORT: u16 = 5201;
 pub fn run(opts: &DemoOptions) -> Result<()> {
     let started = Instant::now();
     eprintln!(
-        "building lab {:?} with {} gateway pair(s)…",
-        opts.lab.name, opts.lab.gateways
+        "building lab {:?} with {} {} gateway pair(s)…",
+        opts.lab.name,
+        opts.lab.gateways,
+        suite_label(opts.lab.suite)
     );
     let info = lab::up(&opts.lab)?;
     eprintln!(
@@ -47,6 +51,14 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     let summary = result?;
     print!("{summary}");
     Ok(())
+}
+
+/// The suite as people write it.
+fn suite_label(suite: Suite) -> &'static str {
+    match suite {
+        Suite::WireGuard => "WireGuard",
+        Suite::Ipsec => "IPsec",
+    }
 }
 
 /// A bench server in host b for as long as this lives.
@@ -158,8 +170,10 @@ fn traffic(opts: &DemoOptions, info: &LabInfo) -> Result<String> {
     use std::fmt::Write as _;
     let _ = writeln!(
         s,
-        "\nbraid demo: {} gateway pair(s), lab {:?}",
-        info.gateways, info.name
+        "\nbraid demo: {} gateway pair(s) speaking {}, lab {:?}",
+        info.gateways,
+        suite_label(info.suite),
+        info.name
     );
     let _ = writeln!(
         s,

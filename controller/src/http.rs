@@ -172,6 +172,12 @@ mod tests {
         let snapshot = Arc::new(RwLock::new(StatusSnapshot {
             cluster: "t".into(),
             pairs_up: 2,
+            pairs: vec![crate::status::PairStatus {
+                index: 1,
+                suite: "ipsec".into(),
+                drops_too_old: 4,
+                ..Default::default()
+            }],
             ..Default::default()
         }));
         let (tx, rx) = mpsc::channel::<CommandRequest>();
@@ -187,7 +193,16 @@ mod tests {
         });
         let status: StatusSnapshot = serde_json::from_str(&request(addr, "GET", "/status").unwrap()).unwrap();
         assert_eq!(status.pairs_up, 2);
-        assert!(request(addr, "GET", "/metrics").unwrap().contains("braid_pairs_up 2"));
+        assert_eq!(
+            (status.pairs[0].suite.as_str(), status.pairs[0].drops_too_old),
+            ("ipsec", 4)
+        );
+        let metrics = request(addr, "GET", "/metrics").unwrap();
+        assert!(metrics.contains("braid_pairs_up 2"));
+        assert!(
+            metrics.contains("braid_pair_info{pair=\"1\",suite=\"ipsec\"} 1\n"),
+            "{metrics}"
+        );
         assert_eq!(
             request(addr, "POST", "/drain?pair=3").unwrap().trim(),
             "pair 3 draining"

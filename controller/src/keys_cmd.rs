@@ -5,12 +5,15 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use braid_core::keys::{write_secret_file, ClusterSecret, PrivateKey};
+use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey, PrivateKey};
 
-/// Prints (or writes to `out`, mode 0600) a new private key, or with `secret` a cluster secret.
-pub fn keygen(secret: bool, out: Option<&Path>) -> Result<()> {
+/// Prints (or writes to `out`, mode 0600) a new private key, or with `secret` a cluster secret,
+/// or with `psk` an IPsec pre-shared key.
+pub fn keygen(secret: bool, psk: bool, out: Option<&Path>) -> Result<()> {
     let text = if secret {
         ClusterSecret::generate().to_base64()
+    } else if psk {
+        String::from_utf8(PresharedKey::generate().as_bytes().to_vec()).context("a generated key is base64 text")?
     } else {
         PrivateKey::generate().to_base64()
     };

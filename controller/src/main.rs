@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use braid::{check_cmd, demo, http, keys_cmd, lab, status, supervisor};
-use clap::{Parser, Subcommand};
+use braid_core::config::Suite;
+use clap::{Parser, Subcommand, ValueEnum};
 
-/// braid spreads a site's traffic to another site, flow by flow, over N WireGuard gateway
-/// pairs, so together they carry far more than one gateway can, with no stream reordered.
+/// braid spreads a site's traffic to another site, flow by flow, over N WireGuard or IPsec
+/// gateway pairs, so together they carry far more than one gateway can, with no stream reordered.
 #[derive(Parser, Debug)]
 #[command(name = "braid", version, about, long_about = None)]
 struct Cli {
@@ -21,18 +22,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate a WireGuard private key (base64, like `wg genkey`), or a cluster secret.
+    /// Generate a WireGuard private key (base64, like `wg genkey`), a cluster secret, or an
+    /// IPsec pre-shared key.
     Keygen {
         /// Generate the 32-byte cluster secret (keys the flow hash and control messages).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "psk")]
         secret: bool,
+        /// Generate an IPsec pre-shared key: 32 random bytes as 44 characters of base64 text,
+        /// used as text byte for byte (paste it into strongSwan's `secret = "..."` as is).
+        #[arg(long)]
+        psk: bool,
         /// Write it to FILE (created with mode 0600) instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
     /// Read a private key on stdin and print its public key (like `wg pubkey`).
     Pubkey,
-    /// Validate a cluster file and summarise it.
+    /// Validate a cluster file and summarise it (for IPsec, also the pre-shared key file).
     Check {
         /// The cluster YAML.
         #[arg(short, long, value_name = "FILE")]
@@ -118,7 +124,28 @@ enum Command {
         /// Lab name.
         #[arg(long, default_value = "demo")]
         name: String,
+        /// The tunnel suite of every pair.
+        #[arg(long, value_enum, default_value_t = SuiteArg::Wireguard)]
+        suite: SuiteArg,
     },
+}
+
+/// `--suite`: the tunnel protocol of a lab's pairs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SuiteArg {
+    /// WireGuard on UDP port 51820, a key pair per gateway.
+    Wireguard,
+    /// IKEv2 with a pre-shared key and ESP in UDP, port 4500.
+    Ipsec,
+}
+
+impl From<SuiteArg> for Suite {
+    fn from(arg: SuiteArg) -> Suite {
+        match arg {
+            SuiteArg::Wireguard => Suite::WireGuard,
+            SuiteArg::Ipsec => Suite::Ipsec,
+        }
+    }
 }
 
 /// Which controller to talk to.
@@ -189,6 +216,9 @@ enum LabCommand {
         /// Seconds to wait for every pair to carry traffic.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
+        /// The tunnel suite of every pair.
+        #[arg(long, value_enum, default_value_t = SuiteArg::Wireguard)]
+        suite: SuiteArg,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -230,18 +260,19 @@ fn gateway(action: GatewayAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up_options(name: String, gateways: u16, timeout: u64) -> lab::UpOptions {
+fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab::UpOptions {
     lab::UpOptions {
         name,
         gateways,
         bin_dir: lab::default_bin_dir(),
         ready_timeout: Duration::from_secs(timeout),
+        suite: suite.into(),
     }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Keygen { secret, out } => keys_cmd::keygen(secret, out.as_deref()),
+        Command::Keygen { secret, psk, out } => keys_cmd::keygen(secret, psk, out.as_deref()),
         Command::Pubkey => keys_cmd::pubkey(),
         Command::Check { config, keys } => check_cmd::check(&config, keys),
         Command::Lab {
@@ -251,15 +282,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                     gateways,
                     json,
                     timeout,
+                    suite,
                 },
         } => {
-            let info = lab::up(&up_options(name, gateways, timeout))?;
+            let info = lab::up(&up_options(name, gateways, timeout, suite))?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {
                 println!(
-                    "lab {:?} up: {} pair(s); host a {} in {}, host b {} in {}; WAN capture: ip netns exec {} tcpdump -i {}",
-                    info.name, info.gateways, info.hosts.a.addr, info.hosts.a.netns, info.hosts.b.addr,
+                    "lab {:?} up: {} {} pair(s); host a {} in {}, host b {} in {}; WAN capture: ip netns exec {} tcpdump -i {}",
+                    info.name, info.gateways, info.suite, info.hosts.a.addr, info.hosts.a.netns, info.hosts.b.addr,
                     info.hosts.b.netns, info.wan.netns, info.wan.interface
                 );
             }
@@ -326,8 +358,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             udp_rate,
             keep,
             name,
+            suite,
         } => demo::run(&demo::DemoOptions {
-            lab: up_options(name, gateways, 30),
+            lab: up_options(name, gateways, 30, suite),
             streams,
             seconds,
             udp_rate,

@@ -1,8 +1,11 @@
 //! Prometheus text exposition of a [`StatusSnapshot`].
+//!
+//! Tunnel series (SA ages, rekeys, replay drops) carry a `suite` label, `wireguard` or `ipsec`,
+//! so one dashboard serves both suites and can still tell them apart.
 
 use std::fmt::Write as _;
 
-use crate::status::StatusSnapshot;
+use crate::status::{GatewayStatus, StatusSnapshot};
 
 fn gauge(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -95,6 +98,7 @@ pub fn render(s: &StatusSnapshot) -> String {
             );
         }
     }
+    pair_tunnels(&mut o, s);
 
     gauge(
         &mut o,
@@ -127,7 +131,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     gauge(
         &mut o,
         "braid_gateway_handshake_age_seconds",
-        "Age of the gateway's last WireGuard handshake.",
+        "The gateway's SA age under its older name: braid_gateway_sa_age_seconds.",
         "gauge",
     );
     for g in &s.gateways {
@@ -163,6 +167,8 @@ pub fn render(s: &StatusSnapshot) -> String {
             let _ = writeln!(o, "{name}{{site=\"{}\",pair=\"{}\"}} {}", g.site, g.index, pick(g));
         }
     }
+
+    gateway_tunnels(&mut o, s);
 
     gauge(&mut o, "braid_alarm", "1 when the alarm fires.", "gauge");
     let _ = writeln!(
@@ -212,6 +218,88 @@ pub fn render(s: &StatusSnapshot) -> String {
     o
 }
 
+/// Each pair's suite, and the age of the older of its gateways' SAs.
+fn pair_tunnels(o: &mut String, s: &StatusSnapshot) {
+    gauge(o, "braid_pair_info", "The pair's tunnel suite; always 1.", "gauge");
+    for p in &s.pairs {
+        let _ = writeln!(o, "braid_pair_info{{pair=\"{}\",suite=\"{}\"}} 1", p.index, p.suite);
+    }
+    gauge(
+        o,
+        "braid_pair_sa_age_seconds",
+        "Age of the older of the keys the pair's two gateways send with.",
+        "gauge",
+    );
+    for p in &s.pairs {
+        if let Some(age) = p.sa_age_ms {
+            let _ = writeln!(
+                o,
+                "braid_pair_sa_age_seconds{{pair=\"{}\",suite=\"{}\"}} {:.3}",
+                p.index,
+                p.suite,
+                age as f64 / 1e3
+            );
+        }
+    }
+}
+
+/// The labels of a gateway's tunnel series.
+fn tunnel_labels(g: &GatewayStatus) -> String {
+    format!("site=\"{}\",pair=\"{}\",suite=\"{}\"", g.site, g.index, g.suite)
+}
+
+/// Each gateway's SA ages, rekeys and replay drops, for the figures it reports.
+fn gateway_tunnels(o: &mut String, s: &StatusSnapshot) {
+    for (name, help, pick) in [
+        (
+            "braid_gateway_sa_age_seconds",
+            "Age of the keys the gateway sends with: since the last WireGuard handshake, or since \
+             the IPsec CHILD SA was installed or rekeyed.",
+            (|g: &GatewayStatus| g.sa_age_ms) as fn(&_) -> Option<u64>,
+        ),
+        (
+            "braid_gateway_ike_sa_age_seconds",
+            "Age of the gateway's IPsec IKE SA, since it was established or rekeyed.",
+            |g| g.ike_sa_age_ms,
+        ),
+    ] {
+        gauge(o, name, help, "gauge");
+        for g in &s.gateways {
+            if let Some(age) = pick(g) {
+                let _ = writeln!(o, "{name}{{{}}} {:.3}", tunnel_labels(g), age as f64 / 1e3);
+            }
+        }
+    }
+    for (name, help, label, picks) in [
+        (
+            "braid_gateway_rekeys_total",
+            "Rekeys since the gateway started: sa=data the keys traffic is sent with (WireGuard \
+             session, IPsec CHILD SA), sa=ike the IPsec IKE SA.",
+            "sa",
+            [
+                ("data", (|g: &GatewayStatus| g.rekeys) as fn(&_) -> Option<u64>),
+                ("ike", |g| g.ike_rekeys),
+            ],
+        ),
+        (
+            "braid_gateway_replay_drops_total",
+            "Packets from the peer refused by the anti-replay check: reason=replayed a counter \
+             already seen, reason=too_old a counter older than the window.",
+            "reason",
+            [("replayed", |g| g.drops_replayed), ("too_old", |g| g.drops_too_old)],
+        ),
+    ] {
+        gauge(o, name, help, "counter");
+        for g in &s.gateways {
+            for (value, pick) in picks {
+                if let Some(n) = pick(g) {
+                    let _ = writeln!(o, "{name}{{{},{label}=\"{value}\"}} {n}", tunnel_labels(g));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +329,36 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn renders_suites_sa_ages_rekeys_and_replay_drops() {
+        let text = render(&crate::status::tests::sample());
+        for line in [
+            "braid_pair_info{pair=\"1\",suite=\"ipsec\"} 1",
+            "braid_pair_info{pair=\"2\",suite=\"wireguard\"} 1",
+            "braid_pair_sa_age_seconds{pair=\"1\",suite=\"ipsec\"} 42.400",
+            "braid_gateway_sa_age_seconds{site=\"a\",pair=\"1\",suite=\"ipsec\"} 42.400",
+            "braid_gateway_ike_sa_age_seconds{site=\"b\",pair=\"1\",suite=\"ipsec\"} 3000.000",
+            "braid_gateway_rekeys_total{site=\"a\",pair=\"1\",suite=\"ipsec\",sa=\"data\"} 3",
+            "braid_gateway_rekeys_total{site=\"a\",pair=\"1\",suite=\"ipsec\",sa=\"ike\"} 1",
+            "braid_gateway_replay_drops_total{site=\"a\",pair=\"1\",suite=\"ipsec\",reason=\"replayed\"} 5",
+            "braid_gateway_replay_drops_total{site=\"b\",pair=\"1\",suite=\"ipsec\",reason=\"too_old\"} 2",
+            "braid_gateway_handshake_age_seconds{site=\"a\",pair=\"2\"} 7.000",
+            "# TYPE braid_gateway_rekeys_total counter",
+            "# TYPE braid_gateway_replay_drops_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // A gateway that does not report a figure has no series for it, rather than a zero.
+        let a2 = |l: &&str| l.contains("site=\"a\",pair=\"2\"");
+        let reported: Vec<_> = text.lines().filter(a2).filter(|l| l.contains("suite=")).collect();
+        assert!(reported.is_empty(), "{reported:?}");
+        // Every family has one HELP and one TYPE, before its samples.
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(line.split(' ').nth(2).unwrap()), "{line} twice");
         }
     }
 }

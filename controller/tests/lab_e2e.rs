@@ -1,6 +1,8 @@
-//! The data path end to end, in a real two-site lab with three gateway pairs: TCP both ways
-//! with every byte verified, UDP flows never reordered, every pair used, and a WAN capture that
-//! holds only WireGuard messages and never the plaintext the hosts sent.
+//! The data path end to end, in a real two-site lab with three gateway pairs, for each tunnel
+//! suite: TCP both ways with every byte verified, UDP flows never reordered, every pair used,
+//! and a WAN capture that holds only the suite's own messages (WireGuard; or ESP in UDP, IKE
+//! and NAT keepalives, with no ESP sequence number twice on one SA) and never the plaintext the
+//! hosts sent.
 
 mod support;
 
@@ -23,11 +25,25 @@ fn assert_tcp_run(run: &Value, streams: usize, what: &str) {
 }
 
 #[test]
-fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
+fn wireguard_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
     if skip_without_lab("lab_e2e") {
         return;
     }
-    let lab = Lab::up("e2e", 3);
+    let _one = one_lab_at_a_time();
+    three_pairs_end_to_end(Suite::WireGuard, "e2e");
+}
+
+#[test]
+fn ipsec_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
+    if skip_without_lab("lab_e2e") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    three_pairs_end_to_end(Suite::Ipsec, "e2e-ipsec");
+}
+
+fn three_pairs_end_to_end(suite: Suite, name: &str) {
+    let lab = Lab::up_with(name, 3, suite);
     let info = &lab.info;
     let bin = bin_dir();
     let _server = BenchServer::start(info, &bin);
@@ -127,6 +143,16 @@ fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
         cap.udp.len()
     );
     assert_eq!(cap.other_ipv4, 0, "only UDP crosses the WAN");
+    let data_messages = match suite {
+        Suite::WireGuard => check_wireguard_wan(&cap),
+        Suite::Ipsec => check_ipsec_wan(&cap),
+    };
+    assert!(data_messages > 1000, "{suite} data messages seen: {data_messages}");
+    assert!(!contains(&cap.raw, MARKER), "the plaintext marker appeared on the WAN");
+}
+
+/// Every WAN datagram is a WireGuard message between WireGuard ports; returns the data messages.
+fn check_wireguard_wan(cap: &Capture) -> usize {
     let mut data_messages = 0;
     for f in &cap.udp {
         assert!(
@@ -142,6 +168,43 @@ fn three_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
             data_messages += 1;
         }
     }
-    assert!(data_messages > 1000, "WireGuard data messages seen: {data_messages}");
-    assert!(!contains(&cap.raw, MARKER), "the plaintext marker appeared on the WAN");
+    data_messages
+}
+
+/// Every WAN datagram is ESP in UDP, IKE behind the non-ESP marker, or a NAT keepalive, all
+/// on port 4500 (RFC 3948); no ESP sequence number appears twice on one SA (a nonce reused
+/// under one key would break AES-GCM). Returns the ESP packets.
+fn check_ipsec_wan(cap: &Capture) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut esp = 0;
+    for f in &cap.udp {
+        assert!(
+            f.src_port == 4500 && f.dst_port == 4500,
+            "WAN UDP on the IPsec NAT-T port only: {f:?}"
+        );
+        let p = &f.payload;
+        if p.as_slice() == [0xff] {
+            continue;
+        }
+        if p.len() >= 4 + 28 && p[..4] == [0, 0, 0, 0] {
+            assert_eq!(
+                p[4 + 17],
+                0x20,
+                "IKEv2 version in an IKE message: {:?}",
+                &p[..p.len().min(32)]
+            );
+            continue;
+        }
+        // ESP: SPI, sequence number, 8-byte IV, at least a 4-byte trailer, 16-byte ICV.
+        assert!(p.len() >= 4 + 4 + 8 + 4 + 16, "not ESP: {:?}", &p[..p.len().min(16)]);
+        let spi = u32::from_be_bytes(p[..4].try_into().unwrap());
+        let seq = u32::from_be_bytes(p[4..8].try_into().unwrap());
+        assert!(spi > 255, "reserved SPI {spi}");
+        assert!(
+            seen.insert((f.src, spi, seq)),
+            "ESP sequence number {seq} twice on SPI {spi:08x}"
+        );
+        esp += 1;
+    }
+    esp
 }

@@ -1,4 +1,4 @@
-//! WireGuard-format keys and the cluster secret.
+//! WireGuard-format keys, the cluster secret and the IPsec pre-shared key.
 //!
 //! Every key is 32 bytes, written as standard base64 with `=` padding (44 characters), exactly
 //! what `wg genkey` and `wg pubkey` print, so keys move freely between braid and
@@ -6,9 +6,14 @@
 //! [`PrivateKey::load`] / [`ClusterSecret::load`] refuse a file that its group or other users
 //! could read or write (the rule `wg` and OpenSSH apply), naming the fix.
 //!
-//! Secret material never reaches a log: [`PrivateKey`] and [`ClusterSecret`] print as
-//! `<redacted>`, have no `Display`, and no [`KeyError`] carries key bytes or key text; decoding
-//! uses stack buffers that are wiped afterwards, and the secrets are wiped when dropped (best
+//! The IPsec suite's [`PresharedKey`] is different in kind: IKEv2 (RFC 7296 §2.15) takes the
+//! pre-shared key as an octet string, and strongSwan's `secret = "..."` takes it as text. Its
+//! file holds one line of text that is used byte for byte (only the line ending is removed), so
+//! the same line works in a `swanctl.conf` on the other side. Its file obeys the same 0600 rule.
+//!
+//! Secret material never reaches a log: [`PrivateKey`], [`ClusterSecret`] and [`PresharedKey`]
+//! print as `<redacted>`, have no `Display`, and no [`KeyError`] carries key bytes or key text;
+//! decoding uses buffers that are wiped afterwards, and the secrets are wiped when dropped (best
 //! effort: copies the compiler makes are out of reach).
 
 use std::fmt;
@@ -33,6 +38,10 @@ const LONGEST_DECODED_BASE64: usize = 88;
 const KEY_FILE_MAX_BYTES: usize = 256;
 /// Mode bits that let the group or other users at a key file.
 const GROUP_OR_OTHER_ACCESS: u32 = 0o077;
+/// Longest pre-shared key, in bytes (without the line ending).
+pub const PSK_MAX_LEN: usize = 512;
+/// Largest pre-shared key file read: the longest key and a `\r\n`.
+const PSK_FILE_MAX_BYTES: usize = PSK_MAX_LEN + 2;
 
 /// Which kind of key a message is about.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,6 +49,7 @@ pub enum KeyKind {
     PrivateKey,
     PublicKey,
     ClusterSecret,
+    PresharedKey,
 }
 
 impl fmt::Display for KeyKind {
@@ -48,6 +58,7 @@ impl fmt::Display for KeyKind {
             KeyKind::PrivateKey => "private key",
             KeyKind::PublicKey => "public key",
             KeyKind::ClusterSecret => "cluster secret",
+            KeyKind::PresharedKey => "pre-shared key",
         })
     }
 }
@@ -82,6 +93,17 @@ pub enum KeyError {
     Permissions { kind: KeyKind, path: PathBuf, mode: u32 },
     #[error("{}: {problem}", path.display())]
     InFile { path: PathBuf, problem: Box<KeyError> },
+    #[error("pre-shared key: empty (expected one line of text)")]
+    PskEmpty,
+    #[error("pre-shared key: longer than {PSK_MAX_LEN} bytes")]
+    PskTooLong,
+    #[error("pre-shared key: contains a NUL byte (expected one line of text)")]
+    PskNul,
+    #[error(
+        "pre-shared key: more than one line (expected one line of text; only a single trailing \
+         newline is removed, and a carriage return counts as a line break)"
+    )]
+    PskMultiline,
 }
 
 /// A WireGuard (X25519) private key.
@@ -245,11 +267,106 @@ impl Drop for ClusterSecret {
     }
 }
 
+/// The IPsec pre-shared key: one line of text from its file, used byte for byte as IKEv2's
+/// shared secret (RFC 7296 §2.15), exactly as strongSwan uses `secret = "..."`. It is 1 to
+/// [`PSK_MAX_LEN`] bytes with no NUL, CR or LF; any other byte, spaces included, is part of it.
+#[derive(Clone)]
+pub struct PresharedKey(Box<[u8]>);
+
+impl PresharedKey {
+    /// A new key for a lab or a first setup: 32 random bytes in base64, 44 characters of text
+    /// (the key is that text, so it can be pasted into a strongSwan `secret = "..."`).
+    pub fn generate() -> Self {
+        let mut bytes = random_bytes();
+        let mut text = [0u8; KEY_BASE64_LEN];
+        let written = STANDARD
+            .encode_slice(bytes, &mut text)
+            .expect("32 bytes always fit 44 base64 characters");
+        let key = PresharedKey(Box::from(&text[..written]));
+        wipe(&mut bytes);
+        wipe(&mut text);
+        key
+    }
+
+    /// The key in the content of its file: one line, with one trailing `\n` or `\r\n` removed.
+    pub fn from_file_content(content: &[u8]) -> Result<Self, KeyError> {
+        let line = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
+        if line.is_empty() {
+            return Err(KeyError::PskEmpty);
+        }
+        if line.len() > PSK_MAX_LEN {
+            return Err(KeyError::PskTooLong);
+        }
+        if line.contains(&0) {
+            return Err(KeyError::PskNul);
+        }
+        if line.iter().any(|&b| b == b'\n' || b == b'\r') {
+            return Err(KeyError::PskMultiline);
+        }
+        Ok(PresharedKey(Box::from(line)))
+    }
+
+    /// Reads a pre-shared key file, refusing one that group or other users can access.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let kind = KeyKind::PresharedKey;
+        let mut file = open_key_file(kind, path)?;
+        let mut content = [0u8; PSK_FILE_MAX_BYTES + 1];
+        let result = read_up_to(&mut file, &mut content)
+            .map_err(|source| unreadable(kind, path, source))
+            .and_then(|len| match len {
+                len if len > PSK_FILE_MAX_BYTES => Err(KeyError::PskTooLong),
+                len => Self::from_file_content(&content[..len]),
+            })
+            .map_err(|problem| match problem {
+                KeyError::PskEmpty | KeyError::PskTooLong | KeyError::PskNul | KeyError::PskMultiline => {
+                    KeyError::InFile {
+                        path: path.to_path_buf(),
+                        problem: Box::new(problem),
+                    }
+                }
+                other => other,
+            });
+        wipe(&mut content);
+        result
+    }
+
+    /// Writes the key and a newline to a new file at `path`, mode 0600, like
+    /// [`write_secret_file`]; refuses to replace an existing file.
+    pub fn write_new(&self, path: &Path) -> io::Result<()> {
+        write_secret_bytes(path, &self.0)
+    }
+
+    /// The key's bytes, as IKE uses them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresharedKey(<redacted>)")
+    }
+}
+
+impl Drop for PresharedKey {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
 /// Creates `path` with mode 0600 and writes `base64` and a newline to it. Refuses to replace an
 /// existing file (`ErrorKind::AlreadyExists`); see [`replace_secret_file`].
 pub fn write_secret_file(path: &Path, base64: &str) -> io::Result<()> {
+    write_secret_bytes(path, base64.as_bytes())
+}
+
+/// Creates `path` with mode 0600 (refusing an existing file) and writes `line` and a newline.
+fn write_secret_bytes(path: &Path, line: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(base64.as_bytes())?;
+    file.write_all(line)?;
     file.write_all(b"\n")?;
     file.sync_all()
 }
@@ -302,8 +419,9 @@ fn decode_key(kind: KeyKind, text: &str) -> Result<[u8; KEY_LEN], KeyError> {
     result
 }
 
-fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
-    let unreadable = |source: io::Error| match source.kind() {
+/// The error for a key file that cannot be opened or read.
+fn unreadable(kind: KeyKind, path: &Path, source: io::Error) -> KeyError {
+    match source.kind() {
         io::ErrorKind::NotFound => KeyError::FileMissing {
             kind,
             path: path.to_path_buf(),
@@ -313,10 +431,14 @@ fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> 
             path: path.to_path_buf(),
             source,
         },
-    };
-    let mut file = File::open(path).map_err(unreadable)?;
+    }
+}
+
+/// Opens a key file, refusing anything but a regular file that only its owner can access.
+fn open_key_file(kind: KeyKind, path: &Path) -> Result<File, KeyError> {
+    let file = File::open(path).map_err(|source| unreadable(kind, path, source))?;
     // The mode of the file actually opened, so a swap between check and read changes nothing.
-    let metadata = file.metadata().map_err(unreadable)?;
+    let metadata = file.metadata().map_err(|source| unreadable(kind, path, source))?;
     if !metadata.is_file() {
         return Err(KeyError::NotAFile {
             path: path.to_path_buf(),
@@ -330,10 +452,14 @@ fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> 
             mode,
         });
     }
+    Ok(file)
+}
 
+fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
+    let mut file = open_key_file(kind, path)?;
     let mut content = [0u8; KEY_FILE_MAX_BYTES + 1];
     let result = read_up_to(&mut file, &mut content)
-        .map_err(unreadable)
+        .map_err(|source| unreadable(kind, path, source))
         .and_then(|len| match len {
             len if len > KEY_FILE_MAX_BYTES => Err(KeyError::FileTooLong {
                 path: path.to_path_buf(),
@@ -568,6 +694,112 @@ mod tests {
 
         assert!(matches!(
             PrivateKey::load(&dir.0).unwrap_err(),
+            KeyError::NotAFile { .. }
+        ));
+    }
+
+    #[test]
+    fn preshared_key_is_one_line_used_byte_for_byte() {
+        for (content, key) in [
+            (&b"secret\n"[..], &b"secret"[..]),
+            (b"secret\r\n", b"secret"),
+            (b"secret", b"secret"),
+            (b" two words \n", b" two words "),
+            (b"\"quoted\"\t#not a comment\n", b"\"quoted\"\t#not a comment"),
+            (b"\xff\xfe latin-1 \xe9\n", b"\xff\xfe latin-1 \xe9"),
+        ] {
+            let psk = PresharedKey::from_file_content(content).unwrap();
+            assert_eq!(psk.as_bytes(), key, "{content:?}");
+        }
+        let longest = vec![b'k'; PSK_MAX_LEN];
+        assert_eq!(
+            PresharedKey::from_file_content(&longest).unwrap().as_bytes(),
+            &longest[..]
+        );
+    }
+
+    #[test]
+    fn preshared_key_content_is_refused_with_the_reason() {
+        let too_long = vec![b'k'; PSK_MAX_LEN + 1];
+        let cases: [(&[u8], &str); 9] = [
+            (b"", "pre-shared key: empty (expected one line of text)"),
+            (b"\n", "pre-shared key: empty"),
+            (b"\r\n", "pre-shared key: empty"),
+            (&too_long, "pre-shared key: longer than 512 bytes"),
+            (b"sec\0ret\n", "pre-shared key: contains a NUL byte"),
+            (b"secret\n\n", "pre-shared key: more than one line"),
+            (b"secret\nsecond\n", "pre-shared key: more than one line"),
+            (b"secret\r", "pre-shared key: more than one line"),
+            (b"secret\n\r\n", "pre-shared key: more than one line"),
+        ];
+        for (content, expected) in cases {
+            let error = PresharedKey::from_file_content(content).unwrap_err();
+            assert!(error.to_string().starts_with(expected), "{content:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn preshared_key_generate_write_load() {
+        let dir = ScratchDir::new("psk");
+        let path = dir.0.join("ipsec.psk");
+        let psk = PresharedKey::generate();
+        assert_eq!(psk.as_bytes().len(), KEY_BASE64_LEN);
+        assert_eq!(STANDARD.decode(psk.as_bytes()).unwrap().len(), KEY_LEN);
+        assert_ne!(PresharedKey::generate().as_bytes(), psk.as_bytes());
+        psk.write_new(&path).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        let mut expected = psk.as_bytes().to_vec();
+        expected.push(b'\n');
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert_eq!(PresharedKey::load(&path).unwrap().as_bytes(), psk.as_bytes());
+        let error = PresharedKey::generate().write_new(&path).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(format!("{psk:?}"), "PresharedKey(<redacted>)");
+    }
+
+    #[test]
+    fn preshared_key_load_names_the_file_and_problem() {
+        let dir = ScratchDir::new("psk-problems");
+        let write = |name: &str, content: &[u8], mode: u32| {
+            let path = dir.0.join(name);
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+
+        let open = write("open.psk", b"secret\n", 0o640);
+        let error = PresharedKey::load(&open).unwrap_err();
+        assert!(matches!(error, KeyError::Permissions { mode: 0o640, .. }), "{error:?}");
+        assert!(error.to_string().contains("this pre-shared key file"), "{error}");
+        assert!(
+            error.to_string().contains(&format!("chmod 600 {}", open.display())),
+            "{error}"
+        );
+
+        let empty = write("empty.psk", b"", 0o600);
+        assert_eq!(
+            PresharedKey::load(&empty).unwrap_err().to_string(),
+            format!("{}: pre-shared key: empty (expected one line of text)", empty.display())
+        );
+        let two = write("two.psk", b"secret\nsecret\n", 0o600);
+        let error = PresharedKey::load(&two).unwrap_err();
+        assert!(matches!(&error, KeyError::InFile { problem, .. } if matches!(**problem, KeyError::PskMultiline)));
+        assert!(!error.to_string().contains("secret\n"), "{error}");
+        let huge = write("huge.psk", &[b'k'; 4096], 0o600);
+        assert_eq!(
+            PresharedKey::load(&huge).unwrap_err().to_string(),
+            format!("{}: pre-shared key: longer than 512 bytes", huge.display())
+        );
+        let crlf = write("crlf.psk", &[&[b'k'; PSK_MAX_LEN][..], b"\r\n"].concat(), 0o400);
+        assert_eq!(PresharedKey::load(&crlf).unwrap().as_bytes().len(), PSK_MAX_LEN);
+
+        let missing = dir.0.join("absent.psk");
+        assert_eq!(
+            PresharedKey::load(&missing).unwrap_err().to_string(),
+            format!("{}: pre-shared key file not found", missing.display())
+        );
+        assert!(matches!(
+            PresharedKey::load(&dir.0).unwrap_err(),
             KeyError::NotAFile { .. }
         ));
     }

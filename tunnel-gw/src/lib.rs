@@ -6,8 +6,9 @@
 //! privileges.
 //!
 //! * [`suite`]: the tunnel-protocol seam ([`suite::TunnelSuite`]), so WireGuard today and IPsec
-//!   ESP later plug into the same data loop.
+//!   ESP plug into the same data loop.
 //! * [`wireguard`]: the WireGuard suite over boringtun.
+//! * [`ipsec`]: the IPsec suite: IKEv2 and ESP in UDP over braid-ipsec's sans-IO engine.
 //! * [`datapath`]: the single data thread: batched I/O, policy checks, counters.
 //! * [`settings`]: the plain-data configuration the library runs from.
 //! * [`counters`]: traffic and drop counters, one per reason.
@@ -17,6 +18,7 @@
 
 pub mod counters;
 pub mod datapath;
+pub mod ipsec;
 pub mod settings;
 pub mod suite;
 pub mod wireguard;
@@ -24,15 +26,45 @@ pub mod wireguard;
 use std::io;
 
 use datapath::DataPath;
-use settings::GatewaySettings;
+use ipsec::IpsecSuite;
+use settings::{GatewaySettings, TunnelSettings};
 use wireguard::WireGuardSuite;
 
-/// Binds a gateway whose tunnel is WireGuard, ready to run on its own thread.
+/// A bound gateway of either suite, ready to run on its own thread.
+#[derive(Debug)]
+pub enum Gateway {
+    WireGuard(Box<DataPath<WireGuardSuite>>),
+    Ipsec(Box<DataPath<IpsecSuite>>),
+}
+
+/// Binds a gateway for the suite its settings name.
+pub fn bind(settings: GatewaySettings) -> io::Result<Gateway> {
+    match &settings.tunnel {
+        TunnelSettings::WireGuard {
+            private_key,
+            peer_public_key,
+        } => {
+            let suite = WireGuardSuite::new(
+                *private_key.as_bytes(),
+                *peer_public_key.as_bytes(),
+                u32::from(settings.pair_id),
+            );
+            Ok(Gateway::WireGuard(Box::new(DataPath::bind(settings, suite)?)))
+        }
+        TunnelSettings::Ipsec(config) => {
+            let suite = IpsecSuite::new((**config).clone())?;
+            Ok(Gateway::Ipsec(Box::new(DataPath::bind(settings, suite)?)))
+        }
+    }
+}
+
+/// Binds a gateway whose tunnel is WireGuard (the settings must say so).
 pub fn bind_wireguard(settings: GatewaySettings) -> io::Result<DataPath<WireGuardSuite>> {
-    let suite = WireGuardSuite::new(
-        *settings.private_key.as_bytes(),
-        *settings.peer_public_key.as_bytes(),
-        u32::from(settings.pair_id),
-    );
-    DataPath::bind(settings, suite)
+    match bind(settings)? {
+        Gateway::WireGuard(datapath) => Ok(*datapath),
+        Gateway::Ipsec(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the settings are for IPsec",
+        )),
+    }
 }

@@ -9,16 +9,25 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use braid_core::config::ClusterConfig;
+use braid_core::config::Suite;
 use braid_core::control::{ControlClient, ControlKey, DaemonId, Heartbeat};
 use braid_core::daemon::{init_logging, run_reporter, StatusWriter, StopFlag};
 use braid_core::flow::PairId;
+use braid_core::keys::PresharedKey;
 use braid_core::keys::{ClusterSecret, PrivateKey};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
-use braid_gw::settings::{GatewaySettings, DEFAULT_BATCH_SIZE};
+use braid_gw::datapath::DataPath;
+use braid_gw::settings::{GatewaySettings, TunnelSettings, DEFAULT_BATCH_SIZE};
+use braid_gw::suite::{SessionState, SuiteError, TunnelSuite, SUITE_DROP_COUNTERS};
+use braid_gw::Gateway;
+use braid_ipsec::ike::crypto::Secret;
+use braid_ipsec::ike::negotiate::selector_for_prefix;
+use braid_ipsec::ike::wire::Identification;
+use braid_ipsec::ike::IkeConfig;
 use clap::Parser;
 
 const STATUS_PERIOD: Duration = Duration::from_millis(500);
@@ -66,14 +75,29 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load cluster configuration {}", args.config.display()))?;
     let settings = settings_from_config(&config, &args.site, args.pair)?;
     let stop = StopFlag::from_signals().context("cannot install SIGTERM/SIGINT handlers")?;
-    let datapath = braid_gw::bind_wireguard(settings.clone()).with_context(|| {
+    let gateway = braid_gw::bind(settings.clone()).with_context(|| {
         format!(
             "cannot bind the gateway sockets (LAN {}, WAN {})",
             settings.lan_bind, settings.wan_bind
         )
     })?;
+    match gateway {
+        Gateway::WireGuard(datapath) => serve(*datapath, &config, args, &settings, &stop),
+        Gateway::Ipsec(datapath) => serve(*datapath, &config, args, &settings, &stop),
+    }
+}
+
+/// Runs a bound gateway until SIGTERM or SIGINT: the data thread, heartbeats, the status file.
+fn serve<S: TunnelSuite + Send + 'static>(
+    datapath: DataPath<S>,
+    config: &ClusterConfig,
+    args: &Args,
+    settings: &GatewaySettings,
+    stop: &StopFlag,
+) -> anyhow::Result<()> {
     let (lan_buffers, wan_buffers) = datapath.socket_buffers();
     tracing::info!(
+        suite = %config.cluster.suite,
         cluster = %config.cluster.name,
         site = %args.site,
         pair = args.pair,
@@ -109,21 +133,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         })
         .context("cannot start the data thread")?;
 
-    let control = start_control(&config, args, counters.clone(), session.clone(), &stop)?;
+    let started = Instant::now();
+    let control = start_control(config, args, counters.clone(), session.clone(), started, stop)?;
     match &args.status_file {
         Some(path) => {
             let writer = StatusWriter::new(path);
-            run_reporter(&writer, STATUS_PERIOD, &stop, || {
-                let state = session.get();
-                serde_json::json!({
-                    "role": "gw",
-                    "site": args.site,
-                    "pair": args.pair,
-                    "pid": std::process::id(),
-                    "session_established": state.established,
-                    "handshake_age_ms": state.last_handshake_age.map(|age| age.as_millis() as u64),
-                    "counters": counters.to_json(),
-                })
+            let me = DaemonId::gateway(&args.site, args.pair);
+            run_reporter(&writer, STATUS_PERIOD, stop, || {
+                let totals = counters.to_json();
+                let hb = heartbeat(&me, config.cluster.suite, started, session.get(), &totals);
+                status_document(&hb, totals)
             });
         }
         None => while !stop.sleep(STATUS_PERIOD) {},
@@ -143,6 +162,7 @@ fn start_control(
     args: &Args,
     counters: std::sync::Arc<braid_gw::counters::GatewayCounters>,
     session: std::sync::Arc<braid_gw::datapath::SharedSession>,
+    started: Instant,
     stop: &StopFlag,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
     let secret = ClusterSecret::load(&config.cluster.secret_file)
@@ -153,38 +173,75 @@ fn start_control(
     let client = ControlClient::new(ControlKey::derive(&secret), me.clone(), controller, local.clone())
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let period = Duration::from_millis(config.controller.heartbeat_ms);
-    let started = std::time::Instant::now();
+    let suite = config.cluster.suite;
     let stop = stop.clone();
     thread::Builder::new()
         .name("gw-control".into())
         .spawn(move || {
-            let report = || {
-                let state = session.get();
-                let totals = counters.to_json();
-                let get = |name: &str| totals[name].as_u64().unwrap_or(0);
-                let mut hb = Heartbeat::new(me.clone());
-                hb.uptime_ms = started.elapsed().as_millis() as u64;
-                hb.session_established = Some(state.established);
-                hb.handshake_age_ms = state.last_handshake_age.map(|age| age.as_millis() as u64);
-                hb.tx_bytes = get("lan_tx_bytes") + get("wan_tx_bytes");
-                hb.rx_bytes = get("lan_rx_bytes") + get("wan_rx_bytes");
-                hb.tx_packets = get("lan_tx_packets") + get("wan_tx_packets");
-                hb.rx_packets = get("lan_rx_packets") + get("wan_rx_packets");
-                hb.drops = totals
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(k, _)| k.starts_with("drop"))
-                            .filter_map(|(_, v)| v.as_u64())
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                hb
-            };
+            let report = || heartbeat(&me, suite, started, session.get(), &counters.to_json());
             // Gateways receive no membership; a push addressed to one is refused.
             client.run(&stop, period, report, |_| false)
         })
         .context("cannot start the control thread")
+}
+
+/// This gateway's report: its session (suite, SA ages, rekeys), traffic and drops, from the
+/// state the data thread published and the counters as JSON (`totals`).
+fn heartbeat(
+    me: &DaemonId,
+    suite: Suite,
+    started: Instant,
+    state: SessionState,
+    totals: &serde_json::Value,
+) -> Heartbeat {
+    let get = |name: &str| totals[name].as_u64().unwrap_or(0);
+    let suite_drops = |error: SuiteError| get(SUITE_DROP_COUNTERS[error.counter_index()]);
+    let millis = |age: Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+    let mut hb = Heartbeat::new(me.clone());
+    hb.uptime_ms = millis(started.elapsed());
+    hb.session_established = Some(state.established);
+    hb.handshake_age_ms = state.last_handshake_age.map(millis);
+    hb.suite = Some(suite.as_str().to_string());
+    hb.ike_sa_age_ms = state.ike_sa_age.map(millis);
+    hb.rekeys = Some(state.rekeys);
+    hb.ike_rekeys = state.ike_rekeys;
+    hb.drops_replayed = Some(suite_drops(SuiteError::Replay));
+    hb.drops_too_old = Some(suite_drops(SuiteError::TooOld));
+    hb.tx_bytes = get("lan_tx_bytes") + get("wan_tx_bytes");
+    hb.rx_bytes = get("lan_rx_bytes") + get("wan_rx_bytes");
+    hb.tx_packets = get("lan_tx_packets") + get("wan_tx_packets");
+    hb.rx_packets = get("lan_rx_packets") + get("wan_rx_packets");
+    hb.drops = totals
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("drop"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    hb
+}
+
+/// The status file: the heartbeat's session figures and every counter. `handshake_age_ms` is
+/// the SA age under its older name, kept for readers that know only that one.
+fn status_document(hb: &Heartbeat, counters: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "role": "gw",
+        "site": hb.id.site,
+        "pair": hb.id.pair,
+        "pid": hb.pid,
+        "suite": hb.suite,
+        "session_established": hb.session_established.unwrap_or(false),
+        "sa_age_ms": hb.handshake_age_ms,
+        "handshake_age_ms": hb.handshake_age_ms,
+        "ike_sa_age_ms": hb.ike_sa_age_ms,
+        "rekeys": hb.rekeys,
+        "ike_rekeys": hb.ike_rekeys,
+        "drops_replayed": hb.drops_replayed,
+        "drops_too_old": hb.drops_too_old,
+        "counters": counters,
+    })
 }
 
 /// This gateway's settings from the cluster configuration, with its private key loaded and
@@ -197,14 +254,56 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
     let peer = config.gateway(peer_site_name, pair)?;
     let field = format!("pairs[id={pair}].gateways.{site_name}");
 
-    let key_file = gateway.private_key_file.as_deref().ok_or_else(|| {
-        anyhow!(
-            "{}: {field}.private_key_file is not set; the gateway being run needs its private key",
-            config.path.display()
-        )
-    })?;
-    let private_key = PrivateKey::load(key_file).with_context(|| format!("cannot load {field}.private_key_file"))?;
-    check_key_pair(&private_key, key_file, &gateway.public_key, &config.path, &field)?;
+    let tunnel = match config.cluster.suite {
+        Suite::WireGuard => {
+            let key_file = gateway.private_key_file.as_deref().ok_or_else(|| {
+                anyhow!(
+                    "{}: {field}.private_key_file is not set; the gateway being run needs its private key",
+                    config.path.display()
+                )
+            })?;
+            let private_key =
+                PrivateKey::load(key_file).with_context(|| format!("cannot load {field}.private_key_file"))?;
+            let missing_key = |field: &str| anyhow!("{}: {field}.public_key is not set", config.path.display());
+            let public_key = gateway.public_key.ok_or_else(|| missing_key(&field))?;
+            check_key_pair(&private_key, key_file, &public_key, &config.path, &field)?;
+            let peer_public_key = peer
+                .public_key
+                .ok_or_else(|| missing_key(&format!("pairs[id={pair}].gateways.{peer_site_name}")))?;
+            TunnelSettings::WireGuard {
+                private_key,
+                peer_public_key,
+            }
+        }
+        Suite::Ipsec => {
+            let ipsec = config.cluster.ipsec.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "{}: cluster.suite is ipsec but there is no ipsec: section",
+                    config.path.display()
+                )
+            })?;
+            let psk = PresharedKey::load(&ipsec.psk_file).context("cannot load ipsec.psk_file")?;
+            // Exactly one side of a pair is preferred: the site whose name sorts first.
+            let preferred = config.sites.keys().next().map(String::as_str) == Some(site_name);
+            TunnelSettings::Ipsec(Box::new(IkeConfig {
+                local_addr: gateway.wan,
+                remote_addr: peer.wan,
+                local_id: ike_identity(gateway.ike_id.as_deref(), gateway.wan),
+                remote_id: ike_identity(peer.ike_id.as_deref(), peer.wan),
+                psk: Secret::new(psk.as_bytes().to_vec()),
+                ike_proposals: ipsec.ike_proposals.clone(),
+                esp_proposals: ipsec.esp_proposals.clone(),
+                local_ts: selectors(&site.prefixes),
+                remote_ts: selectors(&peer_site.prefixes),
+                ike_lifetime: Duration::from_secs(ipsec.ike_lifetime_s),
+                child_lifetime: Duration::from_secs(ipsec.child_lifetime_s),
+                liveness: Duration::from_secs(ipsec.liveness_s),
+                replay_window: ipsec.replay_window,
+                initiate: ipsec.initiates(site_name),
+                preferred,
+            }))
+        }
+    };
 
     Ok(GatewaySettings {
         pair_id: pair,
@@ -214,12 +313,28 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
         demux: site.demux.geneve,
         wan_bind: gateway.wan,
         peer_endpoint: peer.wan,
-        private_key,
-        peer_public_key: peer.public_key,
+        tunnel,
         mtu: usize::from(config.cluster.mtu),
         batch_size: DEFAULT_BATCH_SIZE,
         socket_buffer_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
     })
+}
+
+/// An IKE identity: the configured one (an IP address, or else an FQDN), by default the
+/// gateway's WAN address, as strongSwan and the cloud VPN gateways default to.
+fn ike_identity(configured: Option<&str>, wan: std::net::SocketAddr) -> Identification {
+    match configured {
+        Some(text) => match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => Identification::from_ip(ip),
+            Err(_) => Identification::fqdn(text),
+        },
+        None => Identification::from_ip(wan.ip()),
+    }
+}
+
+/// One traffic selector per site prefix, every protocol and port.
+fn selectors(prefixes: &[braid_core::config::Prefix]) -> Vec<braid_ipsec::ike::wire::TrafficSelector> {
+    prefixes.iter().map(|p| selector_for_prefix(p.addr, p.len)).collect()
 }
 
 /// Refuses a private key whose public key is not the one the configuration publishes: the peer
@@ -242,4 +357,68 @@ fn check_key_pair(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_and_status_file_report_suite_sa_ages_rekeys_and_replay_drops() {
+        let counters = braid_gw::counters::GatewayCounters::default();
+        counters.suite_drop(SuiteError::Replay);
+        counters.suite_drop(SuiteError::Replay);
+        counters.suite_drop(SuiteError::TooOld);
+        let state = SessionState {
+            established: true,
+            last_handshake_age: Some(Duration::from_millis(42_000)),
+            ike_sa_age: Some(Duration::from_secs(600)),
+            rekeys: 3,
+            ike_rekeys: Some(1),
+        };
+        let me = DaemonId::gateway("a", 2);
+        let hb = heartbeat(&me, Suite::Ipsec, Instant::now(), state, &counters.to_json());
+        assert_eq!(hb.id, me);
+        assert_eq!(hb.suite.as_deref(), Some("ipsec"));
+        assert_eq!((hb.handshake_age_ms, hb.ike_sa_age_ms), (Some(42_000), Some(600_000)));
+        assert_eq!((hb.rekeys, hb.ike_rekeys), (Some(3), Some(1)));
+        assert_eq!((hb.drops_replayed, hb.drops_too_old, hb.drops), (Some(2), Some(1), 3));
+
+        let status = status_document(&hb, counters.to_json());
+        assert_eq!((&status["site"], &status["pair"]), (&"a".into(), &2.into()));
+        assert_eq!(status["suite"], "ipsec");
+        assert_eq!(status["session_established"], true);
+        assert_eq!(status["sa_age_ms"], 42_000);
+        assert_eq!(status["handshake_age_ms"], 42_000);
+        assert_eq!(status["ike_sa_age_ms"], 600_000);
+        assert_eq!((&status["rekeys"], &status["ike_rekeys"]), (&3.into(), &1.into()));
+        assert_eq!(
+            (&status["drops_replayed"], &status["drops_too_old"]),
+            (&2.into(), &1.into())
+        );
+        assert_eq!(status["counters"]["drop_suite_too_old"], 1);
+    }
+
+    #[test]
+    fn wireguard_reports_no_ike_figures() {
+        let state = SessionState {
+            established: true,
+            last_handshake_age: Some(Duration::from_secs(5)),
+            rekeys: 2,
+            ..SessionState::default()
+        };
+        let counters = braid_gw::counters::GatewayCounters::default().to_json();
+        let hb = heartbeat(
+            &DaemonId::gateway("b", 1),
+            Suite::WireGuard,
+            Instant::now(),
+            state,
+            &counters,
+        );
+        assert_eq!(hb.suite.as_deref(), Some("wireguard"));
+        assert_eq!((hb.rekeys, hb.ike_rekeys, hb.ike_sa_age_ms), (Some(2), None, None));
+        assert_eq!((hb.drops_replayed, hb.drops_too_old), (Some(0), Some(0)));
+        let status = status_document(&hb, counters);
+        assert!(status["ike_rekeys"].is_null() && status["ike_sa_age_ms"].is_null());
+    }
 }

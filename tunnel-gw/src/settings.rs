@@ -10,6 +10,7 @@ use braid_core::config::Prefix;
 use braid_core::flow::PairId;
 use braid_core::keys::{PrivateKey, PublicKey};
 use braid_core::wire::geneve::GENEVE_HEADER_LEN;
+use braid_ipsec::ike::IkeConfig;
 
 use crate::suite::MIN_CONTROL_BUFFER;
 
@@ -17,6 +18,19 @@ use crate::suite::MIN_CONTROL_BUFFER;
 pub const DEFAULT_BATCH_SIZE: usize = 64;
 /// Largest GENEVE option area (6-bit length in 4-byte words).
 pub const GENEVE_MAX_OPTIONS_LEN: usize = 63 * 4;
+
+/// The tunnel protocol spoken with the peer gateway, with what it needs.
+#[derive(Clone, Debug)]
+pub enum TunnelSettings {
+    WireGuard {
+        /// This gateway's private key (wiped on drop, redacted in `Debug`).
+        private_key: PrivateKey,
+        /// The peer gateway's public key.
+        peer_public_key: PublicKey,
+    },
+    /// IKEv2 and ESP: identities, pre-shared key, proposals, selectors, lifetimes.
+    Ipsec(Box<IkeConfig>),
+}
 
 /// One gateway's configuration.
 #[derive(Clone, Debug)]
@@ -35,10 +49,8 @@ pub struct GatewaySettings {
     pub wan_bind: SocketAddr,
     /// The peer gateway's WAN endpoint until an authenticated datagram moves it.
     pub peer_endpoint: SocketAddr,
-    /// This gateway's WireGuard private key (wiped on drop, redacted in `Debug`).
-    pub private_key: PrivateKey,
-    /// The peer gateway's WireGuard public key.
-    pub peer_public_key: PublicKey,
+    /// The tunnel protocol and its keys.
+    pub tunnel: TunnelSettings,
     /// Largest inner IP packet carried, in bytes.
     pub mtu: usize,
     /// Datagrams moved per system call.

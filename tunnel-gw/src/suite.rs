@@ -3,9 +3,9 @@
 //! Design: a [`TunnelSuite`] is a protocol core with no I/O and no threads, in the style of
 //! boringtun's `Tunn`: bytes in, bytes out, and an [`Action`] that tells the caller what to do
 //! with the bytes it wrote. The caller owns every buffer (so nothing is allocated per packet)
-//! and every socket (so the suite never blocks). WireGuard ([`crate::wireguard`]) is one suite;
-//! an IPsec ESP suite (RFC 4303 with AES-GCM) can sit beside it without any change to the data
-//! loop or the demux, because all the loop needs is this trait.
+//! and every socket (so the suite never blocks). WireGuard ([`crate::wireguard`]) and IPsec
+//! ([`crate::ipsec`]: IKEv2 and ESP in UDP) are the two suites; the data loop and the demux
+//! are the same for both, because all the loop needs is this trait.
 //!
 //! Buffer contract: every method writes its output at the start of `out` and reports its length
 //! in the [`Action`]. `out` must be at least [`TunnelSuite::overhead`] bytes longer than the
@@ -13,7 +13,7 @@
 //! [`TunnelSuite::decapsulate`], and at least [`MIN_CONTROL_BUFFER`] bytes for every call. A
 //! suite given a shorter buffer returns [`SuiteError::BufferTooSmall`]; it never panics.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The smallest `out` buffer any suite call accepts: room for the largest control message
@@ -44,8 +44,11 @@ pub enum SuiteError {
     Malformed,
     /// A MAC, AEAD tag, key or session index did not verify: not from our peer.
     AuthenticationFailed,
-    /// A replayed or too-old message counter.
+    /// A message counter already seen (a replay or a duplicate).
     Replay,
+    /// A message counter older than the anti-replay window: reordered further than the window
+    /// allows, or replayed long after.
+    TooOld,
     /// A data message for a session that does not exist (yet or any more).
     NoSession,
     /// A handshake refused because the suite is under load and the sender proved no cookie.
@@ -62,10 +65,11 @@ pub enum SuiteError {
 
 impl SuiteError {
     /// Every variant, in [`SUITE_DROP_COUNTERS`] order.
-    pub const ALL: [SuiteError; 9] = [
+    pub const ALL: [SuiteError; 10] = [
         SuiteError::Malformed,
         SuiteError::AuthenticationFailed,
         SuiteError::Replay,
+        SuiteError::TooOld,
         SuiteError::NoSession,
         SuiteError::UnderLoad,
         SuiteError::InvalidInnerPacket,
@@ -81,10 +85,11 @@ impl SuiteError {
 }
 
 /// Drop counter names for every [`SuiteError`], indexed by [`SuiteError::counter_index`].
-pub const SUITE_DROP_COUNTERS: [&str; 9] = [
+pub const SUITE_DROP_COUNTERS: [&str; 10] = [
     "drop_suite_malformed",
     "drop_suite_authentication_failed",
     "drop_suite_replay",
+    "drop_suite_too_old",
     "drop_suite_no_session",
     "drop_suite_under_load",
     "drop_suite_invalid_inner_packet",
@@ -102,13 +107,22 @@ pub struct Decapsulated {
     pub authenticated: bool,
 }
 
-/// The state of the session with the peer gateway.
+/// The state of the session with the peer gateway, as status reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct SessionState {
     /// Whether data can flow now: a session exists and its keys are still valid.
     pub established: bool,
-    /// Time since the current session's handshake completed, if there is one.
+    /// The age of the keys data is sent with (the SA age), if there are any: time since the
+    /// WireGuard handshake completed, or since the IPsec CHILD SA we send on was installed.
     pub last_handshake_age: Option<Duration>,
+    /// Time since the IPsec IKE SA was established or rekeyed; `None` for WireGuard, which has
+    /// no SA apart from the data keys.
+    pub ike_sa_age: Option<Duration>,
+    /// Times since start that the data keys were replaced while still valid: WireGuard
+    /// handshakes over a live session, IPsec CHILD SA rekeys. The first session is no rekey.
+    pub rekeys: u64,
+    /// IPsec IKE SA rekeys since start; `None` for WireGuard.
+    pub ike_rekeys: Option<u64>,
 }
 
 /// A tunnel protocol core, owned and driven by one data thread.
@@ -125,15 +139,16 @@ pub trait TunnelSuite {
     fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action;
 
     /// Processes one datagram that arrived on the WAN from `source`.
-    fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated;
+    fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated;
 
     /// Drives time: retransmissions, keepalives, rekeys. Call once every 100 ms or so (at most
-    /// every 250 ms); each call returns at most one message to send.
+    /// every 250 ms); each call returns at most one message to send, and when it returns
+    /// [`Action::SendToPeer`] the caller drains further messages with [`TunnelSuite::drain`].
     fn timers(&mut self, out: &mut [u8]) -> Action;
 
-    /// Emits packets the suite queued while a session was being set up. Call after a
-    /// decapsulation that returned [`Action::SendToPeer`], repeating until it returns
-    /// [`Action::Done`].
+    /// Emits packets the suite queued (data waiting for a session, further control messages).
+    /// Call after a decapsulation or a timer call that returned [`Action::SendToPeer`],
+    /// repeating until it returns [`Action::Done`].
     fn drain(&mut self, out: &mut [u8]) -> Action;
 
     /// The session's current state.

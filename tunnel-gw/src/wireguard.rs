@@ -16,11 +16,17 @@
 //!   handshake right away.
 //! * `Tunn` does not check the inner source address; [`Action::Deliver`] hands it to the
 //!   caller, which does.
+//! * `Tunn` does not count handshakes. A handshake message from the peer that `Tunn` answers
+//!   (an initiation with a response, a response with a keepalive) completed one, so the suite
+//!   counts those that replaced a still valid session as rekeys.
+//! * `Tunn` reports a counter already seen and a counter left of its window alike as replays
+//!   to a caller that does not look at the error; they are told apart here
+//!   ([`SuiteError::Replay`], [`SuiteError::TooOld`]).
 //!
 //! The session comes up at [`TunnelSuite::start`] (handshake initiation) and is kept alive by a
 //! 25 s persistent keepalive so NAT and stateful firewalls on the WAN keep the path open.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +48,8 @@ const REJECT_AFTER: Duration = Duration::from_secs(180);
 const RATE_LIMIT_RESET_PERIOD: Duration = Duration::from_secs(1);
 
 /// WireGuard message types (first byte; the next three are reserved zero).
+const MESSAGE_HANDSHAKE_INITIATION: u8 = 1;
+const MESSAGE_HANDSHAKE_RESPONSE: u8 = 2;
 const MESSAGE_COOKIE_REPLY: u8 = 3;
 const MESSAGE_DATA: u8 = 4;
 
@@ -51,6 +59,8 @@ pub struct WireGuardSuite {
     rate_limiter: Arc<RateLimiter>,
     last_rate_limit_reset: Instant,
     largest_inner: usize,
+    /// Handshakes completed over a still valid session.
+    rekeys: u64,
 }
 
 impl std::fmt::Debug for WireGuardSuite {
@@ -82,6 +92,7 @@ impl WireGuardSuite {
             rate_limiter,
             last_rate_limit_reset: Instant::now(),
             largest_inner: 0,
+            rekeys: 0,
         }
     }
 
@@ -114,7 +125,7 @@ impl TunnelSuite for WireGuardSuite {
         place(to_action(result, base), out)
     }
 
-    fn decapsulate(&mut self, source: IpAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
+    fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
         let unauthenticated = |error| Decapsulated {
             action: Action::Drop(error),
             authenticated: false,
@@ -126,8 +137,11 @@ impl TunnelSuite for WireGuardSuite {
             return unauthenticated(SuiteError::BufferTooSmall);
         }
         let is_data = datagram.len() >= WIREGUARD_OVERHEAD && datagram[..4] == [MESSAGE_DATA, 0, 0, 0];
+        // Read the clock only for handshakes, never per data packet.
+        let is_handshake = matches!(datagram[0], MESSAGE_HANDSHAKE_INITIATION | MESSAGE_HANDSHAKE_RESPONSE);
+        let rekeying = is_handshake && self.session().established;
         let base = out.as_ptr() as usize;
-        let result = self.tunnel.decapsulate(Some(source), datagram, out);
+        let result = self.tunnel.decapsulate(Some(source.ip()), datagram, out);
         let action = match place(to_action(result, base), out) {
             // The only message `Tunn` answers without verifying it came from the peer.
             Action::SendToPeer { len } if out[0] == MESSAGE_COOKIE_REPLY => Action::ReplyToSender { len },
@@ -142,6 +156,9 @@ impl TunnelSuite for WireGuardSuite {
             // A keepalive authenticated; a processed cookie reply proves nothing about the sender.
             Action::Done => datagram[0] != MESSAGE_COOKIE_REPLY,
         };
+        if rekeying && matches!(action, Action::SendToPeer { .. }) {
+            self.rekeys += 1;
+        }
         Decapsulated { action, authenticated }
     }
 
@@ -175,6 +192,9 @@ impl TunnelSuite for WireGuardSuite {
         SessionState {
             established: age.is_some_and(|age| age < REJECT_AFTER),
             last_handshake_age: age,
+            ike_sa_age: None,
+            rekeys: self.rekeys,
+            ike_rekeys: None,
         }
     }
 }
@@ -232,7 +252,11 @@ fn suite_error(error: WireGuardError) -> SuiteError {
         E::WrongIndex | E::WrongKey | E::InvalidMac | E::InvalidAeadTag | E::InvalidTai64nTimestamp => {
             SuiteError::AuthenticationFailed
         }
-        E::WrongTai64nTimestamp | E::InvalidCounter | E::DuplicateCounter => SuiteError::Replay,
+        // A replayed initiation, or a data counter already seen.
+        E::WrongTai64nTimestamp | E::DuplicateCounter => SuiteError::Replay,
+        // A data counter left of the window (or, after decryption, seen meanwhile: a race a
+        // single-threaded suite cannot have).
+        E::InvalidCounter => SuiteError::TooOld,
         E::NoCurrentSession => SuiteError::NoSession,
         E::UnderLoad => SuiteError::UnderLoad,
         E::ConnectionExpired => SuiteError::SessionExpired,
@@ -243,9 +267,9 @@ fn suite_error(error: WireGuardError) -> SuiteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
-    const PEER_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const PEER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 51820);
 
     fn key(seed: u8) -> [u8; 32] {
         [seed; 32]
@@ -403,10 +427,73 @@ mod tests {
             a.session(),
             SessionState {
                 established: false,
-                last_handshake_age: None
+                last_handshake_age: None,
+                ike_sa_age: None,
+                rekeys: 0,
+                ike_rekeys: None,
             }
         );
         let (a, _) = establish();
         assert!(a.session().last_handshake_age.unwrap() < Duration::from_secs(5));
+    }
+
+    /// Runs one handshake from `initiator` to `responder`, both already holding a session.
+    fn handshake(initiator: &mut WireGuardSuite, responder: &mut WireGuardSuite) {
+        let (mut buf, mut reply) = ([0u8; 2048], [0u8; 2048]);
+        let Action::SendToPeer { len } = initiator.start(&mut buf) else {
+            panic!("no initiation")
+        };
+        let Action::SendToPeer { len } = responder.decapsulate(PEER_ADDR, &buf[..len], &mut reply).action else {
+            panic!("no response")
+        };
+        let got = initiator.decapsulate(PEER_ADDR, &reply[..len], &mut buf);
+        assert!(matches!(got.action, Action::SendToPeer { .. }), "{got:?}");
+    }
+
+    #[test]
+    fn handshakes_over_a_live_session_count_as_rekeys_on_both_sides() {
+        let (mut a, mut b) = establish();
+        assert_eq!((a.session().rekeys, b.session().rekeys), (0, 0), "the first session");
+        handshake(&mut a, &mut b);
+        assert_eq!((a.session().rekeys, b.session().rekeys), (1, 1));
+        handshake(&mut b, &mut a);
+        assert_eq!((a.session().rekeys, b.session().rekeys), (2, 2));
+        // A replayed initiation completes nothing.
+        let mut init = [0u8; 2048];
+        let Action::SendToPeer { len } = a.start(&mut init) else {
+            panic!("no initiation")
+        };
+        let mut out = [0u8; 2048];
+        assert!(matches!(
+            b.decapsulate(PEER_ADDR, &init[..len], &mut out).action,
+            Action::SendToPeer { .. }
+        ));
+        let replayed = b.decapsulate(PEER_ADDR, &init[..len], &mut out);
+        assert_eq!(replayed.action, Action::Drop(SuiteError::Replay));
+        assert_eq!(b.session().rekeys, 3);
+    }
+
+    #[test]
+    fn counters_left_of_the_window_are_too_old_not_replays() {
+        let (mut a, mut b) = establish();
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 60);
+        let (mut wire, mut plain) = ([0u8; 2048], [0u8; 2048]);
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+            panic!()
+        };
+        let first = wire[..len].to_vec();
+        // Move the receiver's window far past the first packet (boringtun keeps 1024 counters).
+        for _ in 0..1100 {
+            let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+                panic!()
+            };
+            assert!(matches!(
+                b.decapsulate(PEER_ADDR, &wire[..len], &mut plain).action,
+                Action::Deliver { .. }
+            ));
+        }
+        let late = b.decapsulate(PEER_ADDR, &first, &mut plain);
+        assert_eq!(late.action, Action::Drop(SuiteError::TooOld));
+        assert!(!late.authenticated);
     }
 }

@@ -60,6 +60,7 @@ impl LabRun {
             gateways,
             bin_dir: bin_dir.to_path_buf(),
             ready_timeout: READY_TIMEOUT,
+            suite: Default::default(),
         })
         .with_context(|| format!("building lab {name:?} with {gateways} pair(s)"))?;
         Ok(LabRun {

@@ -8,6 +8,10 @@
 //! shrinks a running lab online; [`down`] removes everything a lab of that name made — the
 //! controller, its daemons, the namespaces (which takes their links with them) and the state
 //! directory — whether the lab is healthy, half-built or left over from a crashed run.
+//!
+//! A lab runs either tunnel suite ([`UpOptions::suite`]): WireGuard on port 51820 with a key
+//! per gateway, or IPsec on port 4500 with one pre-shared key in the state directory. The
+//! readiness probe is the same for both.
 
 pub mod cluster_file;
 pub mod controller;
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use braid_core::config::Suite;
 use serde::{Deserialize, Serialize};
 
 use netns::{ip, ip_in, spawn_in, sysctl_in};
@@ -41,10 +46,18 @@ const PROBE_PORT: u16 = 5299;
 const PROBE_FLOWS: u32 = 256;
 
 /// What `braid lab up --json` prints, and what `lab.json` in the state directory holds.
+/// Fields added later default when absent, so an older `lab.json` still reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabInfo {
     pub name: String,
     pub gateways: u16,
+    /// The tunnel suite every pair speaks (`"wireguard"` or `"ipsec"`).
+    #[serde(default)]
+    pub suite: Suite,
+    /// Every gateway pair: its id, its two gateways' namespaces and WAN endpoints, and for
+    /// IPsec the pre-shared key file.
+    #[serde(default)]
+    pub pairs: Vec<LabPair>,
     pub hosts: Hosts,
     pub wan: Wan,
     pub processes: Vec<LabProcess>,
@@ -52,6 +65,45 @@ pub struct LabInfo {
     pub config: PathBuf,
     /// The controller's HTTP endpoint (`/metrics`, `/status`, commands).
     pub metrics: SocketAddr,
+}
+
+/// One gateway pair of a lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabPair {
+    pub id: u16,
+    /// The IPsec pre-shared key file (mode 0600); absent for WireGuard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk_file: Option<PathBuf>,
+    /// Site a's gateway.
+    pub a: LabGateway,
+    /// Site b's gateway.
+    pub b: LabGateway,
+}
+
+/// One gateway of a lab pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabGateway {
+    /// The namespace it runs in.
+    pub netns: String,
+    /// Its tunnel endpoint (`IP:PORT`), where its peer sends.
+    pub wan: SocketAddr,
+}
+
+/// The pairs of a lab with `topo`'s shape, running `suite`, with its state in `dir`.
+pub fn lab_pairs(topo: &Topology, suite: Suite, dir: &Path) -> Vec<LabPair> {
+    let psk_file = (suite == Suite::Ipsec).then(|| dir.join(cluster_file::PSK_FILE));
+    let gateway = |site: &str, pair: u16| LabGateway {
+        netns: topo.gateway_ns(site, pair),
+        wan: topo.gateway_wan_endpoint(site, pair, suite),
+    };
+    topo.pair_ids()
+        .map(|id| LabPair {
+            id,
+            psk_file: psk_file.clone(),
+            a: gateway(SITES[0], id),
+            b: gateway(SITES[1], id),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +144,8 @@ pub struct UpOptions {
     pub bin_dir: PathBuf,
     /// How long to wait for every pair to carry traffic.
     pub ready_timeout: Duration,
+    /// The tunnel suite of every pair.
+    pub suite: Suite,
 }
 
 /// The state directory of lab `name`.
@@ -196,7 +250,7 @@ fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
         fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let metrics = controller::free_loopback_port()?;
-    let config = cluster_file::write_lab_cluster(topo, &dir, metrics)?;
+    let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite)?;
     build_network(topo, topo.pair_ids())?;
     let child = controller::start(&opts.bin_dir, &config, &dir)?;
     controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
@@ -206,6 +260,8 @@ fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
     let mut info = LabInfo {
         name: topo.name.clone(),
         gateways: topo.pairs,
+        suite: opts.suite,
+        pairs: lab_pairs(topo, opts.suite, &dir),
         hosts: Hosts {
             a: HostInfo {
                 netns: topo.host_ns("a"),
@@ -454,4 +510,80 @@ fn silent_pairs(topo: &Topology, status_file: &Path) -> Vec<u16> {
             rx.unwrap_or(0) == 0
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(suite: Suite) -> LabInfo {
+        let topo = Topology::new("t", 2).unwrap();
+        let dir = state_dir("t");
+        LabInfo {
+            name: "t".into(),
+            gateways: 2,
+            suite,
+            pairs: lab_pairs(&topo, suite, &dir),
+            hosts: Hosts {
+                a: HostInfo {
+                    netns: topo.host_ns("a"),
+                    addr: topo.site("a").host,
+                },
+                b: HostInfo {
+                    netns: topo.host_ns("b"),
+                    addr: topo.site("b").host,
+                },
+            },
+            wan: Wan {
+                netns: topo.wan_ns(),
+                interface: WAN_BRIDGE.into(),
+            },
+            processes: Vec::new(),
+            config: dir.join("cluster.yaml"),
+            state_dir: dir,
+            metrics: "127.0.0.1:9477".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn json_names_the_suite_and_every_pair() {
+        let json = serde_json::to_value(info(Suite::Ipsec)).unwrap();
+        assert_eq!(json["suite"], "ipsec");
+        assert_eq!(
+            json["pairs"][1],
+            serde_json::json!({
+                "id": 2,
+                "psk_file": "/run/braid/lab/t/ipsec.psk",
+                "a": {"netns": "braid-t.ga2", "wan": "198.19.0.12:4500"},
+                "b": {"netns": "braid-t.gb2", "wan": "198.19.0.112:4500"},
+            })
+        );
+
+        let json = serde_json::to_value(info(Suite::WireGuard)).unwrap();
+        assert_eq!(json["suite"], "wireguard");
+        assert_eq!(
+            json["pairs"][0],
+            serde_json::json!({
+                "id": 1,
+                "a": {"netns": "braid-t.ga1", "wan": "198.19.0.11:51820"},
+                "b": {"netns": "braid-t.gb1", "wan": "198.19.0.111:51820"},
+            }),
+            "no psk_file for WireGuard"
+        );
+    }
+
+    #[test]
+    fn lab_json_round_trips_and_older_files_still_read() {
+        let ipsec = info(Suite::Ipsec);
+        let again: LabInfo = serde_json::from_str(&serde_json::to_string_pretty(&ipsec).unwrap()).unwrap();
+        assert_eq!((again.suite, &again.pairs), (Suite::Ipsec, &ipsec.pairs));
+
+        let mut old = serde_json::to_value(info(Suite::WireGuard)).unwrap();
+        let object = old.as_object_mut().unwrap();
+        object.remove("suite");
+        object.remove("pairs");
+        let read: LabInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(read.suite, Suite::WireGuard);
+        assert!(read.pairs.is_empty());
+    }
 }

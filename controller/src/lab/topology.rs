@@ -15,9 +15,12 @@
 //!
 //! Each gateway has its own namespace so its WAN link can be shaped or cut on its own, and every
 //! gateway-to-gateway packet crosses the `wan` namespace's bridge, the capture point. Two labs
-//! with different names never share a namespace, so they can run at once.
+//! with different names never share a namespace, so they can run at once. The WAN port depends
+//! on the tunnel suite: 51820 for WireGuard, 4500 for IPsec (IKE and ESP in UDP, RFC 3948).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use braid_core::config::Suite;
 
 /// The most gateway pairs a lab can have (addresses are `.<10+i>` and `.<110+i>`).
 pub const MAX_LAB_PAIRS: u16 = 90;
@@ -27,6 +30,17 @@ pub const SITES: [&str; 2] = ["a", "b"];
 
 /// The WireGuard port every lab gateway listens on.
 pub const WAN_PORT: u16 = 51820;
+
+/// The IPsec port every lab gateway listens on: IKE and UDP-encapsulated ESP (RFC 3948).
+pub const IPSEC_WAN_PORT: u16 = 4500;
+
+/// The port lab gateways of `suite` listen on.
+pub fn wan_port(suite: Suite) -> u16 {
+    match suite {
+        Suite::WireGuard => WAN_PORT,
+        Suite::Ipsec => IPSEC_WAN_PORT,
+    }
+}
 
 /// The fixed MAC address of a lab bridge: `02:62:72:00:00:<n>` (locally administered).
 ///
@@ -143,10 +157,15 @@ impl Topology {
         Ipv4Addr::new(198, 18, 10 * site_number(site), (10 + pair) as u8)
     }
 
-    /// A gateway's WAN (WireGuard) address.
+    /// A gateway's WAN (tunnel) address.
     pub fn gateway_wan(&self, site: &str, pair: u16) -> Ipv4Addr {
         let base = if site == SITES[0] { 10 } else { 110 };
         Ipv4Addr::new(198, 19, 0, (base + pair) as u8)
+    }
+
+    /// A gateway's WAN endpoint for `suite`: its WAN address and the suite's port.
+    pub fn gateway_wan_endpoint(&self, site: &str, pair: u16, suite: Suite) -> SocketAddr {
+        SocketAddr::from((self.gateway_wan(site, pair), wan_port(suite)))
     }
 
     pub fn peer_site(site: &str) -> &'static str {
@@ -216,6 +235,19 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n, "duplicate lab address");
+    }
+
+    #[test]
+    fn wan_port_follows_the_suite() {
+        let t = Topology::new("t", 2).unwrap();
+        assert_eq!(
+            t.gateway_wan_endpoint("a", 2, Suite::WireGuard),
+            "198.19.0.12:51820".parse().unwrap()
+        );
+        assert_eq!(
+            t.gateway_wan_endpoint("b", 1, Suite::Ipsec),
+            "198.19.0.111:4500".parse().unwrap()
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use braid_core::config::ClusterConfig;
+use braid_core::config::{ClusterConfig, Suite};
 use braid_core::control::{unix_now_ms, Body, ControlKey, ControlServer, DaemonId, Inbound, Role as WireRole};
 use braid_core::daemon::StopFlag;
 use braid_core::flow::PairId;
@@ -80,6 +80,16 @@ struct Supervisor {
     pids_dirty: bool,
 }
 
+/// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
+/// refuses keys 180 s after their handshake, the detector's default; an IPsec CHILD SA is valid
+/// for its configured lifetime, and rekeyed well before it ends.
+fn max_sa_age_ms(cfg: &ClusterConfig) -> u64 {
+    match &cfg.cluster.ipsec {
+        Some(ipsec) if cfg.cluster.suite == Suite::Ipsec => ipsec.child_lifetime_s.saturating_mul(1000),
+        _ => DetectorConfig::default().max_handshake_age_ms,
+    }
+}
+
 /// Runs the controller until `stop` is set; on stop, every daemon it runs is stopped too.
 pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -106,6 +116,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let detector = Detector::new(DetectorConfig {
         failure_timeout_ms: settings.failure_timeout_ms,
         recovery_ms: settings.recovery_ms,
+        max_handshake_age_ms: max_sa_age_ms(&cfg),
         ..DetectorConfig::default()
     });
     let membership = MembershipMachine::new([0, 1], RESEND_MS, unix_now_ms());
@@ -523,5 +534,26 @@ impl Supervisor {
             }
         }
         let _ = fleet::save_pids(&self.opts.state_dir, &BTreeMap::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn example(name: &str) -> ClusterConfig {
+        ClusterConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name)).unwrap()
+    }
+
+    /// An IPsec CHILD SA lives for an hour by default: a pair must not go down at 180 s.
+    #[test]
+    fn the_sa_age_a_pair_tolerates_follows_the_suite() {
+        assert_eq!(max_sa_age_ms(&example("two-site.yaml")), 180_000);
+        let ipsec = example("ipsec-two-site.yaml");
+        let lifetime_s = ipsec.cluster.ipsec.as_ref().unwrap().child_lifetime_s;
+        assert!(lifetime_s > 180);
+        assert_eq!(max_sa_age_ms(&ipsec), lifetime_s * 1000);
     }
 }

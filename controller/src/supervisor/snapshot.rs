@@ -1,11 +1,23 @@
 //! Builds the [`StatusSnapshot`] readers see from the supervisor's live state.
 
+use braid_core::config::Suite;
+use braid_core::control::Heartbeat;
+
 use crate::health::detector::{Liveness, PairState};
 use crate::health::membership::AdminState;
 use crate::health::Role;
 use crate::status::{Alarms, DemuxStatus, GatewayStatus, Monitoring, PairStatus, StatusSnapshot};
 
 use super::Supervisor;
+
+/// The suite a gateway runs: the one it reports, if this controller knows it (so only known
+/// names reach status and metric labels), else the cluster's.
+fn suite_of(hb: Option<&Heartbeat>, configured: Suite) -> &'static str {
+    hb.and_then(|h| h.suite.as_deref())
+        .and_then(|name| Suite::ALL.into_iter().find(|s| s.as_str() == name))
+        .unwrap_or(configured)
+        .as_str()
+}
 
 fn liveness_label(l: Liveness) -> &'static str {
     match l {
@@ -21,6 +33,7 @@ impl Supervisor {
         let daemon_status = self.detector.daemons(now);
         let pair_status = self.detector.pairs(now);
         let membership = self.membership.current().clone();
+        let suite = self.cfg.cluster.suite;
         let mut s = StatusSnapshot {
             cluster: self.cfg.cluster.name.clone(),
             controller_pid: std::process::id(),
@@ -53,6 +66,13 @@ impl Supervisor {
                     restarts: d.restart.restarts() as u32,
                     handshake_age_ms: hb.and_then(|h| h.handshake_age_ms),
                     session_established: hb.and_then(|h| h.session_established).unwrap_or(false),
+                    suite: suite_of(hb, suite).into(),
+                    sa_age_ms: hb.and_then(|h| h.handshake_age_ms),
+                    ike_sa_age_ms: hb.and_then(|h| h.ike_sa_age_ms),
+                    rekeys: hb.and_then(|h| h.rekeys),
+                    ike_rekeys: hb.and_then(|h| h.ike_rekeys),
+                    drops_replayed: hb.and_then(|h| h.drops_replayed),
+                    drops_too_old: hb.and_then(|h| h.drops_too_old),
                     tx_bytes: hb.map(|h| h.tx_bytes).unwrap_or(0),
                     rx_bytes: hb.map(|h| h.rx_bytes).unwrap_or(0),
                     tx_packets: hb.map(|h| h.tx_packets).unwrap_or(0),
@@ -80,8 +100,12 @@ impl Supervisor {
                 serving: membership.serving.contains(&p.pair),
                 canary_rtt_us: p.canary_rtt_us.map(u64::from),
                 last_failure: p.last_failure.map(|f| f.reason.to_string()),
+                suite: suite.as_str().into(),
                 ..Default::default()
             };
+            for g in s.gateways.iter().filter(|g| g.index == p.pair) {
+                ps.add_gateway(g);
+            }
             for d in self.daemons.values().filter(|d| d.spec.key.role == Role::Demux) {
                 if let Some(r) = d.last.as_ref().and_then(|h| h.pairs.iter().find(|r| r.id == p.pair)) {
                     ps.pinned_flows += r.pinned_flows;
@@ -118,5 +142,23 @@ impl Supervisor {
             never_heard: daemon_status.iter().filter(|d| d.heartbeat_age_ms.is_none()).count(),
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use braid_core::control::DaemonId;
+
+    use super::*;
+
+    #[test]
+    fn a_gateway_runs_the_suite_it_reports_if_known_else_the_clusters() {
+        let mut hb = Heartbeat::new(DaemonId::gateway("a", 1));
+        assert_eq!(suite_of(None, Suite::Ipsec), "ipsec");
+        assert_eq!(suite_of(Some(&hb), Suite::Ipsec), "ipsec", "an older gateway");
+        hb.suite = Some("wireguard".into());
+        assert_eq!(suite_of(Some(&hb), Suite::Ipsec), "wireguard");
+        hb.suite = Some("x\"} 1\nforged 2".into());
+        assert_eq!(suite_of(Some(&hb), Suite::WireGuard), "wireguard", "never a raw label");
     }
 }

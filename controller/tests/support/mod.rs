@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid::lab::{self, LabInfo, UpOptions};
+pub use braid_core::config::Suite;
 
 /// Why lab tests cannot run here, if they cannot.
 pub fn lab_unavailable() -> Option<String> {
@@ -58,13 +59,20 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// A WireGuard lab.
     pub fn up(name: &str, gateways: u16) -> Lab {
+        Lab::up_with(name, gateways, Suite::WireGuard)
+    }
+
+    /// A lab whose pairs speak `suite`.
+    pub fn up_with(name: &str, gateways: u16, suite: Suite) -> Lab {
         let _ = lab::down(name);
         let opts = UpOptions {
             name: name.into(),
             gateways,
             bin_dir: bin_dir(),
             ready_timeout: Duration::from_secs(30),
+            suite,
         };
         let info = lab::up(&opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
         Lab { info }

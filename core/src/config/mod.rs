@@ -18,6 +18,12 @@
 //! The optional `controller:` section (where daemons report, failure detection timing, the
 //! metrics address, a restart hook for daemons on other hosts) and the optional `netns` of each
 //! demux and gateway default when absent, so a file without them describes a one-host cluster.
+//!
+//! `cluster.suite` picks the tunnel protocol of every pair: `wireguard` (the default; every
+//! gateway has a `public_key`) or `ipsec` (IKEv2 with a pre-shared key, ESP in UDP), which
+//! needs the top-level `ipsec:` section (its `psk_file`, optionally proposals, lifetimes, the
+//! replay window and the liveness interval; see `examples/ipsec-two-site.yaml`). A gateway's
+//! IKE identity is its WAN IP address unless its `ike_id` says otherwise.
 
 mod error;
 mod model;
@@ -32,15 +38,17 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::{
-    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, GatewayConfig, PairConfig, SiteConfig, Timeouts,
-    DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
+    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, GatewayConfig, IpsecConfig, PairConfig, SiteConfig,
+    Suite, Timeouts, DEFAULT_CHILD_LIFETIME_S, DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_IKE_LIFETIME_S, DEFAULT_LIVENESS_S,
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
 };
 pub use prefix::{Prefix, PrefixError};
 
 use crate::control::ControlAddr;
 use crate::flow::PairId;
 use raw::{
-    Entries, RawCluster, RawController, RawDemux, RawFile, RawGateway, RawPair, RawSite, RawSocketAddr, RawTimeouts,
+    Entries, RawCluster, RawController, RawDemux, RawFile, RawGateway, RawIpsec, RawPair, RawSite, RawSocketAddr,
+    RawTimeouts,
 };
 
 impl ClusterConfig {
@@ -123,6 +131,7 @@ impl ClusterConfig {
                     udp_idle: Some(timeouts.udp_idle),
                     other_idle: Some(timeouts.other_idle),
                 }),
+                suite: Some(settings.suite),
             },
             sites: Entries(
                 self.sites
@@ -157,6 +166,7 @@ impl ClusterConfig {
                                     wan: gateway.wan,
                                     public_key: gateway.public_key,
                                     private_key_file: gateway.private_key_file.as_ref().map(relative),
+                                    ike_id: gateway.ike_id.clone(),
                                     netns: gateway.netns.clone(),
                                 };
                                 (site.clone(), raw)
@@ -177,6 +187,16 @@ impl ClusterConfig {
                 canary_rtt_alarm_ms: Some(controller.canary_rtt_alarm_ms),
                 drain_timeout_s: Some(controller.drain_timeout_s),
                 restart_hook: controller.restart_hook.clone(),
+            }),
+            ipsec: settings.ipsec.as_ref().map(|ipsec| RawIpsec {
+                psk_file: Some(relative(&ipsec.psk_file)),
+                ike_proposals: Some(ipsec.ike_proposals.iter().map(ToString::to_string).collect()),
+                esp_proposals: Some(ipsec.esp_proposals.iter().map(ToString::to_string).collect()),
+                ike_lifetime_s: Some(ipsec.ike_lifetime_s),
+                child_lifetime_s: Some(ipsec.child_lifetime_s),
+                replay_window: Some(u64::from(ipsec.replay_window)),
+                liveness_s: Some(ipsec.liveness_s),
+                initiators: Some(ipsec.initiators.clone()),
             }),
         }
     }

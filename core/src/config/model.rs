@@ -2,8 +2,12 @@
 //! cross-reference checked. Components read these plain structs and never re-validate.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
+
+use braid_ipsec::proposal::{EspProposal, IkeProposal};
 
 use super::prefix::Prefix;
 use crate::control::{ControlAddr, DaemonId, Role};
@@ -46,6 +50,106 @@ pub struct ClusterSettings {
     /// Flows each demux tracks, 1024..=2^26.
     pub flow_table_capacity: usize,
     pub timeouts: Timeouts,
+    /// The tunnel protocol every pair speaks (`cluster.suite`, default WireGuard).
+    pub suite: Suite,
+    /// The IPsec settings (the file's `ipsec:` section): `Some` exactly when `suite` is
+    /// [`Suite::Ipsec`].
+    pub ipsec: Option<IpsecConfig>,
+}
+
+/// The tunnel protocol between the two gateways of every pair. One per cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// WireGuard (Noise IK), on each gateway's `wan` port; keys per gateway.
+    #[default]
+    WireGuard,
+    /// IKEv2 with a pre-shared key and ESP in UDP (RFC 7296, RFC 4303, RFC 3948).
+    Ipsec,
+}
+
+impl Suite {
+    /// Both suites, in the order they are listed in messages.
+    pub const ALL: [Suite; 2] = [Suite::WireGuard, Suite::Ipsec];
+
+    /// The name the cluster file and the command line use: `wireguard` or `ipsec`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suite::WireGuard => "wireguard",
+            Suite::Ipsec => "ipsec",
+        }
+    }
+}
+
+impl fmt::Display for Suite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Suite {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Suite::ALL
+            .into_iter()
+            .find(|suite| suite.as_str() == text)
+            .ok_or_else(|| format!("expected wireguard or ipsec, got {text:?}"))
+    }
+}
+
+/// IKE SA lifetime when the file does not set one: 4 hours, strongSwan's `rekey_time`.
+pub const DEFAULT_IKE_LIFETIME_S: u64 = 14_400;
+/// CHILD SA lifetime when the file does not set one: 1 hour, strongSwan's `rekey_time`.
+pub const DEFAULT_CHILD_LIFETIME_S: u64 = 3_600;
+/// Interval of the INFORMATIONAL liveness check when the file does not set one.
+pub const DEFAULT_LIVENESS_S: u64 = 5;
+
+/// The IPsec suite's settings, shared by every pair.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IpsecConfig {
+    /// The pre-shared key file (resolved path): one line of text, mode 0600, used byte for
+    /// byte (see [`crate::keys::PresharedKey`]). Both sites use the same key.
+    pub psk_file: PathBuf,
+    /// IKE SA proposals offered and accepted, most preferred first; never empty.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP (CHILD SA) proposals offered and accepted, most preferred first; never empty.
+    pub esp_proposals: Vec<EspProposal>,
+    /// IKE SA lifetime in seconds, 60..=604800; the engine rekeys before it ends.
+    pub ike_lifetime_s: u64,
+    /// CHILD SA lifetime in seconds, 10..=604800; the engine rekeys before it ends.
+    /// Independent of `ike_lifetime_s`.
+    pub child_lifetime_s: u64,
+    /// ESP anti-replay window in packets, `braid_ipsec::replay::{MIN,MAX}_REPLAY_WINDOW`
+    /// (64..=65536); the engine rounds it up to a multiple of 64.
+    pub replay_window: u32,
+    /// Seconds between INFORMATIONAL liveness checks, 1..=3600.
+    pub liveness_s: u64,
+    /// The sites whose gateways start IKE SAs (every site by default). A site that peers with
+    /// a VPN gateway that insists on initiating itself lists only the other site; gateways of
+    /// a site not listed only answer.
+    pub initiators: Vec<String>,
+}
+
+impl IpsecConfig {
+    /// The defaults, with the pre-shared key in `psk_file`.
+    pub fn with_psk_file(psk_file: PathBuf) -> Self {
+        IpsecConfig {
+            psk_file,
+            ike_proposals: braid_ipsec::proposal::default_ike_proposals(),
+            esp_proposals: braid_ipsec::proposal::default_esp_proposals(),
+            ike_lifetime_s: DEFAULT_IKE_LIFETIME_S,
+            child_lifetime_s: DEFAULT_CHILD_LIFETIME_S,
+            replay_window: braid_ipsec::replay::DEFAULT_REPLAY_WINDOW,
+            liveness_s: DEFAULT_LIVENESS_S,
+            initiators: Vec::new(),
+        }
+    }
+
+    /// Whether gateways of `site` start IKE SAs.
+    pub fn initiates(&self, site: &str) -> bool {
+        self.initiators.iter().any(|s| s == site)
+    }
 }
 
 /// Flow-table idle timeouts, in seconds.
@@ -90,7 +194,7 @@ pub struct DemuxConfig {
     pub netns: Option<String>,
 }
 
-/// A gateway pair: one gateway in each site, joined by a WireGuard session.
+/// A gateway pair: one gateway in each site, joined by a tunnel of the cluster's suite.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PairConfig {
     /// 1..=4095: the GENEVE VNI and the Maglev backend id.
@@ -104,11 +208,18 @@ pub struct PairConfig {
 pub struct GatewayConfig {
     /// The gateway's LAN address, where its demux sends GENEVE.
     pub geneve: SocketAddr,
-    /// Its WireGuard endpoint.
+    /// Its tunnel endpoint: WireGuard's UDP port, or for IPsec the UDP port ESP and IKE share
+    /// (4500 by convention, RFC 3948).
     pub wan: SocketAddr,
-    pub public_key: PublicKey,
-    /// Resolved path of its private key; only needed where the gateway runs.
+    /// Its WireGuard public key: always present when the suite is WireGuard; optional and
+    /// unused when it is IPsec.
+    pub public_key: Option<PublicKey>,
+    /// Resolved path of its WireGuard private key; only needed where the gateway runs, and
+    /// unused when the suite is IPsec.
     pub private_key_file: Option<PathBuf>,
+    /// IPsec only: the IKE identity this gateway sends and its peer expects (IDi/IDr), in
+    /// strongSwan's notation. `None` means the WAN IP address (ID_IPV4_ADDR / ID_IPV6_ADDR).
+    pub ike_id: Option<String>,
     /// The network namespace the supervisor runs the gateway in (`ip netns exec`), if any.
     pub netns: Option<String>,
 }

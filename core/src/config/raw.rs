@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::model::Suite;
 use super::prefix::Prefix;
 use crate::control::ControlAddr;
 use crate::keys::PublicKey;
@@ -24,6 +25,31 @@ pub(super) struct RawFile {
     pub pairs: Vec<RawPair>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<RawController>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<RawIpsec>,
+}
+
+/// The `ipsec:` section. `psk_file` is optional here so validation can say why it is needed;
+/// proposals stay text until validation parses them, so an error can name the list index.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIpsec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_proposals: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_proposals: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_lifetime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_lifetime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_window: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiators: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -65,6 +91,8 @@ pub(super) struct RawCluster {
     pub flow_table_capacity: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RawTimeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<Suite>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -111,9 +139,12 @@ pub(super) struct RawGateway {
     pub geneve: SocketAddr,
     #[serde(with = "socket_addr")]
     pub wan: SocketAddr,
-    pub public_key: PublicKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
 }

@@ -80,6 +80,30 @@ fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-site.yaml")
 }
 
+fn ipsec_example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ipsec-two-site.yaml")
+}
+
+/// The smallest `ipsec:` section.
+const IPSEC_SECTION: &str = "ipsec:\n  psk_file: ipsec.psk\n";
+
+/// `base()` turned into an IPsec cluster: `suite: ipsec`, `ipsec:` set to `section`, and no
+/// WireGuard keys.
+fn ipsec_with(section: &str) -> String {
+    let text = edited(
+        "  secret_file: secret.key\n",
+        &format!("  secret_file: secret.key\n  suite: ipsec\n{section}"),
+    );
+    text.lines()
+        .filter(|line| !line.contains("public_key:") && !line.contains("private_key_file:"))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+fn ipsec_base() -> String {
+    ipsec_with(IPSEC_SECTION)
+}
+
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
@@ -137,7 +161,12 @@ fn example_keys_match_their_public_keys() {
             );
             let text = std::fs::read_to_string(file).unwrap();
             let private = PrivateKey::from_base64(text.trim()).unwrap();
-            assert_eq!(private.public_key(), gateway.public_key, "pair {} site {site}", pair.id);
+            assert_eq!(
+                Some(private.public_key()),
+                gateway.public_key,
+                "pair {} site {site}",
+                pair.id
+            );
         }
     }
     let secret = std::fs::read_to_string(&cfg.cluster.secret_file).unwrap();
@@ -166,7 +195,17 @@ fn defaults_and_resolved_paths() {
         cfg.gateway("b", 1).unwrap().private_key_file.as_deref(),
         Some(Path::new("conf/keys/b1.key"))
     );
-    assert_eq!(cfg.gateway("b", 2).unwrap().public_key.to_base64(), key_text(4));
+    assert_eq!(
+        cfg.gateway("b", 2).unwrap().public_key.map(|k| k.to_base64()),
+        Some(key_text(4))
+    );
+    assert_eq!(cfg.cluster.suite, Suite::WireGuard);
+    assert_eq!(cfg.cluster.ipsec, None);
+    assert!(cfg
+        .pairs
+        .iter()
+        .flat_map(|p| p.gateways.values())
+        .all(|gw| gw.ike_id.is_none()));
 }
 
 #[test]
@@ -231,7 +270,12 @@ fn lookups() {
 
 #[test]
 fn to_yaml_round_trips() {
-    for cfg in [parse(&base()).unwrap(), ClusterConfig::load(&example_path()).unwrap()] {
+    for cfg in [
+        parse(&base()).unwrap(),
+        ClusterConfig::load(&example_path()).unwrap(),
+        parse(&ipsec_base()).unwrap(),
+        ClusterConfig::load(&ipsec_example_path()).unwrap(),
+    ] {
         let yaml = cfg.to_yaml();
         let again = ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap();
         assert_eq!(again, cfg, "{yaml}");
@@ -243,6 +287,23 @@ fn to_yaml_round_trips() {
     );
     assert!(yaml.contains("private_key_file: keys/b1.key"), "{yaml}");
     assert!(yaml.contains("mtu: 1420"), "defaults are written out: {yaml}");
+    assert!(yaml.contains("suite: wireguard"), "{yaml}");
+    assert!(!yaml.contains("ipsec"), "{yaml}");
+
+    let yaml = parse(&ipsec_base()).unwrap().to_yaml();
+    for written in [
+        "suite: ipsec",
+        "psk_file: ipsec.psk",
+        "- aes256gcm16-prfsha256-x25519",
+        "- aes256gcm16-esn-noesn",
+        "ike_lifetime_s: 14400",
+        "child_lifetime_s: 3600",
+        "replay_window: 8192",
+        "liveness_s: 5",
+    ] {
+        assert!(yaml.contains(written), "{written}: {yaml}");
+    }
+    assert!(!yaml.contains("public_key"), "{yaml}");
 }
 
 #[test]
@@ -279,6 +340,12 @@ const BROKEN: &[Broken] = &[
     ("wrong type", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  mtu: big\n")], "cluster.mtu: invalid type: string \"big\", expected u64"),
     ("wrong type for a list", &[("prefixes: [198.18.2.0/24]", "prefixes: 198.18.2.0/24")], "sites.b.prefixes: invalid type: string \"198.18.2.0/24\", expected a sequence"),
     ("missing field", &[("        wan: 198.19.0.11:51820\n", "")], "pairs[0].gateways.a: missing field `wan`"),
+    ("WireGuard gateway without a public key", &[("        public_key: \"KEY_B2\"\n", "")], "pairs[1].gateways.b.public_key: expected a base64 WireGuard public key (44 characters), which cluster.suite wireguard requires of every gateway; got nothing"),
+    ("unknown suite", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  suite: openvpn\n")], "cluster.suite: unknown variant `openvpn`, expected `wireguard` or `ipsec`"),
+    ("suite spelled in capitals", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  suite: IPsec\n")], "cluster.suite: unknown variant `IPsec`, expected `wireguard` or `ipsec`"),
+    ("ipsec section in a WireGuard cluster", &[("\npairs:\n", "\nipsec:\n  psk_file: ipsec.psk\npairs:\n")], "ipsec: section given but cluster.suite is wireguard; set `suite: ipsec` under cluster:, or remove the section"),
+    ("ipsec section with an explicit wireguard suite", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  suite: wireguard\n"), ("\npairs:\n", "\nipsec: { psk_file: ipsec.psk }\npairs:\n")], "ipsec: section given but cluster.suite is wireguard"),
+    ("IKE identity in a WireGuard cluster", &[("        public_key: \"KEY_A1\"\n", "        public_key: \"KEY_A1\"\n        ike_id: \"@gw-a1\"\n")], "pairs[0].gateways.a.ike_id: an IKE identity is only used by the ipsec suite, but cluster.suite is wireguard"),
     ("missing section", &[("sites:\n", "places:\n")], "unknown field `places`"),
     ("bad CIDR", &[("[198.18.2.0/24]", "[198.18.2.0/33]")], "sites.b.prefixes[0]: prefix length 33 is longer than the 32 bits of the address"),
     ("host bits set", &[("[198.18.2.0/24]", "[198.18.1.0/24, 198.18.2.1/24]")], "sites.b.prefixes[1]: 198.18.2.1/24 has host bits set; the prefix is 198.18.2.0/24"),
@@ -363,6 +430,228 @@ fn broken_files_name_the_field() {
             "{what}:\n  got      {message}\n  expected {expected}..."
         );
     }
+}
+
+/// Broken IPsec files: edits to [`ipsec_base`], like [`BROKEN`].
+const IPSEC_BROKEN: &[Broken] = &[
+    ("no ipsec section", &[(IPSEC_SECTION, "")], "ipsec: expected an ipsec: section with at least psk_file, as cluster.suite is ipsec"),
+    ("no psk_file", &[("  psk_file: ipsec.psk\n", "  liveness_s: 5\n")], "ipsec.psk_file: expected the path of the pre-shared key file (one line of text, mode 0600), which cluster.suite ipsec requires"),
+    ("empty psk_file", &[("psk_file: ipsec.psk", "psk_file: \"\"")], "ipsec.psk_file: expected a file path, got an empty string"),
+    ("empty section", &[("  psk_file: ipsec.psk\n", "  {}\n")], "ipsec.psk_file: expected the path of the pre-shared key file"),
+    ("unknown ipsec field", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  dpd_s: 30\n")], "ipsec: unknown field `dpd_s`, expected one of `psk_file`, `ike_proposals`, `esp_proposals`, `ike_lifetime_s`, `child_lifetime_s`, `replay_window`, `liveness_s`"),
+    ("psk given inline", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  psk: hunter2\n")], "ipsec: unknown field `psk`"),
+    ("unknown IKE algorithm", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: [aes256gcm16-prfsha256-x25519, aes128-sha1-modp2048]\n")], "ipsec.ike_proposals[1]: IKE proposal \"aes128-sha1-modp2048\": unknown algorithm \"aes128\""),
+    ("IKE proposal without a DH group", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: [aes256gcm16-prfsha256]\n")], "ipsec.ike_proposals[0]: IKE proposal \"aes256gcm16-prfsha256\": no DH group"),
+    ("ESP proposal with a DH group", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: [aes256gcm16-x25519]\n")], "ipsec.esp_proposals[0]: ESP proposal \"aes256gcm16-x25519\": unknown algorithm \"x25519\""),
+    ("no IKE proposals", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: []\n")], "ipsec.ike_proposals: expected at least one proposal"),
+    ("no ESP proposals", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: []\n")], "ipsec.esp_proposals: expected at least one proposal"),
+    ("proposals as one string", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: aes256gcm16\n")], "ipsec.esp_proposals: invalid type: string \"aes256gcm16\", expected a sequence"),
+    ("proposal listed twice", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: [aes256gcm16-esn, chacha20poly1305, aes256gcm16-esn]\n")], "ipsec.esp_proposals[2]: aes256gcm16-esn is already listed as ipsec.esp_proposals[0]"),
+    ("proposal listed twice in another spelling", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: [aes256gcm16-prfsha256-x25519, aes256gcm16-prfsha256-curve25519]\n")], "ipsec.ike_proposals[1]: aes256gcm16-prfsha256-x25519 is already listed as ipsec.ike_proposals[0]"),
+    ("IKE lifetime too short", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_lifetime_s: 59\n")], "ipsec.ike_lifetime_s: expected a number from 60 to 604800, got 59"),
+    ("IKE lifetime too long", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_lifetime_s: 604801\n")], "ipsec.ike_lifetime_s: expected a number from 60 to 604800, got 604801"),
+    ("CHILD lifetime too short", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  child_lifetime_s: 9\n")], "ipsec.child_lifetime_s: expected a number from 10 to 604800, got 9"),
+    ("CHILD lifetime too long", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  child_lifetime_s: 604801\n")], "ipsec.child_lifetime_s: expected a number from 10 to 604800, got 604801"),
+    ("lifetime not a number", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  child_lifetime_s: 1h\n")], "ipsec.child_lifetime_s: invalid type: string \"1h\", expected u64"),
+    ("replay window too small", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  replay_window: 63\n")], "ipsec.replay_window: expected a number from 64 to 65536, got 63"),
+    ("replay window too large", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  replay_window: 65537\n")], "ipsec.replay_window: expected a number from 64 to 65536, got 65537"),
+    ("replay window beyond u32", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  replay_window: 4294967360\n")], "ipsec.replay_window: expected a number from 64 to 65536, got 4294967360"),
+    ("zero liveness interval", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  liveness_s: 0\n")], "ipsec.liveness_s: expected a number from 1 to 3600, got 0"),
+    ("liveness interval too long", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  liveness_s: 3601\n")], "ipsec.liveness_s: expected a number from 1 to 3600, got 3601"),
+    ("no initiators", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  initiators: []\n")], "ipsec.initiators: expected at least one site name"),
+    ("unknown initiator", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  initiators: [a, c]\n")], "ipsec.initiators[1]: no site named \"c\" (sites: a, b)"),
+    ("initiator twice", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  initiators: [b, b]\n")], "ipsec.initiators[1]: site \"b\" is listed twice"),
+    ("empty IKE identity", &[("        wan: 198.19.0.11:51820\n", "        wan: 198.19.0.11:51820\n        ike_id: \"\"\n")], "pairs[0].gateways.a.ike_id: expected an IKE identity of 1 to 255 bytes without control characters or leading or trailing spaces (an IP address, a @name, user@name or a distinguished name), got \"\""),
+    ("IKE identity with a newline", &[("        wan: 198.19.0.112:51820\n", "        wan: 198.19.0.112:51820\n        ike_id: \"gw\\nb2\"\n")], "pairs[1].gateways.b.ike_id: expected an IKE identity of 1 to 255 bytes"),
+    ("IKE identity with a trailing space", &[("        wan: 198.19.0.112:51820\n", "        wan: 198.19.0.112:51820\n        ike_id: \"@gw-b2 \"\n")], "pairs[1].gateways.b.ike_id: expected an IKE identity"),
+    ("IKE identity too long", &[("        wan: 198.19.0.112:51820\n", "        wan: 198.19.0.112:51820\n        ike_id: LONG_ID\n")], "pairs[1].gateways.b.ike_id: expected an IKE identity of 1 to 255 bytes"),
+    ("malformed WireGuard key in an IPsec cluster", &[("        wan: 198.19.0.11:51820\n", "        wan: 198.19.0.11:51820\n        public_key: short\n")], "pairs[0].gateways.a.public_key: expected a base64 WireGuard public key (44 characters), got 5 characters"),
+];
+
+#[test]
+fn broken_ipsec_files_name_the_field() {
+    for &(what, edits, expected) in IPSEC_BROKEN {
+        let mut text = ipsec_base();
+        for &(from, to) in edits {
+            assert_eq!(text.matches(from).count(), 1, "{what}: {from:?} must occur once");
+            text = text.replace(from, &to.replace("LONG_ID", &"i".repeat(256)));
+        }
+        let message = match parse(&text) {
+            Ok(_) => panic!("{what}: accepted\n{text}"),
+            Err(error) => error.to_string(),
+        };
+        let expected = format!("{FILE}: {expected}");
+        assert!(
+            message.starts_with(&expected),
+            "{what}:\n  got      {message}\n  expected {expected}..."
+        );
+    }
+}
+
+#[test]
+fn ipsec_defaults() {
+    let cfg = parse(&ipsec_base()).unwrap();
+    assert_eq!(cfg.cluster.suite, Suite::Ipsec);
+    let ipsec = cfg.cluster.ipsec.as_ref().expect("an IPsec cluster has IPsec settings");
+    assert_eq!(
+        ipsec.psk_file,
+        Path::new("conf/ipsec.psk"),
+        "resolved against the file's directory"
+    );
+    assert_eq!(ipsec.ike_proposals, braid_ipsec::proposal::default_ike_proposals());
+    assert_eq!(ipsec.esp_proposals, braid_ipsec::proposal::default_esp_proposals());
+    assert_eq!(ipsec.ike_lifetime_s, 14_400);
+    assert_eq!(ipsec.child_lifetime_s, 3_600);
+    assert_eq!(ipsec.replay_window, braid_ipsec::replay::DEFAULT_REPLAY_WINDOW);
+    assert_eq!(ipsec.replay_window, 8192);
+    assert_eq!(ipsec.liveness_s, 5);
+    assert_eq!(ipsec.initiators, ["a", "b"], "every site initiates by default");
+    let mut defaults = IpsecConfig::with_psk_file(PathBuf::from("conf/ipsec.psk"));
+    defaults.initiators = vec!["a".into(), "b".into()];
+    assert_eq!(*ipsec, defaults);
+    for gateway in cfg.pairs.iter().flat_map(|p| p.gateways.values()) {
+        assert_eq!(gateway.public_key, None, "an IPsec gateway needs no WireGuard key");
+        assert_eq!(gateway.private_key_file, None);
+        assert_eq!(gateway.ike_id, None, "the IKE identity defaults to the WAN address");
+    }
+}
+
+#[test]
+fn ipsec_settings() {
+    let section = "ipsec:\n  psk_file: /etc/braid/ipsec.psk\n  \
+        ike_proposals: [chacha20poly1305-prfsha256-ecp256, aes256gcm16-prfsha256-x25519]\n  \
+        esp_proposals: [chacha20poly1305-esn-noesn, aes256gcm16]\n  ike_lifetime_s: 60\n  \
+        child_lifetime_s: 10\n  replay_window: 65536\n  liveness_s: 3600\n";
+    let text = ipsec_with(section)
+        .replace(
+            "        wan: 198.19.0.11:51820\n",
+            "        wan: 198.19.0.11:51820\n        ike_id: \"@gw-a1.example.net\"\n",
+        )
+        .replace(
+            "        wan: 198.19.0.112:51820\n",
+            "        wan: 198.19.0.112:51820\n        ike_id: \"C=CH, O=braid, CN=gw-b2\"\n",
+        );
+    let cfg = parse(&text).unwrap();
+    let ipsec = cfg.cluster.ipsec.as_ref().unwrap();
+    assert_eq!(ipsec.psk_file, Path::new("/etc/braid/ipsec.psk"));
+    let ike: Vec<String> = ipsec.ike_proposals.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        ike,
+        ["chacha20poly1305-prfsha256-ecp256", "aes256gcm16-prfsha256-x25519"]
+    );
+    let esp: Vec<String> = ipsec.esp_proposals.iter().map(ToString::to_string).collect();
+    assert_eq!(esp, ["chacha20poly1305-esn-noesn", "aes256gcm16"]);
+    assert_eq!(
+        (
+            ipsec.ike_lifetime_s,
+            ipsec.child_lifetime_s,
+            ipsec.replay_window,
+            ipsec.liveness_s
+        ),
+        (60, 10, 65536, 3600)
+    );
+    assert_eq!(
+        cfg.gateway("a", 1).unwrap().ike_id.as_deref(),
+        Some("@gw-a1.example.net")
+    );
+    assert_eq!(
+        cfg.gateway("b", 2).unwrap().ike_id.as_deref(),
+        Some("C=CH, O=braid, CN=gw-b2")
+    );
+    assert_eq!(cfg.gateway("b", 1).unwrap().ike_id, None);
+    assert_eq!(ClusterConfig::from_yaml_str(&cfg.to_yaml(), &cfg.path).unwrap(), cfg);
+
+    let smallest = ipsec_with("ipsec:\n  psk_file: p\n  replay_window: 64\n  ike_lifetime_s: 604800\n  child_lifetime_s: 604800\n  liveness_s: 1\n");
+    let ipsec = parse(&smallest).unwrap().cluster.ipsec.unwrap();
+    assert_eq!(
+        (
+            ipsec.replay_window,
+            ipsec.ike_lifetime_s,
+            ipsec.child_lifetime_s,
+            ipsec.liveness_s
+        ),
+        (64, 604_800, 604_800, 1),
+        "the range ends are accepted, and CHILD SAs may outlive the IKE SA's rekey"
+    );
+}
+
+#[test]
+fn ipsec_cluster_may_keep_wireguard_keys() {
+    let text = edited(
+        "  secret_file: secret.key\n",
+        &format!("  secret_file: secret.key\n  suite: ipsec\n{IPSEC_SECTION}"),
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.cluster.suite, Suite::Ipsec);
+    assert_eq!(cfg.gateway("a", 1).unwrap().public_key, Some(PublicKey::from([1; 32])));
+    let reused = text.replace(&key_text(4), &key_text(1));
+    assert_eq!(
+        parse(&reused).unwrap_err().to_string(),
+        format!("{FILE}: pairs[1].gateways.b.public_key: the same public key is already used by pairs[0].gateways.a.public_key"),
+        "keys that are given are still checked"
+    );
+}
+
+#[test]
+fn suite_names() {
+    for suite in Suite::ALL {
+        assert_eq!(suite.as_str().parse::<Suite>().unwrap(), suite);
+        assert_eq!(suite.to_string(), suite.as_str());
+    }
+    assert_eq!(Suite::default(), Suite::WireGuard);
+    assert_eq!(Suite::WireGuard.as_str(), "wireguard");
+    assert_eq!(Suite::Ipsec.as_str(), "ipsec");
+    assert_eq!(
+        "IPsec".parse::<Suite>().unwrap_err(),
+        "expected wireguard or ipsec, got \"IPsec\""
+    );
+    assert_eq!(serde_json::to_string(&Suite::Ipsec).unwrap(), "\"ipsec\"");
+    assert_eq!(
+        serde_json::from_str::<Suite>("\"wireguard\"").unwrap(),
+        Suite::WireGuard
+    );
+}
+
+#[test]
+fn ipsec_example_file_loads() {
+    let cfg = ClusterConfig::load(&ipsec_example_path()).unwrap();
+    assert_eq!(cfg.cluster.name, "example-ipsec");
+    assert_eq!(cfg.cluster.suite, Suite::Ipsec);
+    let ipsec = cfg.cluster.ipsec.as_ref().unwrap();
+    assert!(
+        ipsec.psk_file.ends_with("examples/ipsec.psk"),
+        "{}",
+        ipsec.psk_file.display()
+    );
+    assert_eq!(ipsec.ike_proposals, braid_ipsec::proposal::default_ike_proposals());
+    assert_eq!(ipsec.esp_proposals, braid_ipsec::proposal::default_esp_proposals());
+    assert_eq!(
+        (
+            ipsec.ike_lifetime_s,
+            ipsec.child_lifetime_s,
+            ipsec.replay_window,
+            ipsec.liveness_s
+        ),
+        (14_400, 3_600, 8192, 5),
+        "the example spells out the defaults"
+    );
+    assert_eq!(cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
+    for pair in 1..=3u16 {
+        let a = cfg.gateway("a", pair).unwrap();
+        let b = cfg.gateway("b", pair).unwrap();
+        assert_eq!(a.wan, addr(&format!("198.19.0.1{pair}:4500")));
+        assert_eq!(b.wan, addr(&format!("198.19.0.11{pair}:4500")));
+        for gw in [a, b] {
+            assert_eq!(
+                (gw.public_key, gw.private_key_file.as_ref(), gw.ike_id.as_ref()),
+                (None, None, None)
+            );
+        }
+    }
+    // Read directly: git does not keep the 0600 mode `PresharedKey::load` insists on.
+    let content = std::fs::read(&ipsec.psk_file).unwrap();
+    let psk = crate::keys::PresharedKey::from_file_content(&content).unwrap();
+    assert!(psk.as_bytes().len() >= 32);
 }
 
 #[test]

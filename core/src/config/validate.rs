@@ -7,6 +7,12 @@
 //! addresses: within the cluster), and no public key shared by two gateways. The controller
 //! section defaults field by field; its failure timeout must span at least two heartbeats, a
 //! unix socket path must fit `sun_path`, and a restart hook may only use known placeholders.
+//!
+//! The suite decides what a gateway needs: WireGuard a `public_key` on every gateway; IPsec an
+//! `ipsec:` section with a `psk_file` (and neither needs the other's settings: an `ipsec:`
+//! section or an `ike_id` in a WireGuard cluster is refused, WireGuard keys in an IPsec cluster
+//! are allowed and unused). Proposals are parsed in strongSwan's notation, defaulting to
+//! braid-ipsec's; lifetimes, the replay window and the liveness interval are range-checked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,7 +22,7 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 use super::model::*;
 use super::prefix::Prefix;
-use super::raw::{Entries, RawCluster, RawController, RawFile, RawGateway, RawPair, RawSite, RawTimeouts};
+use super::raw::{Entries, RawCluster, RawController, RawFile, RawGateway, RawIpsec, RawPair, RawSite, RawTimeouts};
 use crate::control::ControlAddr;
 use crate::flow::PairId;
 use crate::keys::PublicKey;
@@ -42,6 +48,17 @@ const DRAIN_TIMEOUT_S_RANGE: RangeInclusive<u64> = 0..=604_800;
 const UNIX_SOCKET_PATH_MAX: usize = 107;
 const NETNS_NAME_MAX_LEN: usize = 64;
 const RESTART_HOOK_PLACEHOLDERS: &[&str] = &["role", "site", "pair"];
+/// IKE SA lifetimes from a minute to a week.
+const IKE_LIFETIME_S_RANGE: RangeInclusive<u64> = 60..=604_800;
+/// CHILD SA lifetimes from ten seconds (rekey tests) to a week.
+const CHILD_LIFETIME_S_RANGE: RangeInclusive<u64> = 10..=604_800;
+const REPLAY_WINDOW_RANGE: RangeInclusive<u64> =
+    braid_ipsec::replay::MIN_REPLAY_WINDOW as u64..=braid_ipsec::replay::MAX_REPLAY_WINDOW as u64;
+/// Liveness checks from every second to every hour.
+const LIVENESS_S_RANGE: RangeInclusive<u64> = 1..=3600;
+/// An IKE identity's longest text; the identification payload's length field allows more,
+/// but no real identity comes close.
+const IKE_ID_MAX_LEN: usize = 255;
 
 /// Validates `raw`, read from `file`; relative paths are resolved against `file`'s directory.
 pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, ConfigError> {
@@ -49,9 +66,10 @@ pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, Confi
         file,
         base: file.parent().unwrap_or(Path::new("")),
     };
+    let suite = raw.cluster.suite.unwrap_or_default();
     let sites = checker.sites(raw.sites)?;
-    let pairs = checker.pairs(raw.pairs, &sites)?;
-    let cluster = checker.cluster(raw.cluster, &sites, pairs.len())?;
+    let pairs = checker.pairs(raw.pairs, &sites, suite)?;
+    let cluster = checker.cluster(raw.cluster, &sites, pairs.len(), raw.ipsec)?;
     let controller = checker.controller(raw.controller.unwrap_or_default(), &cluster.name)?;
     checker.prefixes_disjoint(&sites)?;
     checker.addresses_unique(&sites, &pairs)?;
@@ -84,6 +102,7 @@ impl Checker<'_> {
         raw: RawCluster,
         sites: &BTreeMap<String, SiteConfig>,
         pair_count: usize,
+        ipsec: Option<RawIpsec>,
     ) -> Result<ClusterSettings, ConfigError> {
         self.name("cluster.name", &raw.name)?;
         let secret_file = self.path("cluster.secret_file", &raw.secret_file)?;
@@ -121,14 +140,161 @@ impl Checker<'_> {
             FLOW_TABLE_RANGE,
         )?;
 
+        let timeouts = self.timeouts(raw.timeouts.unwrap_or_default())?;
+        let suite = raw.suite.unwrap_or_default();
+        let ipsec = match (suite, ipsec) {
+            (Suite::Ipsec, Some(section)) => Some(self.ipsec(section, sites)?),
+            (Suite::Ipsec, None) => {
+                return Err(self.error(
+                    "ipsec",
+                    "expected an ipsec: section with at least psk_file, as cluster.suite is ipsec",
+                ))
+            }
+            (Suite::WireGuard, Some(_)) => {
+                return Err(self.error(
+                    "ipsec",
+                    "section given but cluster.suite is wireguard; set `suite: ipsec` under cluster:, \
+                     or remove the section",
+                ))
+            }
+            (Suite::WireGuard, None) => None,
+        };
+
         Ok(ClusterSettings {
             name: raw.name,
             secret_file,
             mtu,
             maglev_table_size,
             flow_table_capacity,
-            timeouts: self.timeouts(raw.timeouts.unwrap_or_default())?,
+            timeouts,
+            suite,
+            ipsec,
         })
+    }
+
+    fn ipsec(&self, raw: RawIpsec, sites: &BTreeMap<String, SiteConfig>) -> Result<IpsecConfig, ConfigError> {
+        let psk_file = match &raw.psk_file {
+            Some(path) => self.path("ipsec.psk_file", path)?,
+            None => {
+                return Err(self.error(
+                    "ipsec.psk_file",
+                    "expected the path of the pre-shared key file (one line of text, mode 0600), \
+                     which cluster.suite ipsec requires",
+                ))
+            }
+        };
+        let default = IpsecConfig::with_psk_file(psk_file);
+        let ike_proposals = match raw.ike_proposals {
+            Some(texts) => self.proposals("ipsec.ike_proposals", &texts)?,
+            None => default.ike_proposals,
+        };
+        let esp_proposals = match raw.esp_proposals {
+            Some(texts) => self.proposals("ipsec.esp_proposals", &texts)?,
+            None => default.esp_proposals,
+        };
+        Ok(IpsecConfig {
+            psk_file: default.psk_file,
+            ike_proposals,
+            esp_proposals,
+            ike_lifetime_s: self.number(
+                "ipsec.ike_lifetime_s",
+                raw.ike_lifetime_s,
+                default.ike_lifetime_s,
+                IKE_LIFETIME_S_RANGE,
+            )?,
+            child_lifetime_s: self.number(
+                "ipsec.child_lifetime_s",
+                raw.child_lifetime_s,
+                default.child_lifetime_s,
+                CHILD_LIFETIME_S_RANGE,
+            )?,
+            replay_window: self.number(
+                "ipsec.replay_window",
+                raw.replay_window,
+                u64::from(default.replay_window),
+                REPLAY_WINDOW_RANGE,
+            )?,
+            liveness_s: self.number("ipsec.liveness_s", raw.liveness_s, default.liveness_s, LIVENESS_S_RANGE)?,
+            initiators: self.initiators(raw.initiators, sites)?,
+        })
+    }
+
+    /// The sites whose gateways start IKE SAs: named sites, at least one, each once; by
+    /// default every site.
+    fn initiators(
+        &self,
+        raw: Option<Vec<String>>,
+        sites: &BTreeMap<String, SiteConfig>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let field = "ipsec.initiators";
+        let Some(names) = raw else {
+            return Ok(sites.keys().cloned().collect());
+        };
+        if names.is_empty() {
+            return Err(self.error(
+                field,
+                "expected at least one site name: with none, no IKE SA is ever set up",
+            ));
+        }
+        for (index, name) in names.iter().enumerate() {
+            if !sites.contains_key(name) {
+                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+                return Err(self.error(
+                    format!("{field}[{index}]"),
+                    format!("no site named {name:?} (sites: {})", known.join(", ")),
+                ));
+            }
+            if names[..index].contains(name) {
+                return Err(self.error(format!("{field}[{index}]"), format!("site {name:?} is listed twice")));
+            }
+        }
+        Ok(names)
+    }
+
+    /// A non-empty list of proposals in strongSwan's notation, none listed twice.
+    fn proposals<P>(&self, field: &str, texts: &[String]) -> Result<Vec<P>, ConfigError>
+    where
+        P: std::str::FromStr<Err = String> + PartialEq + std::fmt::Display,
+    {
+        if texts.is_empty() {
+            return Err(self.error(field, "expected at least one proposal"));
+        }
+        let mut proposals: Vec<P> = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let item = format!("{field}[{index}]");
+            let proposal: P = text.parse().map_err(|problem: String| self.error(&item, problem))?;
+            if let Some(first) = proposals.iter().position(|p| *p == proposal) {
+                return Err(self.error(item, format!("{proposal} is already listed as {field}[{first}]")));
+            }
+            proposals.push(proposal);
+        }
+        Ok(proposals)
+    }
+
+    /// An IKE identity override: 1 to 255 bytes of printable text (spaces allowed, as in a
+    /// distinguished name), interpreted by the IKE engine in strongSwan's notation.
+    fn ike_id(&self, field: &str, id: Option<String>, suite: Suite) -> Result<Option<String>, ConfigError> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        if suite != Suite::Ipsec {
+            return Err(self.error(
+                field,
+                format!("an IKE identity is only used by the ipsec suite, but cluster.suite is {suite}"),
+            ));
+        }
+        let valid = (1..=IKE_ID_MAX_LEN).contains(&id.len()) && id.trim() == id && !id.chars().any(char::is_control);
+        if !valid {
+            return Err(self.error(
+                field,
+                format!(
+                    "expected an IKE identity of 1 to {IKE_ID_MAX_LEN} bytes without control characters or \
+                     leading or trailing spaces (an IP address, a @name, user@name or a distinguished name), \
+                     got {id:?}"
+                ),
+            ));
+        }
+        Ok(Some(id))
     }
 
     fn timeouts(&self, raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
@@ -302,7 +468,12 @@ impl Checker<'_> {
         Ok(sites)
     }
 
-    fn pairs(&self, raw: Vec<RawPair>, sites: &BTreeMap<String, SiteConfig>) -> Result<Vec<PairConfig>, ConfigError> {
+    fn pairs(
+        &self,
+        raw: Vec<RawPair>,
+        sites: &BTreeMap<String, SiteConfig>,
+        suite: Suite,
+    ) -> Result<Vec<PairConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.error("pairs", "expected at least one gateway pair"));
         }
@@ -317,7 +488,7 @@ impl Checker<'_> {
                     format!("pair id {id} is already used by pairs[{first}]"),
                 ));
             }
-            let gateways = self.gateways(&format!("{field}.gateways"), pair.gateways, sites)?;
+            let gateways = self.gateways(&format!("{field}.gateways"), pair.gateways, sites, suite)?;
             pairs.push(PairConfig { id, gateways });
         }
         Ok(pairs)
@@ -328,6 +499,7 @@ impl Checker<'_> {
         field: &str,
         raw: Entries<RawGateway>,
         sites: &BTreeMap<String, SiteConfig>,
+        suite: Suite,
     ) -> Result<BTreeMap<String, GatewayConfig>, ConfigError> {
         let mut gateways = BTreeMap::new();
         for (site, gateway) in raw.0 {
@@ -337,16 +509,25 @@ impl Checker<'_> {
             }
             self.concrete(&format!("{gateway_field}.geneve"), gateway.geneve)?;
             self.concrete(&format!("{gateway_field}.wan"), gateway.wan)?;
+            if suite == Suite::WireGuard && gateway.public_key.is_none() {
+                return Err(self.error(
+                    format!("{gateway_field}.public_key"),
+                    "expected a base64 WireGuard public key (44 characters), which cluster.suite wireguard \
+                     requires of every gateway; got nothing",
+                ));
+            }
             let private_key_file = match &gateway.private_key_file {
                 Some(path) => Some(self.path(&format!("{gateway_field}.private_key_file"), path)?),
                 None => None,
             };
+            let ike_id = self.ike_id(&format!("{gateway_field}.ike_id"), gateway.ike_id, suite)?;
             let netns = self.netns(&format!("{gateway_field}.netns"), gateway.netns)?;
             let config = GatewayConfig {
                 geneve: gateway.geneve,
                 wan: gateway.wan,
                 public_key: gateway.public_key,
                 private_key_file,
+                ike_id,
                 netns,
             };
             if gateways.insert(site, config).is_some() {
@@ -404,11 +585,14 @@ impl Checker<'_> {
         let mut owners: HashMap<&PublicKey, String> = HashMap::new();
         for (index, pair) in pairs.iter().enumerate() {
             for (site, gateway) in &pair.gateways {
+                let Some(key) = &gateway.public_key else {
+                    continue;
+                };
                 let field = format!("pairs[{index}].gateways.{site}.public_key");
-                if let Some(owner) = owners.get(&gateway.public_key) {
+                if let Some(owner) = owners.get(key) {
                     return Err(self.error(field, format!("the same public key is already used by {owner}")));
                 }
-                owners.insert(&gateway.public_key, field);
+                owners.insert(key, field);
             }
         }
         Ok(())

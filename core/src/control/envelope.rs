@@ -215,7 +215,7 @@ impl FieldReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::message::Membership;
+    use crate::control::message::{Heartbeat, Membership};
 
     fn key() -> ControlKey {
         ControlKey::derive(&ClusterSecret::from_base64(&base64_of(7)).unwrap())
@@ -247,6 +247,22 @@ mod tests {
         let (header, body) = sample();
         let datagram = seal(&key(), &header, &body).unwrap();
         assert_eq!(&datagram[..4], b"BRC1");
+        assert_eq!(open(&key(), &datagram), Ok((header, body)));
+    }
+
+    /// A gateway heartbeat with the tunnel figures (suite, rekeys, replay drops) travels intact.
+    #[test]
+    fn gateway_heartbeat_round_trip() {
+        let (mut header, _) = sample();
+        header.sender = DaemonId::gateway("b", 2);
+        let mut heartbeat = Heartbeat::new(header.sender.clone());
+        heartbeat.suite = Some("wireguard".into());
+        heartbeat.handshake_age_ms = Some(12_345);
+        heartbeat.rekeys = Some(4);
+        heartbeat.drops_replayed = Some(9);
+        heartbeat.drops_too_old = Some(1);
+        let body = Body::Heartbeat(heartbeat);
+        let datagram = seal(&key(), &header, &body).unwrap();
         assert_eq!(open(&key(), &datagram), Ok((header, body)));
     }
 

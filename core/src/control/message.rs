@@ -99,10 +99,32 @@ pub struct Heartbeat {
     pub id: DaemonId,
     pub pid: u32,
     pub uptime_ms: u64,
-    /// Gateways: whether the WireGuard session with the peer gateway is established.
+    /// Gateways: whether the tunnel session with the peer gateway is established.
     pub session_established: Option<bool>,
-    /// Gateways: time since the last completed handshake.
+    /// Gateways: the age of the keys the gateway sends with (its SA age): time since the last
+    /// completed WireGuard handshake, or since the IPsec CHILD SA it sends on was installed or
+    /// rekeyed. The name predates IPsec.
     pub handshake_age_ms: Option<u64>,
+    /// Gateways: the tunnel suite, `wireguard` or `ipsec`.
+    #[serde(default)]
+    pub suite: Option<String>,
+    /// Gateways, IPsec: time since the IKE SA was established or last rekeyed.
+    #[serde(default)]
+    pub ike_sa_age_ms: Option<u64>,
+    /// Gateways: times since start that the data keys were replaced while still valid
+    /// (WireGuard handshakes over a live session, IPsec CHILD SA rekeys).
+    #[serde(default)]
+    pub rekeys: Option<u64>,
+    /// Gateways, IPsec: IKE SA rekeys since start.
+    #[serde(default)]
+    pub ike_rekeys: Option<u64>,
+    /// Gateways: packets from the peer dropped because their counter was already seen.
+    #[serde(default)]
+    pub drops_replayed: Option<u64>,
+    /// Gateways: packets from the peer dropped because their counter was older than the
+    /// anti-replay window.
+    #[serde(default)]
+    pub drops_too_old: Option<u64>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -124,6 +146,12 @@ impl Heartbeat {
             uptime_ms: 0,
             session_established: None,
             handshake_age_ms: None,
+            suite: None,
+            ike_sa_age_ms: None,
+            rekeys: None,
+            ike_rekeys: None,
+            drops_replayed: None,
+            drops_too_old: None,
             tx_bytes: 0,
             rx_bytes: 0,
             tx_packets: 0,
@@ -160,4 +188,64 @@ pub enum Body {
     Membership(Membership),
     /// Demux → controller: membership `epoch` is applied.
     MembershipAck { epoch: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway heartbeat with every field a current gateway fills in.
+    fn gateway_heartbeat() -> Heartbeat {
+        let mut hb = Heartbeat::new(DaemonId::gateway("a", 3));
+        hb.session_established = Some(true);
+        hb.handshake_age_ms = Some(42_000);
+        hb.suite = Some("ipsec".into());
+        hb.ike_sa_age_ms = Some(3_600_000);
+        hb.rekeys = Some(5);
+        hb.ike_rekeys = Some(1);
+        hb.drops_replayed = Some(7);
+        hb.drops_too_old = Some(2);
+        hb
+    }
+
+    #[test]
+    fn heartbeat_with_tunnel_figures_round_trips() {
+        let body = Body::Heartbeat(gateway_heartbeat());
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(serde_json::from_str::<Body>(&json).unwrap(), body);
+    }
+
+    /// A heartbeat as gateways sent it before suites, rekeys and replay drops were reported.
+    #[test]
+    fn heartbeat_from_an_older_gateway_parses_with_the_new_fields_empty() {
+        let old = r#"{"heartbeat":{"id":{"role":"gw","site":"a","pair":3},"pid":9,"uptime_ms":5,
+            "session_established":true,"handshake_age_ms":1000,"tx_bytes":1,"rx_bytes":2,
+            "tx_packets":3,"rx_packets":4,"drops":0,"pairs":[],"membership_epoch":0}}"#;
+        let Body::Heartbeat(hb) = serde_json::from_str(old).unwrap() else {
+            panic!("not a heartbeat")
+        };
+        assert_eq!((hb.session_established, hb.handshake_age_ms), (Some(true), Some(1000)));
+        assert_eq!(
+            (hb.suite, hb.ike_sa_age_ms, hb.rekeys, hb.ike_rekeys),
+            (None, None, None, None)
+        );
+        assert_eq!((hb.drops_replayed, hb.drops_too_old), (None, None));
+    }
+
+    /// An older controller, which knows none of the new fields, still reads a new heartbeat.
+    #[test]
+    fn an_older_receiver_ignores_the_new_fields() {
+        #[derive(Deserialize)]
+        struct OldHeartbeat {
+            id: DaemonId,
+            handshake_age_ms: Option<u64>,
+            drops: u64,
+        }
+        let json = serde_json::to_value(gateway_heartbeat()).unwrap();
+        let old: OldHeartbeat = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            (old.id, old.handshake_age_ms, old.drops),
+            (DaemonId::gateway("a", 3), Some(42_000), 0)
+        );
+    }
 }
