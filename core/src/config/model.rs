@@ -115,7 +115,7 @@ pub struct IpsecConfig {
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP (CHILD SA) proposals offered and accepted, most preferred first; never empty.
     pub esp_proposals: Vec<EspProposal>,
-    /// IKE SA lifetime in seconds, 60..=604800; the engine rekeys before it ends.
+    /// IKE SA lifetime in seconds, 20..=604800; the engine rekeys before it ends.
     pub ike_lifetime_s: u64,
     /// CHILD SA lifetime in seconds, 10..=604800; the engine rekeys before it ends.
     /// Independent of `ike_lifetime_s`.

@@ -49,7 +49,7 @@ const UNIX_SOCKET_PATH_MAX: usize = 107;
 const NETNS_NAME_MAX_LEN: usize = 64;
 const RESTART_HOOK_PLACEHOLDERS: &[&str] = &["role", "site", "pair"];
 /// IKE SA lifetimes from a minute to a week.
-const IKE_LIFETIME_S_RANGE: RangeInclusive<u64> = 60..=604_800;
+const IKE_LIFETIME_S_RANGE: RangeInclusive<u64> = 20..=604_800;
 /// CHILD SA lifetimes from ten seconds (rekey tests) to a week.
 const CHILD_LIFETIME_S_RANGE: RangeInclusive<u64> = 10..=604_800;
 const REPLAY_WINDOW_RANGE: RangeInclusive<u64> =
