@@ -13,7 +13,7 @@ use super::super::negotiate::{
 use super::super::sa::{IkeSa, Planned, RequestKind, SaState};
 use super::super::wire::{exchange, notify_type, protocol, Header, Notify, Payload};
 use super::init::NONCE_LEN;
-use super::{error_notify, notify, notify_name, notify_payload, ChildState, Engine, RETIRE_TIMEOUT};
+use super::{notify_name, notify_payload, ChildState, Engine, Payloads, RETIRE_TIMEOUT};
 
 impl Engine {
     /// Starts rekeying the CHILD SA whose inbound SPI is `inbound`.
@@ -72,21 +72,14 @@ impl Engine {
         nonce_i: &[u8],
         payloads: Vec<Payload>,
     ) {
-        if let Some(n) = error_notify(&payloads) {
+        if let Some(n) = payloads.error_notify() {
             tracing::info!(peer = %sa.peer, error = %notify_name(n.kind), "the peer refused our CHILD SA rekey; retrying later");
             self.retry_child_rekey_later(old_inbound, now);
             return;
         }
-        let nonce_r = payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n.clone()),
-            _ => None,
-        });
+        let nonce_r = payloads.nonce().map(<[u8]>::to_vec);
         let choice = payloads
-            .iter()
-            .find_map(|p| match p {
-                Payload::Sa(a) => Some(a),
-                _ => None,
-            })
+            .sa()
             .and_then(|a| accept_esp_answer(&self.config.esp_proposals, a));
         let ts_ok = payloads
             .iter()
@@ -148,23 +141,14 @@ impl Engine {
         payloads: Vec<Payload>,
     ) {
         let retry_at = now + super::REINITIATE_DELAY * 2;
-        if let Some(n) = error_notify(&payloads) {
+        if let Some(n) = payloads.error_notify() {
             tracing::info!(peer = %sa.peer, error = %notify_name(n.kind), "the peer refused our IKE SA rekey; retrying later");
             sa.rekey_at = retry_at;
             return;
         }
-        let answer = payloads.iter().find_map(|p| match p {
-            Payload::Sa(a) => Some(a),
-            _ => None,
-        });
-        let nonce_r = payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let ke = payloads.iter().find_map(|p| match p {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
+        let answer = payloads.sa();
+        let nonce_r = payloads.nonce();
+        let ke = payloads.ke();
         let chosen = answer.and_then(|a| accept_ike_answer(&[sa.proposal], a));
         let peer_spi = answer.and_then(|a| a.first()).and_then(ike_spi);
         let (Some(_), Some(nonce_r), Some((group, ke)), Some(peer_spi)) = (chosen, nonce_r, ke, peer_spi) else {
@@ -249,17 +233,14 @@ impl Engine {
     }
 
     fn answer_child_rekey(&mut self, now: Instant, from: SocketAddr, sa: &IkeSa, payloads: &[Payload]) -> Vec<Payload> {
-        let Some(nonce_i) = payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n.clone()),
-            _ => None,
-        }) else {
+        let Some(nonce_i) = payloads.nonce().map(<[u8]>::to_vec) else {
             return vec![notify_payload(notify_type::INVALID_SYNTAX, Vec::new())];
         };
         if payloads.iter().any(|p| matches!(p, Payload::Ke { .. })) {
             // Our ESP proposals carry no DH group, so a KE here cannot be honoured.
             return vec![notify_payload(notify_type::NO_PROPOSAL_CHOSEN, Vec::new())];
         }
-        let replaces = match notify(payloads, notify_type::REKEY_SA) {
+        let replaces = match payloads.notify(notify_type::REKEY_SA) {
             Some(n) => {
                 // The notify names the peer's inbound SPI: our outbound one.
                 let spi = <[u8; 4]>::try_from(n.spi.as_slice()).ok().map(u32::from_be_bytes);
@@ -304,18 +285,9 @@ impl Engine {
         ) {
             return vec![notify_payload(notify_type::TEMPORARY_FAILURE, Vec::new())];
         }
-        let offer = payloads.iter().find_map(|p| match p {
-            Payload::Sa(a) => Some(a),
-            _ => None,
-        });
-        let nonce_i = payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let ke = payloads.iter().find_map(|p| match p {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
+        let offer = payloads.sa();
+        let nonce_i = payloads.nonce();
+        let ke = payloads.ke();
         let (Some(offer), Some(nonce_i), Some((group, ke))) = (offer, nonce_i, ke) else {
             return vec![notify_payload(notify_type::INVALID_SYNTAX, Vec::new())];
         };

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::super::crypto::{
-    dh_group_from_number, dh_group_number, nat_detection_hash, prf, psk_auth, random_bytes, random_esp_spi,
-    random_ike_spi, DhExchange, IkeKeys,
+    dh_group_from_number, dh_group_number, nat_detection_hash, prf, psk_auth, psk_auth_verify, random_bytes,
+    random_esp_spi, random_ike_spi, DhExchange, IkeKeys,
 };
 use super::super::negotiate::{
     accept_esp_answer, accept_ike_answer, describe, esp_offer, ike_offer, narrow, select_esp, select_ike, within,
@@ -14,8 +14,8 @@ use super::super::sa::{AuthContext, IkeSa, RequestKind, Retransmit, SaState};
 use super::super::wire::{encode_message, exchange, notify_type, Header, Identification, Payload};
 use super::super::IkeDrop;
 use super::{
-    error_notify, notify, notify_name, notify_payload, ChildState, Engine, COOKIE_THRESHOLD, HALF_OPEN_TIMEOUT,
-    MAX_HALF_OPEN, REINITIATE_DELAY,
+    notify_name, notify_payload, ChildState, Engine, Payloads, COOKIE_THRESHOLD, HALF_OPEN_TIMEOUT, MAX_HALF_OPEN,
+    REINITIATE_DELAY,
 };
 use crate::proposal::DhGroup;
 
@@ -145,20 +145,8 @@ impl Engine {
             tracing::debug!("both sides initiated; ours wins, theirs is ignored");
             return Ok(());
         }
-        let (Some(sa_payload), Some((group, ke)), Some(nonce_i)) = (
-            payloads.iter().find_map(|p| match p {
-                Payload::Sa(props) => Some(props),
-                _ => None,
-            }),
-            payloads.iter().find_map(|p| match p {
-                Payload::Ke { group, data } => Some((*group, data)),
-                _ => None,
-            }),
-            payloads.iter().find_map(|p| match p {
-                Payload::Nonce(n) => Some(n),
-                _ => None,
-            }),
-        ) else {
+        let (Some(sa_payload), Some((group, ke)), Some(nonce_i)) = (payloads.sa(), payloads.ke(), payloads.nonce())
+        else {
             return Err(IkeDrop::Malformed);
         };
         if !self.cookie_ok(now, from, header.spi_i, nonce_i, &payloads) {
@@ -218,7 +206,7 @@ impl Engine {
         sa.auth = Some(AuthContext {
             our_init: bytes_out.clone(),
             peer_init: bytes.to_vec(),
-            nonce_i: nonce_i.clone(),
+            nonce_i: nonce_i.to_vec(),
             nonce_r,
             child_spi: 0,
         });
@@ -250,7 +238,7 @@ impl Engine {
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
         };
         let expected = prf(&self.cookie_secret, &[nonce_i, &ip, &spi_i.to_be_bytes()])[..COOKIE_LEN].to_vec();
-        if notify(payloads, notify_type::COOKIE).is_some_and(|n| n.data == expected) {
+        if payloads.notify(notify_type::COOKIE).is_some_and(|n| n.data == expected) {
             return true;
         }
         self.stats.cookies_sent += 1;
@@ -279,11 +267,11 @@ impl Engine {
         if header.spi_i != request.spi_i || header.message_id != 0 || header.initiator {
             return Err(IkeDrop::UnknownSpi);
         }
-        if let Some(cookie) = notify(&payloads, notify_type::COOKIE) {
+        if let Some(cookie) = payloads.notify(notify_type::COOKIE) {
             request.cookie = Some(cookie.data.clone());
             return self.resend_init(now);
         }
-        if let Some(n) = notify(&payloads, notify_type::INVALID_KE_PAYLOAD) {
+        if let Some(n) = payloads.notify(notify_type::INVALID_KE_PAYLOAD) {
             let wanted = <[u8; 2]>::try_from(n.data.as_slice())
                 .ok()
                 .map(u16::from_be_bytes)
@@ -301,7 +289,7 @@ impl Engine {
             tracing::info!(peer = %from, group = %group, "peer asked for another DH group; retrying IKE_SA_INIT");
             return self.resend_init(now);
         }
-        if let Some(n) = error_notify(&payloads) {
+        if let Some(n) = payloads.error_notify() {
             self.stats.negotiation_failures += 1;
             tracing::warn!(
                 peer = %from,
@@ -311,18 +299,9 @@ impl Engine {
             );
             return self.give_up_init(now);
         }
-        let sa_answer = payloads.iter().find_map(|p| match p {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let ke = payloads.iter().find_map(|p| match p {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
-        let nonce_r = payloads.iter().find_map(|p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
+        let sa_answer = payloads.sa();
+        let ke = payloads.ke();
+        let nonce_r = payloads.nonce();
         let (Some(sa_answer), Some((group, ke)), Some(nonce_r)) = (sa_answer, ke, nonce_r) else {
             return Err(IkeDrop::Malformed);
         };
@@ -362,7 +341,7 @@ impl Engine {
             our_init: request.bytes.clone(),
             peer_init: bytes.to_vec(),
             nonce_i: request.nonce_i.clone(),
-            nonce_r: nonce_r.clone(),
+            nonce_r: nonce_r.to_vec(),
             child_spi,
         });
         let id_i = self.config.local_id.clone();
@@ -420,34 +399,13 @@ impl Engine {
         payloads: Vec<Payload>,
     ) -> bool {
         let Some(ctx) = sa.auth.take() else { return false };
-        let id_i = payloads.iter().find_map(|p| match p {
-            Payload::IdI(id) => Some(id),
-            _ => None,
-        });
-        let auth = payloads.iter().find_map(|p| match p {
-            Payload::Auth { method, data } => Some((*method, data)),
-            _ => None,
-        });
+        let id_i = payloads.id_i();
+        let auth = payloads.auth();
         let (Some(id_i), Some((method, auth_data))) = (id_i, auth) else {
             tracing::warn!(peer = %from, "IKE_AUTH without IDi or AUTH");
             return false;
         };
-        let expected = psk_auth(
-            self.config.psk.as_bytes(),
-            &ctx.peer_init,
-            &ctx.nonce_r,
-            sa.keys.sk_pi.as_bytes(),
-            &id_i.body(),
-        );
-        if !same_identity(id_i, &self.config.remote_id) || method != AUTH_PSK || auth_data.as_slice() != expected {
-            self.stats.auth_failures += 1;
-            tracing::warn!(
-                peer = %from,
-                id = %id_i,
-                expected_id = %self.config.remote_id,
-                method,
-                "AUTHENTICATION_FAILED: the peer's identity or pre-shared key does not match ours"
-            );
+        if !self.peer_authenticates(sa, &ctx, id_i, method, auth_data) {
             let answer = sa.respond(
                 exchange::IKE_AUTH,
                 header.message_id,
@@ -471,7 +429,7 @@ impl Engine {
                 data: our_auth.to_vec(),
             },
         ];
-        let initial_contact = notify(&payloads, notify_type::INITIAL_CONTACT).is_some();
+        let initial_contact = payloads.notify(notify_type::INITIAL_CONTACT).is_some();
         sa.state = SaState::Established;
         sa.deadline = None;
         let child = self.answer_child(now, from, sa, &payloads, (&ctx.nonce_i, &ctx.nonce_r), None);
@@ -485,7 +443,7 @@ impl Engine {
     /// The answer to our IKE_AUTH. Returns whether the SA lives on.
     pub(super) fn on_auth_response(&mut self, now: Instant, sa: &mut IkeSa, payloads: Vec<Payload>) -> bool {
         let Some(ctx) = sa.auth.take() else { return false };
-        if notify(&payloads, notify_type::AUTHENTICATION_FAILED).is_some() {
+        if payloads.notify(notify_type::AUTHENTICATION_FAILED).is_some() {
             self.stats.auth_failures += 1;
             tracing::warn!(
                 peer = %sa.peer,
@@ -495,40 +453,20 @@ impl Engine {
             self.next_initiate = Some(now + REINITIATE_DELAY * 5);
             return false;
         }
-        let id_r = payloads.iter().find_map(|p| match p {
-            Payload::IdR(id) => Some(id),
-            _ => None,
-        });
-        let auth = payloads.iter().find_map(|p| match p {
-            Payload::Auth { method, data } => Some((*method, data)),
-            _ => None,
-        });
+        let id_r = payloads.id_r();
+        let auth = payloads.auth();
         let (Some(id_r), Some((method, auth_data))) = (id_r, auth) else {
             tracing::warn!(peer = %sa.peer, "IKE_AUTH response without IDr or AUTH");
             self.next_initiate = Some(now + REINITIATE_DELAY);
             return false;
         };
-        let expected = psk_auth(
-            self.config.psk.as_bytes(),
-            &ctx.peer_init,
-            &ctx.nonce_i,
-            sa.keys.sk_pr.as_bytes(),
-            &id_r.body(),
-        );
-        if !same_identity(id_r, &self.config.remote_id) || method != AUTH_PSK || auth_data.as_slice() != expected {
-            self.stats.auth_failures += 1;
-            tracing::warn!(
-                peer = %sa.peer,
-                id = %id_r,
-                expected_id = %self.config.remote_id,
-                "AUTHENTICATION_FAILED: the responder's identity or pre-shared key does not match ours"
-            );
+        if !self.peer_authenticates(sa, &ctx, id_r, method, auth_data) {
             self.next_initiate = Some(now + REINITIATE_DELAY * 5);
             return false;
         }
         sa.state = SaState::Established;
         sa.deadline = None;
-        if let Some(n) = error_notify(&payloads) {
+        if let Some(n) = payloads.error_notify() {
             self.stats.negotiation_failures += 1;
             tracing::warn!(
                 peer = %sa.peer,
@@ -544,18 +482,9 @@ impl Engine {
             self.next_initiate = Some(now + REINITIATE_DELAY * 5);
             return true;
         }
-        let answer = payloads.iter().find_map(|p| match p {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let ts_i = payloads.iter().find_map(|p| match p {
-            Payload::TsI(ts) => Some(ts),
-            _ => None,
-        });
-        let ts_r = payloads.iter().find_map(|p| match p {
-            Payload::TsR(ts) => Some(ts),
-            _ => None,
-        });
+        let answer = payloads.sa();
+        let ts_i = payloads.ts_i();
+        let ts_r = payloads.ts_r();
         let choice = answer.and_then(|a| accept_esp_answer(&self.config.esp_proposals, a));
         let ts_ok = ts_i.is_some_and(|t| within(t, &self.config.local_ts))
             && ts_r.is_some_and(|t| within(t, &self.config.remote_ts));
@@ -583,18 +512,9 @@ impl Engine {
         nonces: (&[u8], &[u8]),
         replaces: Option<u32>,
     ) -> Vec<Payload> {
-        let offer = payloads.iter().find_map(|p| match p {
-            Payload::Sa(props) => Some(props),
-            _ => None,
-        });
-        let ts_i = payloads.iter().find_map(|p| match p {
-            Payload::TsI(ts) => Some(ts),
-            _ => None,
-        });
-        let ts_r = payloads.iter().find_map(|p| match p {
-            Payload::TsR(ts) => Some(ts),
-            _ => None,
-        });
+        let offer = payloads.sa();
+        let ts_i = payloads.ts_i();
+        let ts_r = payloads.ts_r();
         let (Some(offer), Some(ts_i), Some(ts_r)) = (offer, ts_i, ts_r) else {
             return vec![notify_payload(notify_type::INVALID_SYNTAX, Vec::new())];
         };
@@ -681,6 +601,47 @@ impl Engine {
                 c.state = ChildState::Active;
             }
         }
+    }
+}
+
+impl Engine {
+    /// Whether the peer proved it is the configured identity holding our pre-shared key: its
+    /// AUTH must be what the key gives over its IKE_SA_INIT message, our nonce and its ID
+    /// under its SK_p (RFC 7296 §2.15). A failure is counted and logged.
+    fn peer_authenticates(
+        &mut self,
+        sa: &IkeSa,
+        ctx: &AuthContext,
+        id: &Identification,
+        method: u8,
+        data: &[u8],
+    ) -> bool {
+        let (our_nonce, peer_sk_p) = if sa.initiator {
+            (&ctx.nonce_i, &sa.keys.sk_pr)
+        } else {
+            (&ctx.nonce_r, &sa.keys.sk_pi)
+        };
+        let proven = same_identity(id, &self.config.remote_id)
+            && method == AUTH_PSK
+            && psk_auth_verify(
+                self.config.psk.as_bytes(),
+                &ctx.peer_init,
+                our_nonce,
+                peer_sk_p.as_bytes(),
+                &id.body(),
+                data,
+            );
+        if !proven {
+            self.stats.auth_failures += 1;
+            tracing::warn!(
+                peer = %sa.peer,
+                id = %id,
+                expected_id = %self.config.remote_id,
+                method,
+                "AUTHENTICATION_FAILED: the peer's identity or pre-shared key does not match ours"
+            );
+        }
+        proven
     }
 }
 

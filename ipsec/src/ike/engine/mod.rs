@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use super::config::{rekey_fraction, IkeConfig};
 use super::crypto::{random_bytes, CryptoError};
 use super::sa::{IkeSa, Planned, SaState};
-use super::wire::{exchange, parse_message, Body, Header, Message, Notify, Payload};
+use super::wire::{
+    exchange, parse_message, Body, Header, Identification, Message, Notify, Payload, Proposal, TrafficSelector,
+};
 use super::IkeDrop;
 use crate::esp::{EspCipher, EspKeys, InboundSa, OutboundSa};
 use crate::proposal::Aead;
@@ -595,20 +597,92 @@ impl Engine {
     }
 }
 
-/// The first notify of `kind` among `payloads`.
-pub(crate) fn notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind == kind => Some(n),
-        _ => None,
-    })
+/// The first payload of each kind in a message, by name.
+pub(crate) trait Payloads {
+    fn sa(&self) -> Option<&[Proposal]>;
+    fn ke(&self) -> Option<(u16, &[u8])>;
+    fn nonce(&self) -> Option<&[u8]>;
+    fn id_i(&self) -> Option<&Identification>;
+    fn id_r(&self) -> Option<&Identification>;
+    fn auth(&self) -> Option<(u8, &[u8])>;
+    fn ts_i(&self) -> Option<&[TrafficSelector]>;
+    fn ts_r(&self) -> Option<&[TrafficSelector]>;
+    /// The first notify of `kind`.
+    fn notify(&self, kind: u16) -> Option<&Notify>;
+    /// The first error notify (type below 16384).
+    fn error_notify(&self) -> Option<&Notify>;
 }
 
-/// The first error notify (type below 16384) among `payloads`.
-pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind < 16384 => Some(n),
-        _ => None,
-    })
+impl Payloads for [Payload] {
+    fn sa(&self) -> Option<&[Proposal]> {
+        self.iter().find_map(|p| match p {
+            Payload::Sa(proposals) => Some(proposals.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn ke(&self) -> Option<(u16, &[u8])> {
+        self.iter().find_map(|p| match p {
+            Payload::Ke { group, data } => Some((*group, data.as_slice())),
+            _ => None,
+        })
+    }
+
+    fn nonce(&self) -> Option<&[u8]> {
+        self.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn id_i(&self) -> Option<&Identification> {
+        self.iter().find_map(|p| match p {
+            Payload::IdI(id) => Some(id),
+            _ => None,
+        })
+    }
+
+    fn id_r(&self) -> Option<&Identification> {
+        self.iter().find_map(|p| match p {
+            Payload::IdR(id) => Some(id),
+            _ => None,
+        })
+    }
+
+    fn auth(&self) -> Option<(u8, &[u8])> {
+        self.iter().find_map(|p| match p {
+            Payload::Auth { method, data } => Some((*method, data.as_slice())),
+            _ => None,
+        })
+    }
+
+    fn ts_i(&self) -> Option<&[TrafficSelector]> {
+        self.iter().find_map(|p| match p {
+            Payload::TsI(ts) => Some(ts.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn ts_r(&self) -> Option<&[TrafficSelector]> {
+        self.iter().find_map(|p| match p {
+            Payload::TsR(ts) => Some(ts.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn notify(&self, kind: u16) -> Option<&Notify> {
+        self.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind == kind => Some(n),
+            _ => None,
+        })
+    }
+
+    fn error_notify(&self) -> Option<&Notify> {
+        self.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind < 16384 => Some(n),
+            _ => None,
+        })
+    }
 }
 
 /// A notify payload without SPI.
