@@ -13,11 +13,20 @@ const LAB: &str = "ctl-kill";
 
 #[test]
 fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet() {
+    traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(Suite::WireGuard);
+}
+
+#[test]
+fn ipsec_traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet() {
+    traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(Suite::Ipsec);
+}
+
+fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(suite: Suite) {
     if skip_without_lab("lab_controller") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Lab::up(LAB, 3);
+    let lab = Lab::up_with(&lab_name(LAB, suite), 3, suite);
     let info = &lab.info;
     let _server = BenchServer::start(info, &bin_dir()).expect("bench server");
     let fleet = |s: &braid::status::StatusSnapshot| {
@@ -60,10 +69,10 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet() {
     }
 
     let started = Instant::now();
-    let new_controller = braid::lab::restart_controller(LAB, &bin_dir(), Duration::from_secs(15))
+    let new_controller = braid::lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("restart the controller: {e:#}"));
     let answered = started.elapsed();
-    let adopted = braid::lab::load_info(LAB).expect("lab.json after the restart");
+    let adopted = braid::lab::load_info(&lab.info.name).expect("lab.json after the restart");
     assert_eq!(
         controller_pid(&adopted),
         new_controller,

@@ -49,11 +49,20 @@ fn gateway_pid(info: &braid::lab::LabInfo, site: &str, index: u16) -> u32 {
 
 #[test]
 fn killed_gateway_fails_over_within_a_second_and_is_restarted() {
+    killed_gateway_fails_over_within_a_second_and_is_restarted_with(Suite::WireGuard);
+}
+
+#[test]
+fn ipsec_killed_gateway_fails_over_within_a_second_and_is_restarted() {
+    killed_gateway_fails_over_within_a_second_and_is_restarted_with(Suite::Ipsec);
+}
+
+fn killed_gateway_fails_over_within_a_second_and_is_restarted_with(suite: Suite) {
     if skip_without_lab("lab_failover kill") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Lab::up("fo-kill", 3);
+    let lab = Lab::up_with(&lab_name("fo-kill", suite), 3, suite);
     let info = &lab.info;
     let _server = BenchServer::start(info, &bin_dir()).expect("bench server");
 
@@ -134,11 +143,20 @@ fn killed_gateway_fails_over_within_a_second_and_is_restarted() {
 
 #[test]
 fn frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second() {
+    frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second_with(Suite::WireGuard);
+}
+
+#[test]
+fn ipsec_frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second() {
+    frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second_with(Suite::Ipsec);
+}
+
+fn frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second_with(suite: Suite) {
     if skip_without_lab("lab_failover freeze") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Lab::up("fo-stop", 3);
+    let lab = Lab::up_with(&lab_name("fo-stop", suite), 3, suite);
     let info = &lab.info;
     let _server = BenchServer::start(info, &bin_dir()).expect("bench server");
 
@@ -179,11 +197,20 @@ fn frozen_gateway_is_killed_restarted_and_its_flows_fail_over_within_a_second() 
 
 #[test]
 fn cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back() {
+    cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back_with(Suite::WireGuard);
+}
+
+#[test]
+fn ipsec_cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back() {
+    cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back_with(Suite::Ipsec);
+}
+
+fn cut_wan_link_takes_the_pair_out_and_its_return_puts_it_back_with(suite: Suite) {
     if skip_without_lab("lab_failover wan cut") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Lab::up("fo-wan", 3);
+    let lab = Lab::up_with(&lab_name("fo-wan", suite), 3, suite);
     let info = &lab.info;
     let _server = BenchServer::start(info, &bin_dir()).expect("bench server");
     let netns = info

@@ -49,11 +49,20 @@ fn fresh_run(info: &LabInfo) -> Value {
 
 #[test]
 fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
+    scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(Suite::WireGuard);
+}
+
+#[test]
+fn ipsec_scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
+    scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(Suite::Ipsec);
+}
+
+fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(suite: Suite) {
     if skip_without_lab("lab_recluster") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let lab = Lab::up(LAB, 4);
+    let lab = Lab::up_with(&lab_name(LAB, suite), 4, suite);
     let _server = BenchServer::start(&lab.info, &bin_dir()).expect("bench server");
 
     // 4 → 6 while 16 flows and 4 TCP streams run.
@@ -61,7 +70,8 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
     let tcp = start_bench(&lab.info, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let grown = braid::lab::scale(LAB, 6, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
+    let grown =
+        braid::lab::scale(&lab.info.name, 6, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
     let grow_time = started.elapsed();
     let run = finish_bench(established);
     assert_udp_lossless(&run, "established flows across 4 → 6");
@@ -78,7 +88,8 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole() {
     let tcp = start_bench(&grown, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let shrunk = braid::lab::scale(LAB, 3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
+    let shrunk =
+        braid::lab::scale(&lab.info.name, 3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
     let shrink_time = started.elapsed();
     let s = status(&shrunk);
     for id in 4..=6 {

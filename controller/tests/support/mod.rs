@@ -53,6 +53,15 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The name of a test's lab for `suite`: `base` for WireGuard, `base-ip` for IPsec, so the
+/// two variants of a test never share namespaces.
+pub fn lab_name(base: &str, suite: Suite) -> String {
+    match suite {
+        Suite::WireGuard => base.to_string(),
+        Suite::Ipsec => format!("{base}-ip"),
+    }
+}
+
 /// A running lab, removed when dropped (also when the test panics).
 pub struct Lab {
     pub info: LabInfo,
