@@ -132,16 +132,45 @@ fn flows_fill_the_flow_table() {
 }
 
 #[test]
-fn baseline_measures_braid_and_each_installed_tunnel() {
-    let Some(r) = scenario(&["baseline", "-P", "2", "--seconds", "1", "--json"]) else {
+fn baseline_measures_both_suites_and_each_installed_tunnel() {
+    let Some(r) = scenario(&[
+        "baseline",
+        "-P",
+        "2",
+        "--seconds",
+        "1",
+        "--pairs",
+        "1",
+        "--udp-size",
+        "64",
+        "--udp-rate",
+        "2M",
+        "--json",
+    ]) else {
         return;
     };
     let paths = r["paths"].as_array().unwrap();
     let skipped = r["skipped"].as_array().unwrap();
-    assert!(paths[0]["path"].as_str().unwrap().starts_with("braid"));
+    // Both suites by default, WireGuard first, same pair count and traffic.
+    assert_eq!(paths[0]["path"], "braid WireGuard (1 pair)");
+    assert_eq!(paths[1]["path"], "braid IPsec (1 pair)");
     assert!(paths.iter().all(|p| p["braid_bench"]["mbps"].as_f64().unwrap() > 0.0));
     assert!(
-        paths.len() + skipped.len() >= 3,
+        paths.len() + skipped.len() >= 4,
         "every implementation measured or skipped: {r}"
     );
+    let suites = r["suites"].as_array().unwrap();
+    assert_eq!(suites.len(), 2);
+    for (figures, suite) in suites.iter().zip(["wireguard", "ipsec"]) {
+        assert_eq!(figures["suite"], suite);
+        assert_eq!(figures["pairs"], 1);
+        let udp = &figures["udp"];
+        assert_eq!((udp["size"].as_u64(), udp["flows"].as_u64()), (Some(64), Some(2)));
+        assert!(udp["received"].as_u64().unwrap() > 0, "{suite}: {udp}");
+    }
+    let tcp = suites[1]["tcp"]["mbps"].as_f64().unwrap() / suites[0]["tcp"]["mbps"].as_f64().unwrap();
+    let ratios = &r["ipsec_over_wireguard"];
+    assert!((ratios["tcp"].as_f64().unwrap() - tcp).abs() < 1e-9, "{ratios}");
+    assert!(ratios["udp_pps"].as_f64().unwrap() > 0.0, "{ratios}");
+    assert_eq!(r["braid_ratio_of"], "braid WireGuard (1 pair)");
 }

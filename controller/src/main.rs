@@ -219,6 +219,12 @@ enum LabCommand {
         /// The tunnel suite of every pair.
         #[arg(long, value_enum, default_value_t = SuiteArg::Wireguard)]
         suite: SuiteArg,
+        /// IPsec CHILD SA lifetime in seconds (10-604800; default 3600); --suite ipsec only.
+        #[arg(long, value_name = "SECS")]
+        child_lifetime: Option<u64>,
+        /// IPsec IKE SA lifetime in seconds (20-604800; default 14400); --suite ipsec only.
+        #[arg(long, value_name = "SECS")]
+        ike_lifetime: Option<u64>,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -283,9 +289,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                     json,
                     timeout,
                     suite,
+                    child_lifetime,
+                    ike_lifetime,
                 },
         } => {
-            let info = lab::up(&up_options(name, gateways, timeout, suite))?;
+            let lifetimes = lab::IpsecLifetimes {
+                child_lifetime_s: child_lifetime,
+                ike_lifetime_s: ike_lifetime,
+            };
+            let info = lab::up_with(&up_options(name, gateways, timeout, suite), lifetimes)?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {

@@ -1,12 +1,20 @@
-//! `braid-bench baseline`: braid against one plain userspace WireGuard tunnel, measured in the
-//! same run, and braid-bench's TCP figure against iperf3's on every path.
+//! `braid-bench baseline`: braid's WireGuard pairs and braid's IPsec pairs side by side, and
+//! braid against one plain userspace WireGuard tunnel, all measured in the same run, with
+//! braid-bench's TCP figure against iperf3's on every path.
+//!
+//! braid runs as a lab of `--pairs` pairs (2 by default) for each suite of `--suites`
+//! (WireGuard, then IPsec, by default), one lab after the other in this process, each with the
+//! same traffic: the report gives each suite's figures and IPsec's over WireGuard's. With
+//! `--udp-size`, each braid suite also carries sequence-numbered UDP flows of small datagrams
+//! at `--udp-rate` offered, which measures the per-packet cost (delivered packets per second)
+//! rather than the per-byte cost TCP's large segments show.
 //!
 //! Each baseline is two namespaces joined by a veth pair, a WireGuard daemon in each
 //! (boringtun-cli, wireguard-go) configured with `wg set`, and a 1420-byte tunnel MTU — the same
-//! shape as one braid lane without the demux. braid runs as a two-pair lab. On every path the
-//! same multi-stream TCP test runs twice: once with braid-bench, once with iperf3, so the report
-//! shows braid's ratio to each implementation and how far braid-bench and iperf3 agree. An
-//! implementation that is not installed is skipped with the reason.
+//! shape as one braid lane without the demux. On every path the same multi-stream TCP test runs
+//! twice: once with braid-bench, once with iperf3, so the report shows braid's ratio to each
+//! implementation and how far braid-bench and iperf3 agree. An implementation that is not
+//! installed is skipped with the reason; the small-packet UDP run is braid's only.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,9 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use braid::demo::BenchServer;
+use anyhow::{bail, ensure, Context, Result};
+use braid::demo::{bench_client, BenchServer};
 use braid::lab::netns::{ip, ip_in, list_namespaces, run_in, spawn_in, stop_processes_in};
+use braid::lab::Suite;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -87,25 +96,129 @@ pub struct PathFigures {
     pub agreement: Option<f64>,
 }
 
+/// The small-packet UDP run of each braid suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmallUdp {
+    /// UDP payload bytes per datagram (braid-bench's header included, at least 32).
+    pub size: usize,
+    /// Offered rate over all flows (k, M or G suffix, bits per second of payload).
+    pub rate: String,
+    /// Flows (distinct 5-tuples, so every pair carries some).
+    pub flows: u32,
+}
+
+/// What the scenario measures.
+#[derive(Debug, Clone)]
+pub struct BaselineOptions {
+    /// Parallel TCP streams on every path.
+    pub streams: u32,
+    /// Seconds of every run.
+    pub seconds: f64,
+    /// Gateway pairs of each braid lab.
+    pub pairs: u16,
+    /// braid's suites, measured in this order; never empty, no suite twice.
+    pub suites: Vec<Suite>,
+    /// Also a small-packet UDP run on each braid suite.
+    pub udp: Option<SmallUdp>,
+}
+
+/// What a small-packet UDP run delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct UdpFigure {
+    /// Payload bytes per datagram.
+    pub size: usize,
+    pub flows: u32,
+    pub seconds: f64,
+    /// Datagrams the sender got out, per second (what it offered, if it kept up).
+    pub sent_pps: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub loss_percent: f64,
+    /// Datagrams received per second of the run: the figure compared across suites.
+    pub delivered_pps: f64,
+    /// Payload Mbit/s received.
+    pub delivered_mbps: f64,
+}
+
+/// One braid suite's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteFigures {
+    /// `"wireguard"` or `"ipsec"`.
+    pub suite: Suite,
+    /// Its entry in `paths`.
+    pub path: String,
+    pub pairs: u16,
+    pub tcp: TcpFigure,
+    pub iperf3_mbps: Option<f64>,
+    pub udp: Option<UdpFigure>,
+}
+
+/// IPsec's figures over WireGuard's, from the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SuiteRatios {
+    /// braid-bench TCP Mbit/s.
+    pub tcp: f64,
+    /// iperf3 TCP Mbit/s, when both suites have one.
+    pub tcp_iperf3: Option<f64>,
+    /// Small-packet UDP, delivered datagrams per second.
+    pub udp_pps: Option<f64>,
+}
+
 /// The scenario's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineReport {
     pub streams: u32,
     pub seconds: f64,
+    /// Gateway pairs of each braid lab.
+    pub pairs: u16,
+    /// Every braid suite (in the order measured), then every baseline.
     pub paths: Vec<PathFigures>,
-    /// braid's braid-bench figure over each baseline's, by implementation.
+    /// The braid path the baselines are compared with: braid's WireGuard pairs when measured
+    /// (like with like), else the first suite's.
+    pub braid_ratio_of: String,
+    /// That braid path's braid-bench figure over each baseline's, by implementation.
     pub braid_ratio: Vec<(String, f64)>,
+    /// Each braid suite measured, in order.
+    pub suites: Vec<SuiteFigures>,
+    /// IPsec over WireGuard, when both were measured.
+    pub ipsec_over_wireguard: Option<SuiteRatios>,
     pub skipped: Vec<String>,
 }
 
-/// Runs braid and every installed baseline, one after the other.
-pub fn run(streams: u32, seconds: f64, bin_dir: &Path) -> Result<BaselineReport> {
+/// How a braid path is named in the report.
+pub fn braid_path(suite: Suite, pairs: u16) -> String {
+    let label = match suite {
+        Suite::WireGuard => "WireGuard",
+        Suite::Ipsec => "IPsec",
+    };
+    format!("braid {label} ({pairs} pair{})", if pairs == 1 { "" } else { "s" })
+}
+
+/// Runs every braid suite and every installed baseline, one after the other.
+pub fn run(options: &BaselineOptions, bin_dir: &Path) -> Result<BaselineReport> {
+    let BaselineOptions {
+        streams,
+        seconds,
+        pairs,
+        ..
+    } = *options;
+    ensure!(!options.suites.is_empty(), "no braid suite to measure");
+    for (i, suite) in options.suites.iter().enumerate() {
+        ensure!(!options.suites[..i].contains(suite), "--suites lists {suite} twice");
+    }
     let bench = bin_dir.join("braid-bench");
     let mut paths = Vec::new();
+    let mut suites = Vec::new();
     let mut skipped = Vec::new();
-    {
-        eprintln!("baseline: braid, 2 pairs…");
-        let lab = LabRun::up(&lab_name("bl"), 2, bin_dir)?;
+    for &suite in &options.suites {
+        let path = braid_path(suite, pairs);
+        eprintln!("baseline: {path}…");
+        let tag = match suite {
+            Suite::WireGuard => "bl",
+            Suite::Ipsec => "bi",
+        };
+        let lab = LabRun::up_with(&lab_name(tag), pairs, suite, bin_dir)?;
         let _server = BenchServer::start(&lab.info, bin_dir)?;
         let figure = lab_tcp(&lab, streams, seconds)?;
         let iperf = iperf3(
@@ -116,8 +229,25 @@ pub fn run(streams: u32, seconds: f64, bin_dir: &Path) -> Result<BaselineReport>
             seconds,
             &lab.info.state_dir.join("logs"),
         );
-        paths.push(figures("braid (2 pairs)", figure, iperf, &mut skipped));
+        let udp = match &options.udp {
+            Some(udp) => {
+                eprintln!("baseline: {path}, {}-byte UDP datagrams…", udp.size);
+                Some(small_udp(&lab, udp, seconds).with_context(|| format!("small-packet UDP through {path}"))?)
+            }
+            None => None,
+        };
+        let figures = figures(&path, figure, iperf, &mut skipped);
+        suites.push(SuiteFigures {
+            suite,
+            path,
+            pairs,
+            tcp: figure,
+            iperf3_mbps: figures.iperf3_mbps,
+            udp,
+        });
+        paths.push(figures);
     }
+    let braid_paths = paths.len();
     for imp in Implementation::ALL {
         let Some(program) = imp.program() else {
             skipped.push(format!("{}: not installed", imp.name()));
@@ -136,8 +266,12 @@ pub fn run(streams: u32, seconds: f64, bin_dir: &Path) -> Result<BaselineReport>
         );
         paths.push(figures(imp.name(), figure, iperf, &mut skipped));
     }
-    let braid = paths[0].braid_bench.mbps;
-    let braid_ratio = paths[1..]
+    let reference = suites
+        .iter()
+        .find(|s| s.suite == Suite::WireGuard)
+        .unwrap_or(&suites[0]);
+    let braid = reference.tcp.mbps;
+    let braid_ratio = paths[braid_paths..]
         .iter()
         .filter(|p| p.braid_bench.mbps > 0.0)
         .map(|p| (p.path.clone(), braid / p.braid_bench.mbps))
@@ -145,9 +279,72 @@ pub fn run(streams: u32, seconds: f64, bin_dir: &Path) -> Result<BaselineReport>
     Ok(BaselineReport {
         streams,
         seconds,
+        pairs,
+        braid_ratio_of: reference.path.clone(),
         paths,
         braid_ratio,
+        ipsec_over_wireguard: suite_ratios(&suites),
+        suites,
         skipped,
+    })
+}
+
+/// IPsec's figures over WireGuard's, when both suites were measured.
+pub fn suite_ratios(suites: &[SuiteFigures]) -> Option<SuiteRatios> {
+    let of = |suite| suites.iter().find(|s| s.suite == suite);
+    let (wg, ipsec) = (of(Suite::WireGuard)?, of(Suite::Ipsec)?);
+    let ratio = |num: f64, den: f64| (den > 0.0).then(|| num / den);
+    Some(SuiteRatios {
+        tcp: ratio(ipsec.tcp.mbps, wg.tcp.mbps)?,
+        tcp_iperf3: ipsec.iperf3_mbps.zip(wg.iperf3_mbps).and_then(|(i, w)| ratio(i, w)),
+        udp_pps: wg
+            .udp
+            .zip(ipsec.udp)
+            .and_then(|(w, i)| ratio(i.delivered_pps, w.delivered_pps)),
+    })
+}
+
+/// Runs `udp`'s small datagrams from host a to host b of a lab (a bench server must be
+/// running) and reads what was delivered.
+fn small_udp(lab: &LabRun, udp: &SmallUdp, seconds: f64) -> Result<UdpFigure> {
+    let (size, flows, t) = (udp.size.to_string(), udp.flows.to_string(), seconds.to_string());
+    let report = bench_client(
+        &lab.info,
+        &lab.bin_dir,
+        &[
+            "--udp", "--rate", &udp.rate, "--size", &size, "-P", &flows, "-t", &t, "-i", &t, "--drain", "1",
+        ],
+    )?;
+    udp_figure(&report, udp.size, udp.flows)
+}
+
+/// Reads the figures of a `braid-bench client --udp --json` report, refusing a corrupted run.
+pub fn udp_figure(report: &Value, size: usize, flows: u32) -> Result<UdpFigure> {
+    if report["integrity_ok"].as_bool() != Some(true) {
+        bail!("the UDP run reported payload corruption: {report}");
+    }
+    let totals = &report["totals"];
+    let count = |field: &str| {
+        totals[field]
+            .as_u64()
+            .with_context(|| format!("report has no totals.{field}"))
+    };
+    let seconds = report["duration_s"]
+        .as_f64()
+        .filter(|s| *s > 0.0)
+        .context("report has no duration_s")?;
+    let (sent, received) = (count("sent")?, count("received")?);
+    Ok(UdpFigure {
+        size,
+        flows,
+        seconds,
+        sent_pps: sent as f64 / seconds,
+        sent,
+        received,
+        lost: count("lost")?,
+        loss_percent: totals["loss_percent"].as_f64().unwrap_or(0.0),
+        delivered_pps: received as f64 / seconds,
+        delivered_mbps: count("bytes")? as f64 * 8.0 / seconds / 1e6,
     })
 }
 
@@ -359,22 +556,166 @@ fn wg_public(private: &str) -> Result<String> {
 /// The text summary.
 pub fn render(r: &BaselineReport) -> String {
     let mut s = format!(
-        "TCP, {} streams, {} s per run\npath                 braid-bench   iperf3   bench/iperf3\n",
-        r.streams, r.seconds
+        "TCP, {} streams, {} s per run; braid: {} pair(s) per suite, one suite after the other\n\
+         path                        braid-bench   iperf3   bench/iperf3\n",
+        r.streams, r.seconds, r.pairs
     );
     for p in &r.paths {
         let iperf = p.iperf3_mbps.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
         let agreement = p.agreement.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
         s += &format!(
-            "{:<20} {:>11.0} {:>8} {:>14}\n",
+            "{:<27} {:>11.0} {:>8} {:>14}\n",
             p.path, p.braid_bench.mbps, iperf, agreement
         );
     }
+    let udp: Vec<(&SuiteFigures, &UdpFigure)> = r.suites.iter().filter_map(|f| Some((f, f.udp.as_ref()?))).collect();
+    if let Some((_, first)) = udp.first() {
+        s += &format!(
+            "small-packet UDP, {}-byte datagrams, {} flows, {} s per run\n\
+             path                          sent pps  delivered pps   Mbit/s   lost %\n",
+            first.size, first.flows, first.seconds
+        );
+        for (f, u) in &udp {
+            s += &format!(
+                "{:<27} {:>11.0} {:>14.0} {:>8.1} {:>8.2}\n",
+                f.path, u.sent_pps, u.delivered_pps, u.delivered_mbps, u.loss_percent
+            );
+        }
+    }
+    if let Some(q) = &r.ipsec_over_wireguard {
+        s += &format!("IPsec / WireGuard (same run): TCP {:.3}", q.tcp);
+        if let Some(iperf) = q.tcp_iperf3 {
+            s += &format!(" (iperf3 {iperf:.3})");
+        }
+        if let Some(pps) = q.udp_pps {
+            s += &format!(", small-packet UDP {pps:.3} (delivered pps)");
+        }
+        s += "\n";
+    }
     for (path, ratio) in &r.braid_ratio {
-        s += &format!("braid / {path}: {ratio:.2}\n");
+        s += &format!("{} / {path}: {ratio:.2}\n", r.braid_ratio_of);
     }
     for skip in &r.skipped {
         s += &format!("skipped: {skip}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite(suite: Suite, mbps: f64, iperf3_mbps: Option<f64>, delivered_pps: Option<f64>) -> SuiteFigures {
+        SuiteFigures {
+            suite,
+            path: braid_path(suite, 2),
+            pairs: 2,
+            tcp: TcpFigure {
+                mbps,
+                bytes: 1,
+                retransmits: 0,
+            },
+            iperf3_mbps,
+            udp: delivered_pps.map(|pps| UdpFigure {
+                size: 64,
+                flows: 4,
+                seconds: 8.0,
+                sent_pps: pps,
+                sent: 8,
+                received: 8,
+                lost: 0,
+                loss_percent: 0.0,
+                delivered_pps: pps,
+                delivered_mbps: 1.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn ipsec_is_compared_with_wireguard_whatever_the_order() {
+        let wg = suite(Suite::WireGuard, 2000.0, Some(2100.0), Some(100_000.0));
+        let ipsec = suite(Suite::Ipsec, 1500.0, None, Some(80_000.0));
+        let expected = SuiteRatios {
+            tcp: 0.75,
+            tcp_iperf3: None,
+            udp_pps: Some(0.8),
+        };
+        assert_eq!(suite_ratios(&[wg.clone(), ipsec.clone()]), Some(expected));
+        assert_eq!(suite_ratios(&[ipsec.clone(), wg.clone()]), Some(expected));
+        assert_eq!(suite_ratios(std::slice::from_ref(&wg)), None, "one suite: no ratio");
+        let no_udp = suite(Suite::Ipsec, 1050.0, Some(1050.0), None);
+        assert_eq!(
+            suite_ratios(&[wg, no_udp]),
+            Some(SuiteRatios {
+                tcp: 0.525,
+                tcp_iperf3: Some(0.5),
+                udp_pps: None
+            })
+        );
+        assert_eq!(braid_path(Suite::Ipsec, 1), "braid IPsec (1 pair)");
+    }
+
+    #[test]
+    fn udp_figures_come_from_the_client_report() {
+        let report = serde_json::json!({
+            "duration_s": 2.0,
+            "integrity_ok": true,
+            "totals": {"sent": 1000, "received": 900, "lost": 100, "loss_percent": 10.0, "bytes": 57_600},
+        });
+        let figure = udp_figure(&report, 64, 4).unwrap();
+        assert_eq!((figure.sent_pps, figure.delivered_pps), (500.0, 450.0));
+        assert!((figure.delivered_mbps - 0.2304).abs() < 1e-9);
+        assert_eq!((figure.lost, figure.loss_percent), (100, 10.0));
+        let corrupted = serde_json::json!({"duration_s": 2.0, "integrity_ok": false, "totals": {}});
+        assert!(udp_figure(&corrupted, 64, 4).is_err());
+    }
+
+    #[test]
+    fn the_summary_shows_each_suite_and_their_ratio() {
+        let suites = vec![
+            suite(Suite::WireGuard, 2000.0, Some(2100.0), Some(100_000.0)),
+            suite(Suite::Ipsec, 1500.0, Some(1575.0), Some(80_000.0)),
+        ];
+        let paths = suites
+            .iter()
+            .map(|s| figures(&s.path, s.tcp, Ok(s.iperf3_mbps.unwrap()), &mut Vec::new()))
+            .collect();
+        let report = BaselineReport {
+            streams: 4,
+            seconds: 8.0,
+            pairs: 2,
+            paths,
+            braid_ratio_of: suites[0].path.clone(),
+            braid_ratio: vec![("boringtun-cli".into(), 4.0)],
+            ipsec_over_wireguard: suite_ratios(&suites),
+            suites,
+            skipped: Vec::new(),
+        };
+        let text = render(&report);
+        assert!(
+            text.contains("braid WireGuard (2 pairs)          2000     2100          0.952\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("braid IPsec (2 pairs)              1500     1575          0.952\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("small-packet UDP, 64-byte datagrams, 4 flows, 8 s per run\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "IPsec / WireGuard (same run): TCP 0.750 (iperf3 0.750), small-packet UDP 0.800 (delivered pps)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("braid WireGuard (2 pairs) / boringtun-cli: 4.00\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["suites"][1]["suite"], "ipsec");
+        assert_eq!(json["ipsec_over_wireguard"]["udp_pps"], 0.8);
+    }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use braid::lab::Suite;
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -52,8 +53,8 @@ pub enum ScenarioCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// braid (2 pairs) against one boringtun-cli and one wireguard-go tunnel, each measured
-    /// with braid-bench and iperf3.
+    /// braid's WireGuard and IPsec pairs side by side (2 pairs each), and braid against one
+    /// boringtun-cli and one wireguard-go tunnel, each measured with braid-bench and iperf3.
     Baseline {
         /// Parallel TCP streams.
         #[arg(long, short = 'P', default_value_t = 4)]
@@ -61,6 +62,23 @@ pub enum ScenarioCommand {
         /// Seconds per run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// braid's tunnel suites, comma-separated, measured one after the other in this order
+        /// with the same traffic (wireguard, ipsec).
+        #[arg(long, value_delimiter = ',', default_value = "wireguard,ipsec")]
+        suites: Vec<Suite>,
+        /// Gateway pairs of each braid lab.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        pairs: u16,
+        /// Also send small UDP datagrams of this many payload bytes through each braid suite
+        /// (sequence-numbered flows; at least 32), after its TCP run.
+        #[arg(long)]
+        udp_size: Option<usize>,
+        /// The small-packet UDP run's offered rate over all flows (k, M or G suffix).
+        #[arg(long, default_value = "50M", requires = "udp_size")]
+        udp_rate: String,
+        /// The small-packet UDP run's flows (default: as many as TCP streams).
+        #[arg(long, requires = "udp_size")]
+        udp_flows: Option<u32>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -185,8 +203,32 @@ pub fn run(command: ScenarioCommand) -> Result<()> {
             let report = failover::run(&options, &bin)?;
             output.emit(&report, failover::render(&report), || failover::chart(&report))
         }
-        ScenarioCommand::Baseline { streams, seconds, json } => {
-            let report = baseline::run(streams, seconds, &bin)?;
+        ScenarioCommand::Baseline {
+            streams,
+            seconds,
+            suites,
+            pairs,
+            udp_size,
+            udp_rate,
+            udp_flows,
+            json,
+        } => {
+            parse_rate(&udp_rate).map_err(|e| anyhow::anyhow!("--udp-rate: {e}"))?;
+            if let Some(size) = udp_size.filter(|size| *size < 32) {
+                anyhow::bail!("--udp-size: expected at least 32 bytes (braid-bench's header), got {size}");
+            }
+            let options = baseline::BaselineOptions {
+                streams,
+                seconds,
+                pairs,
+                suites,
+                udp: udp_size.map(|size| baseline::SmallUdp {
+                    size,
+                    rate: udp_rate,
+                    flows: udp_flows.unwrap_or(streams),
+                }),
+            };
+            let report = baseline::run(&options, &bin)?;
             let output = Output { json, chart: None };
             output.emit(&report, baseline::render(&report), Chart::default)
         }

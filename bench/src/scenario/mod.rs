@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use braid::lab::{self, LabInfo, UpOptions};
+use braid::lab::{self, LabInfo, Suite, UpOptions};
 use serde_json::Value;
 
 /// How long a scenario waits for a lab, or a scaled lab, to carry traffic on every pair.
@@ -53,16 +53,23 @@ pub struct LabRun {
 }
 
 impl LabRun {
-    /// Builds lab `name` with `gateways` pairs and waits until every pair carries traffic.
+    /// Builds lab `name` with `gateways` WireGuard pairs and waits until every pair carries
+    /// traffic.
     pub fn up(name: &str, gateways: u16, bin_dir: &Path) -> Result<LabRun> {
+        LabRun::up_with(name, gateways, Suite::WireGuard, bin_dir)
+    }
+
+    /// Builds lab `name` with `gateways` pairs speaking `suite` and waits until every pair
+    /// carries traffic.
+    pub fn up_with(name: &str, gateways: u16, suite: Suite, bin_dir: &Path) -> Result<LabRun> {
         let info = lab::up(&UpOptions {
             name: name.to_string(),
             gateways,
             bin_dir: bin_dir.to_path_buf(),
             ready_timeout: READY_TIMEOUT,
-            suite: Default::default(),
+            suite,
         })
-        .with_context(|| format!("building lab {name:?} with {gateways} pair(s)"))?;
+        .with_context(|| format!("building lab {name:?} with {gateways} {suite} pair(s)"))?;
         Ok(LabRun {
             info,
             bin_dir: bin_dir.to_path_buf(),

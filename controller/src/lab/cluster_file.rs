@@ -4,6 +4,8 @@
 //!
 //! A WireGuard lab gets one private key per gateway; an IPsec lab gets one pre-shared key for
 //! the whole cluster ([`PSK_FILE`]) and no WireGuard keys, and its gateways listen on port 4500.
+//! An IPsec lab may also set its SA lifetimes ([`IpsecLifetimes`]); their ranges are checked by
+//! the configuration's own validation when the file is loaded back.
 //!
 //! The file is generated as text in the documented schema and then loaded back through
 //! [`ClusterConfig::load`], so the lab runs from exactly what an operator would write.
@@ -13,7 +15,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use braid_core::config::{ClusterConfig, Suite};
 use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey, PrivateKey};
 
@@ -22,11 +24,61 @@ use super::topology::{Topology, SITES};
 /// The IPsec pre-shared key file of a lab, in its state directory.
 pub const PSK_FILE: &str = "ipsec.psk";
 
+/// The IPsec SA lifetimes a lab's cluster file sets in its `ipsec:` section
+/// (`child_lifetime_s`, `ike_lifetime_s`, seconds). `None` leaves the field out, so the
+/// configuration's default applies (CHILD 1 h, IKE 4 h). Only an IPsec lab takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpsecLifetimes {
+    pub child_lifetime_s: Option<u64>,
+    pub ike_lifetime_s: Option<u64>,
+}
+
+impl IpsecLifetimes {
+    /// Whether either lifetime is set.
+    pub fn is_set(&self) -> bool {
+        self.child_lifetime_s.is_some() || self.ike_lifetime_s.is_some()
+    }
+
+    /// Refuses lifetimes for a suite that has none to set: WireGuard rekeys on the protocol's
+    /// fixed timers.
+    pub fn check_suite(&self, suite: Suite) -> Result<()> {
+        if self.is_set() && suite != Suite::Ipsec {
+            bail!(
+                "--child-lifetime and --ike-lifetime set IPsec SA lifetimes and need --suite ipsec; \
+                 a {suite} lab has none to set (WireGuard rekeys on its own fixed 120 s timer)"
+            );
+        }
+        Ok(())
+    }
+
+    /// What a lab's cluster file says, as the lifetimes to write again when it is rewritten
+    /// (a scale): a lifetime equal to the configuration's default is left out, as it means the
+    /// same either way.
+    pub fn of(config: &ClusterConfig) -> IpsecLifetimes {
+        use braid_core::config::{DEFAULT_CHILD_LIFETIME_S, DEFAULT_IKE_LIFETIME_S};
+        let Some(ipsec) = config.cluster.ipsec.as_ref() else {
+            return IpsecLifetimes::default();
+        };
+        IpsecLifetimes {
+            child_lifetime_s: Some(ipsec.child_lifetime_s).filter(|s| *s != DEFAULT_CHILD_LIFETIME_S),
+            ike_lifetime_s: Some(ipsec.ike_lifetime_s).filter(|s| *s != DEFAULT_IKE_LIFETIME_S),
+        }
+    }
+}
+
 /// Writes (or rewrites, for a scale) `cluster.yaml` under `dir` for a lab of `suite`, with the
 /// cluster secret and the suite's keys (one private key per WireGuard gateway, or one IPsec
-/// pre-shared key) created on first use and kept afterwards, and the controller listening on a
-/// unix socket in `dir` with its HTTP endpoint on `metrics`. Returns the YAML's path.
-pub fn write_lab_cluster(topo: &Topology, dir: &Path, metrics: SocketAddr, suite: Suite) -> Result<PathBuf> {
+/// pre-shared key) created on first use and kept afterwards, the IPsec SA `lifetimes` if set
+/// (refused for WireGuard), and the controller listening on a unix socket in `dir` with its HTTP
+/// endpoint on `metrics`. Returns the YAML's path.
+pub fn write_lab_cluster(
+    topo: &Topology,
+    dir: &Path,
+    metrics: SocketAddr,
+    suite: Suite,
+    lifetimes: IpsecLifetimes,
+) -> Result<PathBuf> {
+    lifetimes.check_suite(suite)?;
     if suite == Suite::WireGuard {
         let keys_dir = dir.join("keys");
         fs::create_dir_all(&keys_dir).with_context(|| format!("cannot create {}", keys_dir.display()))?;
@@ -47,6 +99,12 @@ pub fn write_lab_cluster(topo: &Topology, dir: &Path, metrics: SocketAddr, suite
     if suite == Suite::Ipsec {
         preshared_key(&dir.join(PSK_FILE))?;
         let _ = writeln!(yaml, "ipsec:\n  psk_file: {PSK_FILE}");
+        if let Some(seconds) = lifetimes.child_lifetime_s {
+            let _ = writeln!(yaml, "  child_lifetime_s: {seconds}");
+        }
+        if let Some(seconds) = lifetimes.ike_lifetime_s {
+            let _ = writeln!(yaml, "  ike_lifetime_s: {seconds}");
+        }
     }
     let _ = writeln!(
         yaml,
@@ -140,7 +198,14 @@ mod tests {
     fn ipsec_lab_file_validates_with_port_4500_and_a_private_psk() {
         let dir = ScratchDir::new("ipsec");
         let topo = Topology::new("t", 2).unwrap();
-        let path = write_lab_cluster(&topo, &dir.0, METRICS.parse().unwrap(), Suite::Ipsec).unwrap();
+        let path = write_lab_cluster(
+            &topo,
+            &dir.0,
+            METRICS.parse().unwrap(),
+            Suite::Ipsec,
+            IpsecLifetimes::default(),
+        )
+        .unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
         assert_eq!(cfg.cluster.suite, Suite::Ipsec);
         let ipsec = cfg.cluster.ipsec.as_ref().unwrap();
@@ -161,7 +226,14 @@ mod tests {
 
         // Scaling rewrites the file and keeps the key.
         let bigger = Topology::new("t", 3).unwrap();
-        write_lab_cluster(&bigger, &dir.0, METRICS.parse().unwrap(), Suite::Ipsec).unwrap();
+        write_lab_cluster(
+            &bigger,
+            &dir.0,
+            METRICS.parse().unwrap(),
+            Suite::Ipsec,
+            IpsecLifetimes::default(),
+        )
+        .unwrap();
         assert_eq!(ClusterConfig::load(&path).unwrap().pairs.len(), 3);
         assert_eq!(PresharedKey::load(&ipsec.psk_file).unwrap().as_bytes(), psk.as_bytes());
     }
@@ -170,7 +242,14 @@ mod tests {
     fn wireguard_lab_file_validates_with_port_51820_and_keys() {
         let dir = ScratchDir::new("wg");
         let topo = Topology::new("t", 2).unwrap();
-        let path = write_lab_cluster(&topo, &dir.0, METRICS.parse().unwrap(), Suite::WireGuard).unwrap();
+        let path = write_lab_cluster(
+            &topo,
+            &dir.0,
+            METRICS.parse().unwrap(),
+            Suite::WireGuard,
+            IpsecLifetimes::default(),
+        )
+        .unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
         assert_eq!(
             (cfg.cluster.suite, cfg.cluster.ipsec.as_ref()),

@@ -11,7 +11,9 @@
 //!
 //! A lab runs either tunnel suite ([`UpOptions::suite`]): WireGuard on port 51820 with a key
 //! per gateway, or IPsec on port 4500 with one pre-shared key in the state directory. The
-//! readiness probe is the same for both.
+//! readiness probe is the same for both. An IPsec lab can be built with short SA lifetimes
+//! ([`up_with`], `braid lab up --child-lifetime/--ike-lifetime`) to exercise rekeys; a scale
+//! keeps them, as it keeps the suite, by reading them back from the lab's cluster file.
 
 pub mod cluster_file;
 pub mod controller;
@@ -19,6 +21,9 @@ pub mod netns;
 mod scale;
 pub mod topology;
 
+/// The tunnel suite of a lab's pairs, for users of the lab that do not depend on braid-core.
+pub use braid_core::config::Suite;
+pub use cluster_file::IpsecLifetimes;
 pub use scale::scale;
 
 use std::fs;
@@ -27,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use braid_core::config::Suite;
+use braid_core::config::ClusterConfig;
 use serde::{Deserialize, Serialize};
 
 use netns::{ip, ip_in, spawn_in, sysctl_in};
@@ -58,6 +63,9 @@ pub struct LabInfo {
     /// IPsec the pre-shared key file.
     #[serde(default)]
     pub pairs: Vec<LabPair>,
+    /// The SA lifetimes of an IPsec lab's pairs; absent for WireGuard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<LabIpsec>,
     pub hosts: Hosts,
     pub wan: Wan,
     pub processes: Vec<LabProcess>,
@@ -87,6 +95,31 @@ pub struct LabGateway {
     pub netns: String,
     /// Its tunnel endpoint (`IP:PORT`), where its peer sends.
     pub wan: SocketAddr,
+}
+
+/// The SA lifetimes an IPsec lab's gateways run with, in seconds: what the lab's cluster file
+/// says, the configuration's defaults where it says nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabIpsec {
+    pub child_lifetime_s: u64,
+    pub ike_lifetime_s: u64,
+}
+
+impl LabIpsec {
+    /// The lifetimes of a loaded cluster file; `None` unless its suite is IPsec.
+    pub fn of(config: &ClusterConfig) -> Option<LabIpsec> {
+        config.cluster.ipsec.as_ref().map(|ipsec| LabIpsec {
+            child_lifetime_s: ipsec.child_lifetime_s,
+            ike_lifetime_s: ipsec.ike_lifetime_s,
+        })
+    }
+}
+
+/// Loads a lab's cluster file.
+fn load_cluster(path: &Path) -> Result<ClusterConfig> {
+    ClusterConfig::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("reading the lab's cluster file")
 }
 
 /// The pairs of a lab with `topo`'s shape, running `suite`, with its state in `dir`.
@@ -175,6 +208,14 @@ pub fn load_info(name: &str) -> Result<LabInfo> {
 /// Builds lab `opts.name` and returns once every gateway pair carries traffic. On any failure
 /// everything built so far is removed again.
 pub fn up(opts: &UpOptions) -> Result<LabInfo> {
+    up_with(opts, IpsecLifetimes::default())
+}
+
+/// [`up`], with the IPsec SA lifetimes written into the lab's `ipsec:` section. Lifetimes are
+/// refused for a WireGuard lab; out-of-range values are refused by the configuration's
+/// validation (CHILD 10..=604800 s, IKE 20..=604800 s) before any namespace exists.
+pub fn up_with(opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
+    lifetimes.check_suite(opts.suite)?;
     netns::check_privileges()?;
     let topo = Topology::new(&opts.name, opts.gateways).map_err(anyhow::Error::msg)?;
     for bin in ["braid-demux", "braid-gw", "braid-bench"] {
@@ -197,7 +238,7 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
         name: topo.name.clone(),
         armed: true,
     };
-    let info = build(&topo, opts)?;
+    let info = build(&topo, opts, lifetimes)?;
     guard.armed = false;
     Ok(info)
 }
@@ -244,13 +285,14 @@ impl Drop for TeardownGuard {
     }
 }
 
-fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
+fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
     let dir = state_dir(&topo.name);
     for sub in ["logs", "status"] {
         fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let metrics = controller::free_loopback_port()?;
-    let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite)?;
+    let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes)?;
+    let ipsec = LabIpsec::of(&load_cluster(&config)?);
     build_network(topo, topo.pair_ids())?;
     let child = controller::start(&opts.bin_dir, &config, &dir)?;
     controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
@@ -262,6 +304,7 @@ fn build(topo: &Topology, opts: &UpOptions) -> Result<LabInfo> {
         gateways: topo.pairs,
         suite: opts.suite,
         pairs: lab_pairs(topo, opts.suite, &dir),
+        ipsec,
         hosts: Hosts {
             a: HostInfo {
                 netns: topo.host_ns("a"),
@@ -524,6 +567,10 @@ mod tests {
             gateways: 2,
             suite,
             pairs: lab_pairs(&topo, suite, &dir),
+            ipsec: (suite == Suite::Ipsec).then_some(LabIpsec {
+                child_lifetime_s: 60,
+                ike_lifetime_s: 240,
+            }),
             hosts: Hosts {
                 a: HostInfo {
                     netns: topo.host_ns("a"),
@@ -550,6 +597,10 @@ mod tests {
         let json = serde_json::to_value(info(Suite::Ipsec)).unwrap();
         assert_eq!(json["suite"], "ipsec");
         assert_eq!(
+            json["ipsec"],
+            serde_json::json!({"child_lifetime_s": 60, "ike_lifetime_s": 240})
+        );
+        assert_eq!(
             json["pairs"][1],
             serde_json::json!({
                 "id": 2,
@@ -570,13 +621,17 @@ mod tests {
             }),
             "no psk_file for WireGuard"
         );
+        assert!(json.get("ipsec").is_none(), "no SA lifetimes for WireGuard: {json}");
     }
 
     #[test]
     fn lab_json_round_trips_and_older_files_still_read() {
         let ipsec = info(Suite::Ipsec);
         let again: LabInfo = serde_json::from_str(&serde_json::to_string_pretty(&ipsec).unwrap()).unwrap();
-        assert_eq!((again.suite, &again.pairs), (Suite::Ipsec, &ipsec.pairs));
+        assert_eq!(
+            (again.suite, &again.pairs, again.ipsec),
+            (Suite::Ipsec, &ipsec.pairs, ipsec.ipsec)
+        );
 
         let mut old = serde_json::to_value(info(Suite::WireGuard)).unwrap();
         let object = old.as_object_mut().unwrap();
@@ -585,5 +640,171 @@ mod tests {
         let read: LabInfo = serde_json::from_value(old).unwrap();
         assert_eq!(read.suite, Suite::WireGuard);
         assert!(read.pairs.is_empty());
+        assert_eq!(read.ipsec, None);
+    }
+
+    /// A scratch state directory removed when dropped.
+    struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("braid-lab-mod-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            ScratchDir(dir)
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn lifetimes(child: Option<u64>, ike: Option<u64>) -> IpsecLifetimes {
+        IpsecLifetimes {
+            child_lifetime_s: child,
+            ike_lifetime_s: ike,
+        }
+    }
+
+    /// What the gateways of a lab whose file is `path` run with.
+    fn running(path: &Path) -> (Suite, Option<LabIpsec>) {
+        let config = load_cluster(path).unwrap();
+        (config.cluster.suite, LabIpsec::of(&config))
+    }
+
+    #[test]
+    fn ipsec_lifetimes_reach_the_cluster_file_and_survive_a_scale() {
+        let dir = ScratchDir::new("lifetimes");
+        let metrics: SocketAddr = "127.0.0.1:19478".parse().unwrap();
+        let topo = Topology::new("t", 2).unwrap();
+        let path =
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(Some(60), Some(240)))
+                .unwrap();
+        let yaml = fs::read_to_string(&path).unwrap();
+        assert!(
+            yaml.contains("ipsec:\n  psk_file: ipsec.psk\n  child_lifetime_s: 60\n  ike_lifetime_s: 240\n"),
+            "{yaml}"
+        );
+        let expected = LabIpsec {
+            child_lifetime_s: 60,
+            ike_lifetime_s: 240,
+        };
+        assert_eq!(running(&path), (Suite::Ipsec, Some(expected)));
+
+        // `braid scale` rewrites the file from the topology (grow, then shrink): the lifetimes
+        // stay, as the suite does.
+        let mut lab = info(Suite::Ipsec);
+        (lab.state_dir, lab.config, lab.metrics) = (dir.0.clone(), path.clone(), metrics);
+        for pairs in [3, 1] {
+            let running_before = load_cluster(&path).unwrap();
+            let rewritten =
+                scale::rewrite_cluster_file(&running_before, &lab, &Topology::new("t", pairs).unwrap()).unwrap();
+            assert_eq!(rewritten, path);
+            assert_eq!(
+                running(&path),
+                (Suite::Ipsec, Some(expected)),
+                "after scaling to {pairs}"
+            );
+            assert_eq!(load_cluster(&path).unwrap().pairs.len(), usize::from(pairs));
+        }
+
+        // Only one lifetime given: the other keeps the default, through a scale too.
+        let path =
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(None, Some(30))).unwrap();
+        let defaults = Some(LabIpsec {
+            child_lifetime_s: braid_core::config::DEFAULT_CHILD_LIFETIME_S,
+            ike_lifetime_s: 30,
+        });
+        assert_eq!(running(&path).1, defaults);
+        assert!(!fs::read_to_string(&path).unwrap().contains("child_lifetime_s"));
+        scale::rewrite_cluster_file(&load_cluster(&path).unwrap(), &lab, &topo).unwrap();
+        assert_eq!(running(&path).1, defaults);
+
+        // No flags: the file is what it always was, and a WireGuard lab has no lifetimes.
+        let path =
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLifetimes::default()).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("_lifetime_s"));
+        let wg_dir = ScratchDir::new("lifetimes-wg");
+        let path =
+            cluster_file::write_lab_cluster(&topo, &wg_dir.0, metrics, Suite::WireGuard, IpsecLifetimes::default())
+                .unwrap();
+        assert_eq!(running(&path), (Suite::WireGuard, None));
+    }
+
+    #[test]
+    fn ipsec_lifetimes_out_of_range_are_refused_with_the_field_and_range() {
+        let dir = ScratchDir::new("ranges");
+        let metrics: SocketAddr = "127.0.0.1:19479".parse().unwrap();
+        let topo = Topology::new("t", 1).unwrap();
+        let write = |child, ike| {
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(child, ike))
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        for (child, ike, message) in [
+            (
+                Some(9),
+                None,
+                "ipsec.child_lifetime_s: expected a number from 10 to 604800, got 9",
+            ),
+            (
+                Some(604_801),
+                None,
+                "ipsec.child_lifetime_s: expected a number from 10 to 604800, got 604801",
+            ),
+            (
+                None,
+                Some(19),
+                "ipsec.ike_lifetime_s: expected a number from 20 to 604800, got 19",
+            ),
+            (
+                None,
+                Some(604_801),
+                "ipsec.ike_lifetime_s: expected a number from 20 to 604800, got 604801",
+            ),
+        ] {
+            let error = write(child, ike).unwrap_err();
+            assert!(error.contains(message), "{child:?}/{ike:?}: {error}");
+        }
+        for (child, ike) in [(10, 20), (604_800, 604_800)] {
+            write(Some(child), Some(ike)).unwrap();
+        }
+    }
+
+    #[test]
+    fn ipsec_lifetimes_are_refused_for_a_wireguard_lab() {
+        let opts = UpOptions {
+            name: "g-never".into(),
+            gateways: 1,
+            bin_dir: PathBuf::from("/nonexistent"),
+            ready_timeout: Duration::from_secs(1),
+            suite: Suite::WireGuard,
+        };
+        for set in [
+            lifetimes(Some(60), None),
+            lifetimes(None, Some(240)),
+            lifetimes(Some(60), Some(240)),
+        ] {
+            // Refused before anything is checked or built (this needs no privileges).
+            let error = format!("{:#}", up_with(&opts, set).unwrap_err());
+            assert!(
+                error.contains("--child-lifetime and --ike-lifetime set IPsec SA lifetimes and need --suite ipsec"),
+                "{error}"
+            );
+            let dir = ScratchDir::new("wg-refused");
+            let error = cluster_file::write_lab_cluster(
+                &Topology::new("t", 1).unwrap(),
+                &dir.0,
+                "127.0.0.1:19480".parse().unwrap(),
+                Suite::WireGuard,
+                set,
+            )
+            .unwrap_err();
+            assert!(format!("{error:#}").contains("need --suite ipsec"), "{error:#}");
+            assert!(!dir.0.join("cluster.yaml").exists());
+        }
+        assert!(!state_dir("g-never").exists());
     }
 }

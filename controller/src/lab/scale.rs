@@ -5,17 +5,22 @@
 //! reload: the new pairs join once healthy and take new flows only. Shrinking drops the highest
 //! pairs from the file and reloads: the controller drains them (no new flows; pinned flows stay
 //! until idle or the drain deadline) and then stops their gateways. Established flows never
-//! move in either direction. The lab keeps its suite (read from its cluster file): new IPsec
-//! pairs use the lab's pre-shared key.
+//! move in either direction. The lab keeps its suite and its IPsec SA lifetimes (read from its
+//! cluster file): new IPsec pairs use the lab's pre-shared key and lifetimes, and running pairs
+//! are not handed different lifetimes by the reload.
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use braid_core::config::ClusterConfig;
 
 use super::topology::Topology;
-use super::{build_gateways, cluster_file, controller, lab_pairs, load_info, refresh_processes, LabInfo};
+use super::{
+    build_gateways, cluster_file, controller, lab_pairs, load_cluster, load_info, refresh_processes, IpsecLifetimes,
+    LabInfo, LabIpsec,
+};
+use anyhow::{bail, Context, Result};
 
 /// Scales lab `name` to `gateways` pairs; returns once new pairs are up and carrying canary
 /// traffic, or once removed pairs take no new flows.
@@ -32,16 +37,13 @@ pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
     if !controller::alive(pid) {
         bail!("the lab's controller (pid {pid}) is not running");
     }
-    // The cluster file is what the running daemons use; lab.json may predate `suite`.
-    let suite = ClusterConfig::load(&info.config)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("reading the lab's cluster file")?
-        .cluster
-        .suite;
+    // The cluster file is what the running daemons use (lab.json may predate `suite` and
+    // `ipsec`).
+    let running = load_cluster(&info.config)?;
     if gateways > current {
         build_gateways(&topo, current + 1..=gateways)?;
     }
-    cluster_file::write_lab_cluster(&topo, &info.state_dir, info.metrics, suite)?;
+    let config = rewrite_cluster_file(&running, &info, &topo)?;
     let answer = crate::http::request(info.metrics, "POST", "/reload")?;
     tracing::info!("{}", answer.trim());
     controller::wait_for(info.metrics, timeout, pid, |s| {
@@ -50,10 +52,20 @@ pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
         (grown && shrunk).then_some(())
     })
     .with_context(|| format!("scaling lab {name:?} from {current} to {gateways} pairs"))?;
+    let written = load_cluster(&config)?;
     info.gateways = gateways;
-    info.suite = suite;
-    info.pairs = lab_pairs(&topo, suite, &info.state_dir);
+    info.suite = written.cluster.suite;
+    info.ipsec = LabIpsec::of(&written);
+    info.pairs = lab_pairs(&topo, info.suite, &info.state_dir);
     refresh_processes(&mut info, pid)?;
     fs::write(info.state_dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
     Ok(info)
+}
+
+/// Rewrites lab `info`'s cluster file for `topo`'s pairs, keeping what the running daemons use
+/// (`running`, the file as it was): its suite and its IPsec SA lifetimes; the keys are kept by
+/// [`cluster_file::write_lab_cluster`].
+pub(super) fn rewrite_cluster_file(running: &ClusterConfig, info: &LabInfo, topo: &Topology) -> Result<PathBuf> {
+    let (suite, lifetimes) = (running.cluster.suite, IpsecLifetimes::of(running));
+    cluster_file::write_lab_cluster(topo, &info.state_dir, info.metrics, suite, lifetimes)
 }
