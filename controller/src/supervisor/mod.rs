@@ -113,13 +113,17 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
             .spawn(move || http::serve(listener, snapshot, commands_tx, stop))?
     };
 
+    // A site that runs no braid has no daemons to hear from and no demux to push to.
+    let external_site = cfg.sites.values().position(|s| s.is_external()).map(|i| i as SiteIndex);
     let detector = Detector::new(DetectorConfig {
         failure_timeout_ms: settings.failure_timeout_ms,
         recovery_ms: settings.recovery_ms,
         max_handshake_age_ms: max_sa_age_ms(&cfg),
         ..DetectorConfig::default()
-    });
-    let membership = MembershipMachine::new([0, 1], RESEND_MS, unix_now_ms());
+    })
+    .with_external_site(external_site);
+    let demuxes = [0, 1].into_iter().filter(|&s| Some(s) != external_site);
+    let membership = MembershipMachine::new(demuxes, RESEND_MS, unix_now_ms());
     let mut sup = Supervisor {
         push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
         opts,
