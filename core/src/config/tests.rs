@@ -817,3 +817,16 @@ fn broken_external_sites_name_the_field() {
         );
     }
 }
+
+#[test]
+fn external_example_file_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ipsec-external-site.yaml");
+    let cfg = ClusterConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let b = cfg.site("b").unwrap();
+    assert!(b.is_external());
+    assert_eq!(
+        cfg.gateway("b", 2).unwrap().ike_id.as_deref(),
+        Some("@vpn-tunnel-2.example.net")
+    );
+    assert!(cfg.site("a").unwrap().demux.is_some());
+}
