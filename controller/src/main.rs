@@ -219,6 +219,10 @@ enum LabCommand {
         /// The tunnel suite of every pair.
         #[arg(long, value_enum, default_value_t = SuiteArg::Wireguard)]
         suite: SuiteArg,
+        /// Make site b a site that runs no braid: `strongswan` runs one strongSwan charon per
+        /// site-b gateway, host b behind them (needs --suite ipsec).
+        #[arg(long, value_parser = ["strongswan"])]
+        external_peer: Option<String>,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -267,6 +271,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         bin_dir: lab::default_bin_dir(),
         ready_timeout: Duration::from_secs(timeout),
         suite: suite.into(),
+        external_peer: false,
     }
 }
 
@@ -283,9 +288,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                     json,
                     timeout,
                     suite,
+                    external_peer,
                 },
         } => {
-            let info = lab::up(&up_options(name, gateways, timeout, suite))?;
+            let info = lab::up(&lab::UpOptions {
+                external_peer: external_peer.is_some(),
+                ..up_options(name, gateways, timeout, suite)
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {

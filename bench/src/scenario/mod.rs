@@ -61,6 +61,7 @@ impl LabRun {
             bin_dir: bin_dir.to_path_buf(),
             ready_timeout: READY_TIMEOUT,
             suite: Default::default(),
+            external_peer: false,
         })
         .with_context(|| format!("building lab {name:?} with {gateways} pair(s)"))?;
         Ok(LabRun {
