@@ -90,11 +90,26 @@ fn max_sa_age_ms(cfg: &ClusterConfig) -> u64 {
     }
 }
 
+/// The names of the sites that run no braid.
+fn external_sites(cfg: &ClusterConfig) -> Vec<&str> {
+    cfg.sites
+        .iter()
+        .filter(|(_, s)| s.is_external())
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
 /// Runs the controller until `stop` is set; on stop, every daemon it runs is stopped too.
 pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     for site in &opts.sites {
-        cfg.site(site).map_err(|e| anyhow::anyhow!("--site {site}: {e}"))?;
+        if cfg
+            .site(site)
+            .map_err(|e| anyhow::anyhow!("--site {site}: {e}"))?
+            .is_external()
+        {
+            anyhow::bail!("--site {site}: the site is external (external: true): it runs no braid daemons");
+        }
     }
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
     let secret = ClusterSecret::load(&cfg.cluster.secret_file)
@@ -465,6 +480,15 @@ impl Supervisor {
             tracing::error!("reload refused: {e}");
             format!("reload refused: {e}")
         })?;
+        if external_sites(&cfg) != external_sites(&self.cfg) {
+            let message = format!(
+                "reload refused: which site is external changed ({:?} to {:?}); restart the controller for that",
+                external_sites(&self.cfg),
+                external_sites(&cfg)
+            );
+            tracing::error!("{message}");
+            return Err(message);
+        }
         let now = self.now_ms();
         let old: Vec<PairId> = self.cfg.pairs.iter().map(|p| p.id).collect();
         let new: Vec<PairId> = cfg.pairs.iter().map(|p| p.id).collect();
