@@ -21,12 +21,22 @@ pub fn check(path: &Path, keys: bool) -> Result<()> {
     println!("{}: cluster {:?} is valid", path.display(), cfg.cluster.name);
     for (name, site) in &cfg.sites {
         let prefixes: Vec<String> = site.prefixes.iter().map(|p| p.to_string()).collect();
-        println!(
-            "  site {name}: prefixes {}, demux {} (tun {})",
-            prefixes.join(", "),
-            site.demux.geneve,
-            site.demux.tun
-        );
+        match (&site.demux, &site.external) {
+            (Some(demux), _) => println!(
+                "  site {name}: prefixes {}, demux {} (tun {})",
+                prefixes.join(", "),
+                demux.geneve,
+                demux.tun
+            ),
+            (None, Some(external)) => println!(
+                "  site {name}: prefixes {}, external (runs no braid: its gateways are standard IPsec \
+                 endpoints, each pair judged by the other site's gateway heartbeat, its IKE/ESP session \
+                 and ICMP echo canaries to {})",
+                prefixes.join(", "),
+                external.canary
+            ),
+            (None, None) => {}
+        }
     }
     println!(
         "  {} gateway pair(s), suite {}, MTU {}, Maglev table {}",

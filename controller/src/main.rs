@@ -225,6 +225,10 @@ enum LabCommand {
         /// IPsec IKE SA lifetime in seconds (20-604800; default 14400); --suite ipsec only.
         #[arg(long, value_name = "SECS")]
         ike_lifetime: Option<u64>,
+        /// Make site b a site that runs no braid: `strongswan` runs one strongSwan charon per
+        /// site-b gateway, host b behind them (needs --suite ipsec).
+        #[arg(long, value_parser = ["strongswan"])]
+        external_peer: Option<String>,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -273,6 +277,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         bin_dir: lab::default_bin_dir(),
         ready_timeout: Duration::from_secs(timeout),
         suite: suite.into(),
+        external_peer: false,
     }
 }
 
@@ -291,13 +296,18 @@ fn run(command: Command) -> anyhow::Result<()> {
                     suite,
                     child_lifetime,
                     ike_lifetime,
+                    external_peer,
                 },
         } => {
             let lifetimes = lab::IpsecLifetimes {
                 child_lifetime_s: child_lifetime,
                 ike_lifetime_s: ike_lifetime,
             };
-            let info = lab::up_with(&up_options(name, gateways, timeout, suite), lifetimes)?;
+            let opts = lab::UpOptions {
+                external_peer: external_peer.is_some(),
+                ..up_options(name, gateways, timeout, suite)
+            };
+            let info = lab::up_with(&opts, lifetimes)?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {

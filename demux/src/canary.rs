@@ -10,6 +10,12 @@
 //!
 //! Probes are ordinary inner packets, so they pass every gateway check (inner source inside the
 //! site's prefixes) and prove the whole path, not just the WireGuard session.
+//!
+//! **External peer sites** run no braid demux to answer, so there the probe is an ICMP echo
+//! request ([`Canary::new_echo`]) to the site's configured canary address, which any host
+//! answers. The identifier is the pair id and the payload carries pair, sequence number and send
+//! time, so the reply is matched to its probe whichever pair it comes back on: the external
+//! peer, not braid, picks the return tunnel.
 
 use std::net::IpAddr;
 
@@ -57,6 +63,8 @@ pub enum Inbound {
 pub struct Canary {
     local: IpAddr,
     peer: IpAddr,
+    /// ICMP echo to an external peer site instead of UDP probes a peer demux answers.
+    echo: bool,
     pairs: Vec<(PairId, PairCanary)>,
 }
 
@@ -66,7 +74,17 @@ impl Canary {
         Canary {
             local,
             peer,
+            echo: false,
             pairs: pairs.iter().map(|&p| (p, PairCanary::default())).collect(),
+        }
+    }
+
+    /// Canaries for a peer site that runs no braid: ICMP echo requests from `local` to the
+    /// external site's canary address `peer` (same family), replies accepted from any pair.
+    pub fn new_echo(local: IpAddr, peer: IpAddr, pairs: &[PairId]) -> Canary {
+        Canary {
+            echo: true,
+            ..Canary::new(local, peer, pairs)
         }
     }
 
@@ -97,7 +115,11 @@ impl Canary {
         };
         expire(state, now_ms);
         let seq = state.next_seq;
-        let len = write_packet(out, local, peer, KIND_PROBE, pair, seq, now_ms);
+        let len = if self.echo {
+            write_echo(out, local, peer, pair, seq, now_ms)
+        } else {
+            write_packet(out, local, peer, KIND_PROBE, pair, seq, now_ms)
+        };
         if len == 0 {
             return 0;
         }
@@ -114,6 +136,14 @@ impl Canary {
     /// Looks at an inner packet that arrived from pair `from`. A probe becomes a reply written
     /// into `out`; a reply is matched to its probe.
     pub fn inbound(&mut self, packet: &[u8], from: PairId, now_ms: u64, now_us: u64, out: &mut [u8]) -> Inbound {
+        if self.echo {
+            let Some((pair, seq, sent_ms)) = parse_echo_reply(packet, self.local) else {
+                return Inbound::NotCanary;
+            };
+            // Whichever pair the reply took: the external site chose the return tunnel.
+            self.record_reply(pair, seq, sent_ms, now_ms, now_us);
+            return Inbound::Consumed;
+        }
         let Some((kind, pair, seq, sent_ms)) = parse(packet, self.local) else {
             return Inbound::NotCanary;
         };
@@ -126,22 +156,125 @@ impl Canary {
                 Inbound::Reply { len }
             }
             KIND_REPLY => {
-                if let Some((_, state)) = self.pairs.iter_mut().find(|(p, _)| *p == pair && pair == from) {
-                    let slot = (seq as usize) % OUTSTANDING;
-                    if state.outstanding[slot] == Some((seq, sent_ms))
-                        && now_ms.saturating_sub(sent_ms) <= CANARY_TIMEOUT_MS
-                    {
-                        state.outstanding[slot] = None;
-                        state.answered += 1;
-                        state.last_rtt_us = Some(now_us.saturating_sub(sent_ms * 1000));
-                        state.last_answer_ms = Some(now_ms);
-                    }
+                if pair == from {
+                    self.record_reply(pair, seq, sent_ms, now_ms, now_us);
                 }
                 Inbound::Consumed
             }
             _ => Inbound::Consumed,
         }
     }
+
+    /// Matches a reply to its outstanding probe of `pair` and records the round trip.
+    fn record_reply(&mut self, pair: PairId, seq: u64, sent_ms: u64, now_ms: u64, now_us: u64) {
+        if let Some((_, state)) = self.pairs.iter_mut().find(|(p, _)| *p == pair) {
+            let slot = (seq as usize) % OUTSTANDING;
+            if state.outstanding[slot] == Some((seq, sent_ms)) && now_ms.saturating_sub(sent_ms) <= CANARY_TIMEOUT_MS {
+                state.outstanding[slot] = None;
+                state.answered += 1;
+                state.last_rtt_us = Some(now_us.saturating_sub(sent_ms * 1000));
+                state.last_answer_ms = Some(now_ms);
+            }
+        }
+    }
+}
+
+const ICMPV4_ECHO_REQUEST: u8 = 8;
+const ICMPV4_ECHO_REPLY: u8 = 0;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Builds an ICMP (v4) or ICMPv6 echo request: identifier the pair, sequence number the low 16
+/// bits of `seq`, and the canary payload (kind probe, pair, seq, sent_ms), which the reply
+/// echoes. 0 if `out` is too small or the families differ.
+fn write_echo(out: &mut [u8], src: IpAddr, dst: IpAddr, pair: PairId, seq: u64, sent_ms: u64) -> usize {
+    let ip_len = if src.is_ipv4() { 20 } else { 40 };
+    let icmp_len = 8 + PAYLOAD_LEN;
+    let total = ip_len + icmp_len;
+    if out.len() < total || src.is_ipv4() != dst.is_ipv4() {
+        return 0;
+    }
+    {
+        let icmp = &mut out[ip_len..total];
+        icmp[0] = if src.is_ipv4() {
+            ICMPV4_ECHO_REQUEST
+        } else {
+            ICMPV6_ECHO_REQUEST
+        };
+        icmp[1] = 0;
+        icmp[2..4].fill(0);
+        icmp[4..6].copy_from_slice(&pair.to_be_bytes());
+        icmp[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
+        let payload = &mut icmp[8..];
+        payload[..8].copy_from_slice(MAGIC);
+        payload[8] = KIND_PROBE;
+        payload[9..11].copy_from_slice(&pair.to_be_bytes());
+        payload[11..19].copy_from_slice(&seq.to_be_bytes());
+        payload[19..27].copy_from_slice(&sent_ms.to_be_bytes());
+    }
+    let start = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let ip = &mut out[..20];
+            ip.fill(0);
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            ip[6] = 0x40; // DF
+            ip[8] = 64;
+            ip[9] = proto::ICMP;
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            let sum = checksum::checksum(ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            0
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ip = &mut out[..40];
+            ip.fill(0);
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
+            ip[6] = proto::ICMPV6;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s.octets());
+            ip[24..40].copy_from_slice(&d.octets());
+            checksum::pseudo_header_v6(s, d, proto::ICMPV6, icmp_len as u32)
+        }
+        _ => return 0,
+    };
+    let sum = checksum::finish(checksum::accumulate(start, &out[ip_len..total]));
+    out[ip_len + 2..ip_len + 4].copy_from_slice(&sum.to_be_bytes());
+    total
+}
+
+/// (pair, seq, sent_ms) when `packet` is an echo reply to one of our echo canaries, addressed
+/// to `local`.
+fn parse_echo_reply(packet: &[u8], local: IpAddr) -> Option<(PairId, u64, u64)> {
+    let version = packet.first()? >> 4;
+    let (ip_len, dst, is_reply) = match version {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            let is_reply = *packet.get(9)? == proto::ICMP && *packet.get(ihl)? == ICMPV4_ECHO_REPLY;
+            (ihl, IpAddr::from(dst), is_reply)
+        }
+        6 => {
+            let dst: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            let is_reply = *packet.get(6)? == proto::ICMPV6 && *packet.get(40)? == ICMPV6_ECHO_REPLY;
+            (40, IpAddr::from(dst), is_reply)
+        }
+        _ => return None,
+    };
+    if dst != local || !is_reply {
+        return None;
+    }
+    let icmp = packet.get(ip_len..ip_len + 8 + PAYLOAD_LEN)?;
+    let p = &icmp[8..];
+    let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+    let pair = u16::from_be_bytes([p[9], p[10]]);
+    let seq = u64::from_be_bytes(p[11..19].try_into().ok()?);
+    if &p[..8] != MAGIC || p[8] != KIND_PROBE || id != pair || u16::from_be_bytes([icmp[6], icmp[7]]) != seq as u16 {
+        return None;
+    }
+    Some((pair, seq, u64::from_be_bytes(p[19..27].try_into().ok()?)))
 }
 
 fn expire(state: &mut PairCanary, now_ms: u64) {
@@ -331,5 +464,126 @@ mod tests {
             peer.inbound(&probe[..n], 7, 0, 0, &mut [0u8; 128]),
             Inbound::Reply { .. }
         ));
+    }
+
+    /// What a host in an external site does with an echo request: swap the addresses, turn the
+    /// type into a reply, fix the checksums.
+    fn answer_echo(request: &[u8]) -> Vec<u8> {
+        let mut reply = request.to_vec();
+        if reply[0] >> 4 == 4 {
+            let (s, d) = (reply[12..16].to_vec(), reply[16..20].to_vec());
+            reply[12..16].copy_from_slice(&d);
+            reply[16..20].copy_from_slice(&s);
+            reply[20] = ICMPV4_ECHO_REPLY;
+            reply[22..24].fill(0);
+            let sum = checksum::checksum(&reply[20..]);
+            reply[22..24].copy_from_slice(&sum.to_be_bytes());
+        } else {
+            let (s, d) = (reply[8..24].to_vec(), reply[24..40].to_vec());
+            reply[8..24].copy_from_slice(&d);
+            reply[24..40].copy_from_slice(&s);
+            reply[40] = ICMPV6_ECHO_REPLY;
+            reply[42..44].fill(0);
+            let src: [u8; 16] = reply[8..24].try_into().unwrap();
+            let dst: [u8; 16] = reply[24..40].try_into().unwrap();
+            let pseudo = checksum::pseudo_header_v6(src.into(), dst.into(), proto::ICMPV6, (reply.len() - 40) as u32);
+            let sum = checksum::finish(checksum::accumulate(pseudo, &reply[40..]));
+            reply[42..44].copy_from_slice(&sum.to_be_bytes());
+        }
+        reply
+    }
+
+    #[test]
+    fn echo_canaries_are_valid_icmp_and_match_replies_from_any_pair() {
+        let a: IpAddr = "198.18.1.1".parse().unwrap();
+        let host: IpAddr = "198.18.2.2".parse().unwrap();
+        let mut c = Canary::new_echo(a, host, &[1, 2]);
+        let mut probe = [0u8; 128];
+        let n = c.probe(2, 1_000, &mut probe);
+        assert!(n > 0);
+        let packet = &probe[..n];
+        assert!(wire::classify(packet).is_ok());
+        assert_eq!((packet[9], packet[20]), (proto::ICMP, ICMPV4_ECHO_REQUEST));
+        assert_eq!(checksum::checksum(&packet[..20]), 0, "IPv4 header checksum");
+        assert_eq!(checksum::checksum(&packet[20..]), 0, "ICMP checksum");
+        assert_eq!(&packet[24..26], &2u16.to_be_bytes(), "the identifier is the pair");
+        // The request itself (seen looping back) is not a reply.
+        assert_eq!(
+            c.inbound(packet, 2, 1_001, 1_001_000, &mut [0u8; 128]),
+            Inbound::NotCanary
+        );
+        // The external site sends the reply back through pair 1: it still counts for pair 2.
+        let reply = answer_echo(packet);
+        assert_eq!(
+            c.inbound(&reply, 1, 1_003, 1_003_250, &mut [0u8; 128]),
+            Inbound::Consumed
+        );
+        let s = c.pair(2).unwrap();
+        assert_eq!((s.sent, s.answered, s.lost), (1, 1, 0));
+        assert_eq!(s.last_rtt_us, Some(3_250));
+        assert_eq!(c.pair(1).unwrap().answered, 0);
+        // A duplicate reply does not count twice.
+        c.inbound(&reply, 2, 1_004, 1_004_000, &mut [0u8; 128]);
+        assert_eq!(c.pair(2).unwrap().answered, 1);
+    }
+
+    #[test]
+    fn echo_canaries_lose_unanswered_probes_and_ignore_foreign_echoes() {
+        let a: IpAddr = "198.18.1.1".parse().unwrap();
+        let host: IpAddr = "198.18.2.2".parse().unwrap();
+        let mut c = Canary::new_echo(a, host, &[1]);
+        let mut probe = [0u8; 128];
+        let n = c.probe(1, 0, &mut probe);
+        let late = answer_echo(&probe[..n]);
+        c.probe(1, 5_000, &mut probe);
+        assert_eq!(c.pair(1).unwrap().lost, 1);
+        c.inbound(&late, 1, 5_001, 5_001_000, &mut [0u8; 128]);
+        assert_eq!(
+            c.pair(1).unwrap().answered,
+            0,
+            "a reply after its timeout does not count"
+        );
+        // Someone else's ping reply (no canary payload) goes to the TUN.
+        let mut foreign = answer_echo(&probe[..n]);
+        foreign[28..36].copy_from_slice(b"notbraid");
+        assert_eq!(
+            c.inbound(&foreign, 1, 5_002, 5_002_000, &mut [0u8; 128]),
+            Inbound::NotCanary
+        );
+        // A reply whose identifier does not name the pair in its payload is not ours either.
+        let mut forged = answer_echo(&probe[..n]);
+        forged[24..26].copy_from_slice(&9u16.to_be_bytes());
+        assert_eq!(
+            c.inbound(&forged, 1, 5_002, 5_002_000, &mut [0u8; 128]),
+            Inbound::NotCanary
+        );
+        for cut in 0..late.len() {
+            assert_eq!(
+                c.inbound(&late[..cut], 1, 0, 0, &mut [0u8; 128]),
+                Inbound::NotCanary,
+                "truncated at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_echo_canaries_round_trip() {
+        let a: IpAddr = "2001:db8:1::1".parse().unwrap();
+        let host: IpAddr = "2001:db8:2::2".parse().unwrap();
+        let mut c = Canary::new_echo(a, host, &[7]);
+        let mut probe = [0u8; 128];
+        let n = c.probe(7, 10, &mut probe);
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (a, host) else {
+            unreachable!()
+        };
+        let pseudo = checksum::pseudo_header_v6(s, d, proto::ICMPV6, (n - 40) as u32);
+        assert_eq!(
+            checksum::finish(checksum::accumulate(pseudo, &probe[40..n])),
+            0,
+            "ICMPv6 checksum"
+        );
+        let reply = answer_echo(&probe[..n]);
+        assert_eq!(c.inbound(&reply, 7, 12, 12_000, &mut [0u8; 128]), Inbound::Consumed);
+        assert_eq!(c.pair(7).unwrap().answered, 1);
     }
 }

@@ -87,7 +87,15 @@ impl DemuxControl {
             };
             for pair in unknown {
                 match cfg.gateway(&self.me.site, pair) {
-                    Ok(gw) => joining.push((pair, gw.geneve)),
+                    Ok(gw) if gw.geneve.is_some() => joining.extend(gw.geneve.map(|geneve| (pair, geneve))),
+                    Ok(_) => {
+                        tracing::error!(
+                            epoch = m.epoch,
+                            pair,
+                            "membership names a pair whose gateway here has no geneve address"
+                        );
+                        return false;
+                    }
                     Err(e) => {
                         tracing::error!(
                             epoch = m.epoch,

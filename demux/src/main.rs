@@ -93,7 +93,11 @@ fn run(args: &Args) -> Result<()> {
     steering.set_membership(Arc::new(membership));
     let shared = Arc::new(Mutex::new(Shared {
         steering,
-        canary: Canary::new(settings.canary_local, settings.canary_peer, &pair_ids),
+        canary: if settings.peer_external {
+            Canary::new_echo(settings.canary_local, settings.canary_peer, &pair_ids)
+        } else {
+            Canary::new(settings.canary_local, settings.canary_peer, &pair_ids)
+        },
         gateways,
         epoch: 0,
     }));

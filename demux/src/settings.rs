@@ -27,6 +27,9 @@ pub struct DemuxSettings {
     /// This site's and the peer site's canary addresses (see [`crate::canary`]).
     pub canary_local: IpAddr,
     pub canary_peer: IpAddr,
+    /// The peer site runs no braid (`external: true`): canaries are ICMP echo requests to its
+    /// configured canary address instead of probes a peer demux answers.
+    pub peer_external: bool,
     /// Where the controller listens, and how often to report to it.
     pub controller: ControlAddr,
     pub heartbeat_ms: u64,
@@ -47,6 +50,10 @@ impl DemuxSettings {
         let local = cfg.site(site).map_err(anyhow::Error::msg)?;
         let peer_name = cfg.peer_site_name(site).map_err(anyhow::Error::msg)?;
         let peer = cfg.site(peer_name).map_err(anyhow::Error::msg)?;
+        let demux = local
+            .demux
+            .as_ref()
+            .with_context(|| format!("site {site} is external: it runs no braid demux"))?;
         let secret = ClusterSecret::load(&cfg.cluster.secret_file)
             .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
         let gateways = cfg
@@ -54,15 +61,16 @@ impl DemuxSettings {
             .iter()
             .map(|p| {
                 cfg.gateway(site, p.id)
-                    .map(|g| (p.id, g.geneve))
                     .map_err(anyhow::Error::msg)
+                    .and_then(|g| g.geneve.context("the gateway has no geneve address"))
+                    .map(|geneve| (p.id, geneve))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(DemuxSettings {
             site: site.to_string(),
-            tun_name: local.demux.tun.clone(),
+            tun_name: demux.tun.clone(),
             mtu: cfg.cluster.mtu,
-            geneve_bind: local.demux.geneve,
+            geneve_bind: demux.geneve,
             gateways,
             local_prefixes: local.prefixes.clone(),
             peer_prefixes: peer.prefixes.clone(),
@@ -71,7 +79,11 @@ impl DemuxSettings {
             flow_table_capacity: cfg.cluster.flow_table_capacity,
             timeouts: cfg.cluster.timeouts.clone(),
             canary_local: canary_address(&local.prefixes).context("the site has no prefix")?,
-            canary_peer: canary_address(&peer.prefixes).context("the peer site has no prefix")?,
+            canary_peer: match &peer.external {
+                Some(external) => external.canary,
+                None => canary_address(&peer.prefixes).context("the peer site has no prefix")?,
+            },
+            peer_external: peer.is_external(),
             controller: cfg.controller.address.clone(),
             heartbeat_ms: cfg.controller.heartbeat_ms,
         })

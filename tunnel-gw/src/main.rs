@@ -309,8 +309,14 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
         pair_id: pair,
         local_prefixes: site.prefixes.clone(),
         peer_prefixes: peer_site.prefixes.clone(),
-        lan_bind: gateway.geneve,
-        demux: site.demux.geneve,
+        lan_bind: gateway
+            .geneve
+            .with_context(|| format!("site {site_name} is external: its gateways are not braid gateways"))?,
+        demux: site
+            .demux
+            .as_ref()
+            .with_context(|| format!("site {site_name} is external: it runs no braid gateway"))?
+            .geneve,
         wan_bind: gateway.wan,
         peer_endpoint: peer.wan,
         tunnel,

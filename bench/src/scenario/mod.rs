@@ -68,6 +68,7 @@ impl LabRun {
             bin_dir: bin_dir.to_path_buf(),
             ready_timeout: READY_TIMEOUT,
             suite,
+            external_peer: false,
         })
         .with_context(|| format!("building lab {name:?} with {gateways} {suite} pair(s)"))?;
         Ok(LabRun {

@@ -54,11 +54,15 @@ pub fn fleet(cfg: &ClusterConfig, sites: &[String], bin_dir: &Path, state_dir: &
             continue;
         }
         let site_index = index as SiteIndex;
+        // An external site runs no braid: nothing to launch or watch there.
+        let Some(demux) = &site_cfg.demux else {
+            continue;
+        };
         out.push(spec(
             cfg,
             DaemonKey::demux(site_index),
             site,
-            site_cfg.demux.netns.clone(),
+            demux.netns.clone(),
             bin_dir,
             state_dir,
         ));

@@ -18,6 +18,10 @@
 //!   being healthy continuously for its recovery time: `recovery_ms`, doubled for every further
 //!   failure that follows an up period shorter than `stable_ms`, capped at `max_recovery_ms`.
 //!   Pairs start down and come up the same way.
+//! * An **external** site ([`Detector::with_external_site`]) runs no braid: its gateways are
+//!   standard IPsec endpoints that send no heartbeats. A pair's health is then its one braid
+//!   gateway (alive, session established and fresh) plus the canaries, which are ICMP echoes
+//!   to a host inside the external site.
 
 use std::collections::BTreeMap;
 
@@ -166,6 +170,8 @@ struct Pair {
 #[derive(Debug)]
 pub struct Detector {
     config: DetectorConfig,
+    /// The site that runs no braid, if any: its gateways are neither watched nor required.
+    external_site: Option<SiteIndex>,
     daemons: BTreeMap<DaemonKey, Daemon>,
     pairs: BTreeMap<PairId, Pair>,
     events: Vec<HealthEvent>,
@@ -175,14 +181,31 @@ impl Detector {
     pub fn new(config: DetectorConfig) -> Self {
         Detector {
             config,
+            external_site: None,
             daemons: BTreeMap::new(),
             pairs: BTreeMap::new(),
             events: Vec::new(),
         }
     }
 
-    /// Starts watching `site`'s demux; it must report within the failure timeout.
+    /// Declares `site` external (it runs no braid): its demux and gateways are not watched, and a
+    /// pair is judged by the other site's gateway and the canaries alone. Call before watching.
+    pub fn with_external_site(mut self, site: Option<SiteIndex>) -> Self {
+        self.external_site = site;
+        self
+    }
+
+    /// The sites whose daemons report heartbeats.
+    fn braid_sites(&self) -> impl Iterator<Item = SiteIndex> + '_ {
+        SITES.into_iter().filter(move |&s| Some(s) != self.external_site)
+    }
+
+    /// Starts watching `site`'s demux; it must report within the failure timeout. An external
+    /// site has none: ignored.
     pub fn watch_demux(&mut self, site: SiteIndex, now_ms: u64) {
+        if Some(site) == self.external_site {
+            return;
+        }
         self.daemons
             .entry(DaemonKey::demux(site))
             .or_insert_with(|| Daemon::starting(now_ms));
@@ -190,7 +213,8 @@ impl Detector {
 
     /// Starts watching `pair` and its two gateways. The pair starts down.
     pub fn watch_pair(&mut self, pair: PairId, now_ms: u64) {
-        for site in SITES {
+        let sites: Vec<SiteIndex> = self.braid_sites().collect();
+        for site in sites {
             self.daemons
                 .entry(DaemonKey::gateway(site, pair))
                 .or_insert_with(|| Daemon::starting(now_ms));
@@ -360,8 +384,11 @@ impl Detector {
 
     /// Why `pair` is not healthy at `now_ms`, if it is not.
     fn fault(&self, pair: PairId, p: &Pair, now_ms: u64) -> Option<(FailureReason, Option<SiteIndex>)> {
-        let gateways = SITES.map(|site| (site, self.daemons.get(&DaemonKey::gateway(site, pair))));
-        for (site, d) in gateways {
+        let gateways: Vec<_> = self
+            .braid_sites()
+            .map(|site| (site, self.daemons.get(&DaemonKey::gateway(site, pair))))
+            .collect();
+        for &(site, d) in &gateways {
             let Some(d) = d else {
                 return Some((FailureReason::Starting, Some(site)));
             };
@@ -374,7 +401,7 @@ impl Detector {
                 }
             }
         }
-        for (site, d) in gateways {
+        for &(site, d) in &gateways {
             let facts = d.map(|d| d.facts).unwrap_or_default();
             let fresh = facts
                 .handshake_age_ms

@@ -349,3 +349,99 @@ fn unwatched_pair_is_forgotten() {
     assert!(sim.det.daemons(sim.now).is_empty());
     assert!(!sim.det.observe_heartbeat(gw(0), sim.now, up_facts()));
 }
+
+/// Site 1 external: only site 0's gateway beats; the canary decides the rest.
+fn external_sim() -> Detector {
+    let mut det = Detector::new(DetectorConfig::default()).with_external_site(Some(1));
+    det.watch_pair(PAIR, 0);
+    det.watch_demux(0, 0);
+    det.watch_demux(1, 0);
+    det
+}
+
+/// Drives `det` from `from` to `until`: site 0's gateway beats with `session`, the canary
+/// answers as `canary` says. Returns the events.
+fn drive_external(
+    det: &mut Detector,
+    from: u64,
+    until: u64,
+    session: impl Fn(u64) -> bool,
+    canary: impl Fn(u64) -> bool,
+) -> Vec<(u64, HealthEvent)> {
+    let mut events = Vec::new();
+    let mut t = from;
+    while t + 10 <= until {
+        t += 10;
+        if t.is_multiple_of(100) {
+            let facts = GatewayFacts {
+                session_established: session(t),
+                ..up_facts()
+            };
+            det.observe_heartbeat(gw(0), t, facts);
+            det.observe_heartbeat(DaemonKey::demux(0), t, GatewayFacts::default());
+            det.observe_canary(PAIR, t, canary(t), 900);
+        }
+        events.extend(det.tick(t).into_iter().map(|e| (t, e)));
+    }
+    events
+}
+
+#[test]
+fn external_peer_pair_comes_up_on_its_braid_gateway_and_canaries_alone() {
+    let mut det = external_sim();
+    assert!(
+        !det.daemons(0).iter().any(|d| d.daemon.site == 1),
+        "nothing of the external site is watched"
+    );
+    let events = drive_external(&mut det, 0, 1_500, |_| true, |_| true);
+    assert!(
+        events.iter().any(|(_, e)| *e == HealthEvent::PairUp { pair: PAIR }),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|(_, e)| matches!(e, HealthEvent::DaemonDead { .. })),
+        "no heartbeat is expected from the external site: {events:?}"
+    );
+    assert_eq!(det.pairs(1_500)[0].state, PairState::Up);
+}
+
+#[test]
+fn external_peer_pair_goes_down_when_its_canaries_stop() {
+    let mut det = external_sim();
+    drive_external(&mut det, 0, 1_500, |_| true, |_| true);
+    // The strongSwan end dies: the braid gateway still beats (its IKE liveness has not noticed
+    // yet), but the echoes stop.
+    let events = drive_external(&mut det, 1_500, 2_500, |_| true, |t| t < 1_600);
+    let down = events
+        .iter()
+        .find(|(_, e)| matches!(e, HealthEvent::PairDown { .. }))
+        .expect("the pair goes down");
+    assert_eq!(
+        down.1,
+        HealthEvent::PairDown {
+            pair: PAIR,
+            reason: FailureReason::CanaryLost,
+            gateway_site: None
+        }
+    );
+    assert!(down.0 <= 2_000, "down within the canary budget, at {}", down.0);
+    // And back once the echoes return.
+    let events = drive_external(&mut det, 2_500, 5_000, |_| true, |_| true);
+    assert!(events.iter().any(|(_, e)| *e == HealthEvent::PairUp { pair: PAIR }));
+}
+
+#[test]
+fn external_peer_pair_goes_down_when_its_braid_gateway_loses_the_session() {
+    let mut det = external_sim();
+    drive_external(&mut det, 0, 1_500, |_| true, |_| true);
+    let events = drive_external(&mut det, 1_500, 2_000, |t| t < 1_700, |_| true);
+    assert!(
+        events.iter().any(|(_, e)| *e
+            == HealthEvent::PairDown {
+                pair: PAIR,
+                reason: FailureReason::SessionNotEstablished,
+                gateway_site: Some(0)
+            }),
+        "{events:?}"
+    );
+}

@@ -17,6 +17,7 @@
 
 pub mod cluster_file;
 pub mod controller;
+pub mod external;
 pub mod netns;
 mod scale;
 pub mod topology;
@@ -179,6 +180,8 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// The tunnel suite of every pair.
     pub suite: Suite,
+    /// Site b runs no braid: strongSwan is the whole peer site (see [`external`]).
+    pub external_peer: bool,
 }
 
 /// The state directory of lab `name`.
@@ -291,9 +294,25 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let metrics = controller::free_loopback_port()?;
-    let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes)?;
+    let mut charons = Vec::new();
+    let config = if opts.external_peer {
+        if opts.suite != Suite::Ipsec {
+            bail!("--external-peer strongswan needs --suite ipsec");
+        }
+        if lifetimes != IpsecLifetimes::default() {
+            bail!("--child-lifetime and --ike-lifetime are not supported with --external-peer (the strongSwan side keeps its own)");
+        }
+        external::check_strongswan()?;
+        let config = external::write_cluster(topo, &dir, metrics)?;
+        external::build_network(topo)?;
+        charons = external::start_charons(topo, &dir)?;
+        config
+    } else {
+        let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes)?;
+        build_network(topo, topo.pair_ids())?;
+        config
+    };
     let ipsec = LabIpsec::of(&load_cluster(&config)?);
-    build_network(topo, topo.pair_ids())?;
     let child = controller::start(&opts.bin_dir, &config, &dir)?;
     controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
         controller::all_up(s, topo.pair_ids()).then_some(())
@@ -325,9 +344,26 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         metrics,
     };
     refresh_processes(&mut info, child.id())?;
+    for &(pair, pid) in &charons {
+        let cdir = external::charon_dir(&dir, pair);
+        info.processes.push(LabProcess {
+            role: "strongswan".into(),
+            site: "b".into(),
+            index: pair,
+            pid,
+            netns: topo.gateway_ns("b", pair),
+            status_file: cdir.join("charon.vici"),
+            log: cdir.join("charon.log"),
+        });
+    }
     fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&info)?)?;
-    let deadline = Instant::now() + opts.ready_timeout;
-    probe_every_pair(topo, opts, &info, deadline)?;
+    if !opts.external_peer {
+        // With an external peer every pair already answered echo canaries from host b (all_up),
+        // and replies all return through its first gateway, so there is no per-pair return
+        // traffic to wait for.
+        let deadline = Instant::now() + opts.ready_timeout;
+        probe_every_pair(topo, opts, &info, deadline)?;
+    }
     Ok(info)
 }
 
@@ -781,6 +817,7 @@ mod tests {
             bin_dir: PathBuf::from("/nonexistent"),
             ready_timeout: Duration::from_secs(1),
             suite: Suite::WireGuard,
+            external_peer: false,
         };
         for set in [
             lifetimes(Some(60), None),

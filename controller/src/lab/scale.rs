@@ -26,6 +26,9 @@ use anyhow::{bail, Context, Result};
 /// traffic, or once removed pairs take no new flows.
 pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
     let mut info = load_info(name)?;
+    if info.processes.iter().any(|p| p.role == "strongswan") {
+        bail!("lab {name:?} has an external (strongSwan) peer site, which `scale` does not grow or shrink; rebuild it with `braid lab down` and `braid lab up --gateways N`");
+    }
     let current = info.gateways;
     let topo = Topology::new(name, gateways).map_err(anyhow::Error::msg)?;
     let pid = info

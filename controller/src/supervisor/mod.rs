@@ -90,11 +90,26 @@ fn max_sa_age_ms(cfg: &ClusterConfig) -> u64 {
     }
 }
 
+/// The names of the sites that run no braid.
+fn external_sites(cfg: &ClusterConfig) -> Vec<&str> {
+    cfg.sites
+        .iter()
+        .filter(|(_, s)| s.is_external())
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
 /// Runs the controller until `stop` is set; on stop, every daemon it runs is stopped too.
 pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     for site in &opts.sites {
-        cfg.site(site).map_err(|e| anyhow::anyhow!("--site {site}: {e}"))?;
+        if cfg
+            .site(site)
+            .map_err(|e| anyhow::anyhow!("--site {site}: {e}"))?
+            .is_external()
+        {
+            anyhow::bail!("--site {site}: the site is external (external: true): it runs no braid daemons");
+        }
     }
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
     let secret = ClusterSecret::load(&cfg.cluster.secret_file)
@@ -113,13 +128,17 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
             .spawn(move || http::serve(listener, snapshot, commands_tx, stop))?
     };
 
+    // A site that runs no braid has no daemons to hear from and no demux to push to.
+    let external_site = cfg.sites.values().position(|s| s.is_external()).map(|i| i as SiteIndex);
     let detector = Detector::new(DetectorConfig {
         failure_timeout_ms: settings.failure_timeout_ms,
         recovery_ms: settings.recovery_ms,
         max_handshake_age_ms: max_sa_age_ms(&cfg),
         ..DetectorConfig::default()
-    });
-    let membership = MembershipMachine::new([0, 1], RESEND_MS, unix_now_ms());
+    })
+    .with_external_site(external_site);
+    let demuxes = [0, 1].into_iter().filter(|&s| Some(s) != external_site);
+    let membership = MembershipMachine::new(demuxes, RESEND_MS, unix_now_ms());
     let mut sup = Supervisor {
         push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
         opts,
@@ -461,6 +480,15 @@ impl Supervisor {
             tracing::error!("reload refused: {e}");
             format!("reload refused: {e}")
         })?;
+        if external_sites(&cfg) != external_sites(&self.cfg) {
+            let message = format!(
+                "reload refused: which site is external changed ({:?} to {:?}); restart the controller for that",
+                external_sites(&self.cfg),
+                external_sites(&cfg)
+            );
+            tracing::error!("{message}");
+            return Err(message);
+        }
         let now = self.now_ms();
         let old: Vec<PairId> = self.cfg.pairs.iter().map(|p| p.id).collect();
         let new: Vec<PairId> = cfg.pairs.iter().map(|p| p.id).collect();

@@ -82,6 +82,7 @@ impl Lab {
             bin_dir: bin_dir(),
             ready_timeout: Duration::from_secs(30),
             suite,
+            external_peer: false,
         };
         let info = lab::up(&opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
         Lab { info }

@@ -38,9 +38,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::{
-    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, GatewayConfig, IpsecConfig, PairConfig, SiteConfig,
-    Suite, Timeouts, DEFAULT_CHILD_LIFETIME_S, DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_IKE_LIFETIME_S, DEFAULT_LIVENESS_S,
-    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
+    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, ExternalSite, GatewayConfig, IpsecConfig,
+    PairConfig, SiteConfig, Suite, Timeouts, DEFAULT_CHILD_LIFETIME_S, DEFAULT_FLOW_TABLE_CAPACITY,
+    DEFAULT_IKE_LIFETIME_S, DEFAULT_LIVENESS_S, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
 };
 pub use prefix::{Prefix, PrefixError};
 
@@ -137,16 +137,18 @@ impl ClusterConfig {
                 self.sites
                     .iter()
                     .map(|(name, site)| {
-                        let demux = RawDemux {
-                            tun: site.demux.tun.clone(),
-                            geneve: site.demux.geneve,
-                            netns: site.demux.netns.clone(),
-                        };
+                        let demux = site.demux.as_ref().map(|demux| RawDemux {
+                            tun: demux.tun.clone(),
+                            geneve: demux.geneve,
+                            netns: demux.netns.clone(),
+                        });
                         (
                             name.clone(),
                             RawSite {
                                 prefixes: site.prefixes.clone(),
                                 demux,
+                                external: site.external.as_ref().map(|_| true),
+                                canary: site.external.as_ref().map(|e| e.canary),
                             },
                         )
                     })
@@ -162,7 +164,7 @@ impl ClusterConfig {
                             .iter()
                             .map(|(site, gateway)| {
                                 let raw = RawGateway {
-                                    geneve: gateway.geneve,
+                                    geneve: gateway.geneve.map(RawSocketAddr),
                                     wan: gateway.wan,
                                     public_key: gateway.public_key,
                                     private_key_file: gateway.private_key_file.as_ref().map(relative),

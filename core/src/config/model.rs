@@ -180,7 +180,28 @@ impl Default for Timeouts {
 pub struct SiteConfig {
     /// The site's own addresses; never overlapping another prefix in the cluster.
     pub prefixes: Vec<Prefix>,
-    pub demux: DemuxConfig,
+    /// The site's demux: `None` exactly when the site is external.
+    pub demux: Option<DemuxConfig>,
+    /// `Some` when the site runs no braid (`external: true`, IPsec only, at most one site):
+    /// its gateways are standard IPsec endpoints (strongSwan, a cloud VPN gateway) that the
+    /// controller neither launches nor hears from.
+    pub external: Option<ExternalSite>,
+}
+
+impl SiteConfig {
+    /// Whether the site runs no braid.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
+}
+
+/// What braid needs to know of a site that runs no braid.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ExternalSite {
+    /// An address inside the site's prefixes that answers ICMP echo. The other site's demux
+    /// pings it through every pair (its canary): the pair's health is the local gateway's
+    /// heartbeat and IKE/ESP session plus these echoes.
+    pub canary: IpAddr,
 }
 
 /// A site's demux.
@@ -206,8 +227,9 @@ pub struct PairConfig {
 /// One gateway of a pair.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct GatewayConfig {
-    /// The gateway's LAN address, where its demux sends GENEVE.
-    pub geneve: SocketAddr,
+    /// The gateway's LAN address, where its demux sends GENEVE; `None` exactly for a gateway
+    /// of an external site (which has no demux).
+    pub geneve: Option<SocketAddr>,
     /// Its tunnel endpoint: WireGuard's UDP port, or for IPsec the UDP port ESP and IKE share
     /// (4500 by convention, RFC 3948).
     pub wan: SocketAddr,

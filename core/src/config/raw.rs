@@ -112,7 +112,15 @@ pub(super) struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
     pub prefixes: Vec<Prefix>,
-    pub demux: RawDemux,
+    /// Required unless the site is external (validation says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demux: Option<RawDemux>,
+    /// A site that runs no braid: its gateways are standard IPsec endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
+    /// External sites only: the address inside the site that answers ICMP echo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -135,8 +143,9 @@ pub(super) struct RawPair {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGateway {
-    #[serde(with = "socket_addr")]
-    pub geneve: SocketAddr,
+    /// Required unless the gateway's site is external (validation says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geneve: Option<RawSocketAddr>,
     #[serde(with = "socket_addr")]
     pub wan: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -118,11 +118,14 @@ fn example_file_loads() {
         cfg.site("a").unwrap().prefixes,
         ["198.18.1.0/24".parse::<Prefix>().unwrap()]
     );
-    assert_eq!(cfg.site("b").unwrap().demux.geneve, addr("198.18.20.1:6081"));
+    assert_eq!(
+        cfg.site("b").unwrap().demux.as_ref().unwrap().geneve,
+        addr("198.18.20.1:6081")
+    );
     assert_eq!(cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
     for pair in 1..=3u16 {
         assert_eq!(
-            cfg.gateway("a", pair).unwrap().geneve,
+            cfg.gateway("a", pair).unwrap().geneve.unwrap(),
             addr(&format!("198.18.10.1{pair}:6081"))
         );
         assert_eq!(
@@ -130,7 +133,7 @@ fn example_file_loads() {
             addr(&format!("198.19.0.1{pair}:51820"))
         );
         assert_eq!(
-            cfg.gateway("b", pair).unwrap().geneve,
+            cfg.gateway("b", pair).unwrap().geneve.unwrap(),
             addr(&format!("198.18.20.1{pair}:6081"))
         );
         assert_eq!(
@@ -140,7 +143,7 @@ fn example_file_loads() {
     }
     let every_address_is_lab = cfg.pairs.iter().flat_map(|p| p.gateways.values()).all(|gw| {
         let lab: Prefix = "198.18.0.0/15".parse().unwrap();
-        lab.contains(gw.geneve.ip()) && lab.contains(gw.wan.ip())
+        lab.contains(gw.geneve.unwrap().ip()) && lab.contains(gw.wan.ip())
     });
     assert!(every_address_is_lab);
     assert!(cfg.cluster.secret_file.ends_with("examples/secret.key"));
@@ -243,7 +246,7 @@ fn ipv6_prefixes_and_addresses() {
     let cfg = parse(&text).unwrap();
     let site = cfg.site("a").unwrap();
     assert_eq!(site.prefixes[1].to_string(), "2001:db8:1::/48");
-    assert_eq!(site.demux.geneve, addr("[2001:db8:10::1]:6081"));
+    assert_eq!(site.demux.as_ref().unwrap().geneve, addr("[2001:db8:10::1]:6081"));
 }
 
 #[test]
@@ -689,7 +692,7 @@ fn controller_defaults_when_absent() {
         }
     );
     assert_eq!(cfg.controller.metrics, DEFAULT_METRICS_ADDR);
-    assert_eq!(cfg.site("a").unwrap().demux.netns, None);
+    assert_eq!(cfg.site("a").unwrap().demux.as_ref().unwrap().netns, None);
     assert_eq!(cfg.gateway("b", 2).unwrap().netns, None);
 }
 
@@ -733,7 +736,10 @@ fn controller_settings_and_netns() {
         settings.restart_command(&DaemonId::demux("a")).as_deref(),
         Some("systemctl restart braid-demux@a0")
     );
-    assert_eq!(cfg.site("b").unwrap().demux.netns.as_deref(), Some("braid-b.demux"));
+    assert_eq!(
+        cfg.site("b").unwrap().demux.as_ref().unwrap().netns.as_deref(),
+        Some("braid-b.demux")
+    );
     assert_eq!(cfg.gateway("b", 1).unwrap().netns.as_deref(), Some("gw_B1"));
     assert_eq!(cfg.gateway("a", 1).unwrap().netns, None);
 
@@ -749,4 +755,78 @@ fn controller_settings_and_netns() {
         parse(&udp).unwrap().controller.address,
         ControlAddr::Udp(addr("[2001:db8::1]:7400"))
     );
+}
+
+/// `ipsec_base()` with site b external: no demux, a canary, gateways with only `wan`.
+fn external_base() -> String {
+    let text = ipsec_base().replace(
+        "    demux:\n      tun: braid0\n      geneve: 198.18.20.1:6081\n",
+        "    external: true\n    canary: 198.18.2.2\n",
+    );
+    text.lines()
+        .filter(|line| !line.contains("geneve: 198.18.20.1"))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+#[test]
+fn external_site_loads_and_round_trips() {
+    let cfg = parse(&external_base()).unwrap_or_else(|e| panic!("{e}\n{}", external_base()));
+    let b = cfg.site("b").unwrap();
+    assert!(b.is_external() && b.demux.is_none());
+    assert_eq!(
+        b.external.as_ref().unwrap().canary,
+        "198.18.2.2".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert!(!cfg.site("a").unwrap().is_external());
+    assert_eq!(cfg.gateway("b", 1).unwrap().geneve, None);
+    assert_eq!(cfg.gateway("b", 2).unwrap().wan, addr("198.19.0.112:51820"));
+    assert_eq!(cfg.gateway("a", 1).unwrap().geneve, Some(addr("198.18.10.11:6081")));
+    assert_eq!(parse(&cfg.to_yaml()).unwrap(), cfg);
+}
+
+const EXTERNAL_BROKEN: &[Broken] = &[
+    ("external site with a demux", &[("    external: true\n", "    external: true\n    demux: { tun: braid0, geneve: 198.18.20.1:6081 }\n")], "sites.b.demux: an external site runs no braid, so it has no demux"),
+    ("external site without a canary", &[("    canary: 198.18.2.2\n", "")], "sites.b.canary: expected the address of a host inside the external site that answers ICMP echo"),
+    ("canary outside the site", &[("canary: 198.18.2.2", "canary: 198.18.1.2")], "sites.b.canary: 198.18.1.2 is not inside the site's prefixes"),
+    ("canary of the wrong family", &[("    prefixes: [198.18.2.0/24]\n", "    prefixes: [198.18.2.0/24, 2001:db8:2::/48]\n"), ("canary: 198.18.2.2", "canary: 2001:db8:2::2")], "sites.b.canary: 2001:db8:2::2 must be of the same family as the other site's first prefix"),
+    ("canary on a braid site", &[("    prefixes: [198.18.1.0/24]\n", "    prefixes: [198.18.1.0/24]\n    canary: 198.18.1.2\n")], "sites.a.canary: only an external site (external: true) names a canary address"),
+    ("braid site without a demux", &[("    demux:\n      tun: braid0\n      geneve: 198.18.10.1:6081\n", "")], "sites.a.demux: expected a demux section (tun, geneve), which every site running braid needs"),
+    ("both sites external", &[("    demux:\n      tun: braid0\n      geneve: 198.18.10.1:6081\n", "    external: true\n    canary: 198.18.1.2\n")], "sites.b.external: only one site may be external"),
+    ("external gateway with a geneve address", &[("        wan: 198.19.0.111:51820\n", "        wan: 198.19.0.111:51820\n        geneve: 198.18.20.11:6081\n")], "pairs[0].gateways.b.geneve: site \"b\" is external: its gateways are IPsec endpoints with only a wan address"),
+    ("braid gateway without a geneve address", &[("        geneve: 198.18.10.12:6081\n", "")], "pairs[1].gateways.a.geneve: expected the gateway's LAN address (IP:port), where its demux sends GENEVE; got nothing"),
+    ("external site with WireGuard", &[("  suite: ipsec\n", "  suite: wireguard\n"), (IPSEC_SECTION, "")], "sites.b.external: an external site needs cluster.suite ipsec"),
+];
+
+#[test]
+fn broken_external_sites_name_the_field() {
+    for &(what, edits, expected) in EXTERNAL_BROKEN {
+        let mut text = external_base();
+        for &(from, to) in edits {
+            assert_eq!(text.matches(from).count(), 1, "{what}: {from:?} must occur once");
+            text = text.replace(from, to);
+        }
+        let message = match parse(&text) {
+            Ok(_) => panic!("{what}: accepted\n{text}"),
+            Err(error) => error.to_string(),
+        };
+        let expected = format!("{FILE}: {expected}");
+        assert!(
+            message.starts_with(&expected),
+            "{what}:\n  got      {message}\n  expected {expected}..."
+        );
+    }
+}
+
+#[test]
+fn external_example_file_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ipsec-external-site.yaml");
+    let cfg = ClusterConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let b = cfg.site("b").unwrap();
+    assert!(b.is_external());
+    assert_eq!(
+        cfg.gateway("b", 2).unwrap().ike_id.as_deref(),
+        Some("@vpn-tunnel-2.example.net")
+    );
+    assert!(cfg.site("a").unwrap().demux.is_some());
 }

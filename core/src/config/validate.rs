@@ -68,6 +68,7 @@ pub(super) fn validate(raw: RawFile, file: &Path) -> Result<ClusterConfig, Confi
     };
     let suite = raw.cluster.suite.unwrap_or_default();
     let sites = checker.sites(raw.sites)?;
+    checker.external_site(&sites, suite)?;
     let pairs = checker.pairs(raw.pairs, &sites, suite)?;
     let cluster = checker.cluster(raw.cluster, &sites, pairs.len(), raw.ipsec)?;
     let controller = checker.controller(raw.controller.unwrap_or_default(), &cluster.name)?;
@@ -450,22 +451,102 @@ impl Checker<'_> {
             if site.prefixes.is_empty() {
                 return Err(self.error(format!("{field}.prefixes"), "expected at least one prefix"));
             }
-            self.tun_name(&format!("{field}.demux.tun"), &site.demux.tun)?;
-            self.concrete(&format!("{field}.demux.geneve"), site.demux.geneve)?;
-            let netns = self.netns(&format!("{field}.demux.netns"), site.demux.netns)?;
-            let config = SiteConfig {
-                prefixes: site.prefixes,
-                demux: DemuxConfig {
-                    tun: site.demux.tun,
-                    geneve: site.demux.geneve,
-                    netns,
-                },
+            let external = site.external.unwrap_or(false);
+            let config = if external {
+                if site.demux.is_some() {
+                    return Err(self.error(
+                        format!("{field}.demux"),
+                        "an external site runs no braid, so it has no demux; remove this section",
+                    ));
+                }
+                let Some(canary) = site.canary else {
+                    return Err(self.error(
+                        format!("{field}.canary"),
+                        "expected the address of a host inside the external site that answers ICMP echo \
+                         (the other site's demux pings it through every pair to judge the pair's health); got nothing",
+                    ));
+                };
+                if !site.prefixes.iter().any(|p| p.contains(canary)) {
+                    return Err(self.error(
+                        format!("{field}.canary"),
+                        format!("{canary} is not inside the site's prefixes"),
+                    ));
+                }
+                SiteConfig {
+                    prefixes: site.prefixes,
+                    demux: None,
+                    external: Some(ExternalSite { canary }),
+                }
+            } else {
+                if site.canary.is_some() {
+                    return Err(self.error(
+                        format!("{field}.canary"),
+                        "only an external site (external: true) names a canary address; a braid site's demux answers canaries itself",
+                    ));
+                }
+                let Some(demux) = site.demux else {
+                    return Err(self.error(
+                        format!("{field}.demux"),
+                        "expected a demux section (tun, geneve), which every site running braid needs; \
+                         a site that runs no braid says external: true",
+                    ));
+                };
+                self.tun_name(&format!("{field}.demux.tun"), &demux.tun)?;
+                self.concrete(&format!("{field}.demux.geneve"), demux.geneve)?;
+                let netns = self.netns(&format!("{field}.demux.netns"), demux.netns)?;
+                SiteConfig {
+                    prefixes: site.prefixes,
+                    demux: Some(DemuxConfig {
+                        tun: demux.tun,
+                        geneve: demux.geneve,
+                        netns,
+                    }),
+                    external: None,
+                }
             };
             if sites.insert(name, config).is_some() {
                 return Err(self.error(field, "this site is defined twice"));
             }
         }
         Ok(sites)
+    }
+
+    /// An external site needs the IPsec suite (a standard peer speaks IKEv2, not braid's
+    /// WireGuard keys), the other site must run braid, and its canary must be of the family
+    /// the other site's demux pings from (the address after its first prefix's network).
+    fn external_site(&self, sites: &BTreeMap<String, SiteConfig>, suite: Suite) -> Result<(), ConfigError> {
+        let external: Vec<(&String, &ExternalSite)> = sites
+            .iter()
+            .filter_map(|(n, s)| s.external.as_ref().map(|e| (n, e)))
+            .collect();
+        let Some(&(name, ext)) = external.first() else {
+            return Ok(());
+        };
+        let field = format!("sites.{name}.external");
+        if external.len() > 1 {
+            return Err(self.error(
+                format!("sites.{}.external", external[1].0),
+                "only one site may be external: the other runs braid (its demux spreads flows over the pairs)",
+            ));
+        }
+        if suite != Suite::Ipsec {
+            return Err(self.error(
+                field,
+                format!("an external site needs cluster.suite ipsec (its gateways are standard IKEv2/ESP endpoints), got {suite}"),
+            ));
+        }
+        let braid_site = sites.values().find(|s| !s.is_external());
+        let local_v4 = braid_site.and_then(|s| s.prefixes.first()).map(|p| p.addr.is_ipv4());
+        if local_v4.is_some_and(|v4| v4 != ext.canary.is_ipv4()) {
+            return Err(self.error(
+                format!("sites.{name}.canary"),
+                format!(
+                    "{} must be of the same family as the other site's first prefix (its demux pings from there)",
+                    ext.canary
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn pairs(
@@ -507,7 +588,26 @@ impl Checker<'_> {
             if !sites.contains_key(&site) {
                 return Err(self.error(gateway_field, format!("no site named {site:?}; {}", site_list(sites))));
             }
-            self.concrete(&format!("{gateway_field}.geneve"), gateway.geneve)?;
+            let external = sites[&site].is_external();
+            let geneve = match (external, gateway.geneve) {
+                (false, Some(geneve)) => {
+                    self.concrete(&format!("{gateway_field}.geneve"), geneve.0)?;
+                    Some(geneve.0)
+                }
+                (false, None) => {
+                    return Err(self.error(
+                        format!("{gateway_field}.geneve"),
+                        "expected the gateway's LAN address (IP:port), where its demux sends GENEVE; got nothing",
+                    ))
+                }
+                (true, Some(_)) => {
+                    return Err(self.error(
+                        format!("{gateway_field}.geneve"),
+                        format!("site {site:?} is external: its gateways are IPsec endpoints with only a wan address (and an optional ike_id)"),
+                    ))
+                }
+                (true, None) => None,
+            };
             self.concrete(&format!("{gateway_field}.wan"), gateway.wan)?;
             if suite == Suite::WireGuard && gateway.public_key.is_none() {
                 return Err(self.error(
@@ -523,7 +623,7 @@ impl Checker<'_> {
             let ike_id = self.ike_id(&format!("{gateway_field}.ike_id"), gateway.ike_id, suite)?;
             let netns = self.netns(&format!("{gateway_field}.netns"), gateway.netns)?;
             let config = GatewayConfig {
-                geneve: gateway.geneve,
+                geneve,
                 wan: gateway.wan,
                 public_key: gateway.public_key,
                 private_key_file,
@@ -564,15 +664,18 @@ impl Checker<'_> {
     fn addresses_unique(&self, sites: &BTreeMap<String, SiteConfig>, pairs: &[PairConfig]) -> Result<(), ConfigError> {
         let mut book = AddressBook::default();
         for (name, site) in sites {
+            let Some(demux) = &site.demux else { continue };
             let field = format!("sites.{name}.demux.geneve");
-            book.claim(name, &field, site.demux.geneve, false)
+            book.claim(name, &field, demux.geneve, false)
                 .map_err(|p| self.error(&field, p))?;
         }
         for (index, pair) in pairs.iter().enumerate() {
             for (site, gateway) in &pair.gateways {
-                let geneve = format!("pairs[{index}].gateways.{site}.geneve");
-                book.claim(site, &geneve, gateway.geneve, false)
-                    .map_err(|p| self.error(&geneve, p))?;
+                if let Some(address) = gateway.geneve {
+                    let geneve = format!("pairs[{index}].gateways.{site}.geneve");
+                    book.claim(site, &geneve, address, false)
+                        .map_err(|p| self.error(&geneve, p))?;
+                }
                 let wan = format!("pairs[{index}].gateways.{site}.wan");
                 book.claim(site, &wan, gateway.wan, true)
                     .map_err(|p| self.error(&wan, p))?;
