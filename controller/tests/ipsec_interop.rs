@@ -508,10 +508,12 @@ fn braid_initiates_to_strongswan_with_aes_gcm() {
     let net = InteropNet::new("bi");
     let echo = net.start_echo();
     let capture = net.capture(net.gw_ns(), "wan.pcap", "ip");
+    // A responder needs no port settings: strongSwan's defaults (500 and 4500) take braid's
+    // IKE_SA_INIT on 4500 behind the non-ESP marker.
     let ss = ok(Charon::start(
         net.ss_ns(),
         &net.dir().join("ss"),
-        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16").with_default_ports(),
     ));
     let demux = FakeDemux::bind(&net);
     let gw = BraidGateway::start(&net, &BraidSide::default());
