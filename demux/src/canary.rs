@@ -214,17 +214,7 @@ fn write_echo(out: &mut [u8], src: IpAddr, dst: IpAddr, pair: PairId, seq: u64, 
     }
     let start = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let ip = &mut out[..20];
-            ip.fill(0);
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            ip[6] = 0x40; // DF
-            ip[8] = 64;
-            ip[9] = proto::ICMP;
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let sum = checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            write_ipv4_header(&mut out[..20], total, proto::ICMP, s, d);
             0
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -311,17 +301,7 @@ fn write_packet(out: &mut [u8], src: IpAddr, dst: IpAddr, kind: u8, pair: PairId
     }
     let pseudo = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let ip = &mut out[..20];
-            ip.fill(0);
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            ip[6] = 0x40; // DF
-            ip[8] = 64;
-            ip[9] = proto::UDP;
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let sum = checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            write_ipv4_header(&mut out[..20], total, proto::UDP, s, d);
             checksum::pseudo_header_v4(s, d, proto::UDP, udp_len)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -372,6 +352,20 @@ fn parse(packet: &[u8], local: IpAddr) -> Option<(u8, PairId, u64, u64)> {
         u64::from_be_bytes(p[11..19].try_into().ok()?),
         u64::from_be_bytes(p[19..27].try_into().ok()?),
     ))
+}
+
+/// A 20-byte IPv4 header (DF, TTL 64, checksum filled in) for a `total`-byte packet.
+fn write_ipv4_header(ip: &mut [u8], total: usize, protocol: u8, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) {
+    ip.fill(0);
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = protocol;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
 #[cfg(test)]

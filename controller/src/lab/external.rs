@@ -70,20 +70,7 @@ pub fn build_network(topo: &Topology) -> Result<()> {
             sysctl_in(ns, &format!("net/ipv4/conf/{key}/rp_filter"), "0")?;
         }
     }
-    ip_in(
-        &wan,
-        &[
-            "link",
-            "add",
-            "name",
-            WAN_BRIDGE,
-            "address",
-            &bridge_mac(0),
-            "type",
-            "bridge",
-        ],
-    )?;
-    ip_in(&wan, &["link", "set", "dev", WAN_BRIDGE, "up"])?;
+    super::wan_bridge(&wan)?;
     let a = topo.site("a");
     veth(&ha, "eth0", &da, "host")?;
     ip_in(&ha, &["addr", "add", &format!("{}/24", a.host), "dev", "eth0"])?;

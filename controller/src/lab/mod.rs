@@ -429,20 +429,7 @@ fn build_network(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> R
         ip_in(&ns, &["link", "set", "dev", "lo", "up"])?;
     }
     let wan = topo.wan_ns();
-    ip_in(
-        &wan,
-        &[
-            "link",
-            "add",
-            "name",
-            WAN_BRIDGE,
-            "address",
-            &bridge_mac(0),
-            "type",
-            "bridge",
-        ],
-    )?;
-    ip_in(&wan, &["link", "set", "dev", WAN_BRIDGE, "up"])?;
+    wan_bridge(&wan)?;
     for (n, site) in (1u8..).zip(SITES) {
         let s = topo.site(site);
         let (host, demux) = (topo.host_ns(site), topo.demux_ns(site));
@@ -468,6 +455,24 @@ fn build_network(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> R
         sysctl_in(&demux, "net/ipv4/ip_forward", "1")?;
     }
     build_gateways(topo, pairs)
+}
+
+/// The bridge in namespace `wan` that every gateway-to-gateway packet crosses, with its fixed MAC.
+fn wan_bridge(wan: &str) -> Result<()> {
+    ip_in(
+        wan,
+        &[
+            "link",
+            "add",
+            "name",
+            WAN_BRIDGE,
+            "address",
+            &bridge_mac(0),
+            "type",
+            "bridge",
+        ],
+    )?;
+    ip_in(wan, &["link", "set", "dev", WAN_BRIDGE, "up"])
 }
 
 /// Builds the namespaces and links of the gateways of `pairs` (both sites).
