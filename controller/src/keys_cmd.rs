@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use braid_core::config::ClusterConfig;
 use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey, PrivateKey};
 
 /// Prints (or writes to `out`, mode 0600) a new private key, or with `secret` a cluster secret,
@@ -23,6 +24,30 @@ pub fn keygen(secret: bool, psk: bool, out: Option<&Path>) -> Result<()> {
             eprintln!("wrote {} (mode 0600)", path.display());
         }
         None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// Writes the role keys of every daemon of the cluster file `config` (and the flow-hash key)
+/// from its cluster secret.
+pub fn role_keys(config: &Path) -> Result<()> {
+    let cfg = ClusterConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secret = ClusterSecret::load(&cfg.cluster.secret_file)
+        .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
+    let written = braid_core::keys::provision::ensure_all(&cfg, &secret).with_context(|| {
+        format!(
+            "cannot write the role keys under {}",
+            cfg.flow_hash_key_file().display()
+        )
+    })?;
+    for path in &written {
+        eprintln!("wrote {} (mode 0600)", path.display());
+    }
+    if written.is_empty() {
+        eprintln!(
+            "every role key under {} is already right",
+            braid_core::keys::role_key_dir(&cfg.cluster.secret_file).display()
+        );
     }
     Ok(())
 }

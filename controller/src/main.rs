@@ -25,9 +25,19 @@ enum Command {
     /// Generate a WireGuard private key (base64, like `wg genkey`), a cluster secret, or an
     /// IPsec pre-shared key.
     Keygen {
-        /// Generate the 32-byte cluster secret (keys the flow hash and control messages).
+        /// Generate the 32-byte cluster secret (the controller's root key: every daemon's role
+        /// key and the flow-hash key are derived from it).
         #[arg(long, conflicts_with = "psk")]
         secret: bool,
+        /// Write every daemon's role key and the demuxes' flow-hash key, derived from the
+        /// cluster secret of --config, into `role-keys/` beside the secret file (0600 files in
+        /// a 0700 directory). Copy each daemon's file to its host; the secret itself stays
+        /// with the controller. The controller writes the keys of the daemons it launches.
+        #[arg(long, requires = "config", conflicts_with_all = ["secret", "psk", "out"])]
+        role_keys: bool,
+        /// The cluster YAML, for --role-keys.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Generate an IPsec pre-shared key: 32 random bytes as 44 characters of base64 text,
         /// used as text byte for byte (paste it into strongSwan's `secret = "..."` as is).
         #[arg(long)]
@@ -283,7 +293,12 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Keygen { secret, psk, out } => keys_cmd::keygen(secret, psk, out.as_deref()),
+        Command::Keygen {
+            role_keys: true,
+            config: Some(config),
+            ..
+        } => keys_cmd::role_keys(&config),
+        Command::Keygen { secret, psk, out, .. } => keys_cmd::keygen(secret, psk, out.as_deref()),
         Command::Pubkey => keys_cmd::pubkey(),
         Command::Check { config, keys } => check_cmd::check(&config, keys),
         Command::Lab {

@@ -321,6 +321,9 @@ impl BraidGateway {
         );
         let config = dir.join("cluster.yaml");
         std::fs::write(&config, yaml).unwrap();
+        let cfg = braid_core::config::ClusterConfig::load(&config).unwrap();
+        let cluster_secret = ClusterSecret::load(&cfg.cluster.secret_file).unwrap();
+        braid_core::keys::provision::ensure_all(&cfg, &cluster_secret).unwrap();
         let log = dir.join("gw-a1.log");
         let bin = support::bin_dir().join("braid-gw");
         let args: Vec<String> = ["--config", config.to_str().unwrap(), "--site", "a", "--pair", "1", "-v"]

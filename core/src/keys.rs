@@ -27,6 +27,10 @@ use base64::Engine as _;
 use boringtun::x25519;
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub mod provision;
+pub mod role;
+pub use role::{flow_hash_key_file, role_key_dir, role_key_file, FlowHashKey, RoleKey};
+
 /// Length of every key in bytes.
 pub const KEY_LEN: usize = 32;
 /// Length of a key in base64 (standard alphabet, `=` padded).
@@ -50,6 +54,8 @@ pub enum KeyKind {
     PublicKey,
     ClusterSecret,
     PresharedKey,
+    RoleKey,
+    FlowHashKey,
 }
 
 impl fmt::Display for KeyKind {
@@ -59,6 +65,8 @@ impl fmt::Display for KeyKind {
             KeyKind::PublicKey => "public key",
             KeyKind::ClusterSecret => "cluster secret",
             KeyKind::PresharedKey => "pre-shared key",
+            KeyKind::RoleKey => "role key",
+            KeyKind::FlowHashKey => "flow-hash key",
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use braid_core::config::ClusterConfig;
-use braid_core::control::{ControlClient, ControlKey, DaemonId};
+use braid_core::control::{ControlClient, DaemonId, Keyring};
 use braid_core::daemon::{self, StatusWriter, StopFlag};
 use braid_core::udp;
 use braid_demux::canary::Canary;
@@ -86,7 +86,7 @@ fn run(args: &Args) -> Result<()> {
     let membership =
         MaglevTable::build(&pair_ids, settings.maglev_table_size).map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
     let mut steering = Steering::new(
-        FlowHasher::from_secret(settings.secret.as_bytes()),
+        FlowHasher::from_sip_key(settings.flow_key.sip_key()),
         settings.flow_table_capacity,
         idle_timeouts(&settings.timeouts),
     );
@@ -159,8 +159,8 @@ fn start_control(
 ) -> Result<std::thread::JoinHandle<()>> {
     let me = DaemonId::demux(&settings.site);
     let local = settings.controller.local_for(&format!("demux-{}", settings.site));
-    let key = ControlKey::derive(&settings.secret);
-    let client = ControlClient::new(key, me.clone(), settings.controller.clone(), local.clone())
+    let keys = Keyring::daemon(me.clone(), &settings.role_key);
+    let client = ControlClient::new(keys, settings.controller.clone(), local.clone())
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let control = DemuxControl {
         me,

@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result};
 use braid_core::config::{ClusterConfig, Prefix, Timeouts};
-use braid_core::control::ControlAddr;
+use braid_core::control::{ControlAddr, DaemonId};
 use braid_core::flow::PairId;
-use braid_core::keys::ClusterSecret;
+use braid_core::keys::{FlowHashKey, RoleKey};
 
 /// A demux's runtime settings: plain data, so tests can build them without a file.
 #[derive(Debug, Clone)]
@@ -20,7 +20,10 @@ pub struct DemuxSettings {
     pub gateways: Vec<(PairId, SocketAddr)>,
     pub local_prefixes: Vec<Prefix>,
     pub peer_prefixes: Vec<Prefix>,
-    pub secret: ClusterSecret,
+    /// This demux's role key (its control link with the controller).
+    pub role_key: RoleKey,
+    /// The key of the flow hash, shared with the other site's demux.
+    pub flow_key: FlowHashKey,
     pub maglev_table_size: usize,
     pub flow_table_capacity: usize,
     pub timeouts: Timeouts,
@@ -54,8 +57,10 @@ impl DemuxSettings {
             .demux
             .as_ref()
             .with_context(|| format!("site {site} is external: it runs no braid demux"))?;
-        let secret = ClusterSecret::load(&cfg.cluster.secret_file)
-            .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
+        let role_key_file = cfg.role_key_file(&DaemonId::demux(site));
+        let role_key = RoleKey::load(&role_key_file).with_context(|| cfg.key_file_hint(&role_key_file))?;
+        let flow_key_file = cfg.flow_hash_key_file();
+        let flow_key = FlowHashKey::load(&flow_key_file).with_context(|| cfg.key_file_hint(&flow_key_file))?;
         let gateways = cfg
             .pairs
             .iter()
@@ -74,7 +79,8 @@ impl DemuxSettings {
             gateways,
             local_prefixes: local.prefixes.clone(),
             peer_prefixes: peer.prefixes.clone(),
-            secret,
+            role_key,
+            flow_key,
             maglev_table_size: cfg.cluster.maglev_table_size,
             flow_table_capacity: cfg.cluster.flow_table_capacity,
             timeouts: cfg.cluster.timeouts.clone(),

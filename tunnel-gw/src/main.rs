@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use braid_core::config::ClusterConfig;
 use braid_core::config::Suite;
-use braid_core::control::{ControlClient, ControlKey, DaemonId, Heartbeat};
+use braid_core::control::{ControlClient, DaemonId, Heartbeat, Keyring};
 use braid_core::daemon::{init_logging, run_reporter, StatusWriter, StopFlag};
 use braid_core::flow::PairId;
 use braid_core::keys::PresharedKey;
-use braid_core::keys::{ClusterSecret, PrivateKey};
+use braid_core::keys::{PrivateKey, RoleKey};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
 use braid_gw::datapath::DataPath;
 use braid_gw::settings::{GatewaySettings, TunnelSettings, DEFAULT_BATCH_SIZE};
@@ -165,12 +165,12 @@ fn start_control(
     started: Instant,
     stop: &StopFlag,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
-    let secret = ClusterSecret::load(&config.cluster.secret_file)
-        .with_context(|| format!("{}: cluster.secret_file", config.path.display()))?;
     let me = DaemonId::gateway(&args.site, args.pair);
+    let role_key_file = config.role_key_file(&me);
+    let role_key = RoleKey::load(&role_key_file).with_context(|| config.key_file_hint(&role_key_file))?;
     let controller = config.controller.address.clone();
     let local = controller.local_for(&format!("gw-{}{}", args.site, args.pair));
-    let client = ControlClient::new(ControlKey::derive(&secret), me.clone(), controller, local.clone())
+    let client = ControlClient::new(Keyring::daemon(me.clone(), &role_key), controller, local.clone())
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let period = Duration::from_millis(config.controller.heartbeat_ms);
     let suite = config.cluster.suite;

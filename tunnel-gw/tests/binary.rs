@@ -73,6 +73,12 @@ pairs:
     );
     let path = dir.join("cluster.yaml");
     fs::write(&path, yaml).unwrap();
+    // The gateways' role keys, as a controller would write them (a file with a broken key
+    // line has none: the gateway must refuse it before it looks for them).
+    if let Ok(cfg) = braid_core::config::ClusterConfig::load(&path) {
+        let secret = ClusterSecret::load(&cfg.cluster.secret_file).unwrap();
+        braid_core::keys::provision::ensure_all(&cfg, &secret).unwrap();
+    }
     path
 }
 

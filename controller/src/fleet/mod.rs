@@ -1,6 +1,8 @@
 //! The daemons a controller runs: what to launch ([`spec`]), the processes themselves
-//! ([`process`]), and `fleet.json`, the record that lets a restarted controller adopt the
-//! processes its predecessor left running instead of killing them.
+//! ([`process`]), and the state a restarted controller carries on
+//! from: `fleet.json`, the record that lets it adopt the processes its predecessor left running
+//! instead of killing them, and `membership-epoch`, the highest membership epoch pushed, so
+//! epochs only move forward across restarts.
 
 pub mod process;
 pub mod spec;
@@ -10,10 +12,7 @@ use std::path::Path;
 
 /// Writes `name → pid` for every running daemon to `<state_dir>/fleet.json` (atomically).
 pub fn save_pids(state_dir: &Path, pids: &BTreeMap<String, u32>) -> std::io::Result<()> {
-    let path = state_dir.join("fleet.json");
-    let tmp = state_dir.join(".fleet.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(pids)?)?;
-    std::fs::rename(tmp, path)
+    write_atomically(state_dir, "fleet.json", &serde_json::to_vec_pretty(pids)?)
 }
 
 /// The pids recorded by the last controller, if any.
@@ -22,4 +21,51 @@ pub fn load_pids(state_dir: &Path) -> BTreeMap<String, u32> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// Records `epoch` as the highest membership epoch pushed (atomically, and synced: it must
+/// survive a crash of the host before the next push).
+pub fn save_epoch(state_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    write_atomically(state_dir, "membership-epoch", format!("{epoch}\n").as_bytes())
+}
+
+/// The highest membership epoch a previous controller recorded; 0 when there is none (a
+/// damaged record is reported and read as none: the demuxes' reports move the epoch on).
+pub fn load_epoch(state_dir: &Path) -> u64 {
+    let path = state_dir.join("membership-epoch");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(path = %path.display(), "unreadable membership epoch record; starting from the demuxes' reports");
+            0
+        }),
+        Err(_) => 0,
+    }
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_record_round_trips_and_survives_damage() {
+        let dir = std::env::temp_dir().join(format!("braid-epoch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load_epoch(&dir), 0);
+        save_epoch(&dir, 42).unwrap();
+        assert_eq!(load_epoch(&dir), 42);
+        save_epoch(&dir, 1 << 40).unwrap();
+        assert_eq!(load_epoch(&dir), 1 << 40);
+        std::fs::write(dir.join("membership-epoch"), "garbage").unwrap();
+        assert_eq!(load_epoch(&dir), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use braid_core::config::ClusterConfig;
+use braid_core::control::DaemonId;
 
 use crate::health::{DaemonKey, SiteIndex};
 
@@ -27,6 +28,14 @@ impl DaemonSpec {
         match self.key.role {
             crate::health::Role::Demux => format!("demux-{}", self.site),
             crate::health::Role::Gateway(pair) => format!("gw-{}{pair}", self.site),
+        }
+    }
+
+    /// Its identity in the control protocol.
+    pub fn daemon_id(&self) -> DaemonId {
+        match self.key.role {
+            crate::health::Role::Demux => DaemonId::demux(&self.site),
+            crate::health::Role::Gateway(pair) => DaemonId::gateway(&self.site, pair),
         }
     }
 }

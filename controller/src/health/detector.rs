@@ -9,7 +9,8 @@
 //!   (dead at exactly the timeout, never before) or its process exits. After an exit its
 //!   heartbeats are ignored until [`Detector::observe_process_started`], so a datagram still in
 //!   flight from the dead process cannot revive it. A started daemon that never reports is dead
-//!   after the same timeout. Late heartbeats within the timeout are fine; the largest gap seen
+//!   after `startup_grace_ms` (at least the failure timeout): a daemon opening its TUN, binding
+//!   its sockets and meeting the controller on a loaded host is slow, not hung. Late heartbeats within the timeout are fine; the largest gap seen
 //!   is kept for status.
 //! * A pair is **healthy** when both gateways are alive, both report an established session
 //!   (with a handshake younger than `max_handshake_age_ms`), and a canary probe succeeded within
@@ -34,6 +35,9 @@ use super::types::{DaemonKey, Failure, FailureReason, Role, SiteIndex, SITES};
 pub struct DetectorConfig {
     /// Silence after which a daemon is dead.
     pub failure_timeout_ms: u64,
+    /// How long a started daemon has for its first heartbeat (never less than
+    /// `failure_timeout_ms`).
+    pub startup_grace_ms: u64,
     /// A pair without a successful canary for this long is failing.
     pub canary_fail_ms: u64,
     /// This many failed canaries in a row fail a pair before `canary_fail_ms` runs out.
@@ -52,6 +56,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             failure_timeout_ms: 400,
+            startup_grace_ms: 2_000,
             canary_fail_ms: 500,
             canary_fail_count: 3,
             max_handshake_age_ms: 180_000,
@@ -304,12 +309,19 @@ impl Detector {
     /// events before the pair events they cause.
     pub fn tick(&mut self, now_ms: u64) -> Vec<HealthEvent> {
         let timeout = self.config.failure_timeout_ms;
+        let first_timeout = timeout.max(self.config.startup_grace_ms);
         let silent: Vec<(DaemonKey, u64)> = self
             .daemons
             .iter()
             .filter(|(_, d)| d.liveness != Liveness::Dead)
-            .map(|(k, d)| (*k, now_ms.saturating_sub(d.last_heartbeat_ms.unwrap_or(d.since_ms))))
-            .filter(|(_, silent_ms)| *silent_ms >= timeout)
+            .filter_map(|(k, d)| {
+                let (since, limit) = match d.last_heartbeat_ms {
+                    Some(last) => (last, timeout),
+                    None => (d.since_ms, first_timeout),
+                };
+                let silent_ms = now_ms.saturating_sub(since);
+                (silent_ms >= limit).then_some((*k, silent_ms))
+            })
             .collect();
         for (daemon, silent_ms) in silent {
             self.mark_dead(daemon, now_ms, FailureReason::NoHeartbeat { silent_ms });

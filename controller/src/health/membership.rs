@@ -95,6 +95,10 @@ struct DemuxSync {
     last_sent_ms: Option<u64>,
 }
 
+/// Epochs from here on are absurd: at ten epochs a second a controller needs 28 million years
+/// to get there (and 2^53 is the largest integer every JSON reader keeps exactly).
+pub const MAX_EPOCH: u64 = 1 << 53;
+
 /// The membership of one cluster and its delivery to the demuxes.
 #[derive(Debug)]
 pub struct MembershipMachine {
@@ -106,7 +110,8 @@ pub struct MembershipMachine {
 
 impl MembershipMachine {
     /// No pairs yet; epoch `first_epoch` (empty) is due to every demux in `demuxes`. A restarted
-    /// controller passes one more than the highest epoch the running demuxes report.
+    /// controller passes one more than the highest epoch it persisted; demuxes that report a
+    /// higher one move it further ([`MembershipMachine::observe_applied`]).
     pub fn new(demuxes: impl IntoIterator<Item = SiteIndex>, resend_ms: u64, first_epoch: u64) -> Self {
         MembershipMachine {
             resend_ms,
@@ -240,6 +245,24 @@ impl MembershipMachine {
         }
     }
 
+    /// `demux` reports `epoch` applied (in its heartbeat). A demux only applies newer epochs,
+    /// so one at or above ours (a controller whose persisted epoch was lost or older) means
+    /// ours would be ignored: the current membership moves to the epoch after it, due to every
+    /// demux at once. Epochs only ever move forward. Returns whether it moved.
+    ///
+    /// An absurd report (at or above [`MAX_EPOCH`], which no controller reaches) is ignored, so
+    /// a daemon's bug or a stolen demux key cannot push the epoch to the end of its range.
+    pub fn observe_applied(&mut self, demux: SiteIndex, epoch: u64) -> bool {
+        if !self.demuxes.contains_key(&demux) || epoch < self.current.epoch || epoch >= MAX_EPOCH {
+            return false;
+        }
+        self.current.epoch = epoch + 1;
+        for sync in self.demuxes.values_mut() {
+            *sync = DemuxSync::default();
+        }
+        true
+    }
+
     /// `demux` restarted and lost its membership: it is due the latest one at once.
     pub fn on_demux_restart(&mut self, demux: SiteIndex) {
         if let Some(sync) = self.demuxes.get_mut(&demux) {
@@ -291,7 +314,7 @@ impl MembershipMachine {
             return;
         }
         self.current = Membership {
-            epoch: self.current.epoch + 1,
+            epoch: self.current.epoch.saturating_add(1),
             active,
             serving,
             probing,

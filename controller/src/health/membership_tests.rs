@@ -255,3 +255,36 @@ fn scale_four_to_six_to_three() {
     assert_eq!(seen.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), expected);
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "epochs strictly increase");
 }
+
+/// A controller that starts behind the demuxes (its persisted epoch lost, or older than what
+/// a previous controller pushed) catches up on their first heartbeat: its next push carries a
+/// higher epoch than any applied, so it is applied, and failover keeps working.
+#[test]
+fn a_controller_behind_the_demuxes_moves_past_their_epoch() {
+    let mut m = MembershipMachine::new(DEMUXES, 50, 1);
+    m.add_pair(1).unwrap();
+    m.add_pair(2).unwrap();
+    m.set_health(1, true);
+    m.set_health(2, true);
+    let behind = m.current().epoch;
+    assert!(
+        !m.observe_applied(0, behind - 1),
+        "an older applied epoch changes nothing"
+    );
+    assert!(!m.observe_applied(7, 1_000), "an unknown demux changes nothing");
+    assert!(m.observe_applied(1, 1_000));
+    assert_eq!(m.current().epoch, 1_001);
+    assert_eq!(m.current().active, [1, 2], "the sets stay");
+    let sent = m.pending(0);
+    assert_eq!(sent.len(), 2, "due to every demux at once");
+    assert!(sent.iter().all(|(_, ms)| ms.epoch == 1_001));
+    ack_all(&mut m);
+    // A later failure moves on from there.
+    m.set_health(2, false);
+    assert_eq!((m.current().epoch, m.current().active.clone()), (1_002, vec![1]));
+    // An absurd epoch (a stolen demux key, a bug) cannot drive the machine to the end of
+    // its range.
+    assert!(!m.observe_applied(0, u64::MAX));
+    assert!(!m.observe_applied(0, MAX_EPOCH));
+    assert_eq!(m.current().epoch, 1_002);
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use braid_core::config::{ClusterConfig, Suite};
-use braid_core::control::{unix_now_ms, Body, ControlKey, ControlServer, DaemonId, Inbound, Role as WireRole};
+use braid_core::control::{Body, ControlServer, DaemonId, Inbound, Keyring, Role as WireRole};
 use braid_core::daemon::StopFlag;
 use braid_core::flow::PairId;
 use braid_core::keys::ClusterSecret;
@@ -78,6 +78,10 @@ struct Supervisor {
     heartbeats: u64,
     snapshot: Arc<RwLock<StatusSnapshot>>,
     pids_dirty: bool,
+    /// The cluster secret: the daemons' role keys are derived from it.
+    secret: ClusterSecret,
+    /// The membership epoch last recorded in the state directory.
+    saved_epoch: u64,
 }
 
 /// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
@@ -115,7 +119,8 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let secret = ClusterSecret::load(&cfg.cluster.secret_file)
         .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
     let settings = cfg.controller.clone();
-    let server = ControlServer::bind(ControlKey::derive(&secret), settings.address.clone())
+    let keys = Keyring::controller(secret.clone(), cfg.daemons());
+    let server = ControlServer::bind(keys, settings.address.clone())
         .with_context(|| format!("cannot listen for control messages on {}", settings.address))?;
     let listener = TcpListener::bind(settings.metrics)
         .with_context(|| format!("cannot listen for /metrics on {}", settings.metrics))?;
@@ -138,7 +143,10 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     })
     .with_external_site(external_site);
     let demuxes = [0, 1].into_iter().filter(|&s| Some(s) != external_site);
-    let membership = MembershipMachine::new(demuxes, RESEND_MS, unix_now_ms());
+    // Epochs only move forward: on from the highest this controller's predecessors recorded
+    // (and past what the demuxes report having applied, once they are heard).
+    let saved_epoch = fleet::load_epoch(&opts.state_dir);
+    let membership = MembershipMachine::new(demuxes, RESEND_MS, saved_epoch + 1);
     let mut sup = Supervisor {
         push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
         opts,
@@ -152,8 +160,11 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         heartbeats: 0,
         snapshot,
         pids_dirty: true,
+        secret,
+        saved_epoch,
     };
     sup.enlist_fleet();
+    sup.sync_members();
     tracing::info!(
         cluster = %sup.cfg.cluster.name, control = %settings.address, metrics = %settings.metrics,
         daemons = sup.daemons.len(), "controller running"
@@ -238,7 +249,7 @@ impl Supervisor {
     fn receive_control(&mut self) {
         let mut timeout = Duration::from_millis(10);
         for _ in 0..1000 {
-            let Some(inbound) = self.server.recv(timeout, unix_now_ms()) else {
+            let Some(inbound) = self.server.recv(timeout) else {
                 return;
             };
             timeout = Duration::ZERO;
@@ -286,6 +297,12 @@ impl Supervisor {
                 };
                 self.detector.observe_heartbeat(key, now, facts);
                 if key.role == Role::Demux {
+                    if self.membership.observe_applied(key.site, hb.membership_epoch) {
+                        tracing::warn!(
+                            demux = %inbound.sender, applied = hb.membership_epoch, epoch = self.membership.current().epoch,
+                            "a demux has applied a newer membership epoch than this controller's: moving past it"
+                        );
+                    }
                     for report in &hb.pairs {
                         self.membership
                             .observe_pinned_flows(key.site, report.id, report.pinned_flows);
@@ -389,6 +406,9 @@ impl Supervisor {
             if !(d.restart.due(now) || (never_started && first_start_ok)) {
                 continue;
             }
+            if let Err(e) = braid_core::keys::provision::ensure(&self.cfg, &self.secret, &d.spec.daemon_id()) {
+                tracing::error!(daemon = %d.spec.name(), "cannot write its keys: {e}");
+            }
             match fleet::process::start(&d.spec) {
                 Ok(running) => {
                     d.restart.on_started(now);
@@ -416,6 +436,7 @@ impl Supervisor {
         if now < self.push_after_ms {
             return;
         }
+        self.record_epoch();
         for (site, m) in self.membership.pending(now) {
             let to = DaemonId::demux(spec::site_name(&self.cfg, site));
             let body = Body::Membership(braid_core::control::Membership {
@@ -428,6 +449,30 @@ impl Supervisor {
                 tracing::debug!(demux = %to, "membership push not sent yet: {e}");
             }
         }
+    }
+
+    /// Records the current membership epoch before it is pushed, so a restarted controller
+    /// never pushes an older one.
+    fn record_epoch(&mut self) {
+        let epoch = self.membership.current().epoch;
+        if epoch <= self.saved_epoch {
+            return;
+        }
+        match fleet::save_epoch(&self.opts.state_dir, epoch) {
+            Ok(()) => self.saved_epoch = epoch,
+            Err(e) => tracing::warn!(epoch, "cannot record the membership epoch: {e}"),
+        }
+    }
+
+    /// The control server talks to exactly the daemons not retired.
+    fn sync_members(&mut self) {
+        let members: Vec<DaemonId> = self
+            .daemons
+            .values()
+            .filter(|d| !d.retired)
+            .map(|d| d.spec.daemon_id())
+            .collect();
+        self.server.set_members(members);
     }
 
     /// Stops a pair's gateways for good and forgets the pair.
@@ -445,6 +490,7 @@ impl Supervisor {
                 running.signal(libc::SIGTERM);
             }
         }
+        self.sync_members();
         tracing::info!(pair, "pair retired; its gateways are stopping");
     }
 
@@ -517,6 +563,7 @@ impl Supervisor {
                 }
             }
         }
+        self.sync_members();
         let message = format!("reloaded: pairs added {added:?}, draining {removed:?}");
         tracing::info!("{message}");
         Ok(message)

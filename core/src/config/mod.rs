@@ -44,7 +44,7 @@ pub use model::{
 };
 pub use prefix::{Prefix, PrefixError};
 
-use crate::control::ControlAddr;
+use crate::control::{ControlAddr, DaemonId};
 use crate::flow::PairId;
 use raw::{
     Entries, RawCluster, RawController, RawDemux, RawFile, RawGateway, RawIpsec, RawPair, RawSite, RawSocketAddr,
@@ -101,6 +101,41 @@ impl ClusterConfig {
     pub fn gateway(&self, site: &str, pair: PairId) -> Result<&GatewayConfig, ConfigError> {
         self.site(site)?;
         self.pair(pair)?.gateways.get(site).ok_or_else(|| self.no_site(site))
+    }
+
+    /// Every braid daemon of the cluster, in file order: each braid site's demux, then its
+    /// gateways (an external site runs none).
+    pub fn daemons(&self) -> Vec<DaemonId> {
+        let mut out = Vec::new();
+        for (site, config) in &self.sites {
+            if config.is_external() {
+                continue;
+            }
+            out.push(DaemonId::demux(site));
+            out.extend(self.pairs.iter().map(|pair| DaemonId::gateway(site, pair.id)));
+        }
+        out
+    }
+
+    /// Where daemon `id`'s role key lives: `role-keys/` beside the cluster secret file.
+    pub fn role_key_file(&self, id: &DaemonId) -> PathBuf {
+        crate::keys::role_key_file(&self.cluster.secret_file, &id.wire_name())
+    }
+
+    /// Where the demuxes' flow-hash key lives.
+    pub fn flow_hash_key_file(&self) -> PathBuf {
+        crate::keys::flow_hash_key_file(&self.cluster.secret_file)
+    }
+
+    /// What a daemon says when a key file of its own (role key, flow-hash key) cannot be
+    /// loaded: which file, and what writes it.
+    pub fn key_file_hint(&self, path: &Path) -> String {
+        format!(
+            "{}: written from the cluster secret by `braid keygen --role-keys --config {}` (a controller \
+             writes the keys of the daemons it launches itself)",
+            path.display(),
+            self.path.display()
+        )
     }
 
     /// The configuration as YAML that [`ClusterConfig::from_yaml_str`] reads back to an equal

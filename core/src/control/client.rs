@@ -7,9 +7,11 @@
 //! push of the epoch already applied is acknowledged again without being re-applied (the
 //! controller repeats a push until acknowledged); an older epoch is ignored and counted.
 //!
-//! Only the controller is listened to: an authentic message from any other sender is refused as
-//! [`ControlError::Unexpected`]. The client owns the identity and the applied epoch it reports:
-//! it writes both into every heartbeat, whatever the daemon's closure filled in.
+//! Only the controller is listened to: the daemon's keyring holds no key for anyone else. A
+//! hello from the controller (its answer to a heartbeat that was not yet fresh, e.g. after
+//! either end restarted) is answered at once with a heartbeat, so a new controller hears a
+//! fresh one within a round trip. The client owns the identity and the applied epoch it
+//! reports: it writes both into every heartbeat, whatever the daemon's closure filled in.
 
 use std::io;
 use std::sync::Arc;
@@ -17,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use super::counters::{ControlCounter, ControlCounters};
 use super::endpoint::{Endpoint, Received};
-use super::envelope::ControlKey;
 use super::error::ControlError;
-use super::message::{Body, DaemonId, Heartbeat, Membership, Role};
+use super::keyring::Keyring;
+use super::message::{Body, DaemonId, Heartbeat, Membership};
 use super::transport::ControlAddr;
-use super::unix_now_ms;
 use crate::daemon::StopFlag;
 
 /// The longest the loop waits before looking at the stop flag again.
@@ -37,10 +38,10 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// Binds `local` (a unix path, or a UDP address with port 0 for an ephemeral port) to talk
-    /// to the controller at `controller` as `me`.
-    pub fn new(key: ControlKey, me: DaemonId, controller: ControlAddr, local: ControlAddr) -> io::Result<Self> {
+    /// to the controller at `controller` as the daemon whose keyring is `keys`.
+    pub fn new(keys: Keyring, controller: ControlAddr, local: ControlAddr) -> io::Result<Self> {
         Ok(ControlClient {
-            endpoint: Endpoint::bind(key, me, &local)?,
+            endpoint: Endpoint::bind(keys, &local)?,
             controller,
             applied_epoch: 0,
         })
@@ -69,29 +70,39 @@ impl ControlClient {
         while !stop.is_stopped() {
             let now = Instant::now();
             if now >= next_beat {
-                self.send_heartbeat(report());
+                self.send_heartbeat(&mut report);
                 next_beat += period;
                 if next_beat < now {
                     next_beat = now + period;
                 }
             }
             let wait = next_beat.saturating_duration_since(Instant::now()).min(STOP_CHECK);
-            if let Some(received) = self.endpoint.recv(wait, unix_now_ms()) {
-                self.handle(received, &mut on_membership);
+            if let Some(received) = self.endpoint.recv(wait) {
+                self.handle(received, &mut report, &mut on_membership);
             }
         }
     }
 
-    fn send_heartbeat(&mut self, mut heartbeat: Heartbeat) {
+    fn send_heartbeat(&mut self, report: &mut impl FnMut() -> Heartbeat) {
+        let mut heartbeat = report();
         heartbeat.id = self.endpoint.me().clone();
         heartbeat.membership_epoch = self.applied_epoch;
         self.send(&Body::Heartbeat(heartbeat));
     }
 
-    fn handle(&mut self, received: Received, on_membership: &mut impl FnMut(&Membership) -> bool) {
+    fn handle(
+        &mut self,
+        received: Received,
+        report: &mut impl FnMut() -> Heartbeat,
+        on_membership: &mut impl FnMut(&Membership) -> bool,
+    ) {
         let counters = Arc::clone(self.endpoint.counters());
         let membership = match received.body {
-            Body::Membership(membership) if received.header.sender.role == Role::Controller => membership,
+            Body::Membership(membership) => membership,
+            Body::Hello => {
+                counters.inc(ControlCounter::Accepted);
+                return self.send_heartbeat(report);
+            }
             _ => return self.endpoint.reject(ControlError::Unexpected, &received.from),
         };
         counters.inc(ControlCounter::Accepted);
@@ -117,7 +128,8 @@ impl ControlClient {
     /// Sends `body` to the controller; a failure is counted and logged, and the next period
     /// tries again.
     fn send(&mut self, body: &Body) -> bool {
-        match self.endpoint.send(&self.controller, body, unix_now_ms()) {
+        let controller = self.controller.clone();
+        match self.endpoint.send(&DaemonId::controller(), &controller, body) {
             Ok(()) => true,
             Err(error) => {
                 tracing::debug!(controller = %self.controller, %error, "control send failed");

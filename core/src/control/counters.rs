@@ -19,7 +19,8 @@ pub enum ControlCounter {
     RecvErrors,
     RejectedForged,
     RejectedReplayed,
-    RejectedStale,
+    RejectedUnfresh,
+    RejectedUnknownSender,
     RejectedMalformed,
     RejectedTooLarge,
     RejectedUnexpected,
@@ -31,6 +32,8 @@ pub enum ControlCounter {
     MembershipOutdated,
     /// Daemons: acknowledgements sent (first and repeated).
     AcksSent,
+    /// Hellos sent in answer to authentic messages that were not yet fresh.
+    HellosSent,
 }
 
 const NAMES: &[&str] = &[
@@ -40,7 +43,8 @@ const NAMES: &[&str] = &[
     "recv_errors",
     "rejected_forged",
     "rejected_replayed",
-    "rejected_stale",
+    "rejected_unfresh",
+    "rejected_unknown_sender",
     "rejected_malformed",
     "rejected_too_large",
     "rejected_unexpected",
@@ -48,6 +52,7 @@ const NAMES: &[&str] = &[
     "membership_refused",
     "membership_outdated",
     "acks_sent",
+    "hellos_sent",
 ];
 
 /// The counters of one control client or server.
@@ -88,7 +93,8 @@ impl ControlCounters {
         match reason {
             ControlError::Forged => ControlCounter::RejectedForged,
             ControlError::Replayed => ControlCounter::RejectedReplayed,
-            ControlError::Stale => ControlCounter::RejectedStale,
+            ControlError::Unfresh => ControlCounter::RejectedUnfresh,
+            ControlError::UnknownSender => ControlCounter::RejectedUnknownSender,
             ControlError::Malformed => ControlCounter::RejectedMalformed,
             ControlError::TooLarge => ControlCounter::RejectedTooLarge,
             ControlError::Unexpected => ControlCounter::RejectedUnexpected,
@@ -102,13 +108,13 @@ mod tests {
 
     #[test]
     fn names_match_counters_and_reasons_count_apart() {
-        assert_eq!(NAMES.len(), ControlCounter::AcksSent as usize + 1);
+        assert_eq!(NAMES.len(), ControlCounter::HellosSent as usize + 1);
         let counters = ControlCounters::default();
-        counters.reject(ControlError::Stale);
-        counters.reject(ControlError::Stale);
+        counters.reject(ControlError::Unfresh);
+        counters.reject(ControlError::Unfresh);
         counters.reject(ControlError::TooLarge);
         counters.inc(ControlCounter::AcksSent);
-        assert_eq!(counters.rejected(ControlError::Stale), 2);
+        assert_eq!(counters.rejected(ControlError::Unfresh), 2);
         assert_eq!(counters.set().get_by_name("rejected_too_large"), Some(1));
         assert_eq!(counters.set().get_by_name("rejected_forged"), Some(0));
         assert_eq!(counters.set().get_by_name("acks_sent"), Some(1));

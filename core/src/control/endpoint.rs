@@ -1,17 +1,22 @@
 //! One end of the control protocol, shared by the daemon client and the controller server:
 //! seals and sends with its own [`Sender`], and receives, authenticates and replay-checks,
-//! counting every outcome.
+//! counting every outcome. An authentic message that is not yet fresh is answered here with a
+//! [`Body::Hello`] (see [`super::replay`]), so both ends converge within one round trip.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::{ControlCounter, ControlCounters};
-use super::envelope::{self, ControlKey, Header, Sender, MAX_DATAGRAM};
+use super::envelope::{self, Header, Sender, MAX_DATAGRAM};
 use super::error::ControlError;
+use super::keyring::Keyring;
 use super::message::{Body, DaemonId};
 use super::replay::ReplayGuard;
 use super::transport::{ControlAddr, ControlSocket};
+
+/// The most peers whose replay state one end keeps (beyond the keyring's own limit).
+const MAX_PEERS: usize = 16_384;
 
 /// An authenticated, fresh datagram.
 #[derive(Debug)]
@@ -23,7 +28,7 @@ pub(super) struct Received {
 
 #[derive(Debug)]
 pub(super) struct Endpoint {
-    key: ControlKey,
+    keys: Keyring,
     socket: ControlSocket,
     sender: Sender,
     guard: ReplayGuard,
@@ -33,12 +38,13 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn bind(key: ControlKey, me: DaemonId, local: &ControlAddr) -> io::Result<Self> {
+    pub fn bind(keys: Keyring, local: &ControlAddr) -> io::Result<Self> {
+        let sender = Sender::new(keys.me());
         Ok(Endpoint {
-            key,
+            guard: ReplayGuard::new(sender.incarnation(), MAX_PEERS),
+            keys,
             socket: ControlSocket::bind(local)?,
-            sender: Sender::new(me),
-            guard: ReplayGuard::default(),
+            sender,
             counters: Arc::default(),
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
         })
@@ -56,16 +62,28 @@ impl Endpoint {
         &self.counters
     }
 
+    pub fn keys_mut(&mut self) -> &mut Keyring {
+        &mut self.keys
+    }
+
+    pub fn guard(&self) -> &ReplayGuard {
+        &self.guard
+    }
+
     pub fn guard_mut(&mut self) -> &mut ReplayGuard {
         &mut self.guard
     }
 
-    /// Seals `body` and sends it to `to`; counts the datagram as sent or failed.
-    pub fn send(&mut self, to: &ControlAddr, body: &Body, now_unix_ms: u64) -> io::Result<()> {
-        let header = self.sender.stamp(now_unix_ms);
-        let result = envelope::seal(&self.key, &header, body)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))
-            .and_then(|datagram| self.socket.send_to(&datagram, to));
+    /// Seals `body` for peer `to` and sends it to `addr`; counts the datagram as sent or
+    /// failed.
+    pub fn send(&mut self, to: &DaemonId, addr: &ControlAddr, body: &Body) -> io::Result<()> {
+        let header = self.sender.stamp(self.guard.echo_for(to));
+        let result = match self.keys.sealing_key(to) {
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("no key for {to}"))),
+            Some(key) => envelope::seal(key, &header, body)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))
+                .and_then(|datagram| self.socket.send_to(&datagram, addr)),
+        };
         self.counters.inc(match result {
             Ok(()) => ControlCounter::Sent,
             Err(_) => ControlCounter::SendErrors,
@@ -74,9 +92,10 @@ impl Endpoint {
     }
 
     /// Waits up to `timeout` for one datagram and returns it if it is authentic and fresh.
-    /// `None` when nothing came, or what came was refused (counted by reason) or could not be
-    /// received (counted as a receive error).
-    pub fn recv(&mut self, timeout: Duration, now_unix_ms: u64) -> Option<Received> {
+    /// `None` when nothing came, or what came was refused (counted by reason; an authentic
+    /// unfresh one is answered with a hello) or could not be received (counted as a receive
+    /// error).
+    pub fn recv(&mut self, timeout: Duration) -> Option<Received> {
         let (len, from) = match self.socket.recv_from(&mut self.buf, timeout) {
             Ok(Some(received)) => received,
             Ok(None) => return None,
@@ -86,12 +105,23 @@ impl Endpoint {
                 return None;
             }
         };
-        let checked = envelope::open(&self.key, &self.buf[..len]).and_then(|(header, body)| {
-            self.guard.check(&header, now_unix_ms)?;
-            Ok((header, body))
-        });
-        match checked {
-            Ok((header, body)) => Some(Received { from, header, body }),
+        let keys = &self.keys;
+        let (header, body) = match envelope::open(|sender| keys.opening_key(sender), &self.buf[..len]) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                self.reject(reason, &from);
+                return None;
+            }
+        };
+        match self.guard.check(&header) {
+            Ok(()) => Some(Received { from, header, body }),
+            Err(ControlError::Unfresh) => {
+                self.reject(ControlError::Unfresh, &from);
+                if self.send(&header.sender, &from, &Body::Hello).is_ok() {
+                    self.counters.inc(ControlCounter::HellosSent);
+                }
+                None
+            }
             Err(reason) => {
                 self.reject(reason, &from);
                 None

@@ -1,69 +1,55 @@
 //! The authenticated envelope every control message travels in.
 //!
 //! ```text
-//! magic "BRC1" | version u8 | incarnation u64 | seq u64 | sent_unix_ms u64 | body_len u32
-//!   | payload: JSON {"sender": DaemonId, "body": Body} (body_len bytes)
+//! magic "BRC2" | version u8 | sender_len u8 | sender (its wire name, e.g. "gw/a/1")
+//!   | incarnation u64 | seq u64 | echo u64 | body_len u32
+//!   | body: JSON (body_len bytes)
 //!   | HMAC-SHA256 tag (32 bytes) over everything before it
 //! ```
 //!
-//! Integers are big-endian. The HMAC key is derived from the 32-byte cluster secret with
-//! HMAC-SHA256 over the label `braid control v1`, so it never equals the flow-hash key. [`open`]
-//! verifies the tag in constant time before it looks at anything but the length, so an
-//! unauthenticated datagram never reaches the JSON parser; a datagram cut short past the fixed
-//! header is therefore indistinguishable from a tampered one and reported as
+//! Integers are big-endian. The sender travels in the clear so the receiver can pick the key
+//! of that sender's link (see [`super::keyring`]); [`open`] reads only the magic, version and
+//! sender name, looks the key up (an unknown sender is refused there, before any
+//! cryptography), and verifies the tag in constant time before it reads anything else, so an
+//! unauthenticated datagram never reaches the JSON parser. A datagram cut short past the
+//! sender name is therefore indistinguishable from a tampered one and reported as
 //! [`ControlError::Forged`].
 //!
-//! The incarnation identifies one life of a sender: nanoseconds since the Unix epoch when its
-//! [`Sender`] was made, strictly increasing within a process. With the sequence number, which
-//! counts that sender's messages, it lets a receiver refuse replays (see [`super::replay`]).
+//! The incarnation names one life of a sender: 64 random bits drawn when its [`Sender`] is
+//! made. With the sequence number, which counts that life's messages, it lets a receiver refuse
+//! replays; `echo` is the receiver's incarnation as the sender last heard it (0 before it has
+//! heard anything), which proves a message was made after the receiver's current life began
+//! (see [`super::replay`]). No wall clock is involved anywhere, so clock steps and hosts whose
+//! clocks disagree change nothing.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
-use serde::{Deserialize, Serialize};
+use ring::rand::{SecureRandom, SystemRandom};
 
 use super::error::ControlError;
-use super::message::{Body, DaemonId};
-use crate::keys::ClusterSecret;
+use super::message::{Body, DaemonId, MAX_WIRE_NAME};
 
 /// The largest control datagram sent or accepted: 60 KiB.
 pub const MAX_DATAGRAM: usize = 60 * 1024;
 
-const MAGIC: &[u8; 4] = b"BRC1";
-const VERSION: u8 = 1;
-const KEY_LABEL: &[u8] = b"braid control v1";
-/// magic, version, incarnation, seq, sent_unix_ms, body_len.
-const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 8 + 4;
+const MAGIC: &[u8; 4] = b"BRC2";
+const VERSION: u8 = 2;
+/// magic, version, sender_len.
+const PREFIX_LEN: usize = 4 + 1 + 1;
+/// incarnation, seq, echo, body_len.
+const FIELDS_LEN: usize = 8 + 8 + 8 + 4;
 const TAG_LEN: usize = 32;
 
-/// The key that authenticates control messages, derived from the cluster secret.
-#[derive(Clone)]
-pub struct ControlKey(hmac::Key);
-
-impl ControlKey {
-    /// HMAC-SHA256(secret, `braid control v1`) as an HMAC-SHA256 key.
-    pub fn derive(secret: &ClusterSecret) -> Self {
-        let secret_key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-        let derived = hmac::sign(&secret_key, KEY_LABEL);
-        ControlKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
-    }
-}
-
-impl fmt::Debug for ControlKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ControlKey(<redacted>)")
-    }
-}
-
-/// Who sent a message, in which life, which message of that life, and when.
+/// Who sent a message, in which life, which message of that life, and which life of the
+/// receiver it answers.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Header {
     pub sender: DaemonId,
     pub incarnation: u64,
     pub seq: u64,
-    pub sent_unix_ms: u64,
+    /// The receiver's incarnation as the sender last heard it; 0 if it has not.
+    pub echo: u64,
 }
 
 /// One sender's identity and message counter: stamps a [`Header`] on each outgoing message.
@@ -75,9 +61,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// A new life of `id`: a fresh incarnation, sequence numbers from 0.
+    /// A new life of `id`: a fresh random incarnation, sequence numbers from 0.
     pub fn new(id: DaemonId) -> Self {
-        Sender::with_incarnation(id, next_incarnation())
+        Sender::with_incarnation(id, random_incarnation())
     }
 
     /// A sender with a given incarnation, for replaying a known life (tests, tools).
@@ -97,141 +83,147 @@ impl Sender {
         self.incarnation
     }
 
-    /// The header for the next message, sent at `now_unix_ms`.
-    pub fn stamp(&mut self, now_unix_ms: u64) -> Header {
+    /// The header for the next message, answering the receiver's life `echo`.
+    pub fn stamp(&mut self, echo: u64) -> Header {
         let seq = self.next_seq;
         self.next_seq += 1;
         Header {
             sender: self.id.clone(),
             incarnation: self.incarnation,
             seq,
-            sent_unix_ms: now_unix_ms,
+            echo,
         }
     }
 }
 
-/// Nanoseconds since the Unix epoch, but always above the last value handed out in this
-/// process, so two senders made in the same nanosecond still differ.
-fn next_incarnation() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let previous = LAST
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-            Some(now.max(last.saturating_add(1)))
-        })
-        .unwrap_or_else(|last| last);
-    now.max(previous.saturating_add(1))
+/// 64 random bits, never 0 (0 means "not heard yet" in `echo`).
+fn random_incarnation() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Control threads start at daemon start; a failing system RNG leaves no safe identity.
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random number generator failed");
+    u64::from_be_bytes(bytes).max(1)
 }
 
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    sender: &'a DaemonId,
-    body: &'a Body,
-}
-
-#[derive(Deserialize)]
-struct Payload {
-    sender: DaemonId,
-    body: Body,
-}
-
-/// Seals `body` from `header` into one datagram. Fails with [`ControlError::TooLarge`] if it
-/// would exceed [`MAX_DATAGRAM`].
-pub fn seal(key: &ControlKey, header: &Header, body: &Body) -> Result<Vec<u8>, ControlError> {
-    let mut datagram = Vec::with_capacity(HEADER_LEN + 256 + TAG_LEN);
+/// Seals `body` from `header` into one datagram with `key` (the sender's link key for this
+/// direction). Fails with [`ControlError::TooLarge`] if it would exceed [`MAX_DATAGRAM`], and
+/// [`ControlError::UnknownSender`] if the sender's name is too long to carry.
+pub fn seal(key: &hmac::Key, header: &Header, body: &Body) -> Result<Vec<u8>, ControlError> {
+    let name = header.sender.wire_name();
+    let name_len = u8::try_from(name.len())
+        .ok()
+        .filter(|n| usize::from(*n) <= MAX_WIRE_NAME)
+        .ok_or(ControlError::UnknownSender)?;
+    let mut datagram = Vec::with_capacity(PREFIX_LEN + name.len() + FIELDS_LEN + 256 + TAG_LEN);
     datagram.extend_from_slice(MAGIC);
     datagram.push(VERSION);
+    datagram.push(name_len);
+    datagram.extend_from_slice(name.as_bytes());
     datagram.extend_from_slice(&header.incarnation.to_be_bytes());
     datagram.extend_from_slice(&header.seq.to_be_bytes());
-    datagram.extend_from_slice(&header.sent_unix_ms.to_be_bytes());
+    datagram.extend_from_slice(&header.echo.to_be_bytes());
+    let body_len_at = datagram.len();
     datagram.extend_from_slice(&[0; 4]);
-    let payload = PayloadRef {
-        sender: &header.sender,
-        body,
-    };
     // Structs of strings, numbers, options and lists always serialize, and a Vec never fails
     // to take bytes.
-    serde_json::to_writer(&mut datagram, &payload).expect("control payloads always serialize");
+    serde_json::to_writer(&mut datagram, body).expect("control bodies always serialize");
     if datagram.len() + TAG_LEN > MAX_DATAGRAM {
         return Err(ControlError::TooLarge);
     }
-    let body_len = u32::try_from(datagram.len() - HEADER_LEN).map_err(|_| ControlError::TooLarge)?;
-    datagram[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&body_len.to_be_bytes());
-    let tag = hmac::sign(&key.0, &datagram);
+    let body_len = u32::try_from(datagram.len() - body_len_at - 4).map_err(|_| ControlError::TooLarge)?;
+    datagram[body_len_at..body_len_at + 4].copy_from_slice(&body_len.to_be_bytes());
+    let tag = hmac::sign(key, &datagram);
     datagram.extend_from_slice(tag.as_ref());
     Ok(datagram)
 }
 
-/// Authenticates and parses one datagram. The tag is checked (in constant time) before the
-/// header fields or the JSON are read.
-pub fn open(key: &ControlKey, datagram: &[u8]) -> Result<(Header, Body), ControlError> {
+/// Authenticates and parses one datagram. `key_of` names the key a message from the sender
+/// in the header must be sealed with (`None`: refused as [`ControlError::UnknownSender`]); the
+/// tag is checked, in constant time, before the fields or the JSON are read.
+pub fn open<'k>(
+    key_of: impl FnOnce(&DaemonId) -> Option<&'k hmac::Key>,
+    datagram: &[u8],
+) -> Result<(Header, Body), ControlError> {
     if datagram.len() > MAX_DATAGRAM {
         return Err(ControlError::TooLarge);
     }
-    let Some(signed_len) = datagram.len().checked_sub(TAG_LEN).filter(|n| *n >= HEADER_LEN) else {
-        return Err(ControlError::Malformed);
+    let sender = peek_sender(datagram)?;
+    let key = key_of(&sender).ok_or(ControlError::UnknownSender)?;
+    let name_end = PREFIX_LEN + usize::from(datagram[PREFIX_LEN - 1]);
+    let Some(signed_len) = datagram
+        .len()
+        .checked_sub(TAG_LEN)
+        .filter(|n| *n >= name_end + FIELDS_LEN)
+    else {
+        return Err(ControlError::Forged);
     };
     let (signed, tag) = datagram.split_at(signed_len);
-    hmac::verify(&key.0, signed, tag).map_err(|_| ControlError::Forged)?;
+    hmac::verify(key, signed, tag).map_err(|_| ControlError::Forged)?;
 
-    let (fixed, payload) = signed.split_at(HEADER_LEN);
-    let mut fields = FieldReader(fixed);
-    if fields.take::<4>() != *MAGIC || fields.take::<1>() != [VERSION] {
+    let (fixed, body) = signed[name_end..].split_at(FIELDS_LEN);
+    let field = |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().expect("8-byte field"));
+    let body_len = u32::from_be_bytes(fixed[24..28].try_into().expect("4-byte field"));
+    if usize::try_from(body_len).ok() != Some(body.len()) {
         return Err(ControlError::Malformed);
     }
-    let incarnation = u64::from_be_bytes(fields.take());
-    let seq = u64::from_be_bytes(fields.take());
-    let sent_unix_ms = u64::from_be_bytes(fields.take());
-    let body_len = u32::from_be_bytes(fields.take());
-    if usize::try_from(body_len).ok() != Some(payload.len()) {
-        return Err(ControlError::Malformed);
-    }
-    let Payload { sender, body } = serde_json::from_slice(payload).map_err(|_| ControlError::Malformed)?;
+    let body = serde_json::from_slice(body).map_err(|_| ControlError::Malformed)?;
     let header = Header {
         sender,
-        incarnation,
-        seq,
-        sent_unix_ms,
+        incarnation: field(0),
+        seq: field(8),
+        echo: field(16),
     };
     Ok((header, body))
 }
 
-/// Reads fixed-size fields off the front of the fixed header, whose length is checked first.
-struct FieldReader<'a>(&'a [u8]);
+/// The sender a datagram claims, read from its clear prefix: magic, version and name.
+fn peek_sender(datagram: &[u8]) -> Result<DaemonId, ControlError> {
+    let prefix = datagram.get(..PREFIX_LEN).ok_or(ControlError::Malformed)?;
+    if prefix[..4] != *MAGIC || prefix[4] != VERSION {
+        return Err(ControlError::Malformed);
+    }
+    let name = datagram
+        .get(PREFIX_LEN..PREFIX_LEN + usize::from(prefix[5]))
+        .ok_or(ControlError::Malformed)?;
+    std::str::from_utf8(name)
+        .ok()
+        .and_then(DaemonId::from_wire_name)
+        .ok_or(ControlError::Malformed)
+}
 
-impl FieldReader<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut field = [0; N];
-        let (head, rest) = self.0.split_at(N);
-        field.copy_from_slice(head);
-        self.0 = rest;
-        field
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} life {:016x} #{}", self.sender, self.incarnation, self.seq)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::keyring::Keyring;
     use crate::control::message::{Heartbeat, Membership};
+    use crate::keys::ClusterSecret;
 
-    fn key() -> ControlKey {
-        ControlKey::derive(&ClusterSecret::from_base64(&base64_of(7)).unwrap())
-    }
-
-    fn base64_of(byte: u8) -> String {
+    fn secret(byte: u8) -> ClusterSecret {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode([byte; 32])
+        ClusterSecret::from_base64(&base64::engine::general_purpose::STANDARD.encode([byte; 32])).unwrap()
     }
 
-    fn sample() -> (Header, Body) {
+    fn controller() -> Keyring {
+        Keyring::controller(secret(7), [DaemonId::demux("a"), DaemonId::gateway("b", 2)])
+    }
+
+    fn demux() -> Keyring {
+        Keyring::daemon(DaemonId::demux("a"), &secret(7).role_key("demux/a"))
+    }
+
+    fn push() -> (Header, Body) {
         let header = Header {
             sender: DaemonId::controller(),
-            incarnation: 1_700_000_000_000_000_000,
+            incarnation: 0x1234_5678_9abc_def0,
             seq: 42,
-            sent_unix_ms: 1_700_000_000_000,
+            echo: 99,
         };
         let body = Body::Membership(Membership {
             epoch: 3,
@@ -242,121 +234,176 @@ mod tests {
         (header, body)
     }
 
-    #[test]
-    fn seal_open_round_trip() {
-        let (header, body) = sample();
-        let datagram = seal(&key(), &header, &body).unwrap();
-        assert_eq!(&datagram[..4], b"BRC1");
-        assert_eq!(open(&key(), &datagram), Ok((header, body)));
+    fn sealed_push() -> Vec<u8> {
+        let (header, body) = push();
+        let to = DaemonId::demux("a");
+        seal(controller().sealing_key(&to).unwrap(), &header, &body).unwrap()
     }
 
-    /// A gateway heartbeat with the tunnel figures (suite, rekeys, replay drops) travels intact.
+    fn open_at_demux(datagram: &[u8]) -> Result<(Header, Body), ControlError> {
+        let keys = demux();
+        open(|from| keys.opening_key(from), datagram)
+    }
+
     #[test]
-    fn gateway_heartbeat_round_trip() {
-        let (mut header, _) = sample();
-        header.sender = DaemonId::gateway("b", 2);
-        let mut heartbeat = Heartbeat::new(header.sender.clone());
-        heartbeat.suite = Some("wireguard".into());
-        heartbeat.handshake_age_ms = Some(12_345);
-        heartbeat.rekeys = Some(4);
+    fn seal_open_round_trip_both_ways() {
+        let datagram = sealed_push();
+        assert_eq!(&datagram[..4], b"BRC2");
+        assert_eq!(open_at_demux(&datagram), Ok(push()));
+
+        let mut heartbeat = Heartbeat::new(DaemonId::gateway("b", 2));
+        heartbeat.suite = Some("ipsec".into());
         heartbeat.drops_replayed = Some(9);
-        heartbeat.drops_too_old = Some(1);
+        let header = Header {
+            sender: DaemonId::gateway("b", 2),
+            incarnation: 5,
+            seq: 0,
+            echo: 0,
+        };
         let body = Body::Heartbeat(heartbeat);
-        let datagram = seal(&key(), &header, &body).unwrap();
-        assert_eq!(open(&key(), &datagram), Ok((header, body)));
+        let gateway = Keyring::daemon(DaemonId::gateway("b", 2), &secret(7).role_key("gw/b/2"));
+        let datagram = seal(gateway.sealing_key(&DaemonId::controller()).unwrap(), &header, &body).unwrap();
+        let keys = controller();
+        assert_eq!(open(|from| keys.opening_key(from), &datagram), Ok((header, body)));
+    }
+
+    /// A gateway holds its own key: a push it seals as the controller is refused by the demux,
+    /// a report it seals as another daemon is refused by the controller, and a controller
+    /// message reflected back to the controller is refused too.
+    #[test]
+    fn a_gateway_key_speaks_for_that_gateway_only() {
+        let gateway = Keyring::daemon(DaemonId::gateway("b", 2), &secret(7).role_key("gw/b/2"));
+        let own = gateway.sealing_key(&DaemonId::controller()).unwrap();
+        let (header, body) = push();
+        let forged_push = seal(own, &header, &body).unwrap();
+        assert_eq!(open_at_demux(&forged_push), Err(ControlError::Forged));
+
+        let keys = controller();
+        let as_demux = Header {
+            sender: DaemonId::demux("a"),
+            incarnation: 1,
+            seq: 1,
+            echo: 0,
+        };
+        let forged_report = seal(own, &as_demux, &Body::MembershipAck { epoch: 1 }).unwrap();
+        assert_eq!(
+            open(|from| keys.opening_key(from), &forged_report),
+            Err(ControlError::Forged)
+        );
+        // A push reflected back to the controller names the controller as its sender, which
+        // the controller never hears from.
+        assert_eq!(
+            open(|from| keys.opening_key(from), &sealed_push()),
+            Err(ControlError::UnknownSender)
+        );
     }
 
     #[test]
-    fn every_flipped_bit_is_forged() {
-        let (header, body) = sample();
-        let datagram = seal(&key(), &header, &body).unwrap();
+    fn unknown_and_unheard_senders_are_refused_before_cryptography() {
+        let keys = controller();
+        let header = Header {
+            sender: DaemonId::gateway("b", 3),
+            incarnation: 1,
+            seq: 0,
+            echo: 0,
+        };
+        let datagram = seal(&hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]), &header, &Body::Hello).unwrap();
+        assert_eq!(
+            open(|from| keys.opening_key(from), &datagram),
+            Err(ControlError::UnknownSender)
+        );
+        // A daemon listens to the controller only.
+        let datagram = seal(&hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]), &header, &Body::Hello).unwrap();
+        assert_eq!(open_at_demux(&datagram), Err(ControlError::UnknownSender));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let datagram = sealed_push();
         for byte in 0..datagram.len() {
             for bit in 0..8 {
                 let mut tampered = datagram.clone();
                 tampered[byte] ^= 1 << bit;
-                assert_eq!(
-                    open(&key(), &tampered),
-                    Err(ControlError::Forged),
-                    "byte {byte} bit {bit}"
-                );
+                let result = open_at_demux(&tampered);
+                assert!(result.is_err(), "byte {byte} bit {bit}: {result:?}");
+                if byte >= PREFIX_LEN + "controller".len() {
+                    assert_eq!(result, Err(ControlError::Forged), "byte {byte} bit {bit}");
+                }
             }
         }
     }
 
     #[test]
     fn another_secret_is_forged() {
-        let (header, body) = sample();
-        let datagram = seal(&key(), &header, &body).unwrap();
-        let other = ControlKey::derive(&ClusterSecret::from_base64(&base64_of(8)).unwrap());
-        assert_eq!(open(&other, &datagram), Err(ControlError::Forged));
-    }
-
-    #[test]
-    fn derived_key_is_not_the_secret() {
-        let secret = ClusterSecret::from_base64(&base64_of(7)).unwrap();
-        let (header, body) = sample();
-        let datagram = seal(&key(), &header, &body).unwrap();
-        let raw = ControlKey(hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()));
-        assert_eq!(open(&raw, &datagram), Err(ControlError::Forged));
+        let other = Keyring::daemon(DaemonId::demux("a"), &secret(8).role_key("demux/a"));
+        assert_eq!(
+            open(|from| other.opening_key(from), &sealed_push()),
+            Err(ControlError::Forged)
+        );
     }
 
     #[test]
     fn truncation() {
-        let (header, body) = sample();
-        let datagram = seal(&key(), &header, &body).unwrap();
-        for len in 0..HEADER_LEN + TAG_LEN {
-            assert_eq!(open(&key(), &datagram[..len]), Err(ControlError::Malformed), "{len}");
+        let datagram = sealed_push();
+        let name_end = PREFIX_LEN + "controller".len();
+        for len in 0..name_end {
+            assert_eq!(open_at_demux(&datagram[..len]), Err(ControlError::Malformed), "{len}");
         }
-        for len in HEADER_LEN + TAG_LEN..datagram.len() {
-            assert_eq!(open(&key(), &datagram[..len]), Err(ControlError::Forged), "{len}");
+        for len in name_end..datagram.len() {
+            assert_eq!(open_at_demux(&datagram[..len]), Err(ControlError::Forged), "{len}");
         }
     }
 
     /// Authentic datagrams whose contents are wrong: sealed by hand with the right key.
     #[test]
     fn authentic_but_malformed() {
+        let keys = controller();
+        let key = keys.sealing_key(&DaemonId::demux("a")).unwrap();
         let sign = |signed: &[u8]| {
             let mut datagram = signed.to_vec();
-            datagram.extend_from_slice(hmac::sign(&key().0, signed).as_ref());
+            datagram.extend_from_slice(hmac::sign(key, signed).as_ref());
             datagram
         };
-        let (header, body) = sample();
-        let good = seal(&key(), &header, &body).unwrap();
+        let good = sealed_push();
         let signed = &good[..good.len() - TAG_LEN];
+        let fields_end = PREFIX_LEN + "controller".len() + FIELDS_LEN;
 
-        let mut wrong_version = signed.to_vec();
-        wrong_version[4] = 2;
         let mut wrong_length = signed.to_vec();
-        wrong_length[HEADER_LEN - 1] ^= 1;
-        let mut not_json = signed[..HEADER_LEN].to_vec();
-        not_json[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&3u32.to_be_bytes());
+        wrong_length[fields_end - 1] ^= 1;
+        let mut not_json = signed[..fields_end].to_vec();
+        not_json[fields_end - 4..].copy_from_slice(&3u32.to_be_bytes());
         not_json.extend_from_slice(b"{{{");
-        for bad in [wrong_version, wrong_length, not_json] {
-            assert_eq!(open(&key(), &sign(&bad)), Err(ControlError::Malformed));
+        for bad in [wrong_length, not_json] {
+            assert_eq!(open_at_demux(&sign(&bad)), Err(ControlError::Malformed));
         }
+        let mut wrong_version = signed.to_vec();
+        wrong_version[4] = 1;
+        assert_eq!(open_at_demux(&sign(&wrong_version)), Err(ControlError::Malformed));
     }
 
     #[test]
     fn size_limit() {
-        let (header, _) = sample();
+        let (header, _) = push();
         let huge = Body::Membership(Membership {
             epoch: 1,
             active: vec![4095; MAX_DATAGRAM / 4],
             serving: Vec::new(),
             probing: Vec::new(),
         });
-        assert_eq!(seal(&key(), &header, &huge), Err(ControlError::TooLarge));
-        assert_eq!(open(&key(), &vec![0; MAX_DATAGRAM + 1]), Err(ControlError::TooLarge));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]);
+        assert_eq!(seal(&key, &header, &huge), Err(ControlError::TooLarge));
+        assert_eq!(open_at_demux(&vec![0; MAX_DATAGRAM + 1]), Err(ControlError::TooLarge));
     }
 
     #[test]
-    fn senders_stamp_increasing_seq_and_fresh_incarnations() {
+    fn senders_stamp_increasing_seq_and_random_incarnations() {
         let mut first = Sender::new(DaemonId::demux("a"));
         let second = Sender::new(DaemonId::demux("a"));
-        assert!(second.incarnation() > first.incarnation());
+        assert_ne!(second.incarnation(), first.incarnation());
+        assert_ne!(first.incarnation(), 0);
         assert_eq!(first.stamp(5).seq, 0);
         let header = first.stamp(6);
-        assert_eq!((header.seq, header.sent_unix_ms), (1, 6));
+        assert_eq!((header.seq, header.echo), (1, 6));
         assert_eq!(header.sender, DaemonId::demux("a"));
     }
 }

@@ -4,16 +4,23 @@
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, thiserror::Error)]
 pub enum ControlError {
     /// The authentication tag does not match: tampered, truncated past the fixed header, or
-    /// sealed with another cluster secret.
+    /// sealed with a key other than the sender's (another cluster, or another daemon's key).
     #[error("authentication failed")]
     Forged,
-    /// Authentic, but already seen: a sequence number not above the sender's last, or an
-    /// incarnation older than the sender's newest.
+    /// Authentic, but already seen: a sequence number not above the sender's last in its
+    /// current life, or a life of the sender that has already been replaced.
     #[error("replayed or out of order")]
     Replayed,
-    /// Authentic, but sent too far from the receiver's clock.
-    #[error("send time outside the accepted clock skew")]
-    Stale,
+    /// Authentic, but not an answer to this receiver's current life: the sender has not heard
+    /// from it since it started (or it is an old message replayed). Answered with a hello
+    /// naming the sender's life, so the sender's next message is fresh.
+    #[error("not yet fresh: the sender has not heard from this life of the receiver")]
+    Unfresh,
+    /// The sender named in the header is not one this end talks to: not in the cluster, a
+    /// daemon when a daemon listens only to the controller, or more senders than the receiver
+    /// keeps state for. Refused before any cryptography.
+    #[error("unknown sender")]
+    UnknownSender,
     /// Too short to hold a header and tag, or an authentic datagram whose header or JSON does
     /// not parse.
     #[error("malformed")]
@@ -21,8 +28,8 @@ pub enum ControlError {
     /// Larger than [`super::MAX_DATAGRAM`].
     #[error("larger than the control datagram limit")]
     TooLarge,
-    /// Authentic and well formed, but not something this receiver takes (a daemon hearing from
-    /// another daemon, a heartbeat whose identity differs from its sender's).
+    /// Authentic and well formed, but not something this receiver takes (a heartbeat whose
+    /// identity differs from its sender's, a membership acknowledgement from a gateway).
     #[error("unexpected sender or message")]
     Unexpected,
 }

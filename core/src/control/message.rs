@@ -60,6 +60,44 @@ impl DaemonId {
     }
 }
 
+/// Longest wire name accepted (it travels behind a one-byte length).
+pub const MAX_WIRE_NAME: usize = 128;
+
+impl DaemonId {
+    /// The name the envelope carries and role keys are derived for: `controller`, `demux/a`,
+    /// `gw/a/1`.
+    pub fn wire_name(&self) -> String {
+        match self.role {
+            Role::Controller => "controller".into(),
+            Role::Demux => format!("demux/{}", self.site),
+            Role::Gateway => format!("gw/{}/{}", self.site, self.pair),
+        }
+    }
+
+    /// Parses a [`DaemonId::wire_name`]: `None` for anything else (a site must be non-empty
+    /// ASCII without `/` or spaces, a pair 1..=65535).
+    pub fn from_wire_name(name: &str) -> Option<Self> {
+        let site_ok = |site: &str| !site.is_empty() && site.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        if name.len() > MAX_WIRE_NAME {
+            return None;
+        }
+        let mut parts = name.split('/');
+        let id = match (parts.next()?, parts.next(), parts.next()) {
+            ("controller", None, None) => DaemonId::controller(),
+            ("demux", Some(site), None) if site_ok(site) => DaemonId::demux(site),
+            ("gw", Some(site), Some(pair)) if site_ok(site) => {
+                let pair = pair
+                    .parse::<PairId>()
+                    .ok()
+                    .filter(|p| *p != 0 && !pair.starts_with('0'))?;
+                DaemonId::gateway(site, pair)
+            }
+            _ => return None,
+        };
+        parts.next().is_none().then_some(id)
+    }
+}
+
 /// `gw a1`, `demux b`, `controller`.
 impl fmt::Display for DaemonId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,11 +226,46 @@ pub enum Body {
     Membership(Membership),
     /// Demux → controller: membership `epoch` is applied.
     MembershipAck { epoch: u64 },
+    /// Either way: the answer to an authentic message that was not yet fresh. It says
+    /// nothing; its envelope carries the answering end's life and echoes the asker's, so the
+    /// asker's next message is fresh.
+    Hello,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_names_round_trip_and_refuse_garbage() {
+        for id in [
+            DaemonId::controller(),
+            DaemonId::demux("site-a"),
+            DaemonId::gateway("b", 4095),
+        ] {
+            assert_eq!(DaemonId::from_wire_name(&id.wire_name()), Some(id));
+        }
+        for bad in [
+            "",
+            "controller/x",
+            "demux",
+            "demux/",
+            "demux/a/b",
+            "gw/a",
+            "gw/a/0",
+            "gw/a/01",
+            "gw/a/x",
+            "gw/a/70000",
+            "gw//1",
+            "gw/a b/1",
+            "gw/a/1/2",
+            "Demux/a",
+            "demux/\u{e9}",
+        ] {
+            assert_eq!(DaemonId::from_wire_name(bad), None, "{bad:?}");
+        }
+        assert_eq!(DaemonId::from_wire_name(&format!("demux/{}", "a".repeat(200))), None);
+    }
 
     /// A gateway heartbeat with every field a current gateway fills in.
     fn gateway_heartbeat() -> Heartbeat {

@@ -9,12 +9,16 @@
 //! Layers, each in its own file:
 //!
 //! * [`message`]: what is said ([`Body`] and the types in it), as serde JSON.
-//! * [`envelope`]: how it travels: a fixed binary header (magic, version, sender incarnation,
-//!   sequence number, send time, body length), the JSON payload naming the sender, and an
-//!   HMAC-SHA256 tag keyed from the cluster secret. The tag is verified in constant time before
-//!   any JSON is parsed.
-//! * [`replay`]: a sans-IO [`ReplayGuard`] (time passed in) that refuses replayed, reordered,
-//!   older-incarnation and badly timed messages per sender.
+//! * [`keyring`]: who holds which key. Each daemon holds only its own role key (derived from
+//!   the cluster secret, which only the controller holds), keying its link with the controller
+//!   one way and the other; the controller derives every member's link.
+//! * [`envelope`]: how it travels: a binary header (magic, version, the sender's name, its
+//!   incarnation and sequence number, the echo of the receiver's incarnation, body length),
+//!   the JSON body, and an HMAC-SHA256 tag with the link key of the sender's direction. The
+//!   tag is verified in constant time before any field past the sender's name is read.
+//! * [`replay`]: a sans-IO [`ReplayGuard`] without any clock that refuses replayed, reordered
+//!   and replaced-life messages per sender, and accepts a new life only when it echoes the
+//!   receiver's own; the receiver answers an unfresh one with a hello.
 //! * [`transport`]: datagram sockets over UDP or unix paths ([`ControlAddr`]). Unix datagram
 //!   sockets reach across network namespaces, which is how the lab's daemons, each in its own
 //!   namespace, reach a controller in the root one.
@@ -29,6 +33,7 @@ pub mod counters;
 mod endpoint;
 pub mod envelope;
 pub mod error;
+pub mod keyring;
 pub mod message;
 pub mod replay;
 pub mod server;
@@ -39,10 +44,11 @@ mod tests;
 
 pub use client::ControlClient;
 pub use counters::{ControlCounter, ControlCounters};
-pub use envelope::{open, seal, ControlKey, Header, Sender, MAX_DATAGRAM};
+pub use envelope::{open, seal, Header, Sender, MAX_DATAGRAM};
 pub use error::ControlError;
+pub use keyring::{Keyring, LinkKeys};
 pub use message::{Body, DaemonId, Heartbeat, Membership, PairReport, Role};
-pub use replay::{ReplayGuard, DEFAULT_MAX_CLOCK_SKEW};
+pub use replay::ReplayGuard;
 pub use server::{ControlServer, Inbound};
 pub use transport::{ControlAddr, ControlAddrError, ControlSocket};
 

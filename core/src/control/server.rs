@@ -2,23 +2,27 @@
 //! daemon last spoke from.
 //!
 //! The server accepts heartbeats from demuxes and gateways (whose reported identity must be the
-//! envelope's sender) and membership acknowledgements from demuxes; anything else authentic is
-//! refused as [`ControlError::Unexpected`]. Each accepted message records the address it came
-//! from, so a daemon is reachable by its [`DaemonId`] once it has spoken, wherever it lives.
-//! The server is blocking and owns its socket; the controller drives it from one thread.
+//! envelope's sender) and membership acknowledgements from demuxes; a hello only records where
+//! its sender lives; anything else authentic is refused as [`ControlError::Unexpected`]. Each
+//! accepted message records the address it came from, so a daemon is reachable by its
+//! [`DaemonId`] once it has spoken, wherever it lives.
+//!
+//! Only the cluster's daemons can speak: the keyring derives keys for exactly the members the
+//! controller names ([`ControlServer::set_members`]), so the address and replay maps never hold
+//! more entries than the cluster has daemons, and a removed daemon's entries go with it. The
+//! server is blocking and owns its socket; the controller drives it from one thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::counters::{ControlCounter, ControlCounters};
 use super::endpoint::{Endpoint, Received};
-use super::envelope::ControlKey;
 use super::error::ControlError;
+use super::keyring::Keyring;
 use super::message::{Body, DaemonId, Role};
 use super::transport::ControlAddr;
-use super::unix_now_ms;
 
 /// An accepted message from a daemon.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -38,12 +42,39 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listens on `listen` as the controller.
-    pub fn bind(key: ControlKey, listen: ControlAddr) -> io::Result<Self> {
+    /// Listens on `listen` as the controller whose keyring is `keys`
+    /// ([`Keyring::controller`]).
+    pub fn bind(keys: Keyring, listen: ControlAddr) -> io::Result<Self> {
         Ok(ControlServer {
-            endpoint: Endpoint::bind(key, DaemonId::controller(), &listen)?,
+            endpoint: Endpoint::bind(keys, &listen)?,
             addresses: HashMap::new(),
         })
+    }
+
+    /// The daemons of the cluster are now exactly `members`: keys are derived for new ones,
+    /// and everything known of the others (key, address, replay state) is dropped.
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = DaemonId>) {
+        let members: HashSet<DaemonId> = members.into_iter().collect();
+        let gone: Vec<DaemonId> = self
+            .addresses
+            .keys()
+            .filter(|id| !members.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.forget(&id);
+        }
+        self.endpoint.keys_mut().set_members(members);
+    }
+
+    /// The life of `id` the server's messages to it echo: its latest authentic incarnation.
+    pub fn echo_for(&self, id: &DaemonId) -> u64 {
+        self.endpoint.guard().echo_for(id)
+    }
+
+    /// How many daemons the server keeps state for: (addresses, replay entries).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.addresses.len(), self.endpoint.guard().len())
     }
 
     /// The bound address (for UDP, with the port the system picked).
@@ -57,12 +88,12 @@ impl ControlServer {
     }
 
     /// Waits up to `timeout` for the next accepted message; refused datagrams are counted and
-    /// skipped. `now_unix_ms` is the clock the send times are checked against.
-    pub fn recv(&mut self, timeout: Duration, now_unix_ms: u64) -> Option<Inbound> {
+    /// skipped, hellos are taken in silently.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Inbound> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Some(received) = self.endpoint.recv(left, now_unix_ms) {
+            if let Some(received) = self.endpoint.recv(left) {
                 if let Some(inbound) = self.accept(received) {
                     return Some(inbound);
                 }
@@ -83,12 +114,7 @@ impl ControlServer {
                 format!("{to} has not reported to the controller yet"),
             ));
         };
-        self.send_to(&addr, body)
-    }
-
-    /// Sends `body` to `to`.
-    pub fn send_to(&mut self, to: &ControlAddr, body: &Body) -> io::Result<()> {
-        self.endpoint.send(to, body, unix_now_ms())
+        self.endpoint.send(to, &addr, body)
     }
 
     /// Where daemon `id` last spoke from.
@@ -96,7 +122,7 @@ impl ControlServer {
         self.addresses.get(id)
     }
 
-    /// Forgets daemon `id` (removed from the cluster): its address and its replay state.
+    /// Forgets daemon `id`'s address and replay state (it is heard afresh next time).
     pub fn forget(&mut self, id: &DaemonId) {
         self.addresses.remove(id);
         self.endpoint.guard_mut().forget(id);
@@ -108,6 +134,7 @@ impl ControlServer {
         let expected = match &body {
             Body::Heartbeat(heartbeat) => sender.role != Role::Controller && heartbeat.id == sender,
             Body::MembershipAck { .. } => sender.role == Role::Demux,
+            Body::Hello => true,
             Body::Membership(_) => false,
         };
         if !expected {
@@ -116,6 +143,9 @@ impl ControlServer {
         }
         self.endpoint.counters().inc(ControlCounter::Accepted);
         self.addresses.insert(sender.clone(), from.clone());
+        if body == Body::Hello {
+            return None;
+        }
         Some(Inbound {
             from,
             sender,

@@ -1,7 +1,9 @@
-//! A controller and a daemon talking over real sockets, unix and UDP loopback: heartbeats
-//! arrive, a membership push is applied once and acknowledged, a repeated push is acknowledged
-//! again without being re-applied, an older one is ignored, and forged datagrams are counted and
-//! ignored at both ends.
+//! A controller and a daemon talking over real sockets, unix and UDP loopback: the first
+//! heartbeat is answered with a hello and the next ones are accepted, a membership push is
+//! applied once and acknowledged, a repeated push is acknowledged again without being
+//! re-applied, an older one is ignored, forged datagrams (another cluster's key, or a
+//! gateway's own key sealing a push) and replayed ones are counted and ignored at both ends,
+//! and a restarted controller is heard again within a round trip.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ fn membership(epoch: u64, active: &[u16]) -> Body {
 fn wait_for<T>(server: &mut ControlServer, mut wanted: impl FnMut(&Inbound) -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
-        if let Some(inbound) = server.recv(Duration::from_millis(50), unix_now_ms()) {
+        if let Some(inbound) = server.recv(Duration::from_millis(50)) {
             if let Some(found) = wanted(&inbound) {
                 return found;
             }
@@ -58,12 +60,25 @@ fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+fn controller_keys(secret: &ClusterSecret) -> Keyring {
+    Keyring::controller(secret.clone(), [DaemonId::demux("a"), DaemonId::gateway("a", 1)])
+}
+
+fn daemon_keys(secret: &ClusterSecret, id: &DaemonId) -> Keyring {
+    Keyring::daemon(id.clone(), &secret.role_key(&id.wire_name()))
+}
+
+/// A datagram sealed by hand: `sender` in life `incarnation`, echoing `echo`, with `key`.
+fn forge(key: &ring::hmac::Key, sender: DaemonId, incarnation: u64, echo: u64, body: &Body) -> Vec<u8> {
+    let mut life = Sender::with_incarnation(sender, incarnation);
+    seal(key, &life.stamp(echo), body).unwrap()
+}
+
 fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: ControlAddr) {
     let secret = ClusterSecret::generate();
-    let key = ControlKey::derive(&secret);
-    let mut server = ControlServer::bind(key.clone(), server_addr).unwrap();
+    let mut server = ControlServer::bind(controller_keys(&secret), server_addr).unwrap();
     let demux = DaemonId::demux("a");
-    let client = ControlClient::new(key, demux.clone(), server.local_addr().clone(), client_addr).unwrap();
+    let client = ControlClient::new(daemon_keys(&secret, &demux), server.local_addr().clone(), client_addr).unwrap();
     let client_local = client.local_addr().clone();
     let client_counters = client.counters();
     let applied = Arc::new(Mutex::new(Vec::new()));
@@ -89,8 +104,13 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
         })
     };
 
-    // The heartbeat carries the client's identity and applied epoch, not the closure's.
+    // The first heartbeat is not fresh (the daemon has not heard this controller): a hello
+    // answers it and the next one is accepted. It carries the client's identity and applied
+    // epoch, not the closure's.
     let first = wait_for(&mut server, |inbound| Some(inbound.clone()));
+    let server_counters = server.counters();
+    assert_eq!(server_counters.rejected(ControlError::Unfresh), 1);
+    assert_eq!(server_counters.get(ControlCounter::HellosSent), 1);
     assert_eq!(first.sender, demux);
     assert_eq!(first.from, client_local);
     assert_eq!(server.address_of(&demux), Some(&client_local));
@@ -124,28 +144,29 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
         client_counters.get(ControlCounter::MembershipRefused) == 1
     });
 
-    // Forged at both ends, sealed with another secret: counted, ignored.
+    // Forged pushes: sealed with another cluster's key, and sealed with gateway a1's own
+    // role key (which a compromised gateway holds), echoing the demux's life so only the key
+    // can give them away. Both counted, neither applied.
     let attacker = ControlSocket::bind(&attacker_addr).unwrap();
-    let forger = ControlKey::derive(&ClusterSecret::generate());
-    let mut controller = Sender::new(DaemonId::controller());
-    let forged_push = seal(&forger, &controller.stamp(unix_now_ms()), &membership(9, &[3])).unwrap();
-    attacker.send_to(&forged_push, &client_local).unwrap();
-    eventually("forged push counted", || {
-        client_counters.rejected(ControlError::Forged) == 1
+    assert_eq!(server.tracked(), (1, 1));
+    let other_cluster = controller_keys(&ClusterSecret::generate());
+    let gateway = daemon_keys(&secret, &DaemonId::gateway("a", 1));
+    let gateway_key = gateway.sealing_key(&DaemonId::controller()).unwrap();
+    let echo = server.echo_for(&demux);
+    for key in [other_cluster.sealing_key(&demux).unwrap(), gateway_key] {
+        let forged = forge(key, DaemonId::controller(), 1, echo, &membership(9, &[3]));
+        attacker.send_to(&forged, &client_local).unwrap();
+    }
+    eventually("forged pushes counted", || {
+        client_counters.rejected(ControlError::Forged) == 2
     });
-    let mut impostor = Sender::new(demux.clone());
-    let forged_ack = seal(
-        &forger,
-        &impostor.stamp(unix_now_ms()),
-        &Body::MembershipAck { epoch: 9 },
-    )
-    .unwrap();
+    // A forged acknowledgement at the controller, sealed with the gateway's key.
+    let forged_ack = forge(gateway_key, demux.clone(), 1, 0, &Body::MembershipAck { epoch: 9 });
     attacker.send_to(&forged_ack, server.local_addr()).unwrap();
-    let server_counters = server.counters();
     let deadline = Instant::now() + PATIENCE;
     while server_counters.rejected(ControlError::Forged) == 0 {
         assert!(Instant::now() < deadline, "forged ack not counted");
-        if let Some(inbound) = server.recv(Duration::from_millis(20), unix_now_ms()) {
+        if let Some(inbound) = server.recv(Duration::from_millis(20)) {
             assert!(ack_of(&inbound).is_none(), "forged ack accepted: {inbound:?}");
         }
     }
@@ -154,14 +175,25 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
     server.send(&demux, &membership(3, &[2])).unwrap();
     assert_eq!(wait_for(&mut server, ack_of), 3);
 
+    // The controller restarts (a new life, the same keys): the daemon's heartbeats are unfresh
+    // to it once, the hello makes the daemon answer at once, and pushes work again.
+    let addr = server.local_addr().clone();
+    drop(server);
+    if let ControlAddr::Unix(path) = &addr {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut server = ControlServer::bind(controller_keys(&secret), addr).unwrap();
+    wait_for(&mut server, |i| heartbeat_epoch(i).filter(|e| *e == 3));
+    server.send(&demux, &membership(4, &[1])).unwrap();
+    assert_eq!(wait_for(&mut server, ack_of), 4);
+
     stop.stop();
     daemon.join().unwrap();
-    assert_eq!(*applied.lock().unwrap(), [1, 3]);
-    assert_eq!(client_counters.get(ControlCounter::MembershipApplied), 2);
-    assert_eq!(client_counters.get(ControlCounter::AcksSent), 3);
-    assert_eq!(client_counters.get(ControlCounter::Accepted), 5);
+    assert_eq!(*applied.lock().unwrap(), [1, 3, 4]);
+    assert_eq!(client_counters.get(ControlCounter::MembershipApplied), 3);
+    assert_eq!(client_counters.get(ControlCounter::AcksSent), 4);
     assert_eq!(client_counters.get(ControlCounter::RecvErrors), 0);
-    assert!(server.counters().get(ControlCounter::Accepted) >= 5);
+    assert!(server.counters().get(ControlCounter::Accepted) >= 2);
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -185,56 +217,95 @@ fn exchange_over_udp_loopback() {
 }
 
 #[test]
-fn server_refuses_unexpected_messages_and_unknown_daemons() {
-    let key = ControlKey::derive(&ClusterSecret::generate());
-    let mut server = ControlServer::bind(key.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+fn server_refuses_unexpected_messages_unknown_daemons_and_replays() {
+    let secret = ClusterSecret::generate();
+    let mut server = ControlServer::bind(controller_keys(&secret), "127.0.0.1:0".parse().unwrap()).unwrap();
     let socket = ControlSocket::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
-    let now = unix_now_ms();
-    let mut gateway = Sender::new(DaemonId::gateway("a", 1));
-    let mut controller = Sender::new(DaemonId::controller());
+    let gw = DaemonId::gateway("a", 1);
+    let gw_keys = daemon_keys(&secret, &gw);
+    let key = gw_keys.sealing_key(&DaemonId::controller()).unwrap();
+    let heartbeat = |id: &DaemonId| Body::Heartbeat(Heartbeat::new(id.clone()));
+
+    let mut life7 = Sender::with_incarnation(gw.clone(), 7);
+    let mut sealed = |echo: u64, body: &Body| seal(key, &life7.stamp(echo), body).unwrap();
+    // Unfresh at first: answered with a hello, which carries the server's life.
+    socket
+        .send_to(&sealed(0, &heartbeat(&gw)), server.local_addr())
+        .unwrap();
+    assert_eq!(server.recv(Duration::from_millis(300)), None);
+    let mut buf = vec![0; MAX_DATAGRAM];
+    let (len, _) = socket.recv_from(&mut buf, PATIENCE).unwrap().unwrap();
+    let (hello, body) = open(|from| gw_keys.opening_key(from), &buf[..len]).unwrap();
+    assert_eq!(
+        (hello.sender, hello.echo, body),
+        (DaemonId::controller(), 7, Body::Hello)
+    );
+    let life = hello.incarnation;
+
     let unexpected = [
         // A gateway claiming to be another gateway.
-        seal(
-            &key,
-            &gateway.stamp(now),
-            &Body::Heartbeat(Heartbeat::new(DaemonId::gateway("a", 2))),
-        ),
+        sealed(life, &heartbeat(&DaemonId::gateway("a", 2))),
         // A gateway acknowledging membership, which only demuxes receive.
-        seal(&key, &gateway.stamp(now), &Body::MembershipAck { epoch: 1 }),
-        // Another controller.
-        seal(&key, &controller.stamp(now), &membership(1, &[1])),
+        sealed(life, &Body::MembershipAck { epoch: 1 }),
     ];
     for datagram in unexpected {
-        socket.send_to(&datagram.unwrap(), server.local_addr()).unwrap();
+        socket.send_to(&datagram, server.local_addr()).unwrap();
     }
-    let stale = seal(
-        &key,
-        &gateway.stamp(now - 60_000),
-        &Body::Heartbeat(Heartbeat::new(gateway.id().clone())),
-    );
-    socket.send_to(&stale.unwrap(), server.local_addr()).unwrap();
-    let good_header = gateway.stamp(now);
-    let good = seal(
-        &key,
-        &good_header,
-        &Body::Heartbeat(Heartbeat::new(gateway.id().clone())),
-    )
-    .unwrap();
+    // A daemon the cluster does not have, sealed with a key derived from the right secret.
+    let stranger = DaemonId::gateway("a", 9);
+    let stranger_keys = daemon_keys(&secret, &stranger);
+    let stranger_key = stranger_keys.sealing_key(&DaemonId::controller()).unwrap();
+    socket
+        .send_to(
+            &forge(stranger_key, stranger.clone(), 1, life, &heartbeat(&stranger)),
+            server.local_addr(),
+        )
+        .unwrap();
+    let good = sealed(life, &heartbeat(&gw));
     socket.send_to(&good, server.local_addr()).unwrap();
     socket.send_to(&good, server.local_addr()).unwrap();
 
-    let inbound = server.recv(PATIENCE, now).unwrap();
-    assert_eq!(inbound.sender, DaemonId::gateway("a", 1));
-    assert_eq!(inbound.incarnation, gateway.incarnation());
-    assert_eq!(server.recv(Duration::from_millis(100), now), None);
+    let inbound = server.recv(PATIENCE).unwrap();
+    assert_eq!(inbound.sender, gw);
+    assert_eq!(inbound.incarnation, 7);
+    assert_eq!(server.recv(Duration::from_millis(100)), None);
     let counters = server.counters();
-    assert_eq!(counters.rejected(ControlError::Unexpected), 3);
-    assert_eq!(counters.rejected(ControlError::Stale), 1);
+    assert_eq!(counters.rejected(ControlError::Unexpected), 2);
+    assert_eq!(counters.rejected(ControlError::UnknownSender), 1);
     assert_eq!(counters.rejected(ControlError::Replayed), 1);
     assert_eq!(server.address_of(&DaemonId::gateway("a", 2)), None);
+    assert_eq!(server.address_of(&stranger), None);
 
     let unknown = server.send(&DaemonId::demux("b"), &membership(1, &[1])).unwrap_err();
     assert_eq!(unknown.kind(), std::io::ErrorKind::NotFound);
-    server.forget(&DaemonId::gateway("a", 1));
-    assert_eq!(server.address_of(&DaemonId::gateway("a", 1)), None);
+    // Removed from the cluster: its address, replay state and key go.
+    server.set_members([DaemonId::demux("a")]);
+    assert_eq!(server.address_of(&gw), None);
+    assert_eq!(server.tracked(), (0, 0));
+    socket.send_to(&good, server.local_addr()).unwrap();
+    assert_eq!(server.recv(Duration::from_millis(200)), None);
+    assert_eq!(counters.rejected(ControlError::UnknownSender), 2);
+}
+
+/// A flood of authentic-looking datagrams from ten thousand distinct sender names (every
+/// one a valid wire name, sealed with keys derived from the right secret) leaves the server's
+/// maps exactly as large as the cluster.
+#[test]
+fn a_flood_of_distinct_senders_creates_no_state() {
+    let secret = ClusterSecret::generate();
+    let mut server = ControlServer::bind(controller_keys(&secret), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let socket = ControlSocket::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+    for pair in 2..10_002u16 {
+        let id = DaemonId::gateway("a", pair);
+        let keys = daemon_keys(&secret, &id);
+        let key = keys.sealing_key(&DaemonId::controller()).unwrap();
+        let datagram = forge(key, id.clone(), 1, 0, &Body::Heartbeat(Heartbeat::new(id)));
+        socket.send_to(&datagram, server.local_addr()).unwrap();
+        if pair % 500 == 0 {
+            while server.recv(Duration::from_millis(1)).is_some() {}
+        }
+    }
+    while server.recv(Duration::from_millis(50)).is_some() {}
+    assert_eq!(server.tracked(), (0, 0));
+    assert!(server.counters().rejected(ControlError::UnknownSender) > 1_000);
 }
