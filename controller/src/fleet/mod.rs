@@ -1,7 +1,8 @@
 //! The daemons a controller runs: what to launch ([`spec`]), the processes themselves
-//! ([`process`]), and `fleet.json`, the record that lets a restarted controller adopt the
+//! ([`process`], with [`pidfd`] for those it adopts), and `fleet.json`, the record that lets a restarted controller adopt the
 //! processes its predecessor left running instead of killing them.
 
+pub mod pidfd;
 pub mod process;
 pub mod spec;
 

@@ -18,6 +18,7 @@
 //! from the fleet for long enough to know which pairs are healthy.
 
 mod daemon;
+mod hooks;
 mod signals;
 mod snapshot;
 
@@ -78,6 +79,8 @@ struct Supervisor {
     heartbeats: u64,
     snapshot: Arc<RwLock<StatusSnapshot>>,
     pids_dirty: bool,
+    /// Restart hooks run for daemons on other hosts, reaped every turn.
+    hooks: hooks::RestartHooks,
 }
 
 /// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
@@ -152,6 +155,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         heartbeats: 0,
         snapshot,
         pids_dirty: true,
+        hooks: hooks::RestartHooks::default(),
     };
     sup.enlist_fleet();
     tracing::info!(
@@ -222,6 +226,7 @@ impl Supervisor {
             }
             self.receive_control();
             self.reap_children();
+            self.hooks.tick();
             self.handle_health_events();
             self.restart_due();
             self.push_membership();
@@ -370,7 +375,7 @@ impl Supervisor {
             self.pids_dirty = true;
         } else if !d.local {
             if let Some(hook) = hook {
-                d.run_restart_hook(&hook);
+                self.hooks.start(&d.spec.name(), &hook);
             }
         }
     }
