@@ -215,7 +215,30 @@ pub fn render(s: &StatusSnapshot) -> String {
     for (reason, n) in &s.monitoring.rejected {
         let _ = writeln!(o, "braid_monitoring_rejected_total{{reason=\"{reason}\"}} {n}");
     }
+    restart_hooks(&mut o, s);
     o
+}
+
+/// The operator's restart hooks, by outcome, and how many run now.
+fn restart_hooks(o: &mut String, s: &StatusSnapshot) {
+    let h = &s.monitoring.restart_hooks;
+    gauge(
+        o,
+        "braid_restart_hooks_total",
+        "Restart hooks for daemons on other hosts, by outcome (started; succeeded, failed, timed_out once reaped; skipped while the daemon's previous hook ran).",
+        "counter",
+    );
+    for (outcome, n) in [
+        ("started", h.started),
+        ("succeeded", h.succeeded),
+        ("failed", h.failed),
+        ("timed_out", h.timed_out),
+        ("skipped", h.skipped),
+    ] {
+        let _ = writeln!(o, "braid_restart_hooks_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    gauge(o, "braid_restart_hooks_running", "Restart hooks running now.", "gauge");
+    let _ = writeln!(o, "braid_restart_hooks_running {}", h.running);
 }
 
 /// Each pair's suite, and the age of the older of its gateways' SAs.
@@ -329,6 +352,31 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn renders_restart_hook_outcomes() {
+        let mut s = StatusSnapshot::default();
+        s.monitoring.restart_hooks = crate::status::HookCounts {
+            started: 4,
+            succeeded: 1,
+            failed: 1,
+            timed_out: 1,
+            skipped: 2,
+            running: 1,
+        };
+        let text = render(&s);
+        for line in [
+            "# TYPE braid_restart_hooks_total counter",
+            "braid_restart_hooks_total{outcome=\"started\"} 4",
+            "braid_restart_hooks_total{outcome=\"succeeded\"} 1",
+            "braid_restart_hooks_total{outcome=\"failed\"} 1",
+            "braid_restart_hooks_total{outcome=\"timed_out\"} 1",
+            "braid_restart_hooks_total{outcome=\"skipped\"} 2",
+            "braid_restart_hooks_running 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 

@@ -147,6 +147,26 @@ pub struct Monitoring {
     pub rejected: Vec<(String, u64)>,
     /// Daemons that have never sent a heartbeat.
     pub never_heard: usize,
+    /// Restart hooks run for daemons on other hosts, by outcome.
+    #[serde(default)]
+    pub restart_hooks: HookCounts,
+}
+
+/// What became of the restart hooks this controller ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookCounts {
+    /// Hooks launched.
+    pub started: u64,
+    /// Exited with status 0.
+    pub succeeded: u64,
+    /// Exited non-zero, died of a signal, or could not be launched or waited for.
+    pub failed: u64,
+    /// Killed at the deadline.
+    pub timed_out: u64,
+    /// Not launched: the daemon's previous hook was still running.
+    pub skipped: u64,
+    /// Running now.
+    pub running: u64,
 }
 
 /// `braid status` as a table an operator reads at a glance.

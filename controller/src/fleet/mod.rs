@@ -1,9 +1,10 @@
 //! The daemons a controller runs: what to launch ([`spec`]), the processes themselves
-//! ([`process`]), and the state a restarted controller carries on
-//! from: `fleet.json`, the record that lets it adopt the processes its predecessor left running
-//! instead of killing them, and `membership-epoch`, the highest membership epoch pushed, so
-//! epochs only move forward across restarts.
+//! ([`process`], with [`pidfd`] for those it adopts), and the state a restarted controller
+//! carries on from: `fleet.json`, the record that lets it adopt the processes its predecessor
+//! left running instead of killing them, and `membership-epoch`, the highest membership epoch
+//! pushed, so epochs only move forward across restarts.
 
+pub mod pidfd;
 pub mod process;
 pub mod spec;
 

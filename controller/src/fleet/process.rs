@@ -2,58 +2,109 @@
 //!
 //! A daemon is started in its own process group (so a controller that dies, or a terminal's ^C,
 //! does not take the data plane with it), inside its network namespace when it has one, with
-//! stdout and stderr appended to its log file. A process is either our child (reaped with
-//! `try_wait`) or *adopted* from a previous controller (checked with `kill(pid, 0)`, its command
-//! line verified through `/proc` so a recycled pid is never mistaken for a daemon).
+//! stdout and stderr appended to its log file.
+//!
+//! Every daemon process, whoever started it, is a [`Running`]: `pid`, `has_exited`, `signal`,
+//! `kill_now`. Underneath, a process is either our child (a std [`Child`]: its pid cannot be
+//! reused before we reap it, and once reaped it is never signalled again) or *adopted* from a
+//! previous controller. Adoption opens a pidfd ([`ProcessFd`]) on the recorded pid *first*, then
+//! checks `/proc/<pid>/cmdline` against the daemon's spec, then checks the pidfd's process is
+//! still alive: alive after the read means it held that pid throughout the read, so the verified
+//! command line is the fd's process, and every later liveness check and signal goes to exactly
+//! that process, never to a stranger that inherits the pid after it exits.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use rustix::io::Errno;
+use rustix::process::{kill_process, Pid, Signal};
+
+use super::pidfd::ProcessFd;
 use super::spec::DaemonSpec;
 
 /// A running daemon process.
 #[derive(Debug)]
-pub enum Running {
+pub struct Running {
+    process: Process,
+    /// Seen exited (and reaped, if ours): never signalled again.
+    exited: bool,
+}
+
+#[derive(Debug)]
+enum Process {
     /// Started by this controller.
     Child(Child),
     /// Started by an earlier controller and adopted.
-    Adopted(u32),
+    Adopted(ProcessFd),
+}
+
+/// kill(2) on our own unreaped child.
+fn signal_child(child: &Child, signal: i32) -> io::Result<()> {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::SRCH)?;
+    let signal = Signal::from_named_raw(signal).ok_or(Errno::INVAL)?;
+    Ok(kill_process(pid, signal)?)
 }
 
 impl Running {
+    fn new(process: Process) -> Running {
+        Running { process, exited: false }
+    }
+
     pub fn pid(&self) -> u32 {
-        match self {
-            Running::Child(c) => c.id(),
-            Running::Adopted(pid) => *pid,
+        match &self.process {
+            Process::Child(c) => c.id(),
+            Process::Adopted(p) => p.pid(),
         }
+    }
+
+    /// Whether this controller adopted the process rather than starting it.
+    pub fn is_adopted(&self) -> bool {
+        matches!(self.process, Process::Adopted(_))
     }
 
     /// Whether the process has exited (reaping it if it was our child).
     pub fn has_exited(&mut self) -> bool {
-        match self {
-            Running::Child(c) => !matches!(c.try_wait(), Ok(None)),
-            Running::Adopted(pid) => {
-                // SAFETY: signal 0 only checks that the pid exists.
-                let rc = unsafe { libc::kill(*pid as i32, 0) };
-                rc != 0
-            }
+        if !self.exited {
+            self.exited = match &mut self.process {
+                Process::Child(c) => !matches!(c.try_wait(), Ok(None)),
+                Process::Adopted(p) => p.has_exited(),
+            };
         }
+        self.exited
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process, unless it was seen exiting. Failures are logged.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on a pid this controller started or verified.
-        unsafe { libc::kill(self.pid() as i32, signal) };
+        if self.exited {
+            return;
+        }
+        let sent = match &self.process {
+            Process::Child(c) => signal_child(c, signal),
+            Process::Adopted(p) => p.signal(signal),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                tracing::debug!(pid = self.pid(), signal, "not signalled: the process has exited");
+            }
+            Err(e) => tracing::warn!(pid = self.pid(), signal, "cannot signal the process: {e}"),
+        }
     }
 
     /// SIGKILL and reap (for children); used on hung processes before a restart.
     pub fn kill_now(&mut self) {
         self.signal(libc::SIGKILL);
-        if let Running::Child(c) = self {
-            let _ = c.wait();
+        if let Process::Child(c) = &mut self.process {
+            if let Err(e) = c.wait() {
+                tracing::warn!(pid = c.id(), "cannot reap the killed process: {e}");
+            }
         }
+        self.exited = true;
     }
 }
 
@@ -78,21 +129,55 @@ pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    Ok(Running::Child(cmd.spawn()?))
+    Ok(Running::new(Process::Child(cmd.spawn()?)))
 }
 
-/// Adopts `pid` if it is alive and runs `spec`'s program with `spec`'s arguments.
+/// Adopts `pid` if it is alive and runs `spec`'s program with `spec`'s arguments (see the
+/// module docs for why the order of the checks matters).
 pub fn adopt(spec: &DaemonSpec, pid: u32) -> Option<Running> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let process = match ProcessFd::open(pid) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(daemon = %spec.name(), pid, "not adopted: no such process ({e})");
+            return None;
+        }
+    };
+    if process.has_exited() {
+        tracing::info!(daemon = %spec.name(), pid, "not adopted: the process has exited");
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !runs_spec(spec, &cmdline) {
+        tracing::info!(daemon = %spec.name(), pid, "not adopted: the process runs something else");
+        return None;
+    }
+    // Alive now, so it held `pid` all along: the command line read was its own.
+    if process.has_exited() {
+        tracing::info!(daemon = %spec.name(), pid, "not adopted: the process exited while being checked");
+        return None;
+    }
+    Some(Running::new(Process::Adopted(process)))
+}
+
+/// Whether the NUL-separated command line `cmdline` runs `spec`'s program (by file name, from
+/// whichever directory it was started) and ends with `spec`'s arguments.
+fn runs_spec(spec: &DaemonSpec, cmdline: &[u8]) -> bool {
     let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).collect();
-    let program = spec.program.file_name()?.to_string_lossy().into_owned();
+    let Some(program) = spec.program.file_name() else {
+        return false;
+    };
+    let program = program.to_string_lossy();
     let runs_program = words
         .first()
-        .is_some_and(|w| Path::new(&*String::from_utf8_lossy(w)).ends_with(&program));
+        .is_some_and(|w| Path::new(&*String::from_utf8_lossy(w)).ends_with(&*program));
     let same_args = words.len() > spec.args.len()
         && words[words.len() - spec.args.len()..]
             .iter()
             .zip(&spec.args)
             .all(|(w, a)| *w == a.as_bytes());
-    (runs_program && same_args).then_some(Running::Adopted(pid))
+    runs_program && same_args
 }
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;

@@ -2,7 +2,6 @@
 //! it last reported.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 
 use braid_core::control::{Heartbeat, PairReport};
 use braid_core::flow::PairId;
@@ -52,14 +51,5 @@ impl Daemon {
             return (0, 0); // the demux restarted: its totals began again
         }
         (now.0 - answered, now.1 - lost)
-    }
-
-    /// Runs the operator's restart hook `command` (already filled in) for a daemon on another
-    /// host, without waiting for it.
-    pub fn run_restart_hook(&self, command: &str) {
-        tracing::warn!(daemon = %self.spec.name(), %command, "running the restart hook");
-        if let Err(e) = Command::new("sh").args(["-c", command]).stdin(Stdio::null()).spawn() {
-            tracing::error!(%command, "restart hook failed to start: {e}");
-        }
     }
 }

@@ -18,6 +18,7 @@
 //! from the fleet for long enough to know which pairs are healthy.
 
 mod daemon;
+mod hooks;
 mod signals;
 mod snapshot;
 
@@ -82,6 +83,8 @@ struct Supervisor {
     secret: ClusterSecret,
     /// The membership epoch last recorded in the state directory.
     saved_epoch: u64,
+    /// Restart hooks run for daemons on other hosts, reaped every turn.
+    hooks: hooks::RestartHooks,
 }
 
 /// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
@@ -162,6 +165,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         pids_dirty: true,
         secret,
         saved_epoch,
+        hooks: hooks::RestartHooks::default(),
     };
     sup.enlist_fleet();
     sup.sync_members();
@@ -233,6 +237,7 @@ impl Supervisor {
             }
             self.receive_control();
             self.reap_children();
+            self.hooks.tick();
             self.handle_health_events();
             self.restart_due();
             self.push_membership();
@@ -387,7 +392,7 @@ impl Supervisor {
             self.pids_dirty = true;
         } else if !d.local {
             if let Some(hook) = hook {
-                d.run_restart_hook(&hook);
+                self.hooks.start(&d.spec.name(), &hook);
             }
         }
     }

@@ -268,6 +268,8 @@ pub struct ControllerConfig {
     pub drain_timeout_s: u64,
     /// Command that restarts a daemon the controller does not launch itself, with `{role}`
     /// (`gw` or `demux`), `{site}` and `{pair}` replaced; `None` when every daemon is local.
+    /// Run as `sh -c` in its own process group, at most one at a time per daemon, killed (the
+    /// whole group) after 30 s; outcomes are on `/metrics` as `braid_restart_hooks_total`.
     pub restart_hook: Option<String>,
 }
 
