@@ -180,6 +180,7 @@ fn start_control(
 fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {
     IdleTimeouts {
         tcp_ms: t.tcp_idle * 1000,
+        tcp_half_open_ms: t.tcp_half_open * 1000,
         tcp_closing_ms: t.tcp_closing * 1000,
         udp_ms: t.udp_idle * 1000,
         other_ms: t.other_idle * 1000,
