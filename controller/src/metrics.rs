@@ -169,6 +169,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
 
     gateway_tunnels(&mut o, s);
+    demux_counters(&mut o, s);
 
     gauge(&mut o, "braid_alarm", "1 when the alarm fires.", "gauge");
     let _ = writeln!(
@@ -216,6 +217,44 @@ pub fn render(s: &StatusSnapshot) -> String {
         let _ = writeln!(o, "braid_monitoring_rejected_total{{reason=\"{reason}\"}} {n}");
     }
     o
+}
+
+/// Each demux's counters: drops by reason, and every other counter (traffic, half-open TCP
+/// flows, fragment-cache hits, misses and evictions) by event name.
+fn demux_counters(o: &mut String, s: &StatusSnapshot) {
+    gauge(
+        o,
+        "braid_demux_drops_total",
+        "Packets the demux dropped, by reason.",
+        "counter",
+    );
+    for d in &s.demuxes {
+        for (name, n) in &d.counters {
+            if let Some(reason) = name.strip_prefix("drop_") {
+                let _ = writeln!(
+                    o,
+                    "braid_demux_drops_total{{site=\"{}\",reason=\"{reason}\"}} {n}",
+                    d.site
+                );
+            }
+        }
+    }
+    gauge(
+        o,
+        "braid_demux_events_total",
+        "Demux counters other than drops, by name: traffic, half-open TCP flows created, promoted, \
+         expired and evicted, fragment-cache hits, misses and evictions.",
+        "counter",
+    );
+    for d in &s.demuxes {
+        for (name, n) in d.counters.iter().filter(|(name, _)| !name.starts_with("drop_")) {
+            let _ = writeln!(
+                o,
+                "braid_demux_events_total{{site=\"{}\",event=\"{name}\"}} {n}",
+                d.site
+            );
+        }
+    }
 }
 
 /// Each pair's suite, and the age of the older of its gateways' SAs.
@@ -329,6 +368,29 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn renders_demux_drops_by_reason_and_other_counters_by_event() {
+        let s = StatusSnapshot {
+            demuxes: vec![crate::status::DemuxStatus {
+                site: "a".into(),
+                counters: [("drop_src_not_peer_site", 3), ("tcp_half_open_evicted", 7)]
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        for line in [
+            "braid_demux_drops_total{site=\"a\",reason=\"src_not_peer_site\"} 3",
+            "braid_demux_events_total{site=\"a\",event=\"tcp_half_open_evicted\"} 7",
+            "# TYPE braid_demux_drops_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 
