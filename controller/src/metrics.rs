@@ -169,6 +169,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
 
     gateway_tunnels(&mut o, s);
+    demux_counters(&mut o, s);
 
     gauge(&mut o, "braid_alarm", "1 when the alarm fires.", "gauge");
     let _ = writeln!(
@@ -239,6 +240,44 @@ fn restart_hooks(o: &mut String, s: &StatusSnapshot) {
     }
     gauge(o, "braid_restart_hooks_running", "Restart hooks running now.", "gauge");
     let _ = writeln!(o, "braid_restart_hooks_running {}", h.running);
+}
+
+/// Each demux's counters: drops by reason, and every other counter (traffic, half-open TCP
+/// flows, fragment-cache hits, misses and evictions) by event name.
+fn demux_counters(o: &mut String, s: &StatusSnapshot) {
+    gauge(
+        o,
+        "braid_demux_drops_total",
+        "Packets the demux dropped, by reason.",
+        "counter",
+    );
+    for d in &s.demuxes {
+        for (name, n) in &d.counters {
+            if let Some(reason) = name.strip_prefix("drop_") {
+                let _ = writeln!(
+                    o,
+                    "braid_demux_drops_total{{site=\"{}\",reason=\"{reason}\"}} {n}",
+                    d.site
+                );
+            }
+        }
+    }
+    gauge(
+        o,
+        "braid_demux_events_total",
+        "Demux counters other than drops, by name: traffic, half-open TCP flows created, promoted, \
+         expired and evicted, fragment-cache hits, misses and evictions.",
+        "counter",
+    );
+    for d in &s.demuxes {
+        for (name, n) in d.counters.iter().filter(|(name, _)| !name.starts_with("drop_")) {
+            let _ = writeln!(
+                o,
+                "braid_demux_events_total{{site=\"{}\",event=\"{name}\"}} {n}",
+                d.site
+            );
+        }
+    }
 }
 
 /// Each pair's suite, and the age of the older of its gateways' SAs.
@@ -375,6 +414,29 @@ mod tests {
             "braid_restart_hooks_total{outcome=\"timed_out\"} 1",
             "braid_restart_hooks_total{outcome=\"skipped\"} 2",
             "braid_restart_hooks_running 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn renders_demux_drops_by_reason_and_other_counters_by_event() {
+        let s = StatusSnapshot {
+            demuxes: vec![crate::status::DemuxStatus {
+                site: "a".into(),
+                counters: [("drop_src_not_peer_site", 3), ("tcp_half_open_evicted", 7)]
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        for line in [
+            "braid_demux_drops_total{site=\"a\",reason=\"src_not_peer_site\"} 3",
+            "braid_demux_events_total{site=\"a\",event=\"tcp_half_open_evicted\"} 7",
+            "# TYPE braid_demux_drops_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

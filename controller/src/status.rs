@@ -77,6 +77,9 @@ pub struct DemuxStatus {
     pub membership_epoch: u64,
     pub heartbeat_age_ms: Option<u64>,
     pub last_failure: Option<String>,
+    /// Every counter the demux last reported, by name (drop reasons are `drop_*`).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -62,10 +62,11 @@ pub struct FragmentId {
 
 /// What steering needs to know about one packet.
 ///
-/// Fragment policy: a fragmented datagram is steered as a whole by its first fragment, which
-/// carries the ports; later fragments follow the first through a short-lived fragment table
-/// keyed by [`FragmentId`]. A later fragment whose first fragment was not seen is dropped and
-/// counted, so no fragment ever reaches a gateway other than its flow's.
+/// Fragment policy: a fragmented datagram is steered by its first fragment, which carries the
+/// ports; later fragments follow the first through a short-lived fragment cache keyed by
+/// [`FragmentId`]. A later fragment whose first fragment is unknown is steered by its addresses
+/// and protocol alone, so all such fragments of one datagram take one pair (the demux's
+/// `steer::fragments` documents the trade-off).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Classified {
     /// An unfragmented packet.

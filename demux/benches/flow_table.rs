@@ -128,6 +128,7 @@ fn bench_flow_table(c: &mut Criterion) {
     let timeouts = IdleTimeouts {
         udp_ms: 1,
         tcp_ms: u64::MAX / 4,
+        tcp_half_open_ms: u64::MAX / 4,
         ..IdleTimeouts::default()
     };
     let mut table = FlowTable::new((LIVE_FLOWS + NEW_FLOWS_PER_ROUND) as usize, timeouts);

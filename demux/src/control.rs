@@ -51,6 +51,12 @@ impl DemuxControl {
         hb.drops = self.stats.total_drops();
         hb.membership_epoch = epoch;
         hb.pairs = views;
+        hb.counters = self
+            .stats
+            .counters_json()
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_u64()?)))
+            .collect();
         hb
     }
 

@@ -12,7 +12,7 @@ use braid_core::daemon::{self, StatusWriter, StopFlag};
 use braid_core::udp;
 use braid_demux::canary::Canary;
 use braid_demux::control::DemuxControl;
-use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap, Shared};
+use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap, InboundFilter, Shared};
 use braid_demux::settings::DemuxSettings;
 use braid_demux::steer::{FlowHasher, IdleTimeouts, MaglevTable, Steering};
 use braid_demux::tun::Tun;
@@ -107,6 +107,12 @@ fn run(args: &Args) -> Result<()> {
         socket: Arc::new(socket),
         shared: shared.clone(),
         local_prefixes: settings.local_prefixes.clone(),
+        inbound_filter: InboundFilter::new(
+            settings.local_prefixes.clone(),
+            settings.peer_prefixes.clone(),
+            settings.canary_peer,
+            settings.canary_local,
+        ),
         mtu: settings.mtu,
         stats: stats.clone(),
         stop: stop.clone(),
@@ -180,6 +186,7 @@ fn start_control(
 fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {
     IdleTimeouts {
         tcp_ms: t.tcp_idle * 1000,
+        tcp_half_open_ms: t.tcp_half_open * 1000,
         tcp_closing_ms: t.tcp_closing * 1000,
         udp_ms: t.udp_idle * 1000,
         other_ms: t.other_idle * 1000,

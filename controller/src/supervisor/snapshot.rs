@@ -57,6 +57,7 @@ impl Supervisor {
                     membership_epoch: hb.map(|h| h.membership_epoch).unwrap_or(0),
                     heartbeat_age_ms: st.and_then(|x| x.heartbeat_age_ms),
                     last_failure,
+                    counters: hb.map(|h| h.counters.clone()).unwrap_or_default(),
                 }),
                 Role::Gateway(pair) => s.gateways.push(GatewayStatus {
                     site: d.spec.site.clone(),

@@ -165,6 +165,7 @@ impl ClusterConfig {
                     tcp_closing: Some(timeouts.tcp_closing),
                     udp_idle: Some(timeouts.udp_idle),
                     other_idle: Some(timeouts.other_idle),
+                    tcp_half_open: Some(timeouts.tcp_half_open),
                 }),
                 suite: Some(settings.suite),
             },

@@ -162,6 +162,9 @@ pub struct Timeouts {
     pub udp_idle: u64,
     /// ICMP and every other protocol.
     pub other_idle: u64,
+    /// A TCP flow whose handshake has not completed (created by a SYN, no ACK without SYN
+    /// seen yet): short, so a SYN flood cannot hold flow-table slots for the full `tcp_idle`.
+    pub tcp_half_open: u64,
 }
 
 impl Default for Timeouts {
@@ -171,6 +174,7 @@ impl Default for Timeouts {
             tcp_closing: 10,
             udp_idle: 120,
             other_idle: 120,
+            tcp_half_open: 5,
         }
     }
 }

@@ -106,6 +106,8 @@ pub(super) struct RawTimeouts {
     pub udp_idle: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_idle: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_half_open: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -190,7 +190,8 @@ fn defaults_and_resolved_paths() {
             tcp_idle: 350,
             tcp_closing: 10,
             udp_idle: 120,
-            other_idle: 120
+            other_idle: 120,
+            tcp_half_open: 5
         }
     );
     assert_eq!(cfg.gateway("a", 1).unwrap().private_key_file, None);
@@ -216,7 +217,7 @@ fn optional_settings_and_absolute_paths() {
     let text = edited(
         "  secret_file: secret.key\n",
         "  secret_file: /etc/braid/secret.key\n  mtu: 9000\n  maglev_table_size: 251\n  \
-         flow_table_capacity: 1024\n  timeouts: { tcp_idle: 600, udp_idle: 30 }\n",
+         flow_table_capacity: 1024\n  timeouts: { tcp_idle: 600, udp_idle: 30, tcp_half_open: 3 }\n",
     );
     let cfg = parse(&text).unwrap();
     assert_eq!(cfg.cluster.secret_file, Path::new("/etc/braid/secret.key"));
@@ -234,7 +235,8 @@ fn optional_settings_and_absolute_paths() {
             tcp_idle: 600,
             tcp_closing: 10,
             udp_idle: 30,
-            other_idle: 120
+            other_idle: 120,
+            tcp_half_open: 3
         }
     );
 }
@@ -367,6 +369,7 @@ const BROKEN: &[Broken] = &[
     ("zero timeout", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts:\n    udp_idle: 0\n")], "cluster.timeouts.udp_idle: expected a number from 1 to 604800, got 0"),
     ("unknown timeout", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts:\n    icmp_idle: 5\n")], "cluster.timeouts: unknown field `icmp_idle`"),
     ("closing longer than idle", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts: { tcp_idle: 5, tcp_closing: 6 }\n")], "cluster.timeouts.tcp_closing: expected at most tcp_idle (5 s), got 6 s"),
+    ("half-open longer than idle", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts: { tcp_idle: 5, tcp_closing: 5, tcp_half_open: 6 }\n")], "cluster.timeouts.tcp_half_open: expected at most tcp_idle (5 s), got 6 s"),
     ("bad cluster name", &[("name: test", "name: Test_1")], "cluster.name: expected 1 to 32 characters of a-z, 0-9 and '-', got \"Test_1\""),
     ("empty secret path", &[("secret_file: secret.key", "secret_file: \"\"")], "cluster.secret_file: expected a file path, got an empty string"),
     ("three sites", &[("\npairs:\n", "\n  c:\n    prefixes: [198.18.3.0/24]\n    demux: { tun: braid0, geneve: 198.18.30.1:6081 }\npairs:\n")], "sites: expected exactly two sites, got 3"),

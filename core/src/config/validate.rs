@@ -308,6 +308,7 @@ impl Checker<'_> {
             tcp_closing: seconds("tcp_closing", raw.tcp_closing, default.tcp_closing)?,
             udp_idle: seconds("udp_idle", raw.udp_idle, default.udp_idle)?,
             other_idle: seconds("other_idle", raw.other_idle, default.other_idle)?,
+            tcp_half_open: seconds("tcp_half_open", raw.tcp_half_open, default.tcp_half_open)?,
         };
         if timeouts.tcp_closing > timeouts.tcp_idle {
             return Err(self.error(
@@ -315,6 +316,15 @@ impl Checker<'_> {
                 format!(
                     "expected at most tcp_idle ({} s), got {} s",
                     timeouts.tcp_idle, timeouts.tcp_closing
+                ),
+            ));
+        }
+        if timeouts.tcp_half_open > timeouts.tcp_idle {
+            return Err(self.error(
+                "cluster.timeouts.tcp_half_open",
+                format!(
+                    "expected at most tcp_idle ({} s), got {} s",
+                    timeouts.tcp_idle, timeouts.tcp_half_open
                 ),
             ));
         }

@@ -173,6 +173,11 @@ pub struct Heartbeat {
     pub pairs: Vec<PairReport>,
     /// Demuxes: the membership epoch currently applied (0 before the first push).
     pub membership_epoch: u64,
+    /// Demuxes: every counter by name, as in the demux's status file — each drop reason
+    /// (`drop_*`) and each limit at work (half-open TCP flows, the fragment cache). Empty from
+    /// gateways and from older demuxes.
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 impl Heartbeat {
@@ -197,6 +202,7 @@ impl Heartbeat {
             drops: 0,
             pairs: Vec::new(),
             membership_epoch: 0,
+            counters: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use braid_core::udp::RecvBatch;
 use braid_core::wire::{self, geneve};
 
+use super::filter::Verdict;
 use super::Shared;
-use super::{c, count_wire, destination_of, ethertype_of, in_prefixes, DataPath, BATCH, HEADROOM};
+use super::{c, count_wire, ethertype_of, DataPath, BATCH, HEADROOM};
 use crate::canary::Inbound as CanaryVerdict;
 use crate::offload::{Coalescer, Emit, VnetHeader, MAX_SUPER_PACKET, VNET_HEADER_LEN};
 use crate::tun::wait_readable;
@@ -68,6 +69,7 @@ impl DataPath {
                         self.write_tun(|| self.tun.write(inner), 1, inner.len());
                     }
                 }
+                self.publish_counts(&mut shared.steering);
             }
             if self.tun.offload() {
                 self.write_coalesced(&coalescer, &batch, &inner_at, &mut scratch);
@@ -75,8 +77,11 @@ impl DataPath {
         }
     }
 
-    /// Checks one GENEVE datagram from a gateway, learns its flow's pair and clamps its MSS.
-    /// Returns where the inner packet starts, or `None` (counted) if it is dropped.
+    /// Checks one GENEVE datagram from a gateway — a configured gateway's address, the VNI of
+    /// that gateway's pair, a well-formed inner packet from the peer site to this one
+    /// ([`super::filter`]) — answers it if it is a canary, else learns its flow's pair and clamps
+    /// its MSS. Returns where the inner packet starts, or `None` (counted) if it is not for the
+    /// TUN.
     fn accept_inbound(&self, shared: &mut Shared, datagram: &mut [u8], from: SocketAddr, now: u64) -> Option<usize> {
         let stats = &*self.stats;
         let Some(pair) = shared.gateways.by_addr(&from) else {
@@ -95,9 +100,6 @@ impl DataPath {
             return None;
         }
         let inner = &mut datagram[header_len..];
-        if self.answer_canary(shared, inner, pair, from, now) {
-            return None;
-        }
         let class = match wire::classify(inner) {
             Ok(class) => class,
             Err(e) => {
@@ -105,8 +107,20 @@ impl DataPath {
                 return None;
             }
         };
-        if !in_prefixes(&self.local_prefixes, destination_of(&class)) {
-            stats.counters.inc(c::DROP_DST_NOT_LOCAL);
+        match self.inbound_filter.check(&class) {
+            Verdict::Accept => {}
+            Verdict::CanaryOnly(refused) => {
+                if !self.answer_canary(shared, inner, pair, from, now) {
+                    stats.counters.inc(refused.counter());
+                }
+                return None;
+            }
+            Verdict::Drop(refused) => {
+                stats.counters.inc(refused.counter());
+                return None;
+            }
+        }
+        if self.answer_canary(shared, inner, pair, from, now) {
             return None;
         }
         shared.steering.learn(&class, pair, now);

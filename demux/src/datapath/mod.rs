@@ -9,7 +9,8 @@
 //!   flushing whenever the batch fills. An ordinary packet gets its checksum completed and is
 //!   copied into a slot.
 //! * **inbound** (gateways → TUN): receives a batch with one `recvmmsg`, accepts GENEVE only from
-//!   this site's configured gateways with the VNI of that gateway's pair, learns the pair for the
+//!   this site's configured gateways with the VNI of that gateway's pair and an inner packet from
+//!   the peer site's prefixes to this site's ([`filter`]), learns the pair for the
 //!   flow (so this site's replies use the pair the other site chose), clamps the MSS and writes
 //!   the inner packet to the TUN; on an offload TUN the batch's TCP segments are first coalesced
 //!   per flow into super-packets, so one write carries a whole run.
@@ -27,6 +28,7 @@
 //! Files: [`stats`] (counters), [`gateways`] (pair ↔ gateway address), `outbound.rs` and
 //! `inbound.rs` (the two threads).
 
+pub mod filter;
 mod gateways;
 mod inbound;
 mod outbound;
@@ -49,6 +51,7 @@ use crate::canary::Canary;
 use crate::steer::Steering;
 use crate::tun::Tun;
 
+pub use filter::InboundFilter;
 pub use gateways::GatewayMap;
 pub use stats::{c, DemuxStats, PairCounters, DEMUX_COUNTERS};
 
@@ -76,6 +79,8 @@ pub struct DataPath {
     pub socket: Arc<UdpSocket>,
     pub shared: Arc<Mutex<Shared>>,
     pub local_prefixes: Vec<Prefix>,
+    /// What inner packets from the gateways may carry.
+    pub inbound_filter: InboundFilter,
     pub mtu: u16,
     pub stats: Arc<DemuxStats>,
     pub stop: StopFlag,
@@ -122,6 +127,15 @@ impl DataPath {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Adds what the steering tables counted since the last call to the exported counters.
+    fn publish_counts(&self, steering: &mut Steering) {
+        for (i, n) in steering.take_counts().into_iter().enumerate() {
+            if n != 0 {
+                self.stats.steering.add(i, n);
+            }
+        }
+    }
 }
 
 pub(crate) fn in_prefixes(prefixes: &[Prefix], addr: std::net::IpAddr) -> bool {
@@ -166,6 +180,5 @@ pub(crate) fn steer_drop_counter(drop: &crate::steer::SteerDrop) -> usize {
     use crate::steer::SteerDrop;
     match drop {
         SteerDrop::NoLivePair => c::DROP_NO_LIVE_PAIR,
-        SteerDrop::FragmentWithoutHead => c::DROP_FRAGMENT_WITHOUT_HEAD,
     }
 }

@@ -61,6 +61,7 @@ impl DataPath {
                 self.stats
                     .live_flows
                     .store(steering.live_flows() as u64, Ordering::Relaxed);
+                self.publish_counts(steering);
             }
             self.flush(&mut batch);
         }
@@ -296,6 +297,7 @@ impl DataPath {
         self.stats
             .live_flows
             .store(steering.live_flows() as u64, Ordering::Relaxed);
+        self.publish_counts(steering);
     }
 
     fn count_outcome(&self, outcome: &crate::steer::Outcome) {

@@ -1,4 +1,6 @@
-//! The demux's counters: one per reason a packet is not forwarded, traffic per pair.
+//! The demux's counters: one per reason a packet is not forwarded, one per limit at work (the
+//! steering tables' [`STEER_COUNTERS`]), traffic per pair. All of them appear in the status
+//! file and, by name, in every heartbeat to the controller.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +10,7 @@ use braid_core::flow::PairId;
 use braid_core::wire::WIRE_DROP_COUNTERS;
 
 use crate::offload::OFFLOAD_DROP_COUNTERS;
+use crate::steer::STEER_COUNTERS;
 
 /// Demux counters, indexed by the constants in [`c`].
 pub const DEMUX_COUNTERS: &[&str] = &[
@@ -21,7 +24,7 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "flows_moved",
     "flows_unpinned_table_full",
     "drop_no_live_pair",
-    "drop_fragment_without_head",
+    "drop_src_not_peer_site",
     "drop_src_not_local_site",
     "drop_dst_not_local_site",
     "drop_oversize",
@@ -46,7 +49,8 @@ pub mod c {
     pub const FLOWS_MOVED: usize = 7;
     pub const FLOWS_UNPINNED: usize = 8;
     pub const DROP_NO_LIVE_PAIR: usize = 9;
-    pub const DROP_FRAGMENT_WITHOUT_HEAD: usize = 10;
+    /// From a gateway: the inner source is not in the peer site's prefixes.
+    pub const DROP_SRC_NOT_PEER: usize = 10;
     pub const DROP_SRC_NOT_LOCAL: usize = 11;
     pub const DROP_DST_NOT_LOCAL: usize = 12;
     pub const DROP_OVERSIZE: usize = 13;
@@ -81,6 +85,8 @@ pub struct DemuxStats {
     pub lan_wire: CounterSet,
     /// TUN offload drops, by reason ([`OFFLOAD_DROP_COUNTERS`]).
     pub offload: CounterSet,
+    /// Flow-table and fragment-cache limits at work ([`STEER_COUNTERS`]).
+    pub steering: CounterSet,
     /// Traffic per pair, indexed by pair id (every possible id, so pairs that join online
     /// need no reallocation).
     pairs: Box<[PairCounters]>,
@@ -100,6 +106,7 @@ impl DemuxStats {
             tun_wire: CounterSet::new(WIRE_DROP_COUNTERS),
             lan_wire: CounterSet::new(WIRE_DROP_COUNTERS),
             offload: CounterSet::new(OFFLOAD_DROP_COUNTERS),
+            steering: CounterSet::new(&STEER_COUNTERS),
             pairs: (0..PAIR_IDS).map(|_| PairCounters::default()).collect(),
             live_flows: AtomicU64::new(0),
         }
@@ -123,7 +130,7 @@ impl DemuxStats {
                 map.insert(format!("{name}_{suffix}"), value.into());
             }
         }
-        for (name, value) in self.offload.snapshot() {
+        for (name, value) in self.offload.snapshot().into_iter().chain(self.steering.snapshot()) {
             map.insert(name.to_string(), value.into());
         }
         map

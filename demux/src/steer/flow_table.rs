@@ -28,8 +28,19 @@
 //!   ([`Outcome::Moved`]): failover moves only the dead pair's flows.
 //! * An expired entry is dead: the flow starts again as new. Expired slots are reused by
 //!   inserts and cleared incrementally by [`FlowTable::expire`].
-//! * **Full** (both buckets hold only live flows): no live flow is evicted; the packet is
-//!   steered by `choose` alone without pinning ([`Outcome::Unpinned`], which callers count).
+//! * **Half-open TCP**: a TCP flow created by a packet carrying SYN is *half-open* and lives
+//!   only `tcp_half_open_ms` (5 s by default) after its last packet, so a SYN flood holds a slot
+//!   for seconds, not for the 350 s of an established connection. The first ACK without SYN
+//!   seen in either direction (the handshake's third packet) promotes it to `tcp_ms`; a SYN
+//!   that reopens a closing 5-tuple makes it half-open again. A flow picked up mid-stream (its
+//!   first packet carries ACK without SYN) is established at once: a demux cannot tell it from
+//!   one whose handshake it missed.
+//! * **Full** (both buckets hold only live flows): the live half-open flow nearest its deadline
+//!   is evicted to make room (its next packet is steered afresh, and Maglev sends it to the same
+//!   pair while membership is unchanged); established flows and every other protocol are never
+//!   evicted. With no half-open flow to evict the packet is steered by `choose` alone without
+//!   pinning ([`Outcome::Unpinned`], which callers count).
+//! * Half-open flows created, promoted, expired and evicted are counted ([`HalfOpenCounts`]).
 //!
 //! ## Measured
 //!
@@ -65,6 +76,8 @@ pub const MAX_FLOWS: usize = 1 << 26;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdleTimeouts {
     pub tcp_ms: u64,
+    /// TCP until the handshake completes (see the module docs).
+    pub tcp_half_open_ms: u64,
     /// TCP once a FIN or RST has been seen in either direction.
     pub tcp_closing_ms: u64,
     pub udp_ms: u64,
@@ -76,6 +89,7 @@ impl Default for IdleTimeouts {
     fn default() -> Self {
         IdleTimeouts {
             tcp_ms: 350_000,
+            tcp_half_open_ms: 5_000,
             tcp_closing_ms: 10_000,
             udp_ms: 120_000,
             other_ms: 120_000,
@@ -110,6 +124,20 @@ impl Learned {
 
 const FLAG_V6: u8 = 1;
 const FLAG_CLOSING: u8 = 2;
+const FLAG_HALF_OPEN: u8 = 4;
+
+/// What happened to half-open TCP flows since the counts were last taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalfOpenCounts {
+    /// Flows created (or reopened) by a SYN.
+    pub created: u64,
+    /// Half-open flows whose handshake completed.
+    pub promoted: u64,
+    /// Half-open flows that timed out.
+    pub expired: u64,
+    /// Live half-open flows evicted to make room in a full bucket pair.
+    pub evicted: u64,
+}
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -136,7 +164,9 @@ impl Entry {
         flags: 0,
     };
 
-    fn new(key: &FlowKey, pair: PairId) -> Entry {
+    /// A new entry; a TCP flow whose first packet carries SYN starts half-open.
+    fn new(key: &FlowKey, pair: PairId, tcp: u8) -> Entry {
+        let half_open = key.proto == proto::TCP && tcp & tcp_flags::SYN != 0;
         Entry {
             deadline_ms: 0,
             lo_addr: key.lo_addr,
@@ -145,8 +175,13 @@ impl Entry {
             hi_port: key.hi_port,
             pair,
             proto: key.proto,
-            flags: if key.v6 { FLAG_V6 } else { 0 },
+            flags: (if key.v6 { FLAG_V6 } else { 0 }) | (if half_open { FLAG_HALF_OPEN } else { 0 }),
         }
+    }
+
+    #[inline]
+    fn is_half_open(&self) -> bool {
+        self.flags & FLAG_HALF_OPEN != 0
     }
 
     #[inline]
@@ -169,13 +204,18 @@ impl Entry {
     fn touch(&mut self, tcp: u8, now_ms: u64, timeouts: &IdleTimeouts) {
         let timeout = match self.proto {
             proto::TCP => {
+                let handshake = tcp & (tcp_flags::SYN | tcp_flags::ACK);
                 if tcp & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                     self.flags |= FLAG_CLOSING;
-                } else if tcp & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
-                    // A fresh SYN reopens a closed 5-tuple as a new connection.
-                    self.flags &= !FLAG_CLOSING;
+                } else if handshake == tcp_flags::SYN && self.flags & FLAG_CLOSING != 0 {
+                    // A fresh SYN reopens a closed 5-tuple as a new, half-open connection.
+                    self.flags = (self.flags & !FLAG_CLOSING) | FLAG_HALF_OPEN;
+                } else if handshake == tcp_flags::ACK {
+                    self.flags &= !FLAG_HALF_OPEN;
                 }
-                if self.flags & FLAG_CLOSING != 0 {
+                if self.is_half_open() {
+                    timeouts.tcp_half_open_ms
+                } else if self.flags & FLAG_CLOSING != 0 {
                     timeouts.tcp_closing_ms
                 } else {
                     timeouts.tcp_ms
@@ -200,6 +240,8 @@ enum Probe {
     Found(usize),
     Vacant(usize),
     Reusable(usize),
+    /// Holds a live half-open flow: the slot to take when nothing else is free.
+    Evictable(usize),
     Full,
 }
 
@@ -216,6 +258,7 @@ pub struct FlowTable {
     census: Box<[u32]>,
     /// The last complete sweep's count of live flows per pair.
     pinned_per_pair: Box<[u32]>,
+    half_open: HalfOpenCounts,
 }
 
 impl FlowTable {
@@ -233,6 +276,7 @@ impl FlowTable {
             timeouts,
             census: filled_slice(usize::from(PairId::MAX) + 1, 0),
             pinned_per_pair: filled_slice(usize::from(PairId::MAX) + 1, 0),
+            half_open: HalfOpenCounts::default(),
         }
     }
 
@@ -259,13 +303,13 @@ impl FlowTable {
                     entry.pair = choose()?;
                     Outcome::Moved
                 };
-                entry.touch(tcp_flags, now_ms, &timeouts);
-                return Some(Steered {
-                    pair: entry.pair,
-                    outcome,
-                });
+                let pair = entry.pair;
+                self.touch(slot, tcp_flags, now_ms, &timeouts);
+                return Some(Steered { pair, outcome });
             }
-            Probe::Found(slot) | Probe::Reusable(slot) | Probe::Vacant(slot) => (slot, Outcome::New),
+            Probe::Found(slot) | Probe::Reusable(slot) | Probe::Vacant(slot) | Probe::Evictable(slot) => {
+                (slot, Outcome::New)
+            }
             Probe::Full => {
                 return choose().map(|pair| Steered {
                     pair,
@@ -300,10 +344,10 @@ impl FlowTable {
                 } else {
                     Learned::Refreshed
                 };
-                entry.touch(tcp_flags, now_ms, &timeouts);
+                self.touch(slot, tcp_flags, now_ms, &timeouts);
                 return learned;
             }
-            Probe::Found(slot) | Probe::Reusable(slot) | Probe::Vacant(slot) => slot,
+            Probe::Found(slot) | Probe::Reusable(slot) | Probe::Vacant(slot) | Probe::Evictable(slot) => slot,
             Probe::Full => return Learned::TableFull,
         };
         self.pin(slot, hash, key, from, tcp_flags, now_ms);
@@ -365,6 +409,7 @@ impl FlowTable {
                 if entry.is_live(now_ms) {
                     self.census[usize::from(entry.pair)] += 1;
                 } else {
+                    self.half_open.expired += u64::from(entry.is_half_open());
                     self.tags[slot] = 0;
                     self.occupied -= 1;
                     freed += 1;
@@ -408,6 +453,11 @@ impl FlowTable {
         std::mem::size_of::<Self>() + self.tags.len() + self.entries.len() * std::mem::size_of::<Entry>()
     }
 
+    /// What happened to half-open flows since the last call; the counts restart from zero.
+    pub fn take_half_open_counts(&mut self) -> HalfOpenCounts {
+        std::mem::take(&mut self.half_open)
+    }
+
     /// The idle timeouts in force.
     pub fn timeouts(&self) -> &IdleTimeouts {
         &self.timeouts
@@ -416,11 +466,32 @@ impl FlowTable {
     fn pin(&mut self, slot: usize, hash: u64, key: &FlowKey, pair: PairId, tcp: u8, now_ms: u64) {
         if self.tags[slot] == 0 {
             self.occupied += 1;
+        } else if self.entries[slot].is_half_open() {
+            // The slot's old flow is overwritten: expired, or evicted by `probe`'s choice.
+            if self.entries[slot].is_live(now_ms) {
+                self.half_open.evicted += 1;
+            } else {
+                self.half_open.expired += 1;
+            }
         }
         self.tags[slot] = self.home(hash).tag;
         let entry = &mut self.entries[slot];
-        *entry = Entry::new(key, pair);
+        *entry = Entry::new(key, pair, tcp);
+        self.half_open.created += u64::from(entry.is_half_open());
         entry.touch(tcp, now_ms, &self.timeouts);
+    }
+
+    /// [`Entry::touch`] on a live entry, counting what it did to a half-open flow.
+    #[inline]
+    fn touch(&mut self, slot: usize, tcp: u8, now_ms: u64, timeouts: &IdleTimeouts) {
+        let entry = &mut self.entries[slot];
+        let was_half_open = entry.is_half_open();
+        entry.touch(tcp, now_ms, timeouts);
+        match (was_half_open, entry.is_half_open()) {
+            (true, false) => self.half_open.promoted += 1,
+            (false, true) => self.half_open.created += 1,
+            _ => {}
+        }
     }
 
     #[inline]
@@ -478,11 +549,14 @@ impl FlowTable {
         if let Some(slot) = self.vacant_slot(home) {
             return Probe::Vacant(slot);
         }
-        home.buckets
-            .iter()
-            .flat_map(|&b| b * BUCKET..(b + 1) * BUCKET)
-            .find(|&slot| !self.entries[slot].is_live(now_ms))
-            .map_or(Probe::Full, Probe::Reusable)
+        let slots = || home.buckets.iter().flat_map(|&b| b * BUCKET..(b + 1) * BUCKET);
+        if let Some(slot) = slots().find(|&slot| !self.entries[slot].is_live(now_ms)) {
+            return Probe::Reusable(slot);
+        }
+        slots()
+            .filter(|&slot| self.entries[slot].is_half_open())
+            .min_by_key(|&slot| self.entries[slot].deadline_ms)
+            .map_or(Probe::Full, Probe::Evictable)
     }
 }
 

@@ -8,12 +8,17 @@
 //! * [`maglev`]: the consistent-hash table over live pairs ([`MaglevTable`]), an immutable
 //!   snapshot the control plane rebuilds on every membership change.
 //! * [`flow_table`]: pins each flow to the pair it started on ([`FlowTable`]).
-//! * [`fragments`]: later fragments follow their first fragment ([`FragmentTable`]).
+//! * [`fragments`]: later fragments follow their first fragment ([`FragmentTable`]), or, when
+//!   it is unknown, go by their addresses (the fragment policy and its trade-off are there).
 //!
 //! [`Steering`] ties them together for one data thread. A packet is classified, hashed once,
 //! and that one hash picks the flow-table buckets, the tag and (for a new flow) the Maglev slot.
 //! Packets returning from a gateway pair are [`Steering::learn`]ed so a flow started by the
 //! other site goes back over the pair it came on.
+//!
+//! Every limit is counted: [`Steering::take_counts`] hands over what the flow table did to
+//! half-open TCP flows and what the fragment cache hit, missed and evicted
+//! ([`STEER_COUNTERS`]), for the data path to add to its exported counters.
 
 pub mod flow_table;
 pub mod fragments;
@@ -24,10 +29,10 @@ mod memory;
 
 use std::sync::Arc;
 
-use braid_core::flow::{Classified, FragmentId, PairId};
+use braid_core::flow::{Classified, FiveTuple, FragmentId, PairId};
 
-pub use flow_table::{FlowTable, IdleTimeouts, Learned};
-pub use fragments::{FragmentTable, DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS};
+pub use flow_table::{FlowTable, HalfOpenCounts, IdleTimeouts, Learned};
+pub use fragments::{FragmentCounts, FragmentTable, DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS};
 pub use hash::FlowHasher;
 pub use key::FlowKey;
 pub use maglev::{MaglevError, MaglevTable, DEFAULT_TABLE_SIZE};
@@ -44,6 +49,17 @@ pub const SWEEP_PASS_MS: u64 = 1_000;
 /// calling it per batch does not pay a call's overhead for a handful of slots.
 const SWEEP_MIN_SLOTS: usize = 1_024;
 
+/// The counters [`Steering::take_counts`] reports, in its order.
+pub const STEER_COUNTERS: [&str; 7] = [
+    "tcp_half_open_created",
+    "tcp_half_open_promoted",
+    "tcp_half_open_expired",
+    "tcp_half_open_evicted",
+    "fragment_cache_hits",
+    "fragment_cache_misses",
+    "fragment_cache_evictions",
+];
+
 /// How a packet's pair was decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,25 +73,30 @@ pub enum Outcome {
     Unpinned,
     /// A later fragment, sent where its datagram's first fragment went.
     FragmentFollowed,
+    /// A later fragment whose first fragment's pair is unknown (or left): chosen by Maglev over
+    /// its addresses and protocol, not pinned.
+    FragmentByAddresses,
 }
 
 impl Outcome {
     /// Every outcome, in [`Outcome::index`] order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Established,
         Outcome::New,
         Outcome::Moved,
         Outcome::Unpinned,
         Outcome::FragmentFollowed,
+        Outcome::FragmentByAddresses,
     ];
 
     /// Counter names, indexed by [`Outcome::index`].
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "steer_established",
         "steer_new",
         "steer_moved",
         "steer_unpinned",
         "steer_fragment_followed",
+        "steer_fragment_by_addresses",
     ];
 
     /// Position in [`Outcome::ALL`] and [`Outcome::NAMES`].
@@ -92,15 +113,13 @@ impl Outcome {
 /// Why a packet could not be steered. Each is a counted drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SteerDrop {
-    /// No gateway pair is live (for a later fragment: its first fragment's pair left).
+    /// No gateway pair is live.
     NoLivePair,
-    /// A later fragment whose first fragment was never seen (or was forgotten).
-    FragmentWithoutHead,
 }
 
 impl SteerDrop {
     /// Counter names, indexed by [`SteerDrop::index`].
-    pub const NAMES: [&'static str; 2] = ["drop_no_live_pair", "drop_fragment_without_head"];
+    pub const NAMES: [&'static str; 1] = ["drop_no_live_pair"];
 
     /// Position in [`SteerDrop::NAMES`].
     pub fn index(self) -> usize {
@@ -232,6 +251,21 @@ impl Steering {
         self.flows.len()
     }
 
+    /// The [`STEER_COUNTERS`] since the last call, which restarts them from zero.
+    pub fn take_counts(&mut self) -> [u64; STEER_COUNTERS.len()] {
+        let h = self.flows.take_half_open_counts();
+        let f = self.fragments.take_counts();
+        [
+            h.created,
+            h.promoted,
+            h.expired,
+            h.evicted,
+            f.hits,
+            f.misses,
+            f.evictions,
+        ]
+    }
+
     /// The flow table, for its size and memory figures.
     pub fn flows(&self) -> &FlowTable {
         &self.flows
@@ -280,18 +314,30 @@ impl Steering {
         Ok(steered)
     }
 
-    fn follow_fragment(&self, frag: &FragmentId, now_ms: u64) -> Result<Steered, SteerDrop> {
+    /// A later fragment: its first fragment's pair, else the pair of its addresses (see
+    /// [`fragments`] for the policy).
+    fn follow_fragment(&mut self, frag: &FragmentId, now_ms: u64) -> Result<Steered, SteerDrop> {
         let hash = self.hasher.hash_fragment(frag);
-        let pair = self
-            .fragments
-            .lookup(hash, frag, now_ms)
-            .ok_or(SteerDrop::FragmentWithoutHead)?;
-        if !self.membership.serves(pair) {
-            return Err(SteerDrop::NoLivePair);
+        let members = &*self.membership;
+        if let Some(pair) = self.fragments.lookup(hash, frag, now_ms, |p| members.serves(p)) {
+            return Ok(Steered {
+                pair,
+                outcome: Outcome::FragmentFollowed,
+            });
         }
+        let addresses = FlowKey::new(&FiveTuple {
+            src: frag.src,
+            dst: frag.dst,
+            src_port: 0,
+            dst_port: 0,
+            proto: frag.proto,
+        });
+        let pair = members
+            .lookup(self.hasher.hash_key(&addresses))
+            .ok_or(SteerDrop::NoLivePair)?;
         Ok(Steered {
             pair,
-            outcome: Outcome::FragmentFollowed,
+            outcome: Outcome::FragmentByAddresses,
         })
     }
 }

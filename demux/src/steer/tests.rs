@@ -110,17 +110,37 @@ fn adding_a_pair_leaves_established_flows_and_takes_new_ones() {
     assert!(per_pair[&3] > 300, "new flows reach the new pair: {per_pair:?}");
 }
 
+/// The pair Maglev gives a datagram's addresses alone: where fragments go on a cache miss.
+fn pair_of_addresses(s: &Steering, t: &FiveTuple) -> PairId {
+    let key = FlowKey::new(&FiveTuple {
+        src_port: 0,
+        dst_port: 0,
+        ..*t
+    });
+    s.membership().lookup(s.hasher.hash_key(&key)).unwrap()
+}
+
+/// A tuple (from `n`) whose flow's Maglev pair differs from its addresses' pair.
+fn tuple_off_its_addresses_pair(s: &Steering, from: u32) -> FiveTuple {
+    (from..)
+        .map(tuple)
+        .find(|t| {
+            let key = FlowKey::new(t);
+            s.membership().lookup(s.hasher.hash_key(&key)) != Some(pair_of_addresses(s, t))
+        })
+        .unwrap()
+}
+
 #[test]
 fn later_fragments_follow_their_first_fragment() {
     let mut s = steering(&[1, 2, 3, 4]);
-    let t = Classified::Whole {
-        tuple: tuple(7),
-        tcp_flags: 0,
-    };
-    let flow_pair = s.steer(&t, T0).unwrap().pair;
+    let t = tuple_off_its_addresses_pair(&s, 7);
+    let flow_pair = s.steer(&whole(t), T0).unwrap().pair;
+    let by_addresses = pair_of_addresses(&s, &t);
+    assert_ne!(flow_pair, by_addresses);
     let head = Classified::FirstFragment {
-        tuple: tuple(7),
-        frag: frag_of(&tuple(7), 77),
+        tuple: t,
+        frag: frag_of(&t, 77),
         tcp_flags: 0,
     };
     assert_eq!(
@@ -130,9 +150,7 @@ fn later_fragments_follow_their_first_fragment() {
             outcome: Outcome::Established
         }
     );
-    let tail = Classified::LaterFragment {
-        frag: frag_of(&tuple(7), 77),
-    };
+    let tail = Classified::LaterFragment { frag: frag_of(&t, 77) };
     assert_eq!(
         s.steer(&tail, T0 + 1).unwrap(),
         Steered {
@@ -140,24 +158,91 @@ fn later_fragments_follow_their_first_fragment() {
             outcome: Outcome::FragmentFollowed
         }
     );
-    let orphan = Classified::LaterFragment {
-        frag: frag_of(&tuple(7), 78),
+    // Without its first fragment a later fragment goes by its addresses, always to one pair.
+    let orphan = Classified::LaterFragment { frag: frag_of(&t, 78) };
+    let expected = Steered {
+        pair: by_addresses,
+        outcome: Outcome::FragmentByAddresses,
     };
-    assert_eq!(s.steer(&orphan, T0 + 1), Err(SteerDrop::FragmentWithoutHead));
+    assert_eq!(s.steer(&orphan, T0 + 1), Ok(expected));
+    assert_eq!(s.steer(&orphan, T0 + 2), Ok(expected));
     assert_eq!(
         s.steer(&tail, T0 + DEFAULT_FRAGMENT_TTL_MS),
-        Err(SteerDrop::FragmentWithoutHead),
+        Ok(expected),
         "forgotten after the TTL"
     );
+    let counts = s.take_counts();
+    assert_eq!(&counts[4..], &[1, 3, 0], "fragment cache hits, misses, evictions");
 
+    // Its pair gone, the tail goes by its addresses among the pairs left.
     s.steer(&head, T0 + 10_000).unwrap();
     let others: Vec<PairId> = [1, 2, 3, 4].into_iter().filter(|&p| p != flow_pair).collect();
     s.set_membership(Arc::new(MaglevTable::build(&others, DEFAULT_TABLE_SIZE).unwrap()));
-    assert_eq!(
-        s.steer(&tail, T0 + 10_001),
-        Err(SteerDrop::NoLivePair),
-        "its pair is gone"
+    let moved = s.steer(&tail, T0 + 10_001).unwrap();
+    assert_eq!(moved.outcome, Outcome::FragmentByAddresses);
+    assert_ne!(moved.pair, flow_pair);
+    s.set_membership(Arc::new(MaglevTable::empty()));
+    assert_eq!(s.steer(&tail, T0 + 10_002), Err(SteerDrop::NoLivePair));
+}
+
+#[test]
+fn a_flood_of_first_fragments_evicts_no_flow_and_strands_no_fragment() {
+    let mut s = steering(&[1, 2, 3, 4]);
+    let live: Vec<FiveTuple> = (0..1_000).map(tuple).collect();
+    let pinned: Vec<PairId> = live.iter().map(|t| s.steer(&whole(*t), T0).unwrap().pair).collect();
+    let before = s.live_flows();
+    // A legitimate datagram's first fragment, then a flood of first fragments of UDP flows
+    // (10× the fragment cache, each with its own addresses), then its later fragment.
+    let t = tuple_off_its_addresses_pair(&s, 5_000);
+    let head = Classified::FirstFragment {
+        tuple: t,
+        frag: frag_of(&t, 1),
+        tcp_flags: 0,
+    };
+    let head_pair = s.steer(&head, T0).unwrap().pair;
+    let flood = 10 * DEFAULT_FRAGMENT_CAPACITY as u32;
+    for n in 0..flood {
+        let f = FiveTuple {
+            src: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)),
+            proto: proto::UDP,
+            ..tuple(n)
+        };
+        s.steer(
+            &Classified::FirstFragment {
+                tuple: f,
+                frag: frag_of(&f, n),
+                tcp_flags: 0,
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    }
+    let counts = s.take_counts();
+    assert!(
+        counts[6] > u64::from(flood) / 2,
+        "the flood overwrites itself: {counts:?}"
     );
+    // Every live flow is still pinned where it was.
+    for (t, pair) in live.iter().zip(&pinned) {
+        assert_eq!(
+            s.steer(&whole(*t), T0 + 2).unwrap(),
+            Steered {
+                pair: *pair,
+                outcome: Outcome::Established
+            }
+        );
+    }
+    assert!(s.live_flows() >= before);
+    // The legitimate tail is still delivered: with its head's pair if the mapping survived,
+    // otherwise by its addresses; never dropped.
+    let tail = s
+        .steer(&Classified::LaterFragment { frag: frag_of(&t, 1) }, T0 + 2)
+        .unwrap();
+    match tail.outcome {
+        Outcome::FragmentFollowed => assert_eq!(tail.pair, head_pair),
+        Outcome::FragmentByAddresses => assert_eq!(tail.pair, pair_of_addresses(&s, &t)),
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[test]
@@ -215,7 +300,11 @@ fn counter_names_are_distinct_and_indexed() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), Outcome::NAMES.len() + SteerDrop::NAMES.len());
-    assert_eq!(SteerDrop::FragmentWithoutHead.name(), "drop_fragment_without_head");
+    assert_eq!(SteerDrop::NoLivePair.name(), "drop_no_live_pair");
+    let mut steer = STEER_COUNTERS.to_vec();
+    steer.sort_unstable();
+    steer.dedup();
+    assert_eq!(steer.len(), STEER_COUNTERS.len());
 }
 
 #[test]

@@ -115,6 +115,7 @@ fn a_flow_on_a_dead_pair_moves_and_others_stay() {
 fn idle_timeouts_follow_protocol_and_tcp_state() {
     let timeouts = IdleTimeouts {
         tcp_ms: 300,
+        tcp_half_open_ms: 300,
         tcp_closing_ms: 10,
         udp_ms: 120,
         other_ms: 50,
@@ -290,4 +291,161 @@ fn tag_lanes_match_exactly() {
     assert_eq!(lanes(lanes_equal_to(g, 0xff)), vec![15]);
     assert_eq!(lanes(lanes_equal_to(g, 0)).len(), 12);
     assert_eq!(lanes_equal_to(g, 0x7f), 0);
+}
+
+/// Short timeouts so the half-open and established lifetimes are told apart easily.
+fn half_open_timeouts() -> IdleTimeouts {
+    IdleTimeouts {
+        tcp_ms: 350_000,
+        tcp_half_open_ms: 5_000,
+        ..IdleTimeouts::default()
+    }
+}
+
+#[test]
+fn a_syn_pins_briefly_until_the_handshake_completes() {
+    let mut t = FlowTable::new(1000, half_open_timeouts());
+    let f = flow(1, proto::TCP);
+    steer(&mut t, &f, tcp_flags::SYN, T0, 1);
+    assert_eq!(t.pinned(f.0, &f.1, T0 + 4_999), Some(1));
+    assert_eq!(t.pinned(f.0, &f.1, T0 + 5_000), None, "a lone SYN lives 5 s");
+
+    // SYN out, SYN-ACK learnt back from the pair, then the ACK: promoted.
+    let g = flow(2, proto::TCP);
+    steer(&mut t, &g, tcp_flags::SYN, T0, 1);
+    assert_eq!(
+        t.learn(g.0, &g.1, tcp_flags::SYN | tcp_flags::ACK, T0 + 10, 1, all_live),
+        Learned::Refreshed
+    );
+    assert_eq!(t.pinned(g.0, &g.1, T0 + 5_010), None, "a SYN-ACK does not promote");
+    let h = flow(3, proto::TCP);
+    steer(&mut t, &h, tcp_flags::SYN, T0, 1);
+    t.learn(h.0, &h.1, tcp_flags::SYN | tcp_flags::ACK, T0 + 10, 1, all_live);
+    steer(&mut t, &h, tcp_flags::ACK, T0 + 20, 9);
+    assert_eq!(
+        t.pinned(h.0, &h.1, T0 + 350_019),
+        Some(1),
+        "promoted to the TCP idle time"
+    );
+    assert_eq!(t.pinned(h.0, &h.1, T0 + 350_020), None);
+
+    // The other site's SYN arrives through a pair; our ACK... or theirs: either direction.
+    let r = flow(4, proto::TCP);
+    assert_eq!(t.learn(r.0, &r.1, tcp_flags::SYN, T0, 2, all_live), Learned::Pinned);
+    assert_eq!(t.pinned(r.0, &r.1, T0 + 5_000), None);
+    let r2 = flow(5, proto::TCP);
+    t.learn(r2.0, &r2.1, tcp_flags::SYN, T0, 2, all_live);
+    steer(&mut t, &r2, tcp_flags::SYN | tcp_flags::ACK, T0 + 1, 9);
+    t.learn(r2.0, &r2.1, tcp_flags::ACK, T0 + 2, 2, all_live);
+    assert_eq!(t.pinned(r2.0, &r2.1, T0 + 300_000), Some(2));
+
+    // A flow picked up mid-stream is established at once; UDP is untouched.
+    let m = flow(6, proto::TCP);
+    steer(&mut t, &m, tcp_flags::ACK, T0, 1);
+    assert_eq!(t.pinned(m.0, &m.1, T0 + 300_000), Some(1));
+
+    let counts = t.take_half_open_counts();
+    assert_eq!(
+        counts,
+        HalfOpenCounts {
+            created: 5,
+            promoted: 2,
+            expired: 0,
+            evicted: 0
+        }
+    );
+    assert_eq!(t.take_half_open_counts(), HalfOpenCounts::default(), "taking resets");
+    // The sweep frees the three expired half-open flows and counts them.
+    t.expire(T0 + 6_000, usize::MAX);
+    assert_eq!(t.take_half_open_counts().expired, 3);
+}
+
+#[test]
+fn a_syn_reopening_a_closed_flow_is_half_open_again() {
+    let mut t = FlowTable::new(1000, half_open_timeouts());
+    let f = flow(1, proto::TCP);
+    steer(&mut t, &f, tcp_flags::ACK, T0, 1);
+    steer(&mut t, &f, tcp_flags::FIN | tcp_flags::ACK, T0 + 1, 1);
+    steer(&mut t, &f, tcp_flags::SYN, T0 + 2, 1);
+    assert_eq!(t.pinned(f.0, &f.1, T0 + 5_001), Some(1));
+    assert_eq!(t.pinned(f.0, &f.1, T0 + 5_002), None);
+    // A SYN on an established flow (a retransmission, a probe) leaves it established.
+    let g = flow(2, proto::TCP);
+    steer(&mut t, &g, tcp_flags::ACK, T0, 1);
+    steer(&mut t, &g, tcp_flags::SYN, T0 + 1, 1);
+    assert_eq!(t.pinned(g.0, &g.1, T0 + 300_000), Some(1));
+    assert_eq!(t.take_half_open_counts().created, 1);
+}
+
+#[test]
+fn a_syn_flood_never_evicts_established_flows_and_leaves_nothing_behind() {
+    let mut t = FlowTable::new(1000, half_open_timeouts());
+    let capacity = t.capacity() as u32;
+    // Established flows fill half the table (each with its handshake completed).
+    let established: Vec<_> = (0..capacity / 2).map(|n| flow(n, proto::TCP)).collect();
+    for f in &established {
+        steer(&mut t, f, tcp_flags::SYN, T0, 1);
+        steer(&mut t, f, tcp_flags::ACK, T0 + 1, 9);
+    }
+    assert_eq!(t.take_half_open_counts().promoted, established.len() as u64);
+    // A flood of SYNs from 10× the capacity in distinct sources, over one second.
+    let flood = 10 * capacity;
+    let mut unpinned = 0;
+    for n in 0..flood {
+        let now = T0 + 2 + u64::from(n) * 1_000 / u64::from(flood);
+        let s = steer(&mut t, &flow(1_000_000 + n, proto::TCP), tcp_flags::SYN, now, 2);
+        unpinned += u32::from(s.outcome == Outcome::Unpinned);
+    }
+    let now = T0 + 1_002;
+    for f in &established {
+        assert_eq!(t.pinned(f.0, &f.1, now), Some(1), "an established flow was evicted");
+    }
+    let counts = t.take_half_open_counts();
+    assert_eq!(counts.created, u64::from(flood - unpinned));
+    assert!(
+        counts.evicted > u64::from(flood) / 2,
+        "the flood churns through itself: {counts:?}"
+    );
+    assert!(
+        unpinned < flood / 100,
+        "half-open flows give way to each other: {unpinned} unpinned"
+    );
+    // A new established flow still finds room during the flood (it evicts a half-open one).
+    let late = flow(5_000_000, proto::TCP);
+    assert_eq!(steer(&mut t, &late, tcp_flags::ACK, now, 3).outcome, Outcome::New);
+
+    // After the half-open timeout every flood flow is gone, and a sweep frees their slots.
+    let after = now + 5_000;
+    assert!((0..flood).all(|n| {
+        let f = flow(1_000_000 + n, proto::TCP);
+        t.pinned(f.0, &f.1, after).is_none()
+    }));
+    t.expire(after, usize::MAX);
+    assert_eq!(t.len(), established.len() + 1);
+    // Every half-open flow created was either evicted (one by `late`) or has now expired.
+    let swept = t.take_half_open_counts();
+    assert_eq!(swept.evicted, 1);
+    assert_eq!(swept.expired, counts.created - counts.evicted - 1);
+}
+
+#[test]
+fn a_full_table_of_established_flows_leaves_a_syn_unpinned() {
+    let mut t = FlowTable::new(1, half_open_timeouts());
+    for n in 0..16 {
+        steer(&mut t, &flow(n, proto::TCP), tcp_flags::ACK, T0, 1);
+    }
+    let syn = flow(16, proto::TCP);
+    assert_eq!(steer(&mut t, &syn, tcp_flags::SYN, T0, 2).outcome, Outcome::Unpinned);
+    assert_eq!(t.take_half_open_counts(), HalfOpenCounts::default());
+    // A half-open flow gives way to a new flow, the oldest first.
+    let mut t = FlowTable::new(1, half_open_timeouts());
+    for n in 0..15 {
+        steer(&mut t, &flow(n, proto::TCP), tcp_flags::ACK, T0, 1);
+    }
+    let half = flow(15, proto::TCP);
+    steer(&mut t, &half, tcp_flags::SYN, T0, 1);
+    let udp = flow(16, proto::UDP);
+    assert_eq!(steer(&mut t, &udp, 0, T0 + 1, 2).outcome, Outcome::New);
+    assert_eq!(t.pinned(half.0, &half.1, T0 + 1), None);
+    assert_eq!(t.take_half_open_counts().evicted, 1);
 }
