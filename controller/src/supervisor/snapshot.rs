@@ -140,6 +140,7 @@ impl Supervisor {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             never_heard: daemon_status.iter().filter(|d| d.heartbeat_age_ms.is_none()).count(),
+            ..Monitoring::default()
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
