@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use braid_core::daemon::StopFlag;
 
+/// Operator commands now arrive over [`crate::admin`]; the names stay reachable from here.
+pub use crate::admin::{Command, CommandRequest};
 use crate::conn::{self, ReadError, Slots, Tally};
 use crate::status::StatusSnapshot;
 

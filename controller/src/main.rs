@@ -63,7 +63,8 @@ enum Command {
         /// Run only this site's daemons here (repeatable); default: every site, on this host.
         #[arg(long, value_name = "NAME")]
         site: Vec<String>,
-        /// Logs, status files and the fleet record (default /run/braid/CLUSTER).
+        /// Logs, status files and the fleet record (default /run/braid/CLUSTER); the persistent
+        /// state is in the cluster file's controller.state_dir.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Where braid-demux and braid-gw are (default: beside this binary).
