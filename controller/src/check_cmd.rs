@@ -2,13 +2,14 @@
 //!
 //! For an IPsec cluster it also loads the pre-shared key file (it must be mode 0600 and hold one
 //! line of text), since every gateway of both sites needs it; WireGuard private keys are checked
-//! only with `--keys`, since each lives only on its gateway's host.
+//! only with `--keys`, since each lives only on its gateway's host; so is the controller's admin
+//! key, which lives only where the controller runs.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use braid_core::config::{ClusterConfig, IpsecConfig, Suite};
-use braid_core::keys::{PresharedKey, PrivateKey};
+use braid_core::keys::{AdminKey, PresharedKey, PrivateKey};
 
 /// Loads and validates `path`; for IPsec also the pre-shared key file. With `keys`, also loads
 /// every WireGuard private key file the config names and checks it belongs to the configured
@@ -48,8 +49,25 @@ pub fn check(path: &Path, keys: bool) -> Result<()> {
     if let Some(ipsec) = &cfg.cluster.ipsec {
         print_ipsec(ipsec);
     }
+    let controller = &cfg.controller;
+    let remote = match controller.admin_listen {
+        Some(addr) => format!("; signed remote administration on {addr}"),
+        None => String::new(),
+    };
+    println!(
+        "  controller: HTTP {} (read-only), admin socket {} (root and the controller's user){remote}, state {}",
+        controller.metrics,
+        controller.admin_socket.display(),
+        controller.state_dir.display()
+    );
     if !keys {
         return Ok(());
+    }
+    if let Some(file) = &controller.admin_key_file {
+        if let Err(e) = AdminKey::load(file) {
+            bail!("{}: controller.admin_key_file: {e}", path.display());
+        }
+        println!("  the admin key file is present and private");
     }
     match cfg.cluster.suite {
         Suite::WireGuard => check_private_keys(path, &cfg)?,

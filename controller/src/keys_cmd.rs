@@ -1,22 +1,47 @@
 //! `braid keygen` and `braid pubkey`: keys in WireGuard's base64 format, so they interoperate
-//! with `wg genkey | wg pubkey`, and the cluster secret.
+//! with `wg genkey | wg pubkey`, the cluster secret, the admin key and the IPsec pre-shared key.
 
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use braid_core::config::ClusterConfig;
-use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey, PrivateKey};
+use braid_core::keys::{write_secret_file, AdminKey, ClusterSecret, PresharedKey, PrivateKey};
 
-/// Prints (or writes to `out`, mode 0600) a new private key, or with `secret` a cluster secret,
-/// or with `psk` an IPsec pre-shared key.
-pub fn keygen(secret: bool, psk: bool, out: Option<&Path>) -> Result<()> {
-    let text = if secret {
-        ClusterSecret::generate().to_base64()
-    } else if psk {
-        String::from_utf8(PresharedKey::generate().as_bytes().to_vec()).context("a generated key is base64 text")?
-    } else {
-        PrivateKey::generate().to_base64()
+/// Which key `braid keygen` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A WireGuard private key (the default).
+    Private,
+    /// The cluster secret (`--secret`).
+    Secret,
+    /// The admin key that signs remote administration requests (`--admin`).
+    Admin,
+    /// An IPsec pre-shared key (`--psk`).
+    Psk,
+}
+
+impl KeyKind {
+    /// The kind the flags ask for (they are mutually exclusive).
+    pub fn pick(secret: bool, admin: bool, psk: bool) -> KeyKind {
+        match (secret, admin, psk) {
+            (true, _, _) => KeyKind::Secret,
+            (_, true, _) => KeyKind::Admin,
+            (_, _, true) => KeyKind::Psk,
+            _ => KeyKind::Private,
+        }
+    }
+}
+
+/// Prints (or writes to `out`, mode 0600) a new key of `kind`.
+pub fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<()> {
+    let text = match kind {
+        KeyKind::Secret => ClusterSecret::generate().to_base64(),
+        KeyKind::Admin => AdminKey::generate().to_base64(),
+        KeyKind::Psk => {
+            String::from_utf8(PresharedKey::generate().as_bytes().to_vec()).context("a generated key is base64 text")?
+        }
+        KeyKind::Private => PrivateKey::generate().to_base64(),
     };
     match out {
         Some(path) => {

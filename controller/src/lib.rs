@@ -1,7 +1,8 @@
 //! braid: the operator CLI and the controller of a braid tunnel cluster.
 //!
 //! * [`supervisor`]: `braid up` — launches and supervises the fleet, detects failures, restarts
-//!   gateways, pushes membership, serves [`http`] (`/metrics`, `/status`, commands).
+//!   gateways, pushes membership, serves [`http`] (`/metrics`, `/status`, read-only) and
+//!   [`admin`] (the authenticated admin channel: reload, drain, remove, activate).
 //! * [`health`]: the controller's pure state machines (failure detector, membership, restarts).
 //! * [`fleet`]: which daemons to run and their processes; [`status`] and [`metrics`]: what
 //!   operators read.
@@ -9,7 +10,9 @@
 //! * [`demo`]: the lab, a multi-stream run from host a to host b, and a readable summary.
 //! * [`keys_cmd`], [`check_cmd`]: key generation (WireGuard-compatible) and config validation.
 
+pub mod admin;
 pub mod check_cmd;
+pub mod conn;
 pub mod demo;
 pub mod fleet;
 pub mod health;

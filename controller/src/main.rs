@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use braid::admin::client::{self as admin_client, Channel};
+use braid::admin::Command as AdminCommand;
 use braid::{check_cmd, demo, http, keys_cmd, lab, status, supervisor};
 use braid_core::config::Suite;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -22,18 +24,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate a WireGuard private key (base64, like `wg genkey`), a cluster secret, or an
-    /// IPsec pre-shared key.
+    /// Generate a WireGuard private key (base64, like `wg genkey`), a cluster secret, an admin
+    /// key, or an IPsec pre-shared key.
     Keygen {
         /// Generate the 32-byte cluster secret (the controller's root key: every daemon's role
         /// key and the flow-hash key are derived from it).
-        #[arg(long, conflicts_with = "psk")]
+        #[arg(long, conflicts_with_all = ["psk", "admin"])]
         secret: bool,
+        /// Generate a 32-byte admin key: it signs remote administration requests
+        /// (`controller.admin_key_file` on the controller, `--admin-key` on the CLI).
+        #[arg(long, conflicts_with = "psk")]
+        admin: bool,
         /// Write every daemon's role key and the demuxes' flow-hash key, derived from the
         /// cluster secret of --config, into `role-keys/` beside the secret file (0600 files in
         /// a 0700 directory). Copy each daemon's file to its host; the secret itself stays
         /// with the controller. The controller writes the keys of the daemons it launches.
-        #[arg(long, requires = "config", conflicts_with_all = ["secret", "psk", "out"])]
+        #[arg(long, requires = "config", conflicts_with_all = ["secret", "admin", "psk", "out"])]
         role_keys: bool,
         /// The cluster YAML, for --role-keys.
         #[arg(short, long, value_name = "FILE")]
@@ -67,7 +73,8 @@ enum Command {
         /// Run only this site's daemons here (repeatable); default: every site, on this host.
         #[arg(long, value_name = "NAME")]
         site: Vec<String>,
-        /// Logs, status files and the fleet record (default /run/braid/CLUSTER).
+        /// Logs, status files and the fleet record (default /run/braid/CLUSTER); the persistent
+        /// state is in the cluster file's controller.state_dir.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Where braid-demux and braid-gw are (default: beside this binary).
@@ -99,15 +106,17 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Act on one gateway pair: add (lab: one more pair), drain, remove, activate.
+    /// Act on one gateway pair: add (lab: one more pair), drain, remove, activate. Over the
+    /// admin socket (root or the controller's user only) or the signed remote channel.
     Gateway {
         #[command(subcommand)]
         action: GatewayAction,
     },
-    /// Ask the controller to re-read the cluster file (same as SIGHUP).
+    /// Ask the controller to re-read the cluster file (same as SIGHUP). Over the admin socket
+    /// (root or the controller's user only) or the signed remote channel.
     Reload {
         #[command(flatten)]
-        target: Target,
+        admin: AdminTarget,
     },
     /// Two sites on this machine in network namespaces (needs root or CAP_NET_ADMIN).
     Lab {
@@ -179,32 +188,87 @@ impl Target {
     }
 }
 
+/// Which controller to administer, and how: its admin socket (found through a lab, a cluster
+/// file, or given), or its signed remote channel with the admin key.
+#[derive(clap::Args, Debug, Clone)]
+struct AdminTarget {
+    /// A lab's controller, by lab name (its admin socket is in the lab's directory).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["config", "admin_socket", "remote"])]
+    lab: Option<String>,
+    /// The cluster file: administer its controller over `controller.admin_socket`.
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["admin_socket", "remote"])]
+    config: Option<PathBuf>,
+    /// The controller's admin socket itself.
+    #[arg(long, value_name = "PATH", conflicts_with = "remote")]
+    admin_socket: Option<PathBuf>,
+    /// A controller's signed admin channel (its `controller.admin_listen`); needs --admin-key.
+    #[arg(long, value_name = "HOST:PORT", requires = "admin_key")]
+    remote: Option<String>,
+    /// The admin key file (mode 0600) that signs requests to --remote.
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    admin_key: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    fn channel(&self) -> anyhow::Result<Channel> {
+        use std::net::ToSocketAddrs;
+        if let (Some(remote), Some(key_file)) = (&self.remote, &self.admin_key) {
+            let addr = remote
+                .to_socket_addrs()
+                .map_err(|e| anyhow::anyhow!("--remote {remote}: {e}"))?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--remote {remote}: no address"))?;
+            return Channel::remote(addr, key_file);
+        }
+        if let Some(path) = &self.admin_socket {
+            return Ok(Channel::Local(path.clone()));
+        }
+        if let Some(name) = &self.lab {
+            return Ok(Channel::Local(lab::load_info(name)?.admin_socket()));
+        }
+        if let Some(config) = &self.config {
+            let cfg = braid_core::config::ClusterConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(Channel::Local(cfg.controller.admin_socket));
+        }
+        anyhow::bail!(
+            "say which controller: --lab NAME, --config FILE (its controller.admin_socket), --admin-socket PATH, \
+             or --remote HOST:PORT --admin-key FILE"
+        )
+    }
+
+    fn send(&self, command: AdminCommand) -> anyhow::Result<()> {
+        println!("{}", admin_client::send(&self.channel()?, &command)?.trim());
+        Ok(())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum GatewayAction {
     /// Add one gateway pair to a lab (outside a lab: add it to the cluster file and `braid reload`).
     Add {
-        #[command(flatten)]
-        target: Target,
+        /// The lab, by name.
+        #[arg(long, value_name = "NAME")]
+        lab: Option<String>,
     },
     /// Stop new flows on a pair; it is removed once its pinned flows are idle (or the drain
     /// timeout passes).
     Drain {
         #[command(flatten)]
-        target: Target,
+        admin: AdminTarget,
         #[arg(long)]
         pair: u16,
     },
     /// Take a pair out at once (its flows move to the other pairs) and stop its gateways.
     Remove {
         #[command(flatten)]
-        target: Target,
+        admin: AdminTarget,
         #[arg(long)]
         pair: u16,
     },
     /// Put a drained pair back into service for new flows.
     Activate {
         #[command(flatten)]
-        target: Target,
+        admin: AdminTarget,
         #[arg(long)]
         pair: u16,
     },
@@ -260,24 +324,21 @@ fn main() -> ExitCode {
 }
 
 fn gateway(action: GatewayAction) -> anyhow::Result<()> {
-    let (target, path) = match action {
-        GatewayAction::Add { target } => {
-            let name = target.lab.clone().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "outside a lab: add the pair to the cluster file, then `braid reload --controller ADDR`"
-                )
+    let (admin, command) = match action {
+        GatewayAction::Add { lab } => {
+            let name = lab.ok_or_else(|| {
+                anyhow::anyhow!("outside a lab: add the pair to the cluster file, then `braid reload --config FILE`")
             })?;
             let now = lab::load_info(&name)?.gateways;
             let info = lab::scale(&name, now + 1, Duration::from_secs(60))?;
             println!("lab {:?} now has {} pair(s)", info.name, info.gateways);
             return Ok(());
         }
-        GatewayAction::Drain { target, pair } => (target, format!("/drain?pair={pair}")),
-        GatewayAction::Remove { target, pair } => (target, format!("/remove?pair={pair}")),
-        GatewayAction::Activate { target, pair } => (target, format!("/activate?pair={pair}")),
+        GatewayAction::Drain { admin, pair } => (admin, AdminCommand::Drain(pair)),
+        GatewayAction::Remove { admin, pair } => (admin, AdminCommand::Remove(pair)),
+        GatewayAction::Activate { admin, pair } => (admin, AdminCommand::Activate(pair)),
     };
-    println!("{}", http::request(target.address()?, "POST", &path)?.trim());
-    Ok(())
+    admin.send(command)
 }
 
 fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab::UpOptions {
@@ -298,7 +359,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             config: Some(config),
             ..
         } => keys_cmd::role_keys(&config),
-        Command::Keygen { secret, psk, out, .. } => keys_cmd::keygen(secret, psk, out.as_deref()),
+        Command::Keygen {
+            secret, admin, psk, out, ..
+        } => keys_cmd::keygen(keys_cmd::KeyKind::pick(secret, admin, psk), out.as_deref()),
         Command::Pubkey => keys_cmd::pubkey(),
         Command::Check { config, keys } => check_cmd::check(&config, keys),
         Command::Lab {
@@ -359,7 +422,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             )
         }
         Command::Status { target, json } => {
-            let body = http::request(target.address()?, "GET", "/status")?;
+            let body = http::get(target.address()?, "/status")?;
             if json {
                 println!("{}", body.trim());
             } else {
@@ -380,13 +443,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             None => anyhow::bail!(
                 "outside a lab braid cannot invent gateway addresses and keys: add or remove pairs in the \
-                 cluster file, then `braid reload --controller ADDR` (or send the controller SIGHUP)"
+                 cluster file, then `braid reload --config FILE` (or send the controller SIGHUP)"
             ),
         },
-        Command::Reload { target } => {
-            println!("{}", http::request(target.address()?, "POST", "/reload")?.trim());
-            Ok(())
-        }
+        Command::Reload { admin } => admin.send(AdminCommand::Reload),
         Command::Gateway { action } => gateway(action),
         Command::Demo {
             gateways,

@@ -217,6 +217,24 @@ pub fn render(s: &StatusSnapshot) -> String {
         let _ = writeln!(o, "braid_monitoring_rejected_total{{reason=\"{reason}\"}} {n}");
     }
     restart_hooks(&mut o, s);
+    gauge(
+        &mut o,
+        "braid_admin_refused_total",
+        "Administration requests refused (unauthorised peer, bad signature, stale, replayed, malformed, overload), by reason.",
+        "counter",
+    );
+    for (reason, n) in &s.monitoring.admin_refused {
+        let _ = writeln!(o, "braid_admin_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    gauge(
+        &mut o,
+        "braid_http_refused_total",
+        "HTTP connections closed unanswered (too many at once) or cut off (slow or oversized request head), by reason.",
+        "counter",
+    );
+    for (reason, n) in &s.monitoring.http_refused {
+        let _ = writeln!(o, "braid_http_refused_total{{reason=\"{reason}\"}} {n}");
+    }
     o
 }
 

@@ -150,6 +150,12 @@ pub struct Monitoring {
     pub rejected: Vec<(String, u64)>,
     /// Daemons that have never sent a heartbeat.
     pub never_heard: usize,
+    /// Administration requests refused, by reason (filled in by the HTTP endpoint).
+    #[serde(default)]
+    pub admin_refused: Vec<(String, u64)>,
+    /// HTTP connections refused or cut off, by reason (filled in by the HTTP endpoint).
+    #[serde(default)]
+    pub http_refused: Vec<(String, u64)>,
     /// Restart hooks run for daemons on other hosts, by outcome.
     #[serde(default)]
     pub restart_hooks: HookCounts,

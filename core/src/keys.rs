@@ -1,9 +1,10 @@
-//! WireGuard-format keys, the cluster secret and the IPsec pre-shared key.
+//! WireGuard-format keys, the cluster secret, the controller's admin key and the IPsec
+//! pre-shared key.
 //!
 //! Every key is 32 bytes, written as standard base64 with `=` padding (44 characters), exactly
 //! what `wg genkey` and `wg pubkey` print, so keys move freely between braid and
 //! wireguard-tools. A private key or the cluster secret lives in its own file, one line, and
-//! [`PrivateKey::load`] / [`ClusterSecret::load`] refuse a file that its group or other users
+//! [`PrivateKey::load`] / [`ClusterSecret::load`] / [`AdminKey::load`] refuse a file that its group or other users
 //! could read or write (the rule `wg` and OpenSSH apply), naming the fix.
 //!
 //! The IPsec suite's [`PresharedKey`] is different in kind: IKEv2 (RFC 7296 §2.15) takes the
@@ -11,7 +12,11 @@
 //! file holds one line of text that is used byte for byte (only the line ending is removed), so
 //! the same line works in a `swanctl.conf` on the other side. Its file obeys the same 0600 rule.
 //!
-//! Secret material never reaches a log: [`PrivateKey`], [`ClusterSecret`] and [`PresharedKey`]
+//! The [`AdminKey`] (`braid keygen --admin`) keys the HMAC-SHA256 tags of remote administration
+//! requests; the controller and the operators that may administer it share it.
+//!
+//! Secret material never reaches a log: [`PrivateKey`], [`ClusterSecret`], [`AdminKey`] and
+//! [`PresharedKey`]
 //! print as `<redacted>`, have no `Display`, and no [`KeyError`] carries key bytes or key text;
 //! decoding uses buffers that are wiped afterwards, and the secrets are wiped when dropped (best
 //! effort: copies the compiler makes are out of reach).
@@ -53,6 +58,7 @@ pub enum KeyKind {
     PrivateKey,
     PublicKey,
     ClusterSecret,
+    AdminKey,
     PresharedKey,
     RoleKey,
     FlowHashKey,
@@ -64,6 +70,7 @@ impl fmt::Display for KeyKind {
             KeyKind::PrivateKey => "private key",
             KeyKind::PublicKey => "public key",
             KeyKind::ClusterSecret => "cluster secret",
+            KeyKind::AdminKey => "admin key",
             KeyKind::PresharedKey => "pre-shared key",
             KeyKind::RoleKey => "role key",
             KeyKind::FlowHashKey => "flow-hash key",
@@ -270,6 +277,47 @@ impl fmt::Debug for ClusterSecret {
 }
 
 impl Drop for ClusterSecret {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// The controller's admin key: 32 random bytes keying the HMAC-SHA256 tag of every remote
+/// administration request (`controller.admin_key_file`, `braid keygen --admin`).
+#[derive(Clone)]
+pub struct AdminKey([u8; KEY_LEN]);
+
+impl AdminKey {
+    pub fn generate() -> Self {
+        AdminKey(random_bytes())
+    }
+
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        decode_key(KeyKind::AdminKey, text).map(AdminKey)
+    }
+
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// Reads an admin key file (one base64 line), refusing one that group or other users can
+    /// access.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        load_key_file(KeyKind::AdminKey, path).map(AdminKey)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminKey(<redacted>)")
+    }
+}
+
+impl Drop for AdminKey {
     fn drop(&mut self) {
         wipe(&mut self.0);
     }
@@ -543,6 +591,31 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_admin_key_round_trips_and_its_file_must_be_private() {
+        let dir = ScratchDir::new("admin");
+        let key = AdminKey::generate();
+        assert_eq!(key.to_base64().len(), KEY_BASE64_LEN);
+        assert_eq!(format!("{key:?}"), "AdminKey(<redacted>)");
+        let path = dir.0.join("admin.key");
+        write_secret_file(&path, &key.to_base64()).unwrap();
+        assert_eq!(AdminKey::load(&path).unwrap().as_bytes(), key.as_bytes());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = AdminKey::load(&path).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                KeyError::Permissions {
+                    kind: KeyKind::AdminKey,
+                    mode: 0o640,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("admin key file"), "{error}");
     }
 
     #[test]

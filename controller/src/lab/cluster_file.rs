@@ -23,6 +23,21 @@ use super::topology::{Topology, SITES};
 
 /// The IPsec pre-shared key file of a lab, in its state directory.
 pub const PSK_FILE: &str = "ipsec.psk";
+/// The controller's admin socket, in the lab's state directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+/// The controller's persistent state (`controller.state_dir`), under the lab's state directory.
+pub const CONTROLLER_STATE_DIR: &str = "state";
+
+/// The `controller:` section of a lab's cluster file: every socket and state in `dir`, HTTP on
+/// `metrics`.
+pub fn controller_section(dir: &Path, metrics: SocketAddr) -> String {
+    format!(
+        "controller:\n  address: unix:{}\n  metrics: {metrics}\n  admin_socket: {}\n  state_dir: {}",
+        dir.join("control.sock").display(),
+        dir.join(ADMIN_SOCKET).display(),
+        dir.join(CONTROLLER_STATE_DIR).display()
+    )
+}
 
 /// The IPsec SA lifetimes a lab's cluster file sets in its `ipsec:` section
 /// (`child_lifetime_s`, `ike_lifetime_s`, seconds). `None` leaves the field out, so the
@@ -70,7 +85,8 @@ impl IpsecLifetimes {
 /// cluster secret and the suite's keys (one private key per WireGuard gateway, or one IPsec
 /// pre-shared key) created on first use and kept afterwards, the IPsec SA `lifetimes` if set
 /// (refused for WireGuard), and the controller listening on a unix socket in `dir` with its HTTP
-/// endpoint on `metrics`. Returns the YAML's path.
+/// endpoint on `metrics`, its admin socket and its state directory in `dir` too. Returns the
+/// YAML's path.
 pub fn write_lab_cluster(
     topo: &Topology,
     dir: &Path,
@@ -106,11 +122,7 @@ pub fn write_lab_cluster(
             let _ = writeln!(yaml, "  ike_lifetime_s: {seconds}");
         }
     }
-    let _ = writeln!(
-        yaml,
-        "controller:\n  address: unix:{}\n  metrics: {metrics}",
-        dir.join("control.sock").display()
-    );
+    let _ = writeln!(yaml, "{}", controller_section(dir, metrics));
     let _ = writeln!(yaml, "sites:");
     for site in SITES {
         let s = topo.site(site);
@@ -223,6 +235,8 @@ mod tests {
             }
         }
         assert!(!dir.0.join("keys").exists(), "an IPsec lab makes no WireGuard keys");
+        assert_eq!(cfg.controller.admin_socket, dir.0.join(ADMIN_SOCKET));
+        assert_eq!(cfg.controller.state_dir, dir.0.join(CONTROLLER_STATE_DIR));
 
         // Scaling rewrites the file and keeps the key.
         let bigger = Topology::new("t", 3).unwrap();

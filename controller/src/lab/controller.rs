@@ -66,7 +66,7 @@ pub fn stop(state_dir: &Path) {
 
 /// The controller's status.
 pub fn status(metrics: SocketAddr) -> Result<StatusSnapshot> {
-    let body = crate::http::request(metrics, "GET", "/status")?;
+    let body = crate::http::get(metrics, "/status")?;
     serde_json::from_str(&body).context("the controller's /status is not a status document")
 }
 

@@ -195,11 +195,7 @@ pub fn write_cluster(topo: &Topology, dir: &Path, metrics: SocketAddr) -> Result
         "ipsec:\n  psk_file: {}\n  initiators: [a]\n  liveness_s: 2",
         super::cluster_file::PSK_FILE
     );
-    let _ = writeln!(
-        yaml,
-        "controller:\n  address: unix:{}\n  metrics: {metrics}",
-        dir.join("control.sock").display()
-    );
+    let _ = writeln!(yaml, "{}", super::cluster_file::controller_section(dir, metrics));
     let _ = writeln!(yaml, "sites:\n  a:\n    prefixes: [{}/{}]", a.prefix.0, a.prefix.1);
     let _ = writeln!(
         yaml,

@@ -72,8 +72,23 @@ pub struct LabInfo {
     pub processes: Vec<LabProcess>,
     pub state_dir: PathBuf,
     pub config: PathBuf,
-    /// The controller's HTTP endpoint (`/metrics`, `/status`, commands).
+    /// The controller's HTTP endpoint (`/metrics`, `/status`; read-only).
     pub metrics: SocketAddr,
+    /// The controller's admin socket (reload, drain, remove, activate); empty in a `lab.json`
+    /// written before it existed (see [`LabInfo::admin_socket`]).
+    #[serde(default)]
+    pub admin_socket: PathBuf,
+}
+
+impl LabInfo {
+    /// Where the lab's controller takes administration requests.
+    pub fn admin_socket(&self) -> PathBuf {
+        if self.admin_socket.as_os_str().is_empty() {
+            self.state_dir.join(cluster_file::ADMIN_SOCKET)
+        } else {
+            self.admin_socket.clone()
+        }
+    }
 }
 
 /// One gateway pair of a lab.
@@ -342,6 +357,7 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         state_dir: dir.clone(),
         config,
         metrics,
+        admin_socket: dir.join(cluster_file::ADMIN_SOCKET),
     };
     refresh_processes(&mut info, child.id())?;
     for &(pair, pid) in &charons {
@@ -628,6 +644,7 @@ mod tests {
             },
             processes: Vec::new(),
             config: dir.join("cluster.yaml"),
+            admin_socket: dir.join(cluster_file::ADMIN_SOCKET),
             state_dir: dir,
             metrics: "127.0.0.1:9477".parse().unwrap(),
         }

@@ -2,12 +2,12 @@
 //!
 //! Growing builds the new gateways' namespaces and links, adds the pairs to the lab's cluster
 //! file (existing pairs keep their keys; new gateways get new ones) and asks the controller to
-//! reload: the new pairs join once healthy and take new flows only. Shrinking drops the highest
-//! pairs from the file and reloads: the controller drains them (no new flows; pinned flows stay
-//! until idle or the drain deadline) and then stops their gateways. Established flows never
-//! move in either direction. The lab keeps its suite and its IPsec SA lifetimes (read from its
-//! cluster file): new IPsec pairs use the lab's pre-shared key and lifetimes, and running pairs
-//! are not handed different lifetimes by the reload.
+//! reload (over its admin socket): the new pairs join once healthy and take new flows only.
+//! Shrinking drops the highest pairs from the file and reloads: the controller drains them (no
+//! new flows; pinned flows stay until idle or the drain deadline) and then stops their
+//! gateways. Established flows never move in either direction. The lab keeps its suite and its
+//! IPsec SA lifetimes (read from its cluster file): new IPsec pairs use the lab's pre-shared key
+//! and lifetimes, and running pairs are not handed different lifetimes by the reload.
 
 use std::fs;
 use std::path::PathBuf;
@@ -47,7 +47,8 @@ pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
         build_gateways(&topo, current + 1..=gateways)?;
     }
     let config = rewrite_cluster_file(&running, &info, &topo)?;
-    let answer = crate::http::request(info.metrics, "POST", "/reload")?;
+    let admin = crate::admin::client::Channel::Local(info.admin_socket());
+    let answer = crate::admin::client::send(&admin, &crate::admin::Command::Reload)?;
     tracing::info!("{}", answer.trim());
     controller::wait_for(info.metrics, timeout, pid, |s| {
         let grown = controller::all_up(s, 1..=gateways);

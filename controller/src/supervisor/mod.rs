@@ -10,7 +10,9 @@
 //!    heartbeating while its process still exists is hung (frozen, livelocked) and is killed;
 //! 4. restarts that are due, with backoff ([`RestartTracker`]);
 //! 5. membership pushes (new epochs, and resends until every demux acked);
-//! 6. operator commands from the HTTP thread, SIGHUP reloads, and a status snapshot for readers.
+//! 6. operator commands from the admin channel ([`crate::admin`]: the local socket, and the
+//!    signed TCP channel if configured), SIGHUP reloads, and a status snapshot for readers
+//!    (served read-only over HTTP).
 //!
 //! The data plane never depends on this loop: daemons run in their own process groups and keep
 //! forwarding with their last membership if the controller dies; a new controller adopts them
@@ -34,14 +36,15 @@ use braid_core::config::{ClusterConfig, Suite};
 use braid_core::control::{Body, ControlServer, DaemonId, Inbound, Keyring, Role as WireRole};
 use braid_core::daemon::StopFlag;
 use braid_core::flow::PairId;
-use braid_core::keys::ClusterSecret;
+use braid_core::keys::{AdminKey, ClusterSecret};
 
+use crate::admin::{self, Command, CommandRequest};
 use crate::fleet::{self, spec};
 use crate::health::detector::{Detector, DetectorConfig, GatewayFacts, HealthEvent};
 use crate::health::membership::{AdminState, MembershipMachine};
 use crate::health::restart::RunState;
 use crate::health::{DaemonKey, FailureReason, Role, SiteIndex};
-use crate::http::{self, Command, CommandRequest};
+use crate::http;
 use crate::status::StatusSnapshot;
 use daemon::Daemon;
 
@@ -119,9 +122,25 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
+    create_private_dir(&cfg.controller.state_dir)
+        .with_context(|| format!("controller.state_dir {}", cfg.controller.state_dir.display()))?;
     let secret = ClusterSecret::load(&cfg.cluster.secret_file)
         .with_context(|| format!("{}: cluster.secret_file", cfg.path.display()))?;
     let settings = cfg.controller.clone();
+    // First, so a second controller for the same cluster stops here, before it touches
+    // anything the running one uses.
+    let admin_socket = admin::server::AdminSocket::bind(&settings.admin_socket)
+        .with_context(|| format!("controller.admin_socket {}", settings.admin_socket.display()))?;
+    let remote_admin = match (settings.admin_listen, &settings.admin_key_file) {
+        (Some(addr), Some(key_file)) => {
+            let key = AdminKey::load(key_file)
+                .with_context(|| format!("{}: controller.admin_key_file", cfg.path.display()))?;
+            let listener = TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen for signed admin requests on {addr}"))?;
+            Some((listener, key))
+        }
+        _ => None,
+    };
     let keys = Keyring::controller(secret.clone(), cfg.daemons());
     let server = ControlServer::bind(keys, settings.address.clone())
         .with_context(|| format!("cannot listen for control messages on {}", settings.address))?;
@@ -129,12 +148,32 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         .with_context(|| format!("cannot listen for /metrics on {}", settings.metrics))?;
     let snapshot = Arc::new(RwLock::new(StatusSnapshot::default()));
     let (commands_tx, commands) = mpsc::channel::<CommandRequest>();
-    let http_thread = {
-        let (snapshot, stop) = (snapshot.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("http".into())
-            .spawn(move || http::serve(listener, snapshot, commands_tx, stop))?
-    };
+    let counters = http::Counters::default();
+    let mut threads = Vec::new();
+    {
+        let (snapshot, stop, counters) = (snapshot.clone(), stop.clone(), counters.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("http".into())
+                .spawn(move || http::serve(listener, snapshot, counters, stop))?,
+        );
+    }
+    {
+        let (commands, refused, stop) = (commands_tx.clone(), counters.admin_refused.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("admin-socket".into())
+                .spawn(move || admin::server::serve_unix(admin_socket, commands, refused, stop))?,
+        );
+    }
+    if let Some((listener, key)) = remote_admin {
+        let (refused, stop) = (counters.admin_refused.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("admin-tcp".into())
+                .spawn(move || admin::server::serve_tcp(listener, key, commands_tx, refused, stop))?,
+        );
+    }
 
     // A site that runs no braid has no daemons to hear from and no demux to push to.
     let external_site = cfg.sites.values().position(|s| s.is_external()).map(|i| i as SiteIndex);
@@ -171,12 +210,33 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     sup.sync_members();
     tracing::info!(
         cluster = %sup.cfg.cluster.name, control = %settings.address, metrics = %settings.metrics,
+        admin_socket = %settings.admin_socket.display(), state_dir = %settings.state_dir.display(),
         daemons = sup.daemons.len(), "controller running"
     );
     let result = sup.run_loop(&stop, &commands);
     sup.shutdown();
-    let _ = http_thread.join();
+    for thread in threads {
+        let _ = thread.join();
+    }
     result
+}
+
+/// Creates `dir` (and missing parents) owner-only, mode 0700, and makes sure the directory
+/// itself is 0700 if it already existed.
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        tracing::info!(dir = %dir.display(), "state directory was mode {mode:04o}; setting 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
+    }
+    Ok(())
 }
 
 impl Supervisor {
@@ -628,6 +688,19 @@ mod tests {
     }
 
     /// An IPsec CHILD SA lives for an hour by default: a pair must not go down at 180 s.
+    #[test]
+    fn the_state_dir_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("braid-state-dir-{}", std::process::id()));
+        let dir = root.join("lab").join("state");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn the_sa_age_a_pair_tolerates_follows_the_suite() {
         assert_eq!(max_sa_age_ms(&example("two-site.yaml")), 180_000);

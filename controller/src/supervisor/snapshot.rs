@@ -142,6 +142,7 @@ impl Supervisor {
                 .collect(),
             never_heard: daemon_status.iter().filter(|d| d.heartbeat_age_ms.is_none()).count(),
             restart_hooks: self.hooks.counts(),
+            ..Monitoring::default()
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s;
     }

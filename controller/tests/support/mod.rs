@@ -359,7 +359,7 @@ pub fn wait_all_up(info: &LabInfo, pairs: std::ops::RangeInclusive<u16>, timeout
 
 /// The controller's Prometheus exposition.
 pub fn metrics_text(info: &LabInfo) -> String {
-    braid::http::request(info.metrics, "GET", "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e:#}"))
+    braid::http::get(info.metrics, "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e:#}"))
 }
 
 /// The value of the sample `series` (name and labels exactly as exported) in `text`.

@@ -16,7 +16,8 @@
 //! characters), got 12 characters`. The schema, field by field, is `examples/two-site.yaml`.
 //!
 //! The optional `controller:` section (where daemons report, failure detection timing, the
-//! metrics address, a restart hook for daemons on other hosts) and the optional `netns` of each
+//! metrics address, a restart hook for daemons on other hosts, the admin socket, the optional
+//! signed remote admin channel, the state directory) and the optional `netns` of each
 //! demux and gateway default when absent, so a file without them describes a one-host cluster.
 //!
 //! `cluster.suite` picks the tunnel protocol of every pair: `wireguard` (the default; every
@@ -225,6 +226,10 @@ impl ClusterConfig {
                 canary_rtt_alarm_ms: Some(controller.canary_rtt_alarm_ms),
                 drain_timeout_s: Some(controller.drain_timeout_s),
                 restart_hook: controller.restart_hook.clone(),
+                admin_socket: Some(relative(&controller.admin_socket)),
+                admin_listen: controller.admin_listen.map(RawSocketAddr),
+                admin_key_file: controller.admin_key_file.as_ref().map(relative),
+                state_dir: Some(relative(&controller.state_dir)),
             }),
             ipsec: settings.ipsec.as_ref().map(|ipsec| RawIpsec {
                 psk_file: Some(relative(&ipsec.psk_file)),

@@ -275,13 +275,27 @@ pub struct ControllerConfig {
     /// Run as `sh -c` in its own process group, at most one at a time per daemon, killed (the
     /// whole group) after 30 s; outcomes are on `/metrics` as `braid_restart_hooks_total`.
     pub restart_hook: Option<String>,
+    /// The local administration socket (resolved path): a unix stream socket, mode 0600, that
+    /// serves only root and the controller's own user (checked with `SO_PEERCRED`).
+    pub admin_socket: PathBuf,
+    /// Where the controller takes signed administration requests over TCP, if anywhere; `Some`
+    /// exactly when `admin_key_file` is.
+    pub admin_listen: Option<SocketAddr>,
+    /// The admin key (resolved path) that signs remote administration requests: 32 bytes of
+    /// base64, mode 0600; `Some` exactly when `admin_listen` is.
+    pub admin_key_file: Option<PathBuf>,
+    /// The controller's persistent state (resolved path), created mode 0700 at start.
+    pub state_dir: PathBuf,
 }
 
 impl ControllerConfig {
-    /// The defaults for cluster `name`: a unix socket at `/run/braid/<name>/control.sock`.
+    /// The defaults for cluster `name`: a control socket at `/run/braid/<name>/control.sock`,
+    /// the admin socket beside it (`admin.sock`), no remote administration, and the state in
+    /// `/var/lib/braid/<name>`.
     pub fn defaults(cluster_name: &str) -> Self {
+        let run_dir = PathBuf::from("/run/braid").join(cluster_name);
         ControllerConfig {
-            address: ControlAddr::Unix(PathBuf::from("/run/braid").join(cluster_name).join("control.sock")),
+            address: ControlAddr::Unix(run_dir.join("control.sock")),
             metrics: DEFAULT_METRICS_ADDR,
             heartbeat_ms: 100,
             failure_timeout_ms: 400,
@@ -289,6 +303,10 @@ impl ControllerConfig {
             canary_rtt_alarm_ms: 200,
             drain_timeout_s: 300,
             restart_hook: None,
+            admin_socket: run_dir.join("admin.sock"),
+            admin_listen: None,
+            admin_key_file: None,
+            state_dir: PathBuf::from("/var/lib/braid").join(cluster_name),
         }
     }
 

@@ -71,6 +71,14 @@ pub(super) struct RawController {
     pub drain_timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_hook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<RawSocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
 }
 
 /// A socket address that may be absent, with the same message as required ones.

@@ -404,6 +404,13 @@ const BROKEN: &[Broken] = &[
     ("recovery too long", &[("\npairs:\n", "\ncontroller: { recovery_ms: 3600001 }\npairs:\n")], "controller.recovery_ms: expected a number from 0 to 3600000, got 3600001"),
     ("zero canary alarm", &[("\npairs:\n", "\ncontroller: { canary_rtt_alarm_ms: 0 }\npairs:\n")], "controller.canary_rtt_alarm_ms: expected a number from 1 to 60000, got 0"),
     ("drain timeout too long", &[("\npairs:\n", "\ncontroller: { drain_timeout_s: 604801 }\npairs:\n")], "controller.drain_timeout_s: expected a number from 0 to 604800, got 604801"),
+    ("admin socket path too long", &[("\npairs:\n", "\ncontroller: { admin_socket: \"/run/LONG_PATH\" }\npairs:\n")], "controller.admin_socket: a unix socket path has at most 107 bytes, got 115"),
+    ("empty admin socket", &[("\npairs:\n", "\ncontroller: { admin_socket: \"\" }\npairs:\n")], "controller.admin_socket: expected a socket path, got an empty string"),
+    ("admin listen without a key", &[("\npairs:\n", "\ncontroller: { admin_listen: 198.18.0.1:7401 }\npairs:\n")], "controller.admin_listen: remote administration needs controller.admin_key_file"),
+    ("admin key without a listener", &[("\npairs:\n", "\ncontroller: { admin_key_file: admin.key }\npairs:\n")], "controller.admin_key_file: only used with controller.admin_listen"),
+    ("admin listen port zero", &[("\npairs:\n", "\ncontroller: { admin_listen: 198.18.0.1:0, admin_key_file: admin.key }\npairs:\n")], "controller.admin_listen: expected a non-zero port, got 0"),
+    ("admin listen without port", &[("\npairs:\n", "\ncontroller: { admin_listen: 198.18.0.1 }\npairs:\n")], "controller.admin_listen: invalid value: string \"198.18.0.1\", expected an IP:port address"),
+    ("empty state dir", &[("\npairs:\n", "\ncontroller: { state_dir: \"\" }\npairs:\n")], "controller.state_dir: expected a file path, got an empty string"),
     ("blank restart hook", &[("\npairs:\n", "\ncontroller: { restart_hook: \"  \" }\npairs:\n")], "controller.restart_hook: expected a command, got an empty string"),
     ("unknown restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"systemctl restart braid-gw@{site}{index}\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"{index}\"; the placeholders are {role}, {site} and {pair}"),
     ("unclosed restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"restart {site\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"site\""),
@@ -692,6 +699,10 @@ fn controller_defaults_when_absent() {
             canary_rtt_alarm_ms: 200,
             drain_timeout_s: 300,
             restart_hook: None,
+            admin_socket: PathBuf::from("/run/braid/test/admin.sock"),
+            admin_listen: None,
+            admin_key_file: None,
+            state_dir: PathBuf::from("/var/lib/braid/test"),
         }
     );
     assert_eq!(cfg.controller.metrics, DEFAULT_METRICS_ADDR);
@@ -748,6 +759,8 @@ fn controller_settings_and_netns() {
 
     let yaml = cfg.to_yaml();
     assert!(yaml.contains("address: unix:run/control.sock"), "{yaml}");
+    assert!(yaml.contains("admin_socket: /run/braid/test/admin.sock"), "{yaml}");
+    assert!(!yaml.contains("admin_listen"), "{yaml}");
     assert_eq!(ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap(), cfg, "{yaml}");
 
     let udp = edited(
@@ -832,4 +845,29 @@ fn external_example_file_loads() {
         Some("@vpn-tunnel-2.example.net")
     );
     assert!(cfg.site("a").unwrap().demux.is_some());
+}
+
+#[test]
+fn admin_channels_and_state_dir() {
+    let controller = "controller:\n  admin_socket: run/admin.sock\n  admin_listen: \"0.0.0.0:7401\"\n  \
+        admin_key_file: admin.key\n  state_dir: state\n";
+    let cfg = parse(&edited("\npairs:\n", &format!("\n{controller}pairs:\n"))).unwrap();
+    let settings = &cfg.controller;
+    assert_eq!(settings.admin_socket, Path::new("conf/run/admin.sock"));
+    assert_eq!(settings.admin_listen, Some(addr("0.0.0.0:7401")));
+    assert_eq!(settings.admin_key_file.as_deref(), Some(Path::new("conf/admin.key")));
+    assert_eq!(settings.state_dir, Path::new("conf/state"));
+    let yaml = cfg.to_yaml();
+    assert!(yaml.contains("admin_socket: run/admin.sock"), "{yaml}");
+    assert!(yaml.contains("admin_key_file: admin.key"), "{yaml}");
+    assert!(yaml.contains("state_dir: state"), "{yaml}");
+    assert_eq!(ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap(), cfg, "{yaml}");
+
+    let absolute = edited(
+        "\npairs:\n",
+        "\ncontroller: { admin_socket: /srv/braid/admin.sock, state_dir: /srv/braid/state }\npairs:\n",
+    );
+    let cfg = parse(&absolute).unwrap();
+    assert_eq!(cfg.controller.admin_socket, Path::new("/srv/braid/admin.sock"));
+    assert_eq!(cfg.controller.state_dir, Path::new("/srv/braid/state"));
 }

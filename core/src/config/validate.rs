@@ -6,7 +6,9 @@
 //! pair ids, no prefix overlapping another, no socket address used twice within a site (WAN
 //! addresses: within the cluster), and no public key shared by two gateways. The controller
 //! section defaults field by field; its failure timeout must span at least two heartbeats, a
-//! unix socket path must fit `sun_path`, and a restart hook may only use known placeholders.
+//! unix socket path (the control address, the admin socket) must fit `sun_path`, a restart hook
+//! may only use known placeholders, and remote administration needs both its address and its
+//! key file (`admin_listen`, `admin_key_file`), or neither.
 //!
 //! The suite decides what a gateway needs: WireGuard a `public_key` on every gateway; IPsec an
 //! `ipsec:` section with a `psk_file` (and neither needs the other's settings: an `ipsec:`
@@ -339,21 +341,42 @@ impl Checker<'_> {
                 self.concrete("controller.address", addr)?;
                 ControlAddr::Udp(addr)
             }
-            Some(ControlAddr::Unix(path)) => {
-                let resolved = self.base.join(path);
-                let len = resolved.as_os_str().len();
-                if len > UNIX_SOCKET_PATH_MAX {
-                    return Err(self.error(
-                        "controller.address",
-                        format!(
-                            "a unix socket path has at most {UNIX_SOCKET_PATH_MAX} bytes, got {len} ({})",
-                            resolved.display()
-                        ),
-                    ));
-                }
-                ControlAddr::Unix(resolved)
-            }
+            Some(ControlAddr::Unix(path)) => ControlAddr::Unix(self.unix_socket_path("controller.address", &path)?),
         };
+        let admin_socket = match &raw.admin_socket {
+            Some(path) if path.is_empty() => {
+                return Err(self.error("controller.admin_socket", "expected a socket path, got an empty string"))
+            }
+            Some(path) => self.unix_socket_path("controller.admin_socket", Path::new(path))?,
+            None => default.admin_socket,
+        };
+        let state_dir = match &raw.state_dir {
+            Some(path) => self.path("controller.state_dir", path)?,
+            None => default.state_dir,
+        };
+        let admin_listen = raw.admin_listen.map(|addr| addr.0);
+        if admin_listen.is_some_and(|addr| addr.port() == 0) {
+            return Err(self.error("controller.admin_listen", "expected a non-zero port, got 0"));
+        }
+        let admin_key_file = match &raw.admin_key_file {
+            Some(path) => Some(self.path("controller.admin_key_file", path)?),
+            None => None,
+        };
+        match (admin_listen, &admin_key_file) {
+            (Some(_), None) => {
+                return Err(self.error(
+                    "controller.admin_listen",
+                    "remote administration needs controller.admin_key_file (the key that signs requests; `braid keygen --admin --out FILE` makes one)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    "controller.admin_key_file",
+                    "only used with controller.admin_listen (where signed requests arrive); set both or neither",
+                ))
+            }
+            _ => {}
+        }
         let metrics = raw.metrics.map_or(default.metrics, |addr| addr.0);
         if metrics.port() == 0 {
             return Err(self.error("controller.metrics", "expected a non-zero port, got 0"));
@@ -402,7 +425,27 @@ impl Checker<'_> {
                 DRAIN_TIMEOUT_S_RANGE,
             )?,
             restart_hook,
+            admin_socket,
+            admin_listen,
+            admin_key_file,
+            state_dir,
         })
+    }
+
+    /// A unix socket path resolved against the file's directory, short enough for `sun_path`.
+    fn unix_socket_path(&self, field: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        let resolved = self.base.join(path);
+        let len = resolved.as_os_str().len();
+        if len > UNIX_SOCKET_PATH_MAX {
+            return Err(self.error(
+                field,
+                format!(
+                    "a unix socket path has at most {UNIX_SOCKET_PATH_MAX} bytes, got {len} ({})",
+                    resolved.display()
+                ),
+            ));
+        }
+        Ok(resolved)
     }
 
     /// A non-blank command whose `{...}` placeholders are all known.
