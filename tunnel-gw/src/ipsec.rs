@@ -20,7 +20,7 @@ use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
 use braid_ipsec::ike::{Engine, Event, IkeConfig, IkeDrop, NewChild};
 use braid_ipsec::port::{classify, Datagram, NAT_KEEPALIVE, NON_ESP_MARKER};
 
-use crate::suite::{Action, Decapsulated, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+use crate::suite::{Action, Decapsulated, Proof, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
 
 /// An outbound SA with fewer sequence numbers than this left is rekeyed (2^31 packets: at a
 /// million packets a second, half an hour of margin).
@@ -156,9 +156,10 @@ impl IpsecSuite {
                     },
                     None => Action::Drop(SuiteError::InvalidInnerPacket),
                 };
+                // The SA checked the ICV and the replay window before opening it.
                 Decapsulated {
                     action,
-                    authenticated: true,
+                    proof: Proof::Data,
                 }
             }
             Err(error) => unauthenticated(match error {
@@ -176,7 +177,7 @@ impl IpsecSuite {
 fn unauthenticated(error: SuiteError) -> Decapsulated {
     Decapsulated {
         action: Action::Drop(error),
-        authenticated: false,
+        proof: Proof::None,
     }
 }
 
@@ -223,6 +224,10 @@ impl TunnelSuite for IpsecSuite {
         }
     }
 
+    fn is_handshake(&self, datagram: &[u8]) -> bool {
+        matches!(classify(datagram), Datagram::Ike(_))
+    }
+
     fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
         if out.len() < MIN_CONTROL_BUFFER || out.len() < datagram.len() {
             return unauthenticated(SuiteError::BufferTooSmall);
@@ -231,7 +236,7 @@ impl TunnelSuite for IpsecSuite {
             Datagram::Esp(esp) => self.open_esp(esp, out),
             Datagram::Keepalive => Decapsulated {
                 action: Action::Done,
-                authenticated: false,
+                proof: Proof::None,
             },
             Datagram::Malformed => unauthenticated(SuiteError::Malformed),
             Datagram::Ike(message) => {
@@ -248,9 +253,11 @@ impl TunnelSuite for IpsecSuite {
                         IkeDrop::MessageId | IkeDrop::Unexpected => SuiteError::Protocol,
                     });
                 }
+                // Answered to its source; IKE never moves the ESP endpoint (an IKE_SA_INIT
+                // proves nothing, and the engine keeps its own idea of the peer's address).
                 Decapsulated {
                     action: self.next_transmit(out, Some(source)),
-                    authenticated: false,
+                    proof: Proof::None,
                 }
             }
         }

@@ -138,10 +138,24 @@ fn garbage_is_counted_and_traffic_still_flows() {
     wait_for("all garbage received", || {
         counter(&lab.a, "wan_rx_packets") >= before_wan + 600
     });
-    // Longer than any WireGuard datagram of this MTU: truncated; the rest fails authentication.
-    wait_for("all WAN garbage refused", || {
-        counter(&lab.a, "wan_unauthenticated") + counter(&lab.a, "drop_wan_truncated") == 600
-    });
+    // Longer than any WireGuard datagram of this MTU: truncated; handshake-shaped datagrams
+    // past the stranger's rate limit are refused before the suite; the rest fails
+    // authentication.
+    let refused = || {
+        [
+            "wan_unauthenticated",
+            "drop_wan_truncated",
+            "drop_handshake_source_rate",
+        ]
+        .iter()
+        .map(|name| counter(&lab.a, name))
+        .sum::<u64>()
+    };
+    wait_for("all WAN garbage refused", || refused() == 600);
+    assert!(
+        counter(&lab.a, "drop_handshake_source_rate") > 0,
+        "one stranger, many handshakes"
+    );
     assert!(counter(&lab.a, "drop_wan_truncated") > 0);
     assert_eq!(
         counter(&lab.a, "wan_endpoint_roamed"),
@@ -161,6 +175,7 @@ fn garbage_is_counted_and_traffic_still_flows() {
             name.starts_with("drop_")
                 && !name.starts_with("drop_wan")
                 && !name.starts_with("drop_suite")
+                && !name.starts_with("drop_handshake")
                 && name.as_str() != "drop_inner_src_not_peer_site"
         })
         .map(|(_, value)| value.as_u64().unwrap())
