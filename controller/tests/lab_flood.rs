@@ -186,6 +186,14 @@ fn handshake_flood_at_one_gateway_leaves_every_pair_up_and_its_flows_intact() {
         cookie_replies > 0,
         "boringtun answered none with a cookie: was mac1 valid?"
     );
+    // The refusals reach the controller's /metrics through the gateway's heartbeats.
+    let series =
+        format!("braid_gateway_handshake_limit_drops_total{{site=\"{SITE}\",pair=\"{PAIR}\",suite=\"wireguard\"}}");
+    let exported = metric(&metrics_text(info), &series).unwrap_or(0.0);
+    assert!(
+        exported >= refused as f64 / 2.0,
+        "/metrics shows {exported} for {series}, the gateway counted {refused}"
+    );
 }
 
 /// The sum of the flooded gateway's counters whose names start with `prefix`.

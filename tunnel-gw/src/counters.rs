@@ -73,6 +73,20 @@ impl From<Refusal> for Counter {
     }
 }
 
+/// The drops of the handshake rate limits, every [`Refusal`] reason.
+pub const HANDSHAKE_LIMIT_DROPS: [Counter; 3] = [
+    Counter::DropHandshakeSourceRate,
+    Counter::DropHandshakeOverflowRate,
+    Counter::DropHandshakeGlobalRate,
+];
+
+impl Counter {
+    /// This counter's name in [`GATEWAY_COUNTERS`].
+    pub fn name(self) -> &'static str {
+        GATEWAY_COUNTERS[self as usize]
+    }
+}
+
 /// Names of [`Counter`], in declaration order.
 pub const GATEWAY_COUNTERS: &[&str] = &[
     "lan_rx_packets",
@@ -193,6 +207,9 @@ mod tests {
         counters.suite_drop(SuiteError::Replay);
         counters.inc(Refusal::Overflow.into());
         assert_eq!(counters.get_by_name("drop_handshake_overflow_rate"), Some(1));
+        for counter in HANDSHAKE_LIMIT_DROPS {
+            assert!(counter.name().starts_with("drop_handshake_"));
+        }
         assert_eq!(counters.get_by_name("drop_inner_src_not_peer_site"), Some(1));
         assert_eq!(counters.get_by_name("wan_rx_bytes"), Some(7));
         assert_eq!(counters.get_by_name("drop_geneve_bad_version"), Some(1));

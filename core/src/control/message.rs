@@ -135,6 +135,10 @@ pub struct Heartbeat {
     pub pairs: Vec<PairReport>,
     /// Demuxes: the membership epoch currently applied (0 before the first push).
     pub membership_epoch: u64,
+    /// Gateways: handshakes refused by the per-source and global handshake rate limits before
+    /// the tunnel protocol saw them (also part of `drops`).
+    #[serde(default)]
+    pub drops_handshake_limited: Option<u64>,
 }
 
 impl Heartbeat {
@@ -159,6 +163,7 @@ impl Heartbeat {
             drops: 0,
             pairs: Vec::new(),
             membership_epoch: 0,
+            drops_handshake_limited: None,
         }
     }
 }
