@@ -367,6 +367,45 @@ mod tests {
     }
 
     #[test]
+    fn only_esp_that_opens_proves_data_and_only_ike_is_a_handshake() {
+        let mut pair = [suite(0), suite(1)];
+        let mut out = [0u8; 4096];
+        let start = pair[0].start(&mut out);
+        assert!(pair[0].is_handshake(&out[..len_of(start)]), "IKE_SA_INIT");
+        exchange(&mut pair, 0, start, &out);
+
+        let mut inner = [0u8; 60];
+        inner[0] = 0x45;
+        inner[2..4].copy_from_slice(&60u16.to_be_bytes());
+        inner[9] = 17;
+        inner[12..16].copy_from_slice(&[198, 18, 1, 5]);
+        inner[16..20].copy_from_slice(&[198, 18, 2, 9]);
+        let Action::SendToPeer { len } = pair[0].encapsulate(&inner, &mut out) else {
+            panic!("no ESP")
+        };
+        let esp = out[..len].to_vec();
+        assert!(!pair[1].is_handshake(&esp), "ESP is never rate-limited");
+        assert!(!pair[1].is_handshake(&NAT_KEEPALIVE));
+        let elsewhere: SocketAddr = "198.18.7.7:4500".parse().unwrap();
+        let got = pair[1].decapsulate(elsewhere, &esp, &mut out);
+        assert!(matches!(got.action, Action::Deliver { len: 60, .. }), "{got:?}");
+        assert_eq!(got.proof, Proof::Data);
+        let replayed = pair[1].decapsulate(elsewhere, &esp, &mut out);
+        assert_eq!(
+            (replayed.action, replayed.proof),
+            (Action::Drop(SuiteError::Replay), Proof::None),
+            "a replay proves nothing"
+        );
+    }
+
+    fn len_of(action: Action) -> usize {
+        match action {
+            Action::SendToPeer { len } | Action::ReplyToSender { len } => len,
+            other => panic!("nothing to send: {other:?}"),
+        }
+    }
+
+    #[test]
     fn session_reports_sa_ages_and_rekeys() {
         let mut pair = [suite(0), suite(1)];
         let before = pair[0].session();

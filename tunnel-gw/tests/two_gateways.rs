@@ -269,3 +269,45 @@ fn garbage_on_the_ipsec_port_is_counted_and_traffic_still_flows() {
     assert_forwarded(&lab.demux_b, &lab.b, &lab.demux_a, &lab.a, ETHERTYPE_IPV4, &back);
     lab.stop();
 }
+
+#[test]
+fn replayed_handshakes_and_data_from_elsewhere_do_not_move_the_peer_endpoint() {
+    let lab = Lab::start(Suite::WireGuard);
+    let good = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 6);
+    assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &good);
+    let captured = lab.captured.lock().unwrap().clone();
+    let initiation = captured
+        .iter()
+        .find(|d| d[0] == 1)
+        .expect("a captured initiation")
+        .clone();
+    let data = captured
+        .iter()
+        .rev()
+        .find(|d| d[0] == 4 && d.len() > 32)
+        .expect("captured data")
+        .clone();
+
+    // From a new address: a replayed initiation and replayed data. Neither may move B's idea
+    // of where A is. (A restarted B would answer the initiation: the suite's unit tests show
+    // that answer is no proof of data, so it cannot move the endpoint either.)
+    let elsewhere = UdpSocket::bind(LOOPBACK).unwrap();
+    let unauthenticated = counter(&lab.b, "wan_unauthenticated");
+    for d in [&initiation, &data] {
+        elsewhere.send_to(d, lab.b.wan).unwrap();
+    }
+    wait_for("B refuses both replays", || {
+        counter(&lab.b, "wan_unauthenticated") == unauthenticated + 2
+    });
+    assert_eq!(counter(&lab.b, "wan_endpoint_roamed"), 0);
+
+    // Traffic from B still reaches A through the relay, not the replayer.
+    let back = ipv4_udp(Ipv4Addr::new(198, 19, 0, 9), Ipv4Addr::new(198, 18, 0, 5), 7);
+    assert_forwarded(&lab.demux_b, &lab.b, &lab.demux_a, &lab.a, ETHERTYPE_IPV4, &back);
+    elsewhere.set_nonblocking(true).unwrap();
+    assert!(
+        elsewhere.recv_from(&mut [0u8; 2048]).is_err(),
+        "nothing was sent to the replayer"
+    );
+    lab.stop();
+}
