@@ -378,6 +378,19 @@ fn gateway_tunnels(o: &mut String, s: &StatusSnapshot) {
             }
         }
     }
+    let name = "braid_gateway_handshake_limit_drops_total";
+    gauge(
+        o,
+        name,
+        "Handshakes the gateway refused in its per-source and global handshake rate limits, \
+         before the tunnel protocol saw them.",
+        "counter",
+    );
+    for g in &s.gateways {
+        if let Some(n) = g.drops_handshake_limited {
+            let _ = writeln!(o, "{name}{{{}}} {n}", tunnel_labels(g));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +489,8 @@ mod tests {
             "braid_gateway_handshake_age_seconds{site=\"a\",pair=\"2\"} 7.000",
             "# TYPE braid_gateway_rekeys_total counter",
             "# TYPE braid_gateway_replay_drops_total counter",
+            "braid_gateway_handshake_limit_drops_total{site=\"a\",pair=\"1\",suite=\"ipsec\"} 500",
+            "# TYPE braid_gateway_handshake_limit_drops_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

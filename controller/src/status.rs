@@ -58,6 +58,9 @@ pub struct GatewayStatus {
     pub drops_replayed: Option<u64>,
     #[serde(default)]
     pub drops_too_old: Option<u64>,
+    /// Handshakes refused by the gateway's handshake rate limits (per source and global).
+    #[serde(default)]
+    pub drops_handshake_limited: Option<u64>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -326,6 +329,7 @@ pub(crate) mod tests {
             ike_rekeys: Some(1),
             drops_replayed: Some(replayed),
             drops_too_old: Some(too_old),
+            drops_handshake_limited: Some(replayed * 100),
             ..Default::default()
         }
     }

@@ -9,6 +9,7 @@
 use braid_core::counters::CounterSet;
 use braid_core::wire::{WireError, WIRE_DROP_COUNTERS};
 
+use crate::handshake_limit::Refusal;
 use crate::suite::{SuiteError, SUITE_DROP_COUNTERS};
 
 /// The gateway's own counters, indexing [`GATEWAY_COUNTERS`].
@@ -46,12 +47,44 @@ pub enum Counter {
     DropInnerSrcNotPeerSite,
     /// WAN datagrams the kernel refused to send.
     DropWanTxFailed,
-    /// The peer's WAN endpoint moved after an authenticated datagram from a new address.
+    /// The peer's WAN endpoint moved after authenticated transport data from a new address.
     WanEndpointRoamed,
     /// Receive errors reported by the LAN socket.
     LanSocketErrors,
     /// Receive errors reported by the WAN socket.
     WanSocketErrors,
+    /// Handshakes refused before the suite: their source exceeded its own rate.
+    DropHandshakeSourceRate,
+    /// Handshakes refused before the suite: the source table was full and the sources sharing
+    /// the overflow bucket exceeded its rate.
+    DropHandshakeOverflowRate,
+    /// Handshakes refused before the suite: all sources but the peer together exceeded the
+    /// global cap.
+    DropHandshakeGlobalRate,
+}
+
+impl From<Refusal> for Counter {
+    fn from(refusal: Refusal) -> Counter {
+        match refusal {
+            Refusal::Source => Counter::DropHandshakeSourceRate,
+            Refusal::Overflow => Counter::DropHandshakeOverflowRate,
+            Refusal::Global => Counter::DropHandshakeGlobalRate,
+        }
+    }
+}
+
+/// The drops of the handshake rate limits, every [`Refusal`] reason.
+pub const HANDSHAKE_LIMIT_DROPS: [Counter; 3] = [
+    Counter::DropHandshakeSourceRate,
+    Counter::DropHandshakeOverflowRate,
+    Counter::DropHandshakeGlobalRate,
+];
+
+impl Counter {
+    /// This counter's name in [`GATEWAY_COUNTERS`].
+    pub fn name(self) -> &'static str {
+        GATEWAY_COUNTERS[self as usize]
+    }
 }
 
 /// Names of [`Counter`], in declaration order.
@@ -79,6 +112,9 @@ pub const GATEWAY_COUNTERS: &[&str] = &[
     "wan_endpoint_roamed",
     "lan_socket_errors",
     "wan_socket_errors",
+    "drop_handshake_source_rate",
+    "drop_handshake_overflow_rate",
+    "drop_handshake_global_rate",
 ];
 
 /// Every counter a gateway keeps.
@@ -164,11 +200,16 @@ mod tests {
     #[test]
     fn enum_indexes_its_name() {
         let counters = GatewayCounters::default();
-        assert_eq!(GATEWAY_COUNTERS.len(), Counter::WanSocketErrors as usize + 1);
+        assert_eq!(GATEWAY_COUNTERS.len(), Counter::DropHandshakeGlobalRate as usize + 1);
         counters.inc(Counter::DropInnerSrcNotPeerSite);
         counters.add(Counter::WanRxBytes, 7);
         counters.wire_drop(WireError::GeneveBadVersion);
         counters.suite_drop(SuiteError::Replay);
+        counters.inc(Refusal::Overflow.into());
+        assert_eq!(counters.get_by_name("drop_handshake_overflow_rate"), Some(1));
+        for counter in HANDSHAKE_LIMIT_DROPS {
+            assert!(counter.name().starts_with("drop_handshake_"));
+        }
         assert_eq!(counters.get_by_name("drop_inner_src_not_peer_site"), Some(1));
         assert_eq!(counters.get_by_name("wan_rx_bytes"), Some(7));
         assert_eq!(counters.get_by_name("drop_geneve_bad_version"), Some(1));

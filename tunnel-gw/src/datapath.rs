@@ -14,7 +14,15 @@
 //! header; the inner source must lie inside the peer site (the suite authenticates the peer,
 //! not the addresses it claims); the packet leaves in GENEVE with this pair's VNI for the
 //! demux. Handshake replies go back to the peer, cookie replies to whoever asked. The peer's
-//! endpoint moves only when a datagram from a new address authenticates (roaming).
+//! endpoint moves only when transport data from a new address authenticates and passes the
+//! anti-replay window (roaming, [`Proof::Data`]): never on a handshake, which a restarted
+//! gateway accepts again when it is replayed.
+//!
+//! Handshakes pass the [`HandshakeLimiter`] (per source, and a global cap for all but the peer)
+//! before they reach the suite; transport data never does. The clock is read at most once per
+//! received batch, and only when the batch holds a handshake. The limiter keeps a handshake
+//! flood cheap enough that one thread serves handshakes and data: a flood costs a table
+//! look-up per datagram, not a Diffie-Hellman or a cookie reply.
 //!
 //! Every packet that is not forwarded is counted under its reason in [`GatewayCounters`];
 //! malformed input never panics and never stops the loop.
@@ -35,8 +43,9 @@ use braid_core::wire::ipv6::Ipv6Packet;
 use braid_core::wire::WireError;
 
 use crate::counters::{Counter, GatewayCounters};
+use crate::handshake_limit::HandshakeLimiter;
 use crate::settings::GatewaySettings;
-use crate::suite::{Action, SessionState, SuiteError, TunnelSuite};
+use crate::suite::{Action, Proof, SessionState, SuiteError, TunnelSuite};
 
 /// How often the suite's timers run; also the longest `poll(2)` wait.
 pub const TIMER_TICK: Duration = Duration::from_millis(100);
@@ -194,6 +203,7 @@ pub struct DataPath<S: TunnelSuite> {
     wan: Port,
     policy: Policy,
     peer_endpoint: SocketAddr,
+    limiter: HandshakeLimiter,
     counters: Arc<GatewayCounters>,
     session: Arc<SharedSession>,
 }
@@ -209,6 +219,7 @@ impl<S: TunnelSuite> DataPath<S> {
             lan,
             wan,
             peer_endpoint: settings.peer_endpoint,
+            limiter: HandshakeLimiter::new(Instant::now()),
             policy: Policy {
                 vni: u32::from(settings.pair_id),
                 settings,
@@ -321,10 +332,20 @@ impl<S: TunnelSuite> DataPath<S> {
     /// Processes one batch from the peer gateway.
     fn wan_to_lan(&mut self) {
         let count = self.wan.receive(&self.counters, Side::Wan);
+        let mut batch_time = None;
         for i in 0..count {
             if self.wan.rx.truncated(i) {
                 self.counters.inc(Counter::DropWanTruncated);
                 continue;
+            }
+            let (datagram, source) = self.wan.rx.get(i);
+            if self.suite.is_handshake(datagram) {
+                let now = *batch_time.get_or_insert_with(Instant::now);
+                let from_peer = source.ip() == self.peer_endpoint.ip();
+                if let Err(refusal) = self.limiter.admit(source.ip(), from_peer, now) {
+                    self.counters.inc(refusal.into());
+                    continue;
+                }
             }
             self.lan.make_room(&self.counters, Side::Lan);
             let (datagram, source) = self.wan.rx.get(i);
@@ -332,12 +353,15 @@ impl<S: TunnelSuite> DataPath<S> {
                 continue;
             };
             let result = self.suite.decapsulate(source, datagram, &mut out[GENEVE_HEADER_LEN..]);
-            if !result.authenticated {
-                self.counters.inc(Counter::WanUnauthenticated);
-            } else if source != self.peer_endpoint {
-                tracing::info!(from = %self.peer_endpoint, to = %source, "peer WAN endpoint moved");
-                self.peer_endpoint = source;
-                self.counters.inc(Counter::WanEndpointRoamed);
+            match result.proof {
+                Proof::None => self.counters.inc(Counter::WanUnauthenticated),
+                Proof::Control => {}
+                Proof::Data if source != self.peer_endpoint => {
+                    tracing::info!(from = %self.peer_endpoint, to = %source, "peer WAN endpoint moved");
+                    self.peer_endpoint = source;
+                    self.counters.inc(Counter::WanEndpointRoamed);
+                }
+                Proof::Data => {}
             }
             match result.action {
                 Action::Deliver {

@@ -20,7 +20,7 @@ use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
 use braid_ipsec::ike::{Engine, Event, IkeConfig, IkeDrop, NewChild};
 use braid_ipsec::port::{classify, Datagram, NAT_KEEPALIVE, NON_ESP_MARKER};
 
-use crate::suite::{Action, Decapsulated, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+use crate::suite::{Action, Decapsulated, Proof, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
 
 /// An outbound SA with fewer sequence numbers than this left is rekeyed (2^31 packets: at a
 /// million packets a second, half an hour of margin).
@@ -156,9 +156,10 @@ impl IpsecSuite {
                     },
                     None => Action::Drop(SuiteError::InvalidInnerPacket),
                 };
+                // The SA checked the ICV and the replay window before opening it.
                 Decapsulated {
                     action,
-                    authenticated: true,
+                    proof: Proof::Data,
                 }
             }
             Err(error) => unauthenticated(match error {
@@ -176,7 +177,7 @@ impl IpsecSuite {
 fn unauthenticated(error: SuiteError) -> Decapsulated {
     Decapsulated {
         action: Action::Drop(error),
-        authenticated: false,
+        proof: Proof::None,
     }
 }
 
@@ -223,6 +224,10 @@ impl TunnelSuite for IpsecSuite {
         }
     }
 
+    fn is_handshake(&self, datagram: &[u8]) -> bool {
+        matches!(classify(datagram), Datagram::Ike(_))
+    }
+
     fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
         if out.len() < MIN_CONTROL_BUFFER || out.len() < datagram.len() {
             return unauthenticated(SuiteError::BufferTooSmall);
@@ -231,7 +236,7 @@ impl TunnelSuite for IpsecSuite {
             Datagram::Esp(esp) => self.open_esp(esp, out),
             Datagram::Keepalive => Decapsulated {
                 action: Action::Done,
-                authenticated: false,
+                proof: Proof::None,
             },
             Datagram::Malformed => unauthenticated(SuiteError::Malformed),
             Datagram::Ike(message) => {
@@ -248,9 +253,11 @@ impl TunnelSuite for IpsecSuite {
                         IkeDrop::MessageId | IkeDrop::Unexpected => SuiteError::Protocol,
                     });
                 }
+                // Answered to its source; IKE never moves the ESP endpoint (an IKE_SA_INIT
+                // proves nothing, and the engine keeps its own idea of the peer's address).
                 Decapsulated {
                     action: self.next_transmit(out, Some(source)),
-                    authenticated: false,
+                    proof: Proof::None,
                 }
             }
         }
@@ -356,6 +363,45 @@ mod tests {
                 in_flight.push_back((1 - to, out[..len].to_vec()));
                 action = pair[to].drain(&mut out);
             }
+        }
+    }
+
+    #[test]
+    fn only_esp_that_opens_proves_data_and_only_ike_is_a_handshake() {
+        let mut pair = [suite(0), suite(1)];
+        let mut out = [0u8; 4096];
+        let start = pair[0].start(&mut out);
+        assert!(pair[0].is_handshake(&out[..len_of(start)]), "IKE_SA_INIT");
+        exchange(&mut pair, 0, start, &out);
+
+        let mut inner = [0u8; 60];
+        inner[0] = 0x45;
+        inner[2..4].copy_from_slice(&60u16.to_be_bytes());
+        inner[9] = 17;
+        inner[12..16].copy_from_slice(&[198, 18, 1, 5]);
+        inner[16..20].copy_from_slice(&[198, 18, 2, 9]);
+        let Action::SendToPeer { len } = pair[0].encapsulate(&inner, &mut out) else {
+            panic!("no ESP")
+        };
+        let esp = out[..len].to_vec();
+        assert!(!pair[1].is_handshake(&esp), "ESP is never rate-limited");
+        assert!(!pair[1].is_handshake(&NAT_KEEPALIVE));
+        let elsewhere: SocketAddr = "198.18.7.7:4500".parse().unwrap();
+        let got = pair[1].decapsulate(elsewhere, &esp, &mut out);
+        assert!(matches!(got.action, Action::Deliver { len: 60, .. }), "{got:?}");
+        assert_eq!(got.proof, Proof::Data);
+        let replayed = pair[1].decapsulate(elsewhere, &esp, &mut out);
+        assert_eq!(
+            (replayed.action, replayed.proof),
+            (Action::Drop(SuiteError::Replay), Proof::None),
+            "a replay proves nothing"
+        );
+    }
+
+    fn len_of(action: Action) -> usize {
+        match action {
+            Action::SendToPeer { len } | Action::ReplyToSender { len } => len,
+            other => panic!("nothing to send: {other:?}"),
         }
     }
 

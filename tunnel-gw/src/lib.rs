@@ -10,6 +10,7 @@
 //! * [`wireguard`]: the WireGuard suite over boringtun.
 //! * [`ipsec`]: the IPsec suite: IKEv2 and ESP in UDP over braid-ipsec's sans-IO engine.
 //! * [`datapath`]: the single data thread: batched I/O, policy checks, counters.
+//! * [`handshake_limit`]: per-source and global rate limits on handshakes before the suite.
 //! * [`settings`]: the plain-data configuration the library runs from.
 //! * [`counters`]: traffic and drop counters, one per reason.
 //!
@@ -18,6 +19,7 @@
 
 pub mod counters;
 pub mod datapath;
+pub mod handshake_limit;
 pub mod ipsec;
 pub mod settings;
 pub mod suite;

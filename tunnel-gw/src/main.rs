@@ -20,6 +20,7 @@ use braid_core::flow::PairId;
 use braid_core::keys::PresharedKey;
 use braid_core::keys::{PrivateKey, RoleKey};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
+use braid_gw::counters::HANDSHAKE_LIMIT_DROPS;
 use braid_gw::datapath::DataPath;
 use braid_gw::settings::{GatewaySettings, TunnelSettings, DEFAULT_BATCH_SIZE};
 use braid_gw::suite::{SessionState, SuiteError, TunnelSuite, SUITE_DROP_COUNTERS};
@@ -207,6 +208,7 @@ fn heartbeat(
     hb.ike_rekeys = state.ike_rekeys;
     hb.drops_replayed = Some(suite_drops(SuiteError::Replay));
     hb.drops_too_old = Some(suite_drops(SuiteError::TooOld));
+    hb.drops_handshake_limited = Some(HANDSHAKE_LIMIT_DROPS.iter().map(|c| get(c.name())).sum());
     hb.tx_bytes = get("lan_tx_bytes") + get("wan_tx_bytes");
     hb.rx_bytes = get("lan_rx_bytes") + get("wan_rx_bytes");
     hb.tx_packets = get("lan_tx_packets") + get("wan_tx_packets");

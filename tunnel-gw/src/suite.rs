@@ -98,13 +98,34 @@ pub const SUITE_DROP_COUNTERS: [&str; 10] = [
     "drop_suite_protocol",
 ];
 
+/// What a datagram from the WAN proved about its sender.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proof {
+    /// Nothing: it did not verify under the peer's keys (or carried nothing to verify).
+    None,
+    /// A handshake or IKE message that verified. It may still be a replay (a captured
+    /// initiation is accepted again by a restarted responder), so it does not move the peer's
+    /// endpoint.
+    Control,
+    /// Transport data (or a keepalive) that verified under a session key and passed the
+    /// anti-replay window: only such a datagram moves the peer's WAN endpoint (roaming).
+    Data,
+}
+
 /// The result of decapsulating one datagram from the WAN.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Decapsulated {
     pub action: Action,
-    /// Whether the datagram proved it came from the peer (it verified under the peer's keys).
-    /// Only then may the caller move the peer's WAN endpoint to the datagram's source.
-    pub authenticated: bool,
+    /// What the datagram proved; the caller moves the peer's WAN endpoint to the datagram's
+    /// source only on [`Proof::Data`].
+    pub proof: Proof,
+}
+
+impl Decapsulated {
+    /// Whether the datagram verified under the peer's keys at all.
+    pub fn authenticated(&self) -> bool {
+        self.proof != Proof::None
+    }
 }
 
 /// The state of the session with the peer gateway, as status reports it.
@@ -137,6 +158,11 @@ pub trait TunnelSuite {
     /// Protects one inner IP packet from the LAN for the peer. Before a session exists the
     /// suite may queue the packet and return a handshake to send instead.
     fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action;
+
+    /// Whether `datagram` is a handshake (key exchange) message rather than transport data:
+    /// the caller rate-limits handshakes per source before [`TunnelSuite::decapsulate`], and
+    /// never transport data. Looks at the first bytes only.
+    fn is_handshake(&self, datagram: &[u8]) -> bool;
 
     /// Processes one datagram that arrived on the WAN from `source`.
     fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated;

@@ -10,7 +10,14 @@
 //! * An empty datagram means "drain the queue" to `Tunn`, so empty WAN datagrams are rejected
 //!   as malformed before they reach it.
 //! * Handshake rate limiting uses a shared `RateLimiter` and the datagram's source address, so
-//!   cookie replies work under load; the suite resets the limiter's count every second.
+//!   cookie replies work under load; the suite resets the limiter's count every second. That
+//!   limiter is global: it still verifies mac1 and writes a cookie reply for every handshake
+//!   past its limit, so the data thread limits handshakes per source before they get here
+//!   ([`crate::handshake_limit`]; [`TunnelSuite::is_handshake`] names message types 1 to 3).
+//! * Only transport data (type 4, a keepalive included) that decrypts under a session key and
+//!   passes the counter window is [`Proof::Data`], which may move the peer's endpoint. A
+//!   handshake is at most [`Proof::Control`]: a restarted gateway has forgotten the newest
+//!   initiation timestamp and answers a replayed initiation.
 //! * `Tunn` gives up after 90 s of unanswered handshakes and then stays silent until traffic
 //!   arrives. A gateway pair must come back on its own, so on expiry the suite starts a new
 //!   handshake right away.
@@ -35,7 +42,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
-use crate::suite::{Action, Decapsulated, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+use crate::suite::{Action, Decapsulated, Proof, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
 
 /// Bytes WireGuard adds to an inner packet: 16-byte header and 16-byte Poly1305 tag.
 pub const WIREGUARD_OVERHEAD: usize = 32;
@@ -125,10 +132,17 @@ impl TunnelSuite for WireGuardSuite {
         place(to_action(result, base), out)
     }
 
+    fn is_handshake(&self, datagram: &[u8]) -> bool {
+        matches!(
+            datagram.first(),
+            Some(&(MESSAGE_HANDSHAKE_INITIATION | MESSAGE_HANDSHAKE_RESPONSE | MESSAGE_COOKIE_REPLY))
+        )
+    }
+
     fn decapsulate(&mut self, source: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Decapsulated {
         let unauthenticated = |error| Decapsulated {
             action: Action::Drop(error),
-            authenticated: false,
+            proof: Proof::None,
         };
         if datagram.is_empty() {
             return unauthenticated(SuiteError::Malformed);
@@ -149,17 +163,24 @@ impl TunnelSuite for WireGuardSuite {
             Action::Drop(SuiteError::Malformed) if is_data => Action::Drop(SuiteError::InvalidInnerPacket),
             action => action,
         };
-        let authenticated = match action {
-            Action::SendToPeer { .. } | Action::Deliver { .. } => true,
-            Action::Drop(error) => error == SuiteError::InvalidInnerPacket,
-            Action::ReplyToSender { .. } => false,
-            // A keepalive authenticated; a processed cookie reply proves nothing about the sender.
-            Action::Done => datagram[0] != MESSAGE_COOKIE_REPLY,
+        let proof = match action {
+            // Decrypted under a session key and inside the counter window: transport data, a
+            // keepalive, or data that is no IP packet.
+            Action::Deliver { .. } => Proof::Data,
+            Action::Done | Action::Drop(SuiteError::InvalidInnerPacket) if is_data => Proof::Data,
+            // A handshake answered; a restarted gateway answers a replayed initiation too.
+            Action::SendToPeer { .. } => Proof::Control,
+            // A processed cookie reply proves nothing about the sender.
+            Action::Done => match datagram[0] {
+                MESSAGE_COOKIE_REPLY => Proof::None,
+                _ => Proof::Control,
+            },
+            Action::Drop(_) | Action::ReplyToSender { .. } => Proof::None,
         };
         if rekeying && matches!(action, Action::SendToPeer { .. }) {
             self.rekeys += 1;
         }
-        Decapsulated { action, authenticated }
+        Decapsulated { action, proof }
     }
 
     fn timers(&mut self, out: &mut [u8]) -> Action {
@@ -310,7 +331,7 @@ mod tests {
         let Action::SendToPeer { len } = got.action else {
             panic!("no response: {got:?}")
         };
-        assert!(got.authenticated);
+        assert!(got.authenticated());
         assert_eq!(reply[0], 2, "handshake response");
         let got = a.decapsulate(PEER_ADDR, &reply[..len], &mut buf);
         let Action::SendToPeer { len } = got.action else {
@@ -333,7 +354,7 @@ mod tests {
         };
         assert_eq!(len, inner.len() + WIREGUARD_OVERHEAD);
         let got = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
-        assert!(got.authenticated);
+        assert!(got.authenticated());
         assert_eq!(
             got.action,
             Action::Deliver {
@@ -345,7 +366,7 @@ mod tests {
         // The same datagram again is a replay.
         let again = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
         assert_eq!(again.action, Action::Drop(SuiteError::Replay));
-        assert!(!again.authenticated);
+        assert!(!again.authenticated());
     }
 
     #[test]
@@ -386,7 +407,7 @@ mod tests {
         for (datagram, error) in cases {
             let got = b.decapsulate(PEER_ADDR, datagram, &mut out);
             assert_eq!(got.action, Action::Drop(error), "{datagram:?}");
-            assert!(!got.authenticated);
+            assert!(!got.authenticated());
         }
         let mut forged_init = [0u8; 148];
         forged_init[0] = 1;
@@ -399,7 +420,7 @@ mod tests {
             got.action,
             Action::Drop(SuiteError::NoSession | SuiteError::AuthenticationFailed)
         ));
-        assert!(!got.authenticated);
+        assert!(!got.authenticated());
     }
 
     #[test]
@@ -474,6 +495,81 @@ mod tests {
     }
 
     #[test]
+    fn only_transport_data_proves_data_and_handshakes_are_told_from_it() {
+        let (mut a, mut b) = establish();
+        let mut init = [0u8; 2048];
+        let Action::SendToPeer { len } = a.start(&mut init) else {
+            panic!("no initiation")
+        };
+        let captured = init[..len].to_vec();
+        assert!(b.is_handshake(&captured));
+        let mut out = [0u8; 2048];
+        let got = b.decapsulate(PEER_ADDR, &captured, &mut out);
+        assert!(matches!(got.action, Action::SendToPeer { .. }));
+        assert_eq!(got.proof, Proof::Control, "an answered initiation is no data");
+        let response = out[..len_of(got.action)].to_vec();
+        assert!(a.is_handshake(&response));
+        assert_eq!(a.decapsulate(PEER_ADDR, &response, &mut out).proof, Proof::Control);
+
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 60);
+        let mut wire = [0u8; 2048];
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+            panic!()
+        };
+        assert!(!b.is_handshake(&wire[..len]));
+        assert_eq!(b.decapsulate(PEER_ADDR, &wire[..len], &mut out).proof, Proof::Data);
+        assert!(!b.is_handshake(&[]) && !b.is_handshake(&[9, 0, 0, 0]));
+        assert!(b.is_handshake(&[3, 0, 0, 0]), "cookie replies are limited too");
+    }
+
+    #[test]
+    fn an_initiation_replayed_after_a_restart_is_answered_but_proves_no_data() {
+        let (mut a, mut b) = establish();
+        let mut init = [0u8; 2048];
+        let Action::SendToPeer { len } = a.start(&mut init) else {
+            panic!("no initiation")
+        };
+        let captured = init[..len].to_vec();
+        let mut out = [0u8; 2048];
+        let got = b.decapsulate(PEER_ADDR, &captured, &mut out);
+        let response = out[..len_of(got.action)].to_vec();
+        a.decapsulate(PEER_ADDR, &response, &mut out);
+
+        // B restarts: a new suite with the same keys, which has never seen the initiation.
+        let mut restarted = WireGuardSuite::new(key(2), public(key(1)), 2);
+        let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 7, 7)), 40000);
+        let replayed = restarted.decapsulate(elsewhere, &captured, &mut out);
+        assert!(
+            matches!(replayed.action, Action::SendToPeer { .. }),
+            "boringtun answers the replay: {replayed:?}"
+        );
+        assert_eq!(replayed.proof, Proof::Control, "which must not move the endpoint");
+
+        // The real peer's next handshake and data do prove themselves.
+        handshake(&mut a, &mut restarted);
+        let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 60);
+        let mut wire = [0u8; 2048];
+        let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+            panic!()
+        };
+        let got = restarted.decapsulate(PEER_ADDR, &wire[..len], &mut out);
+        assert!(matches!(got.action, Action::Deliver { .. }));
+        assert_eq!(got.proof, Proof::Data);
+        // Replayed data proves nothing.
+        assert_eq!(
+            restarted.decapsulate(elsewhere, &wire[..len], &mut out).proof,
+            Proof::None
+        );
+    }
+
+    fn len_of(action: Action) -> usize {
+        match action {
+            Action::SendToPeer { len } | Action::ReplyToSender { len } | Action::Deliver { len, .. } => len,
+            other => panic!("nothing written: {other:?}"),
+        }
+    }
+
+    #[test]
     fn counters_left_of_the_window_are_too_old_not_replays() {
         let (mut a, mut b) = establish();
         let inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 60);
@@ -494,6 +590,6 @@ mod tests {
         }
         let late = b.decapsulate(PEER_ADDR, &first, &mut plain);
         assert_eq!(late.action, Action::Drop(SuiteError::TooOld));
-        assert!(!late.authenticated);
+        assert!(!late.authenticated());
     }
 }

@@ -138,10 +138,24 @@ fn garbage_is_counted_and_traffic_still_flows() {
     wait_for("all garbage received", || {
         counter(&lab.a, "wan_rx_packets") >= before_wan + 600
     });
-    // Longer than any WireGuard datagram of this MTU: truncated; the rest fails authentication.
-    wait_for("all WAN garbage refused", || {
-        counter(&lab.a, "wan_unauthenticated") + counter(&lab.a, "drop_wan_truncated") == 600
-    });
+    // Longer than any WireGuard datagram of this MTU: truncated; handshake-shaped datagrams
+    // past the stranger's rate limit are refused before the suite; the rest fails
+    // authentication.
+    let refused = || {
+        [
+            "wan_unauthenticated",
+            "drop_wan_truncated",
+            "drop_handshake_source_rate",
+        ]
+        .iter()
+        .map(|name| counter(&lab.a, name))
+        .sum::<u64>()
+    };
+    wait_for("all WAN garbage refused", || refused() == 600);
+    assert!(
+        counter(&lab.a, "drop_handshake_source_rate") > 0,
+        "one stranger, many handshakes"
+    );
     assert!(counter(&lab.a, "drop_wan_truncated") > 0);
     assert_eq!(
         counter(&lab.a, "wan_endpoint_roamed"),
@@ -161,6 +175,7 @@ fn garbage_is_counted_and_traffic_still_flows() {
             name.starts_with("drop_")
                 && !name.starts_with("drop_wan")
                 && !name.starts_with("drop_suite")
+                && !name.starts_with("drop_handshake")
                 && name.as_str() != "drop_inner_src_not_peer_site"
         })
         .map(|(_, value)| value.as_u64().unwrap())
@@ -252,5 +267,47 @@ fn garbage_on_the_ipsec_port_is_counted_and_traffic_still_flows() {
     assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &good);
     let back = ipv4_udp(Ipv4Addr::new(198, 19, 0, 9), Ipv4Addr::new(198, 18, 0, 5), 5);
     assert_forwarded(&lab.demux_b, &lab.b, &lab.demux_a, &lab.a, ETHERTYPE_IPV4, &back);
+    lab.stop();
+}
+
+#[test]
+fn replayed_handshakes_and_data_from_elsewhere_do_not_move_the_peer_endpoint() {
+    let lab = Lab::start(Suite::WireGuard);
+    let good = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 6);
+    assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &good);
+    let captured = lab.captured.lock().unwrap().clone();
+    let initiation = captured
+        .iter()
+        .find(|d| d[0] == 1)
+        .expect("a captured initiation")
+        .clone();
+    let data = captured
+        .iter()
+        .rev()
+        .find(|d| d[0] == 4 && d.len() > 32)
+        .expect("captured data")
+        .clone();
+
+    // From a new address: a replayed initiation and replayed data. Neither may move B's idea
+    // of where A is. (A restarted B would answer the initiation: the suite's unit tests show
+    // that answer is no proof of data, so it cannot move the endpoint either.)
+    let elsewhere = UdpSocket::bind(LOOPBACK).unwrap();
+    let unauthenticated = counter(&lab.b, "wan_unauthenticated");
+    for d in [&initiation, &data] {
+        elsewhere.send_to(d, lab.b.wan).unwrap();
+    }
+    wait_for("B refuses both replays", || {
+        counter(&lab.b, "wan_unauthenticated") == unauthenticated + 2
+    });
+    assert_eq!(counter(&lab.b, "wan_endpoint_roamed"), 0);
+
+    // Traffic from B still reaches A through the relay, not the replayer.
+    let back = ipv4_udp(Ipv4Addr::new(198, 19, 0, 9), Ipv4Addr::new(198, 18, 0, 5), 7);
+    assert_forwarded(&lab.demux_b, &lab.b, &lab.demux_a, &lab.a, ETHERTYPE_IPV4, &back);
+    elsewhere.set_nonblocking(true).unwrap();
+    assert!(
+        elsewhere.recv_from(&mut [0u8; 2048]).is_err(),
+        "nothing was sent to the replayer"
+    );
     lab.stop();
 }

@@ -187,7 +187,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let demuxes = [0, 1].into_iter().filter(|&s| Some(s) != external_site);
     // Epochs only move forward: on from the highest this controller's predecessors recorded
     // (and past what the demuxes report having applied, once they are heard).
-    let saved_epoch = fleet::load_epoch(&opts.state_dir);
+    let saved_epoch = fleet::load_epoch(&cfg.controller.state_dir);
     let membership = MembershipMachine::new(demuxes, RESEND_MS, saved_epoch + 1);
     let mut sup = Supervisor {
         push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
@@ -523,7 +523,7 @@ impl Supervisor {
         if epoch <= self.saved_epoch {
             return;
         }
-        match fleet::save_epoch(&self.opts.state_dir, epoch) {
+        match fleet::save_epoch(&self.cfg.controller.state_dir, epoch) {
             Ok(()) => self.saved_epoch = epoch,
             Err(e) => tracing::warn!(epoch, "cannot record the membership epoch: {e}"),
         }

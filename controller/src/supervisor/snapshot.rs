@@ -74,6 +74,7 @@ impl Supervisor {
                     ike_rekeys: hb.and_then(|h| h.ike_rekeys),
                     drops_replayed: hb.and_then(|h| h.drops_replayed),
                     drops_too_old: hb.and_then(|h| h.drops_too_old),
+                    drops_handshake_limited: hb.and_then(|h| h.drops_handshake_limited),
                     tx_bytes: hb.map(|h| h.tx_bytes).unwrap_or(0),
                     rx_bytes: hb.map(|h| h.rx_bytes).unwrap_or(0),
                     tx_packets: hb.map(|h| h.tx_packets).unwrap_or(0),

@@ -655,3 +655,131 @@ pub fn watch_recovery(
 pub fn wait_status<T>(info: &LabInfo, timeout: Duration, check: impl FnMut(&StatusSnapshot) -> Option<T>) -> T {
     lab_controller::wait_for(info.metrics, timeout, controller_pid(info), check).unwrap_or_else(|e| panic!("{e:#}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Floods: forged handshakes at a gateway's WAN port.
+
+/// Gives the lab's WAN bridge the address `addr`/24 so a test can send into the WAN from the
+/// WAN namespace (the bridge has no address of its own). The namespace goes with the lab.
+pub fn add_wan_address(info: &LabInfo, addr: std::net::Ipv4Addr) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &info.wan.netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &info.wan.interface,
+        ])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip addr add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A WireGuard handshake initiation (148 bytes) with sender index `sender` and random-looking
+/// ephemeral key, static and timestamp, whose mac1 is valid for the responder `responder_public`
+/// (BLAKE2s per the WireGuard paper: mac1 = MAC(HASH("mac1----" ‖ public key), msg[..116])).
+/// Anyone can make one: the responder's public key is all it takes. mac2 is zero (no cookie).
+pub fn forged_initiation(responder_public: &[u8; 32], sender: u32, seed: u64) -> [u8; 148] {
+    use blake2::digest::{consts::U16, Digest, Mac};
+    let mut msg = [0u8; 148];
+    msg[0] = 1;
+    msg[4..8].copy_from_slice(&sender.to_le_bytes());
+    let mut x = seed | 1;
+    for b in &mut msg[8..116] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let key = blake2::Blake2s256::new()
+        .chain_update(b"mac1----")
+        .chain_update(responder_public)
+        .finalize();
+    let mut mac = <blake2::Blake2sMac<U16> as Mac>::new_from_slice(&key).expect("a 32-byte key");
+    mac.update(&msg[..116]);
+    msg[116..132].copy_from_slice(&mac.finalize().into_bytes());
+    msg
+}
+
+/// What a flood sent.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodReport {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub seconds: f64,
+}
+
+impl FloodReport {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.seconds
+    }
+}
+
+/// Sends the prepared `payloads` round-robin to `dst`, each forged from its own source, paced to
+/// `pps` datagrams per second for `duration`, through one raw socket (IP_HDRINCL) opened in the
+/// calling thread's namespace. Sources must lie in the lab's own range (198.18.0.0/15).
+pub fn flood_forged_udp(
+    packets: &[(std::net::SocketAddrV4, Vec<u8>)],
+    dst: std::net::SocketAddrV4,
+    pps: u64,
+    duration: Duration,
+) -> FloodReport {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let lab_range = |ip: &std::net::Ipv4Addr| ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18;
+    assert!(lab_range(dst.ip()), "floods stay inside the lab: {dst}");
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).expect("raw socket");
+    socket.set_header_included_v4(true).expect("IP_HDRINCL");
+    let frames: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|(src, payload)| {
+            assert!(lab_range(src.ip()), "forged sources stay inside the lab: {src}");
+            ipv4_udp_frame(*src, dst, payload)
+        })
+        .collect();
+    let to = SockAddr::from(dst);
+    let started = Instant::now();
+    let (mut sent, mut send_errors) = (0u64, 0u64);
+    const CHUNK: u64 = 256;
+    while started.elapsed() < duration {
+        for _ in 0..CHUNK {
+            let frame = &frames[(sent + send_errors) as usize % frames.len()];
+            match socket.send_to(frame, &to) {
+                Ok(_) => sent += 1,
+                Err(_) => send_errors += 1,
+            }
+        }
+        let due = Duration::from_secs_f64((sent + send_errors) as f64 / pps as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+    FloodReport {
+        sent,
+        send_errors,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// An IPv4/UDP packet from `src` to `dst`; the kernel fills in the IP checksum and the UDP
+/// checksum stays zero (allowed for IPv4).
+fn ipv4_udp_frame(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut pkt = vec![0u8; 28 + payload.len()];
+    pkt[0] = 0x45;
+    let total = pkt.len() as u16;
+    pkt[2..4].copy_from_slice(&total.to_be_bytes());
+    pkt[8] = 64;
+    pkt[9] = 17;
+    pkt[12..16].copy_from_slice(&src.ip().octets());
+    pkt[16..20].copy_from_slice(&dst.ip().octets());
+    pkt[20..22].copy_from_slice(&src.port().to_be_bytes());
+    pkt[22..24].copy_from_slice(&dst.port().to_be_bytes());
+    pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    pkt[28..].copy_from_slice(payload);
+    pkt
+}

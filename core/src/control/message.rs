@@ -178,6 +178,10 @@ pub struct Heartbeat {
     /// gateways and from older demuxes.
     #[serde(default)]
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Gateways: handshakes refused by the per-source and global handshake rate limits before
+    /// the tunnel protocol saw them (also part of `drops`).
+    #[serde(default)]
+    pub drops_handshake_limited: Option<u64>,
 }
 
 impl Heartbeat {
@@ -203,6 +207,7 @@ impl Heartbeat {
             pairs: Vec::new(),
             membership_epoch: 0,
             counters: std::collections::BTreeMap::new(),
+            drops_handshake_limited: None,
         }
     }
 }
