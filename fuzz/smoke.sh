@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Runs every braid-ipsec fuzz target for N seconds (default 20) over the committed corpus and
-# fails if any of them crashes (panic, failed check, sanitizer report, timeout, OOM).
+# Runs every braid fuzz target for N seconds (default 15) over the committed corpus and fails
+# if any of them crashes (panic, failed check, sanitizer report, timeout, OOM).
 #
 #   fuzz/smoke.sh [SECONDS]
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly compiler or, as here, stable with
-# RUSTC_BOOTSTRAP=1. New inputs go to a temporary directory: the committed corpus is only read.
-# Crash inputs are kept in fuzz/artifacts/TARGET/ for upload.
+# Installs what it needs when missing: cargo-fuzz (`cargo install cargo-fuzz --locked`) and,
+# when run as root on a Debian/Ubuntu CI image, a C++ compiler (`apt-get install -y g++`:
+# libfuzzer-sys compiles libFuzzer with it). Uses the stable toolchain with RUSTC_BOOTSTRAP=1
+# for the sanitizer flags. New inputs go to a temporary directory: the committed corpus is only
+# read. Crash inputs are kept in fuzz/artifacts/TARGET/ for upload.
 set -euo pipefail
 
 cd "$(dirname "$0")"
-secs="${1:-20}"
-targets=(port_classify esp_open ike_message ike_payloads ike_engine)
+secs="${1:-15}"
+targets=(
+    classify geneve_inbound offload_segment offload_coalesce control_envelope cluster_yaml
+    gw_wireguard gw_ipsec port_classify esp_open ike_message ike_payloads ike_engine
+)
 export RUSTC_BOOTSTRAP=1
 
+if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++
+    else
+        echo "smoke.sh: no C++ compiler (libFuzzer needs one): install g++ or clang" >&2
+        exit 2
+    fi
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "smoke.sh: cargo-fuzz is not installed (cargo install cargo-fuzz)" >&2
-    exit 2
+    cargo install cargo-fuzz --locked
 fi
 
 # Build first, so build time is not fuzzing time (AddressSanitizer, debug assertions and
@@ -34,8 +47,11 @@ for t in "${targets[@]}"; do
         failed+=("$t")
         continue
     fi
-    max_len=4096
-    [[ "$t" == esp_open ]] && max_len=2048
+    case "$t" in
+        esp_open) max_len=2048 ;;
+        cluster_yaml) max_len=8192 ;;
+        *) max_len=4096 ;;
+    esac
     mkdir -p "$work/$t" "artifacts/$t"
     echo "== $t: ${secs}s over $(find "corpus/$t" -type f | wc -l) corpus files"
     if cargo fuzz run "$t" "$work/$t" "corpus/$t" -- \

@@ -360,7 +360,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             ..
         } => keys_cmd::role_keys(&config),
         Command::Keygen {
-            secret, admin, psk, out, ..
+            secret,
+            admin,
+            psk,
+            out,
+            ..
         } => keys_cmd::keygen(keys_cmd::KeyKind::pick(secret, admin, psk), out.as_deref()),
         Command::Pubkey => keys_cmd::pubkey(),
         Command::Check { config, keys } => check_cmd::check(&config, keys),

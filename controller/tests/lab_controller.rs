@@ -106,3 +106,98 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(suit
         run["totals"]["lost"], run["totals"]["reordered"]
     );
 }
+
+/// Where Debian's libfaketime lives (`apt-get install faketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A controller restarted on a host whose clock is a day behind, with its epoch record lost,
+/// still fails a pair over: its epochs come from the demuxes' reports, not from a clock, and
+/// its control messages carry no time. The fake clock is checked (the status it publishes is
+/// stamped a day back), and a gateway is then killed: the pair leaves the membership at a
+/// higher epoch than any pushed before, both demuxes apply it, and the pair comes back.
+#[test]
+fn a_controller_with_a_clock_a_day_behind_still_fails_pairs_over() {
+    if skip_without_lab("lab_controller") {
+        return;
+    }
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{LIBFAKETIME} missing under CI: .ci/run installs faketime"
+        );
+        eprintln!("SKIPPED lab_controller clock test: {LIBFAKETIME} missing (apt-get install faketime)");
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let lab = Lab::up_with(&lab_name("ctl-clock", Suite::WireGuard), 2, Suite::WireGuard);
+    wait_all_up(&lab.info, 1..=2, Duration::from_secs(20));
+    let epoch_before = status(&lab.info)
+        .demuxes
+        .iter()
+        .map(|d| d.membership_epoch)
+        .max()
+        .unwrap();
+    assert!(epoch_before > 0);
+
+    let old_controller = controller_pid(&lab.info);
+    signal(old_controller, libc::SIGKILL);
+    while process_alive(old_controller) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let record = lab.info.state_dir.join("state").join("membership-epoch");
+    std::fs::remove_file(&record).unwrap_or_else(|e| panic!("{}: {e}", record.display()));
+    // Only the controller runs a day in the past (the daemons it restarts keep the real clock:
+    // WireGuard itself refuses handshakes stamped before the peer's last one). A step of the
+    // wall clock leaves the monotonic clock alone, and so does the fake one.
+    const FAKE: [(&str, &str); 4] = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME", "-1d"),
+        ("FAKETIME_ONLY_CMDS", "braid"),
+        ("DONT_FAKE_MONOTONIC", "1"),
+    ];
+    for (var, value) in FAKE {
+        std::env::set_var(var, value);
+    }
+    let restarted = braid::lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15));
+    for (var, _) in FAKE {
+        std::env::remove_var(var);
+    }
+    let new_controller = restarted.unwrap_or_else(|e| panic!("restart the controller: {e:#}"));
+    let info = braid::lab::load_info(&lab.info.name).expect("lab.json after the restart");
+    assert_eq!(controller_pid(&info), new_controller);
+    let real_now = braid_core::control::unix_now_ms();
+    let published = status(&info).published_unix_ms;
+    assert!(
+        real_now.saturating_sub(published) > 23 * 3_600_000,
+        "the controller's clock is not behind: published {published}, now {real_now}"
+    );
+    wait_all_up(&info, 1..=2, Duration::from_secs(10));
+
+    let victim = status(&info)
+        .gateways
+        .iter()
+        .find(|g| g.site == "a" && g.index == 2)
+        .and_then(|g| g.pid)
+        .expect("gateway a2's pid");
+    signal(victim, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failed_over = loop {
+        let s = status(&info);
+        let epochs: Vec<u64> = s.demuxes.iter().map(|d| d.membership_epoch).collect();
+        let pair2_down = s.pairs.iter().any(|p| p.index == 2 && p.state != "up");
+        if pair2_down && epochs.iter().all(|e| *e > epoch_before) {
+            break epochs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover past epoch {epoch_before}: demux epochs {epochs:?}, pairs {:?}",
+            s.pairs.iter().map(|p| (p.index, p.state.clone())).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let back = wait_all_up(&info, 1..=2, Duration::from_secs(20));
+    eprintln!(
+        "MEASURED clock a day behind, epoch record lost: failover applied at epochs {failed_over:?} \
+         (before the restart: {epoch_before}); pair 2 back {back:?} later"
+    );
+}

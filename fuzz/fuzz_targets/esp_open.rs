@@ -1,7 +1,7 @@
 //! `InboundSa::open` with a fixed key, never panicking, with checks of what it promises.
 //!
 //! The first byte picks the cipher (bit 0), ESN (bit 1), the mode (bits 2–3) and the replay
-//! window (bits 4–5); see `braid_ipsec_fuzz::esp::Setup`. Modes:
+//! window (bits 4–5); see `braid_fuzz::esp::Setup`. Modes:
 //!
 //! * Raw: the rest is one datagram, opened with an output buffer as long as it. Reaches the
 //!   length, SPI, replay and ICV checks (a seed sealed with the fixed key opens, so mutations
@@ -22,11 +22,11 @@
 
 use std::collections::HashSet;
 
-use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
-use braid_ipsec_fuzz::esp::{
+use braid_fuzz::esp::{
     expected_trailer, keys, minimal_pad, next_header_for, plaintext, reference_seal, Mode, Setup, SPI,
 };
-use braid_ipsec_fuzz::Bytes;
+use braid_fuzz::Bytes;
+use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
 use libfuzzer_sys::fuzz_target;
 
 /// Packets per Sealed or Crafted input, at most.

@@ -1,5 +1,5 @@
 //! An `ike::Engine` pair driven by a fuzzer-chosen script: the engines must never panic, and
-//! the events they emit must make sense to a data path (see `braid_ipsec_fuzz::engine`).
+//! the events they emit must make sense to a data path (see `braid_fuzz::engine`).
 //!
 //! Input: a setup byte picking both configurations (suites, who initiates, wrong PSK, narrowed
 //! traffic selectors, wrong identity), then operations: deliver / drop / replay / mutate /
@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
-use braid_ipsec_fuzz::engine::Sim;
-use braid_ipsec_fuzz::Bytes;
+use braid_fuzz::engine::Sim;
+use braid_fuzz::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

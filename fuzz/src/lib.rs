@@ -1,5 +1,17 @@
-//! Shared pieces of the braid-ipsec fuzz targets and of the seed generator (`src/bin/seeds.rs`).
+//! Shared pieces of the braid fuzz targets and of the seed generators (`src/bin/seeds.rs` for
+//! the braid-ipsec targets, `src/bin/braid_seeds.rs` for the others).
 //!
+//! Design: a target is a thin `fuzz_target!` that decodes its input and states its checks;
+//! what several targets or a target and its seed generator share lives here, and every oracle
+//! a check compares braid against is written independently of the code under test.
+//!
+//! * [`packet`]: an RFC 1071 checksum, the transport segment of a plain IP packet, a TCP
+//!   option walker, RFC 8926 GENEVE acceptance, packet builders for seeds.
+//! * [`offload`]: what a segment written by the demux's TSO must look like, and a coalesced
+//!   batch checked by segmenting every super-packet again.
+//! * [`control`]: the control envelope target's key and its independent signer.
+//! * [`gw`]: two gateway suites of one pair (WireGuard or IPsec) on a simulated WAN, `a`'s LAN
+//!   policy, and the script the gateway targets run against them.
 //! * [`esp`]: the fixed ESP key the `esp_open` target uses, how its first byte picks cipher,
 //!   ESN, mode and replay window, an independent RFC 4303 reference sealer (so the target can
 //!   build *authentic* packets whose trailer or padding is wrong, which `OutboundSa` never
@@ -8,11 +20,18 @@
 //!   `ipsec/src/ike/tests.rs`) and its input format: a script of operations on two real engines
 //!   joined by a simulated network that the fuzzer controls (deliver, drop, replay, mutate,
 //!   truncate, inject raw bytes or bytes under a live IKE SA's SPIs, let time pass, ...).
+//! * [`corpus`]: a seed corpus being written.
 //!
-//! Everything here only uses braid-ipsec's public API.
+//! Everything here uses only the public API of braid's crates (`braid_gw::datapath::Policy`
+//! is public, hidden from the docs, for the gateway targets).
 
+pub mod control;
+pub mod corpus;
 pub mod engine;
 pub mod esp;
+pub mod gw;
+pub mod offload;
+pub mod packet;
 
 /// A forgiving little-endian reader over fuzzer bytes: past the end it yields zeros, so every
 /// input decodes to something.
@@ -58,6 +77,11 @@ impl<'a> Bytes<'a> {
         let (head, tail) = self.data.split_at(n);
         self.data = tail;
         head
+    }
+
+    /// Everything that is left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.data)
     }
 
     /// A length-prefixed (u16, taken modulo `max + 1`) byte string.

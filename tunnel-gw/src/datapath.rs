@@ -188,9 +188,11 @@ enum Side {
     Wan,
 }
 
-/// What the data thread checks packets against.
+/// What the data thread checks packets against. Public (hidden) only so the fuzz targets can
+/// feed [`Policy::accept_from_lan`] without sockets.
+#[doc(hidden)]
 #[derive(Debug)]
-struct Policy {
+pub struct Policy {
     settings: GatewaySettings,
     vni: u32,
 }
@@ -220,10 +222,7 @@ impl<S: TunnelSuite> DataPath<S> {
             wan,
             peer_endpoint: settings.peer_endpoint,
             limiter: HandshakeLimiter::new(Instant::now()),
-            policy: Policy {
-                vni: u32::from(settings.pair_id),
-                settings,
-            },
+            policy: Policy::new(settings),
             counters: Arc::default(),
             session: Arc::default(),
         })
@@ -426,8 +425,9 @@ enum Timer {
 }
 
 /// Why a LAN datagram is not forwarded.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
-enum LanDrop {
+pub enum LanDrop {
     Counter(Counter),
     Wire(WireError),
 }
@@ -448,8 +448,16 @@ impl From<WireError> for LanDrop {
 }
 
 impl Policy {
+    /// The policy of the gateway `settings` describe: its pair id is the GENEVE VNI.
+    pub fn new(settings: GatewaySettings) -> Self {
+        Policy {
+            vni: u32::from(settings.pair_id),
+            settings,
+        }
+    }
+
     /// The inner packet of a GENEVE datagram from the LAN, if it may enter the tunnel.
-    fn accept_from_lan<'a>(&self, datagram: &'a [u8], source: SocketAddr) -> Result<&'a [u8], LanDrop> {
+    pub fn accept_from_lan<'a>(&self, datagram: &'a [u8], source: SocketAddr) -> Result<&'a [u8], LanDrop> {
         if source != self.settings.demux {
             return Err(LanDrop::Counter(Counter::DropLanUnknownSource));
         }

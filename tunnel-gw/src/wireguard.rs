@@ -22,7 +22,8 @@
 //!   arrives. A gateway pair must come back on its own, so on expiry the suite starts a new
 //!   handshake right away.
 //! * `Tunn` does not check the inner source address; [`Action::Deliver`] hands it to the
-//!   caller, which does.
+//!   caller, which does. `Tunn` trusts the inner IPv4 total length, even one shorter than the
+//!   header; such a packet is refused here as [`SuiteError::InvalidInnerPacket`].
 //! * `Tunn` does not count handshakes. A handshake message from the peer that `Tunn` answers
 //!   (an initiation with a response, a response with a keepalive) completed one, so the suite
 //!   counts those that replaced a still valid session as rekeys.
@@ -53,6 +54,9 @@ pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Keys are rejected this long after their handshake (WireGuard's REJECT_AFTER_TIME).
 const REJECT_AFTER: Duration = Duration::from_secs(180);
 const RATE_LIMIT_RESET_PERIOD: Duration = Duration::from_secs(1);
+/// The shortest IP packet: an IPv4 header without options (IPv6 packets `Tunn` delivers are
+/// never shorter than their 40-byte header).
+const IPV4_MIN_HEADER_LEN: usize = 20;
 
 /// WireGuard message types (first byte; the next three are reserved zero).
 const MESSAGE_HANDSHAKE_INITIATION: u8 = 1;
@@ -161,6 +165,9 @@ impl TunnelSuite for WireGuardSuite {
             Action::SendToPeer { len } if out[0] == MESSAGE_COOKIE_REPLY => Action::ReplyToSender { len },
             // A data message that decrypted but does not hold an IP packet.
             Action::Drop(SuiteError::Malformed) if is_data => Action::Drop(SuiteError::InvalidInnerPacket),
+            // `Tunn` cuts an IPv4 packet to its header's total length even when that is shorter
+            // than the header itself (down to 0 bytes); that is no packet either.
+            Action::Deliver { len, .. } if len < IPV4_MIN_HEADER_LEN => Action::Drop(SuiteError::InvalidInnerPacket),
             action => action,
         };
         let proof = match action {
@@ -367,6 +374,29 @@ mod tests {
         let again = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
         assert_eq!(again.action, Action::Drop(SuiteError::Replay));
         assert!(!again.authenticated());
+    }
+
+    /// Found by the `gw_wireguard` fuzz target: an authentic data message whose inner IPv4
+    /// header claims a total length of 0 was delivered as a 0-byte packet "from" 0.0.0.0.
+    #[test]
+    fn an_inner_ipv4_total_length_shorter_than_the_header_is_not_delivered() {
+        let (mut a, mut b) = establish();
+        for total_len in [0u16, 1, 19] {
+            let mut inner = ipv4_packet(Ipv4Addr::new(10, 1, 0, 7), 46);
+            inner[2..4].copy_from_slice(&total_len.to_be_bytes());
+            let mut wire = [0u8; 2048];
+            let mut plain = [0u8; 2048];
+            let Action::SendToPeer { len } = a.encapsulate(&inner, &mut wire) else {
+                panic!()
+            };
+            let got = b.decapsulate(PEER_ADDR, &wire[..len], &mut plain);
+            assert_eq!(
+                got.action,
+                Action::Drop(SuiteError::InvalidInnerPacket),
+                "total length {total_len}"
+            );
+            assert!(got.authenticated());
+        }
     }
 
     #[test]

@@ -246,14 +246,20 @@ impl MembershipMachine {
     }
 
     /// `demux` reports `epoch` applied (in its heartbeat). A demux only applies newer epochs,
-    /// so one at or above ours (a controller whose persisted epoch was lost or older) means
-    /// ours would be ignored: the current membership moves to the epoch after it, due to every
+    /// so one above ours, or ours that it applied without acknowledging it to us (a controller
+    /// whose persisted epoch was lost or older) means ours would be ignored: the current membership moves to the epoch after it, due to every
     /// demux at once. Epochs only ever move forward. Returns whether it moved.
     ///
     /// An absurd report (at or above [`MAX_EPOCH`], which no controller reaches) is ignored, so
     /// a daemon's bug or a stolen demux key cannot push the epoch to the end of its range.
     pub fn observe_applied(&mut self, demux: SiteIndex, epoch: u64) -> bool {
-        if !self.demuxes.contains_key(&demux) || epoch < self.current.epoch || epoch >= MAX_EPOCH {
+        let Some(sync) = self.demuxes.get(&demux) else {
+            return false;
+        };
+        // Our own epoch, applied and acknowledged, is the normal state; the same number
+        // applied without our acknowledgement came from another controller.
+        let ours = epoch == self.current.epoch && sync.acked_epoch == Some(epoch);
+        if epoch < self.current.epoch || ours || epoch >= MAX_EPOCH {
             return false;
         }
         self.current.epoch = epoch + 1;

@@ -45,7 +45,7 @@ impl LinkKeys {
 pub enum Keyring {
     Daemon {
         me: DaemonId,
-        link: LinkKeys,
+        link: Box<LinkKeys>,
     },
     Controller {
         secret: ClusterSecret,
@@ -58,7 +58,7 @@ impl Keyring {
     pub fn daemon(me: DaemonId, role_key: &RoleKey) -> Self {
         Keyring::Daemon {
             me,
-            link: LinkKeys::new(role_key),
+            link: Box::new(LinkKeys::new(role_key)),
         }
     }
 

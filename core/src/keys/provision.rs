@@ -93,7 +93,7 @@ mod tests {
             "right keys are left alone"
         );
         let rotated = ClusterSecret::generate();
-        assert_eq!(ensure(&cfg, &rotated, &gw).unwrap(), [file.clone()]);
+        assert_eq!(ensure(&cfg, &rotated, &gw).unwrap(), vec![file.clone()]);
         assert_eq!(RoleKey::load(&file).unwrap(), rotated.role_key("gw/a/1"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -2,7 +2,7 @@
 //! `fuzz/`; an optional argument names the corpus root instead of `corpus/`).
 //!
 //! Real IKE traffic comes from running two engines against each other exactly as the
-//! `ike_engine` target does (`braid_ipsec_fuzz::engine::Sim`), with recording on: every message
+//! `ike_engine` target does (`braid_fuzz::engine::Sim`), with recording on: every message
 //! they exchange seeds `ike_message` (and, behind the non-ESP marker, `port_classify`); the
 //! plaintext chains of IKE_SA_INIT and hand-built inner chains of every decoded payload type
 //! seed `ike_payloads`; the scripts themselves (and scripts that replay recorded messages into
@@ -10,11 +10,16 @@
 //! `esp_open`, one set per mode, cipher and ESN setting.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
+use braid_fuzz::corpus::Corpus;
+use braid_fuzz::engine::{encode_script, Op, Sim};
+use braid_fuzz::esp::{
+    ipv4_packet, ipv6_packet, keys, minimal_pad, next_header_for, plaintext, reference_seal, Mode, Setup, SPI,
+};
+use braid_fuzz::Bytes;
 use braid_ipsec::esp::{EspCipher, OutboundSa, ESP_MAX_OVERHEAD};
 use braid_ipsec::ike::negotiate::{esp_offer, ike_offer, selector_for_prefix};
 use braid_ipsec::ike::wire::{
@@ -23,43 +28,6 @@ use braid_ipsec::ike::wire::{
 };
 use braid_ipsec::port::NON_ESP_MARKER;
 use braid_ipsec::proposal::{default_esp_proposals, default_ike_proposals};
-use braid_ipsec_fuzz::engine::{encode_script, Op, Sim};
-use braid_ipsec_fuzz::esp::{
-    ipv4_packet, ipv6_packet, keys, minimal_pad, next_header_for, plaintext, reference_seal, Mode, Setup, SPI,
-};
-use braid_ipsec_fuzz::Bytes;
-
-/// Seeds of one target, deduplicated, written as `seed-NNNN`.
-struct Corpus {
-    dir: PathBuf,
-    seeds: BTreeSet<Vec<u8>>,
-    max_len: usize,
-}
-
-impl Corpus {
-    fn new(root: &Path, target: &str, max_len: usize) -> Corpus {
-        Corpus {
-            dir: root.join(target),
-            seeds: BTreeSet::new(),
-            max_len,
-        }
-    }
-
-    fn add(&mut self, seed: Vec<u8>) {
-        if seed.len() <= self.max_len {
-            self.seeds.insert(seed);
-        }
-    }
-
-    fn write(&self) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        for (i, seed) in self.seeds.iter().enumerate() {
-            fs::write(self.dir.join(format!("seed-{i:04}")), seed)?;
-        }
-        println!("{}: {} seeds", self.dir.display(), self.seeds.len());
-        Ok(())
-    }
-}
 
 fn main() -> std::io::Result<()> {
     let root = std::env::args()
