@@ -32,6 +32,52 @@ use base64::Engine as _;
 use boringtun::x25519;
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// Declares a 32-byte secret key newtype: made at random or read from base64, loaded from a file
+/// that only its owner may access, printed redacted, wiped when dropped.
+macro_rules! secret_key {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name([u8; KEY_LEN]);
+
+        impl $name {
+            pub fn generate() -> Self {
+                $name(random_bytes())
+            }
+
+            pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+                decode_key($kind, text).map($name)
+            }
+
+            pub fn to_base64(&self) -> String {
+                STANDARD.encode(self.0)
+            }
+
+            /// Reads its file (one base64 line), refusing one that group or other users can
+            /// access.
+            pub fn load(path: &Path) -> Result<Self, KeyError> {
+                load_key_file($kind, path).map($name)
+            }
+
+            pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(<redacted>)", stringify!($name))
+            }
+        }
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                wipe(&mut self.0);
+            }
+        }
+    };
+}
+
 pub mod provision;
 pub mod role;
 pub use role::{flow_hash_key_file, role_key_dir, role_key_file, FlowHashKey, RoleKey};
@@ -242,86 +288,19 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
     }
 }
 
-/// The cluster-wide secret: 32 random bytes every demux shares (it keys the flow hash, so both
-/// sites and every restart steer a flow identically).
-#[derive(Clone)]
-pub struct ClusterSecret([u8; KEY_LEN]);
+secret_key!(
+    /// The cluster secret: the controller's root key. Every daemon's role key and the demuxes'
+    /// flow-hash key are derived from it (see [`role`]); no daemon but the controller reads it.
+    ClusterSecret,
+    KeyKind::ClusterSecret
+);
 
-impl ClusterSecret {
-    pub fn generate() -> Self {
-        ClusterSecret(random_bytes())
-    }
-
-    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode_key(KeyKind::ClusterSecret, text).map(ClusterSecret)
-    }
-
-    pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0)
-    }
-
-    /// Reads a secret file (one base64 line), refusing one that group or other users can access.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        load_key_file(KeyKind::ClusterSecret, path).map(ClusterSecret)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ClusterSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClusterSecret(<redacted>)")
-    }
-}
-
-impl Drop for ClusterSecret {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-/// The controller's admin key: 32 random bytes keying the HMAC-SHA256 tag of every remote
-/// administration request (`controller.admin_key_file`, `braid keygen --admin`).
-#[derive(Clone)]
-pub struct AdminKey([u8; KEY_LEN]);
-
-impl AdminKey {
-    pub fn generate() -> Self {
-        AdminKey(random_bytes())
-    }
-
-    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode_key(KeyKind::AdminKey, text).map(AdminKey)
-    }
-
-    pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0)
-    }
-
-    /// Reads an admin key file (one base64 line), refusing one that group or other users can
-    /// access.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        load_key_file(KeyKind::AdminKey, path).map(AdminKey)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AdminKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminKey(<redacted>)")
-    }
-}
-
-impl Drop for AdminKey {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
+secret_key!(
+    /// The controller's admin key: 32 random bytes keying the HMAC-SHA256 tag of every remote
+    /// administration request (`controller.admin_key_file`, `braid keygen --admin`).
+    AdminKey,
+    KeyKind::AdminKey
+);
 
 /// The IPsec pre-shared key: one line of text from its file, used byte for byte as IKEv2's
 /// shared secret (RFC 7296 §2.15), exactly as strongSwan uses `secret = "..."`. It is 1 to

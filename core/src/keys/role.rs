@@ -24,6 +24,7 @@ use ring::hmac;
 use super::{decode_key, load_key_file, random_bytes, wipe, ClusterSecret, KeyError, KeyKind, KEY_LEN};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use std::fmt;
 
 const ROLE_KEY_LABEL: &str = "braid role key v1 ";
 /// The label the flow-hash key is derived with; the demux's `FlowHasher::from_secret` uses the
@@ -34,66 +35,17 @@ pub const ROLE_KEY_DIR: &str = "role-keys";
 /// The flow-hash key's file name in [`ROLE_KEY_DIR`].
 pub const FLOW_HASH_KEY_FILE: &str = "flow-hash.key";
 
-/// Declares a 32-byte key newtype that loads from a 0600 file, prints redacted and is wiped
-/// when dropped.
-macro_rules! derived_key {
-    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq)]
-        pub struct $name([u8; KEY_LEN]);
-
-        impl $name {
-            pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-                decode_key($kind, text).map($name)
-            }
-
-            pub fn to_base64(&self) -> String {
-                STANDARD.encode(self.0)
-            }
-
-            /// Reads its file (one base64 line), refusing one that group or other users can
-            /// access.
-            pub fn load(path: &Path) -> Result<Self, KeyError> {
-                load_key_file($kind, path).map($name)
-            }
-
-            pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
-                &self.0
-            }
-        }
-
-        impl std::fmt::Debug for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}(<redacted>)", stringify!($name))
-            }
-        }
-
-        impl Drop for $name {
-            fn drop(&mut self) {
-                wipe(&mut self.0);
-            }
-        }
-    };
-}
-
-derived_key!(
+secret_key!(
     /// One daemon's control key: what its role-key file holds.
     RoleKey,
     KeyKind::RoleKey
 );
 
-derived_key!(
+secret_key!(
     /// The key of the demuxes' flow hash.
     FlowHashKey,
     KeyKind::FlowHashKey
 );
-
-impl RoleKey {
-    /// A random key, for tests of code that must refuse a key not derived from the secret.
-    pub fn generate() -> Self {
-        RoleKey(random_bytes())
-    }
-}
 
 impl FlowHashKey {
     /// The SipHash key of the flow hash: the first 16 bytes.
