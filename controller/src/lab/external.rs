@@ -28,7 +28,7 @@ use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey};
 
 use super::netns::{ip, ip_in, sysctl_in};
 use super::topology::{bridge_mac, Topology};
-use super::WAN_BRIDGE;
+use super::{veth, WAN_BRIDGE};
 
 /// charon as Debian installs it.
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
@@ -158,17 +158,6 @@ pub fn build_network(topo: &Topology) -> Result<()> {
         ],
     )?;
     Ok(())
-}
-
-fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<()> {
-    ip_in(
-        ns_a,
-        &[
-            "link", "add", "name", name_a, "type", "veth", "peer", "name", name_b, "netns", ns_b,
-        ],
-    )?;
-    ip_in(ns_a, &["link", "set", "dev", name_a, "up"])?;
-    ip_in(ns_b, &["link", "set", "dev", name_b, "up"])
 }
 
 /// Writes `cluster.yaml` (site b external, host b its canary), the secret and the PSK.

@@ -532,7 +532,7 @@ fn build_gateways(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> 
 }
 
 /// A veth pair between two namespaces, both ends up.
-fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<()> {
+pub(crate) fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<()> {
     ip_in(
         ns_a,
         &[

@@ -200,19 +200,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Sends one IPv4/UDP datagram with a forged source through a raw socket (IP_HDRINCL), from the
 /// calling thread's namespace. The UDP checksum is left zero (allowed for IPv4).
 pub fn send_forged_udp(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payload: &[u8]) {
-    let mut pkt = vec![0u8; 28 + payload.len()];
-    pkt[0] = 0x45;
-    let total = pkt.len() as u16;
-    pkt[2..4].copy_from_slice(&total.to_be_bytes());
-    pkt[8] = 64;
-    pkt[9] = 17;
-    pkt[12..16].copy_from_slice(&src.ip().octets());
-    pkt[16..20].copy_from_slice(&dst.ip().octets());
-    pkt[20..22].copy_from_slice(&src.port().to_be_bytes());
-    pkt[22..24].copy_from_slice(&dst.port().to_be_bytes());
-    pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    pkt[28..].copy_from_slice(payload);
-    send_raw_ipv4(&pkt, *dst.ip());
+    send_raw_ipv4(&ipv4_udp_frame(src, dst, payload), *dst.ip());
 }
 
 /// Sends a hand-made IPv4 packet (header included) through a raw socket. The kernel fills in the
