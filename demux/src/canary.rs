@@ -19,7 +19,7 @@
 
 use std::net::IpAddr;
 
-use braid_core::flow::{proto, PairId};
+use braid_core::flow::{proto, Classified, FiveTuple, PairId};
 use braid_core::wire::checksum;
 
 /// The UDP port canaries travel on (both ends).
@@ -103,6 +103,22 @@ impl Canary {
     /// Every pair's results.
     pub fn pairs(&self) -> impl Iterator<Item = (PairId, &PairCanary)> {
         self.pairs.iter().map(|(p, c)| (*p, c))
+    }
+
+    /// The 5-tuple `pair`'s probes (and their replies, the same flow reversed) carry, read back
+    /// from a probe built on the stack with no state change; `None` if no probe can be built.
+    /// The data path gives a pair's canary to the thread that owns this flow.
+    pub fn probe_tuple(&self, pair: PairId) -> Option<FiveTuple> {
+        let mut buf = [0u8; 128];
+        let len = if self.echo {
+            write_echo(&mut buf, self.local, self.peer, pair, 0, 0)
+        } else {
+            write_packet(&mut buf, self.local, self.peer, KIND_PROBE, pair, 0, 0)
+        };
+        match braid_core::wire::classify(&buf[..len]) {
+            Ok(Classified::Whole { tuple, .. }) => Some(tuple),
+            _ => None,
+        }
     }
 
     /// Writes a probe for `pair` into `out` (an IP packet); returns its length (0 if `out` is too

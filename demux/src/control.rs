@@ -3,30 +3,29 @@
 //! Runs on its own thread ([`braid_core::control::ControlClient::run`]). A heartbeat carries
 //! the demux's totals and, per pair, its traffic, pinned flows (the flow table's last census)
 //! and canary results. A membership push becomes a new Maglev table over the `active` pairs,
-//! *serving* the draining ones too (their pinned flows stay), swapped in under the data threads'
-//! lock. Every pair the push names — `probing` lists all pairs of the cluster, healthy or not —
+//! *serving* the draining ones too (their pinned flows stay), installed as a new immutable
+//! snapshot the data threads pick up at their next round ([`crate::datapath::SnapshotCell`]). Every pair the push names — `probing` lists all pairs of the cluster, healthy or not —
 //! gets canaries; one this demux has never heard of (a pair added online) is looked up in the
 //! re-read cluster file first, so it is probed (and can be seen to be healthy) before any flow
 //! is steered to it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use braid_core::config::ClusterConfig;
 use braid_core::control::{DaemonId, Heartbeat, Membership};
 use braid_core::flow::PairId;
 
-use crate::datapath::{DemuxStats, Shared};
+use crate::datapath::DataPath;
 use crate::steer::MaglevTable;
 
 /// What the control thread needs.
 #[derive(Debug)]
 pub struct DemuxControl {
     pub me: DaemonId,
-    pub shared: Arc<Mutex<Shared>>,
-    pub stats: Arc<DemuxStats>,
+    pub path: Arc<DataPath>,
     pub started: Instant,
     pub maglev_table_size: usize,
     /// The cluster file, re-read when a pair joins.
@@ -36,23 +35,18 @@ pub struct DemuxControl {
 impl DemuxControl {
     /// This demux's heartbeat.
     pub fn heartbeat(&self) -> Heartbeat {
-        let (views, epoch) = {
-            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            (shared.views(&self.stats), shared.epoch)
-        };
-        let counters = &self.stats.counters;
         use crate::datapath::c;
+        let stats = &self.path.stats;
         let mut hb = Heartbeat::new(self.me.clone());
         hb.uptime_ms = self.started.elapsed().as_millis() as u64;
-        hb.tx_packets = counters.get(c::GENEVE_TX_PACKETS);
-        hb.rx_packets = counters.get(c::GENEVE_RX_PACKETS);
-        hb.tx_bytes = counters.get(c::TUN_RX_BYTES);
-        hb.rx_bytes = counters.get(c::TUN_TX_BYTES);
-        hb.drops = self.stats.total_drops();
-        hb.membership_epoch = epoch;
-        hb.pairs = views;
-        hb.counters = self
-            .stats
+        hb.tx_packets = stats.get(c::GENEVE_TX_PACKETS);
+        hb.rx_packets = stats.get(c::GENEVE_RX_PACKETS);
+        hb.tx_bytes = stats.get(c::TUN_RX_BYTES);
+        hb.rx_bytes = stats.get(c::TUN_TX_BYTES);
+        hb.drops = stats.total_drops();
+        hb.membership_epoch = self.path.epoch();
+        hb.pairs = self.path.views();
+        hb.counters = stats
             .counters_json()
             .into_iter()
             .filter_map(|(name, value)| Some((name, value.as_u64()?)))
@@ -72,11 +66,11 @@ impl DemuxControl {
         };
         let wanted: BTreeSet<PairId> = m.active.iter().chain(&m.serving).chain(&m.probing).copied().collect();
         let unknown: Vec<PairId> = {
-            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let snapshot = self.path.snapshot.load();
             wanted
                 .iter()
                 .copied()
-                .filter(|p| shared.gateways.by_pair(*p).is_none())
+                .filter(|p| snapshot.gateways.by_pair(*p).is_none())
                 .collect()
         };
         let mut joining = Vec::new();
@@ -113,14 +107,10 @@ impl DemuxControl {
                 }
             }
         }
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        for (pair, addr) in joining {
+        for (pair, addr) in &joining {
             tracing::info!(pair, gateway = %addr, "pair joined");
-            shared.gateways.add(pair, addr);
-            shared.canary.add_pair(pair);
         }
-        shared.steering.set_membership(Arc::new(table));
-        shared.epoch = m.epoch;
+        self.path.snapshot.install(m.epoch, table, &joining);
         tracing::info!(epoch = m.epoch, active = ?m.active, draining = ?draining, "membership applied");
         true
     }

@@ -12,9 +12,14 @@ use braid_core::daemon::{self, StatusWriter, StopFlag};
 use braid_core::udp;
 use braid_demux::canary::Canary;
 use braid_demux::control::DemuxControl;
-use braid_demux::datapath::{DataPath, DemuxStats, GatewayMap, InboundFilter, Shared};
+use braid_demux::datapath::{
+    DataPath, GatewayMap, InboundFilter, Lane, LaneIo, Mesh, MeshSizes, Published, SnapshotCell, StatsSet,
+};
+use braid_demux::offload::{MAX_SUPER_PACKET, VNET_HEADER_LEN};
 use braid_demux::settings::DemuxSettings;
-use braid_demux::steer::{FlowHasher, IdleTimeouts, MaglevTable, Steering};
+use braid_demux::steer::{
+    FlowHasher, FragmentTable, IdleTimeouts, MaglevTable, Steering, DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS,
+};
 use braid_demux::tun::Tun;
 use clap::Parser;
 
@@ -40,6 +45,10 @@ struct Args {
     /// and write.
     #[arg(long, env = "BRAID_DEMUX_NO_OFFLOAD", value_parser = clap::builder::BoolishValueParser::new())]
     no_offload: bool,
+    /// Data threads, each owning one TUN queue and one GENEVE socket (overrides the site's
+    /// `demux.data_threads`; default one per CPU core).
+    #[arg(long, env = "BRAID_DEMUX_DATA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    data_threads: Option<u16>,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -63,15 +72,29 @@ fn run(args: &Args) -> Result<()> {
     let settings = DemuxSettings::from_config(&cfg, &args.site)?;
     let stop = StopFlag::from_signals().context("cannot install signal handlers")?;
 
-    let tun = Tun::open(&settings.tun_name, true, !args.no_offload)?;
-    tun.set_mtu_and_up(settings.mtu)
-        .with_context(|| format!("cannot configure {}", tun.name()))?;
+    let threads = args
+        .data_threads
+        .map(usize::from)
+        .unwrap_or(settings.data_threads)
+        .max(1);
+
+    let first = Tun::open(&settings.tun_name, true, !args.no_offload)?;
+    first
+        .set_mtu_and_up(settings.mtu)
+        .with_context(|| format!("cannot configure {}", first.name()))?;
+    let offload = first.offload();
+    let mut queues = vec![first];
+    for _ in 1..threads {
+        let queue = Tun::open_queue(&settings.tun_name, offload)
+            .with_context(|| format!("cannot open another queue of {}", settings.tun_name))?;
+        queues.push(queue);
+    }
     if !args.no_routes {
         for prefix in &settings.peer_prefixes {
-            install_route(&prefix.to_string(), tun.name())?;
+            install_route(&prefix.to_string(), &settings.tun_name)?;
         }
     }
-    let (socket, buffers) = udp::bind_data_socket(settings.geneve_bind, udp::DEFAULT_SOCKET_BUFFER_BYTES)
+    let (sockets, buffers) = udp::bind_data_sockets(settings.geneve_bind, udp::DEFAULT_SOCKET_BUFFER_BYTES, threads)
         .with_context(|| format!("cannot bind the GENEVE socket on {}", settings.geneve_bind))?;
     tracing::info!(
         recv = buffers.recv_bytes,
@@ -85,27 +108,21 @@ fn run(args: &Args) -> Result<()> {
     // works without a controller.
     let membership =
         MaglevTable::build(&pair_ids, settings.maglev_table_size).map_err(|e| anyhow::anyhow!("maglev table: {e}"))?;
-    let mut steering = Steering::new(
-        FlowHasher::from_sip_key(settings.flow_key.sip_key()),
-        settings.flow_table_capacity,
-        idle_timeouts(&settings.timeouts),
-    );
-    steering.set_membership(Arc::new(membership));
-    let shared = Arc::new(Mutex::new(Shared {
-        steering,
-        canary: if settings.peer_external {
-            Canary::new_echo(settings.canary_local, settings.canary_peer, &pair_ids)
-        } else {
-            Canary::new(settings.canary_local, settings.canary_peer, &pair_ids)
+    let mtu = usize::from(settings.mtu);
+    let mesh = Mesh::new(
+        threads,
+        MeshSizes {
+            small_bytes: (VNET_HEADER_LEN + mtu + 64).max(2048),
+            small_per_thread: 1024,
+            large_bytes: VNET_HEADER_LEN + MAX_SUPER_PACKET + 1,
+            large_per_thread: 8,
+            inbox: 2048,
         },
-        gateways,
-        epoch: 0,
-    }));
-    let stats = Arc::new(DemuxStats::new());
+    )
+    .context("cannot set up the data threads' handoff")?;
     let path = Arc::new(DataPath {
-        tun: Arc::new(tun),
-        socket: Arc::new(socket),
-        shared: shared.clone(),
+        snapshot: Arc::new(SnapshotCell::new(membership, gateways)),
+        mesh,
         local_prefixes: settings.local_prefixes.clone(),
         inbound_filter: InboundFilter::new(
             settings.local_prefixes.clone(),
@@ -114,34 +131,52 @@ fn run(args: &Args) -> Result<()> {
             settings.canary_local,
         ),
         mtu: settings.mtu,
-        stats: stats.clone(),
+        stats: StatsSet::new(threads),
+        published: (0..threads).map(|_| Mutex::new(Published::default())).collect(),
         stop: stop.clone(),
         epoch: Instant::now(),
     });
     tracing::info!(
         site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
-        pairs = pair_ids.len(), mtu = settings.mtu, offload = path.tun.offload(),
+        pairs = pair_ids.len(), mtu = settings.mtu, offload, data_threads = threads,
         controller = %settings.controller, "demux running"
     );
 
-    let outbound = spawn("demux-out", {
-        let p = path.clone();
-        move || p.run_outbound()
-    })?;
-    let inbound = spawn("demux-in", {
-        let p = path.clone();
-        move || p.run_inbound()
-    })?;
-    let control = start_control(&settings, &args.config, shared.clone(), stats.clone(), &stop)?;
+    let canary = if settings.peer_external {
+        Canary::new_echo(settings.canary_local, settings.canary_peer, &pair_ids)
+    } else {
+        Canary::new(settings.canary_local, settings.canary_peer, &pair_ids)
+    };
+    let hasher = FlowHasher::from_sip_key(settings.flow_key.sip_key());
+    let fragments = Arc::new(Mutex::new(FragmentTable::new(
+        DEFAULT_FRAGMENT_CAPACITY,
+        DEFAULT_FRAGMENT_TTL_MS,
+    )));
+    // Each thread's table holds the flows it owns: a 1/threads share, with room for the
+    // share's statistical spread.
+    let share = settings.flow_table_capacity.div_ceil(threads);
+    let per_thread_capacity = share + share / 16 + 256;
+    let mut workers = Vec::with_capacity(threads);
+    for (id, (tun, socket)) in queues.into_iter().zip(sockets).enumerate() {
+        let steering = Steering::with_fragments(
+            hasher.clone(),
+            per_thread_capacity,
+            idle_timeouts(&settings.timeouts),
+            fragments.clone(),
+        );
+        let lane = Lane::new(id, path.clone(), LaneIo { tun, socket }, steering, canary.clone());
+        workers.push(spawn(&format!("demux-data-{id}"), move || lane.run())?);
+    }
+    let control = start_control(&settings, &args.config, path.clone(), &stop)?;
     let status = args.status_file.clone().map(StatusWriter::new);
     while !stop.is_stopped() {
         if let Some(writer) = &status {
-            let views = shared.lock().unwrap_or_else(|p| p.into_inner()).views(&stats);
-            let mut json = stats.to_json(&views);
+            let mut json = path.stats.to_json(&path.views());
             json["role"] = "demux".into();
             json["site"] = settings.site.clone().into();
             json["pid"] = std::process::id().into();
-            json["epoch"] = shared.lock().unwrap_or_else(|p| p.into_inner()).epoch.into();
+            json["epoch"] = path.epoch().into();
+            json["data_threads"] = threads.into();
             if let Err(e) = writer.write(&json) {
                 tracing::warn!("cannot write the status file: {e}");
             }
@@ -149,8 +184,9 @@ fn run(args: &Args) -> Result<()> {
         stop.sleep(Duration::from_millis(500));
     }
     tracing::info!("stopping");
-    let _ = outbound.join();
-    let _ = inbound.join();
+    for worker in workers {
+        let _ = worker.join();
+    }
     let _ = control.join();
     Ok(())
 }
@@ -159,8 +195,7 @@ fn run(args: &Args) -> Result<()> {
 fn start_control(
     settings: &DemuxSettings,
     config: &std::path::Path,
-    shared: Arc<Mutex<Shared>>,
-    stats: Arc<DemuxStats>,
+    path: Arc<DataPath>,
     stop: &StopFlag,
 ) -> Result<std::thread::JoinHandle<()>> {
     let me = DaemonId::demux(&settings.site);
@@ -170,8 +205,7 @@ fn start_control(
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let control = DemuxControl {
         me,
-        shared,
-        stats,
+        path,
         started: Instant::now(),
         maglev_table_size: settings.maglev_table_size,
         config: config.to_path_buf(),

@@ -36,6 +36,8 @@ pub struct DemuxSettings {
     /// Where the controller listens, and how often to report to it.
     pub controller: ControlAddr,
     pub heartbeat_ms: u64,
+    /// Data threads: the configuration's `data_threads`, else one per CPU core.
+    pub data_threads: usize,
 }
 
 /// A site's canary address: the first address after its first prefix's network address.
@@ -92,6 +94,9 @@ impl DemuxSettings {
             peer_external: peer.is_external(),
             controller: cfg.controller.address.clone(),
             heartbeat_ms: cfg.controller.heartbeat_ms,
+            data_threads: demux
+                .data_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)),
         })
     }
 }

@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::offload::VNET_HEADER_LEN;
@@ -77,6 +77,12 @@ impl Tun {
             }
         }
         Tun::open_mode(name, multi_queue, false)
+    }
+
+    /// Opens one more queue of multi-queue interface `name`, in the mode its first queue is in
+    /// (`offload` as [`Tun::offload`] said): the kernel refuses a queue whose flags differ.
+    pub fn open_queue(name: &str, offload: bool) -> io::Result<Tun> {
+        Tun::open_mode(name, true, offload)
     }
 
     fn open_mode(name: &str, multi_queue: bool, offload: bool) -> io::Result<Tun> {
@@ -242,28 +248,14 @@ impl Tun {
     }
 }
 
+impl AsFd for Tun {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl AsRawFd for Tun {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
-}
-
-/// Waits until `fd` is readable or `timeout_ms` passes. Returns whether it is readable.
-pub fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(rc > 0)
 }

@@ -178,6 +178,7 @@ impl ClusterConfig {
                             tun: demux.tun.clone(),
                             geneve: demux.geneve,
                             netns: demux.netns.clone(),
+                            data_threads: demux.data_threads.map(|n| n as u64),
                         });
                         (
                             name.clone(),

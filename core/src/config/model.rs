@@ -217,6 +217,8 @@ pub struct DemuxConfig {
     pub geneve: SocketAddr,
     /// The network namespace the supervisor runs the demux in (`ip netns exec`), if any.
     pub netns: Option<String>,
+    /// Data threads (each owns a TUN queue and a GENEVE socket); `None`: one per CPU core.
+    pub data_threads: Option<usize>,
 }
 
 /// A gateway pair: one gateway in each site, joined by a tunnel of the cluster's suite.

@@ -141,6 +141,8 @@ pub(super) struct RawDemux {
     pub geneve: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_threads: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

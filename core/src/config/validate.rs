@@ -36,6 +36,8 @@ const MTU_RANGE: RangeInclusive<u64> = 576..=9000;
 const IPV6_MIN_MTU: u64 = 1280;
 const MAGLEV_TABLE_MAX: u64 = 1 << 24;
 const FLOW_TABLE_RANGE: RangeInclusive<u64> = 1024..=(1 << 26);
+/// Most data threads one demux may run.
+const MAX_DATA_THREADS: u64 = 256;
 /// Idle timeouts from one second to a week.
 const TIMEOUT_RANGE: RangeInclusive<u64> = 1..=604_800;
 const PAIR_ID_RANGE: RangeInclusive<u64> = 1..=4095;
@@ -547,12 +549,17 @@ impl Checker<'_> {
                 self.tun_name(&format!("{field}.demux.tun"), &demux.tun)?;
                 self.concrete(&format!("{field}.demux.geneve"), demux.geneve)?;
                 let netns = self.netns(&format!("{field}.demux.netns"), demux.netns)?;
+                let data_threads = demux
+                    .data_threads
+                    .map(|n| self.in_range(&format!("{field}.demux.data_threads"), n, 1..=MAX_DATA_THREADS))
+                    .transpose()?;
                 SiteConfig {
                     prefixes: site.prefixes,
                     demux: Some(DemuxConfig {
                         tun: demux.tun,
                         geneve: demux.geneve,
                         netns,
+                        data_threads,
                     }),
                     external: None,
                 }

@@ -136,8 +136,36 @@ pub struct SocketBuffers {
 /// kernel receive and send buffer, and reports what the kernel granted. Receive coalescing
 /// (GRO) is turned on where the kernel has it; [`gro_enabled`] tells.
 pub fn bind_data_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<(UdpSocket, SocketBuffers)> {
+    bind_one(addr, buffer_bytes, false)
+}
+
+/// `count` sockets as [`bind_data_socket`] makes them, all bound to `addr` with
+/// `SO_REUSEPORT`, so the kernel spreads arriving datagrams over them (by their 4-tuple: one
+/// sender's datagrams always reach the same socket) and one data thread can own each. A single
+/// socket is bound without it. Only sockets of the same user may join a `SO_REUSEPORT`
+/// group, so no other local user can take a share of the traffic.
+pub fn bind_data_sockets(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+    count: usize,
+) -> io::Result<(Vec<UdpSocket>, SocketBuffers)> {
+    let reuse = count > 1;
+    let mut sockets = Vec::with_capacity(count.max(1));
+    let mut granted = None;
+    for _ in 0..count.max(1) {
+        let (socket, buffers) = bind_one(addr, buffer_bytes, reuse)?;
+        granted.get_or_insert(buffers);
+        sockets.push(socket);
+    }
+    Ok((sockets, granted.expect("at least one socket")))
+}
+
+fn bind_one(addr: SocketAddr, buffer_bytes: usize, reuse_port: bool) -> io::Result<(UdpSocket, SocketBuffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     // Oversized requests are capped by the kernel, not refused; a failure here is not fatal
     // either: the granted sizes are reported below.
     let _ = socket.set_recv_buffer_size(buffer_bytes);

@@ -1,110 +1,159 @@
-//! The demux data path: two dedicated threads around one shared [`Steering`].
+//! The demux data path: N data threads, each a complete demux for the flows it owns.
 //!
-//! * **outbound** (TUN → gateways): classifies, steers, clamps the TCP MSS, writes the GENEVE
-//!   header and sends the batch with one `sendmmsg`. Plain TUN: packets are read straight into
-//!   the payload slot of a [`SendBatch`] buffer (after room for the GENEVE header, so nothing is
-//!   copied). Offload TUN ([`crate::offload`]): a read may return a TCP super-packet into a
-//!   64 KiB scratch buffer; it is steered once (all its segments are one flow; a SYN, the only
-//!   packet whose MSS is clamped, is never one) and segmented straight into the send slots,
-//!   flushing whenever the batch fills. An ordinary packet gets its checksum completed and is
-//!   copied into a slot.
-//! * **inbound** (gateways → TUN): receives a batch with one `recvmmsg`, accepts GENEVE only from
-//!   this site's configured gateways with the VNI of that gateway's pair and an inner packet from
-//!   the peer site's prefixes to this site's ([`filter`]), learns the pair for the
+//! ## Threads and ownership
+//!
+//! The TUN is opened multi-queue and every data thread owns one queue of it, one GENEVE socket
+//! (all bound to the same address with `SO_REUSEPORT`), its own flow table and its own
+//! counters. Every flow has one owner, picked from its keyed flow hash ([`owner_of`]), and only
+//! the owner steers it, learns it and writes it to the TUN; a thread that reads a packet of a
+//! flow it does not own hands it over ([`handoff`]) before touching any state. So the flow
+//! table is consistent for both directions of a flow with no lock, and a flow keeps one path
+//! through the demux (its owner) whichever queue or socket the kernel delivers it on. Later
+//! fragments (no 5-tuple) are handled where they are read: the fragment cache is the one
+//! table the threads share, behind a mutex taken for fragments only.
+//!
+//! Membership and the gateway map are an immutable [`Snapshot`] the control thread swaps
+//! atomically; a thread loads it once per round. Counters are per thread and summed when read
+//! ([`StatsSet`]); the flow-table census and canary results are published per thread every
+//! 100 ms ([`Published`]) through a mutex the data thread only ever `try_lock`s.
+//!
+//! ## One round of a data thread
+//!
+//! * **outbound** (TUN → gateways): up to [`BATCH`] reads from its queue. Plain TUN: packets are
+//!   read straight into the payload slot of a [`braid_core::udp::SendBatch`] buffer (after room
+//!   for the GENEVE header, so nothing is copied). Offload TUN ([`crate::offload`]): a read may
+//!   return a TCP super-packet into a 64 KiB scratch buffer; it is steered once (all its
+//!   segments are one flow; a SYN, the only packet whose MSS is clamped, is never one) and
+//!   segmented straight into the send slots, flushing whenever the batch fills. An ordinary
+//!   packet gets its checksum completed and is copied into a slot. Each packet is classified
+//!   once; the classification picks the owner and then steers it.
+//! * **inbound** (gateways → TUN): one `recvmmsg` batch; GENEVE is accepted only from this
+//!   site's configured gateways with the VNI of that gateway's pair, with an inner packet from
+//!   the peer site's prefixes to this site's ([`filter`]); the owner learns the pair for the
 //!   flow (so this site's replies use the pair the other site chose), clamps the MSS and writes
-//!   the inner packet to the TUN; on an offload TUN the batch's TCP segments are first coalesced
-//!   per flow into super-packets, so one write carries a whole run.
+//!   the inner packet to the TUN; on an offload TUN the batch's TCP segments are first
+//!   coalesced per flow into super-packets, so one write carries a whole run.
+//! * **handed-off** packets from the other threads' readers, then one `sendmmsg` for everything
+//!   bound for the gateways.
+//!
+//! A thread sleeps in `poll` (its queue, its socket, its wake-up eventfd) only after a round
+//! found nothing to do; a round that filled a batch goes straight back for more.
 //!
 //! Counters count wire packets: a super-packet adds its segment count to `tun_rx_packets` /
 //! `tun_tx_packets` (and to a drop counter if it is dropped) and one to
-//! `tun_rx_super_packets` / `tun_tx_super_packets`. Both threads poll only when idle: after a
-//! read or receive that filled the batch they go straight back for more.
+//! `tun_rx_super_packets` / `tun_tx_super_packets`. Every packet that is not forwarded is
+//! counted under the reason why. No data thread allocates per packet or takes a lock on the
+//! per-packet path.
 //!
-//! The steering state, the gateway map and the canary state are shared behind one mutex
-//! ([`Shared`]) taken once per batch, not per packet; the control thread takes it to apply a
-//! membership push or read per-pair figures. Every
-//! packet that is not forwarded is counted under the reason why. Neither thread allocates per
-//!
-//! Files: [`stats`] (counters), [`gateways`] (pair ↔ gateway address), `outbound.rs` and
-//! `inbound.rs` (the two threads).
+//! Files: [`stats`] (counters), [`gateways`] (pair ↔ gateway address), [`snapshot`],
+//! [`handoff`], `lane.rs` (one thread's state and loop), `outbound.rs` and `inbound.rs`.
 
 pub mod filter;
 mod gateways;
+pub mod handoff;
 mod inbound;
+mod lane;
 mod outbound;
+pub mod snapshot;
 mod stats;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use braid_core::config::Prefix;
+use braid_core::control::PairReport;
 use braid_core::counters::CounterSet;
 use braid_core::daemon::StopFlag;
 use braid_core::flow::{Classified, PairId};
 use braid_core::wire::{geneve, WireError};
 
-use braid_core::control::PairReport;
-
-use crate::canary::Canary;
-use crate::steer::Steering;
-use crate::tun::Tun;
+use crate::canary::PairCanary;
 
 pub use filter::InboundFilter;
 pub use gateways::GatewayMap;
-pub use stats::{c, DemuxStats, PairCounters, DEMUX_COUNTERS};
+pub use handoff::{Mesh, MeshSizes};
+pub use lane::{Lane, LaneIo};
+pub use snapshot::{Snapshot, SnapshotCell};
+pub use stats::{c, DemuxStats, PairCounters, StatsSet, DEMUX_COUNTERS};
 
-/// Packets per batch on both threads.
+/// Packets per batch, in every direction.
 pub const BATCH: usize = 64;
 /// Room for the GENEVE header in front of a packet read from the TUN.
 const HEADROOM: usize = geneve::GENEVE_HEADER_LEN;
-/// How often a canary probe goes through every pair.
+/// How often a canary probe goes through every pair, and how often each thread publishes its
+/// census and canary results.
 pub const CANARY_INTERVAL_MS: u64 = 100;
 
-/// What the data threads and the control thread share, behind one mutex.
-#[derive(Debug)]
-pub struct Shared {
-    pub steering: Steering,
-    pub gateways: GatewayMap,
-    pub canary: Canary,
-    /// The membership epoch in force (0: the configuration's static membership).
-    pub epoch: u64,
+/// The owner thread of a flow, out of `threads`, from its flow hash. The hash is mixed first
+/// (Fibonacci hashing) so the owner does not correlate with the hash bits that pick flow-table
+/// buckets and tags: every thread's table sees uniformly spread hashes.
+#[inline]
+pub fn owner_of(hash: u64, threads: usize) -> usize {
+    let mixed = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((mixed * threads as u64) >> 32) as usize
 }
 
-/// What both data threads need.
+/// What one data thread publishes for the control thread, every [`CANARY_INTERVAL_MS`].
+#[derive(Debug, Default, Clone)]
+pub struct Published {
+    /// Canary results of the pairs this thread probes.
+    pub canary: Vec<(PairId, PairCanary)>,
+    /// Pinned flows per pair id, from this thread's last flow-table census.
+    pub pinned: Vec<u32>,
+}
+
+/// What every data thread shares: configuration, the membership snapshot, the handoff mesh,
+/// and each thread's counters and published figures (indexed by thread).
 #[derive(Debug)]
 pub struct DataPath {
-    pub tun: Arc<Tun>,
-    pub socket: Arc<UdpSocket>,
-    pub shared: Arc<Mutex<Shared>>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub mesh: Mesh,
     pub local_prefixes: Vec<Prefix>,
     /// What inner packets from the gateways may carry.
     pub inbound_filter: InboundFilter,
     pub mtu: u16,
-    pub stats: Arc<DemuxStats>,
+    pub stats: StatsSet,
+    pub published: Vec<Mutex<Published>>,
     pub stop: StopFlag,
     pub epoch: Instant,
 }
 
-impl Shared {
-    /// Every known pair's figures (traffic from `stats`, pinned flows from the flow table's
-    /// last census, canary results).
-    pub fn views(&self, stats: &DemuxStats) -> Vec<PairReport> {
-        let pinned = self.steering.flows().pinned_per_pair();
-        self.gateways
+impl DataPath {
+    /// Every known pair's figures: traffic summed over the threads, pinned flows from each
+    /// thread's last census, canary results from the thread that probes the pair.
+    pub fn views(&self) -> Vec<PairReport> {
+        let snapshot = self.snapshot.load();
+        let published: Vec<Published> = self
+            .published
+            .iter()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        snapshot
+            .gateways
             .pair_ids()
             .into_iter()
             .map(|id| {
-                let t = stats.pair(id);
-                let canary = self.canary.pair(id).copied().unwrap_or_default();
+                let traffic = self.stats.pair(id);
+                let pinned: u64 = published
+                    .iter()
+                    .filter_map(|p| p.pinned.get(usize::from(id)))
+                    .map(|n| u64::from(*n))
+                    .sum();
+                let canary = published
+                    .iter()
+                    .flat_map(|p| p.canary.iter())
+                    .filter(|(pair, c)| *pair == id && c.sent > 0)
+                    .map(|(_, c)| *c)
+                    .next()
+                    .unwrap_or_default();
                 PairReport {
                     id,
-                    tx_packets: t.tx_packets.load(Ordering::Relaxed),
-                    tx_bytes: t.tx_bytes.load(Ordering::Relaxed),
-                    rx_packets: t.rx_packets.load(Ordering::Relaxed),
-                    rx_bytes: t.rx_bytes.load(Ordering::Relaxed),
-                    pinned_flows: pinned.get(usize::from(id)).copied().map(u64::from).unwrap_or(0),
+                    tx_packets: traffic.tx_packets,
+                    tx_bytes: traffic.tx_bytes,
+                    rx_packets: traffic.rx_packets,
+                    rx_bytes: traffic.rx_bytes,
+                    pinned_flows: pinned,
                     canary_sent: canary.sent,
                     canary_answered: canary.answered,
                     canary_lost: canary.lost,
@@ -113,28 +162,18 @@ impl Shared {
             })
             .collect()
     }
-}
 
-impl DataPath {
+    /// The membership epoch in force.
+    pub fn epoch(&self) -> u64 {
+        self.snapshot.load().epoch
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds what the steering tables counted since the last call to the exported counters.
-    fn publish_counts(&self, steering: &mut Steering) {
-        for (i, n) in steering.take_counts().into_iter().enumerate() {
-            if n != 0 {
-                self.stats.steering.add(i, n);
-            }
-        }
     }
 }
 

@@ -1,78 +1,24 @@
-//! The outbound thread: TUN → gateways.
+//! A data thread's outbound half: TUN → gateways.
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
+use braid_core::flow::Classified;
 use braid_core::udp::SendBatch;
 use braid_core::wire::{self, geneve};
 
-use super::Shared;
-use super::{
-    c, ethertype_of, in_prefixes, source_of, steer_drop_counter, DataPath, Route, BATCH, CANARY_INTERVAL_MS, HEADROOM,
-};
-use crate::offload::{
-    complete_checksum, GsoType, OffloadError, Segmenter, VnetHeader, MAX_SUPER_PACKET, VNET_HEADER_LEN,
-};
-use crate::tun::wait_readable;
+use super::handoff::Direction;
+use super::lane::Claim;
+use super::{c, in_prefixes, source_of, steer_drop_counter, Lane, Route, HEADROOM};
+use crate::offload::{complete_checksum, GsoType, OffloadError, Segmenter, VnetHeader, VNET_HEADER_LEN};
+use crate::steer::FlowKey;
 
-impl DataPath {
-    /// TUN → gateways, until stopped.
-    pub fn run_outbound(&self) {
-        let buf_size = HEADROOM + usize::from(self.mtu) + 64;
-        let mut batch = SendBatch::new(BATCH, buf_size);
-        // Offload mode reads whole super-packets here; plain mode reads straight into the batch.
-        let mut scratch = if self.tun.offload() {
-            vec![0u8; VNET_HEADER_LEN + MAX_SUPER_PACKET + 1]
-        } else {
-            Vec::new()
-        };
-        let mut busy = false;
-        let mut next_probe_ms = 0;
-        while !self.stop.is_stopped() {
-            if !busy {
-                match wait_readable(self.tun.as_raw_fd(), 100) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.sweep_flows();
-                        if self.now_ms() < next_probe_ms {
-                            continue;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!("polling the TUN failed: {e}");
-                        return;
-                    }
-                }
-            }
-            let now = self.now_ms();
-            {
-                let mut shared = self.lock();
-                if now >= next_probe_ms {
-                    next_probe_ms = now + CANARY_INTERVAL_MS;
-                    self.probe_every_pair(&mut shared, &mut batch, now);
-                }
-                busy = if self.tun.offload() {
-                    self.read_offloaded(&mut shared, &mut batch, &mut scratch, now)
-                } else {
-                    self.read_plain(&mut shared, &mut batch, now)
-                };
-                let steering = &mut shared.steering;
-                steering.sweep(now);
-                self.stats
-                    .live_flows
-                    .store(steering.live_flows() as u64, Ordering::Relaxed);
-                self.publish_counts(steering);
-            }
-            self.flush(&mut batch);
-        }
-    }
-
-    /// Reads packets straight into the batch's slots until the TUN is drained or the batch is
-    /// full; returns whether more may be waiting.
-    fn read_plain(&self, shared: &mut Shared, batch: &mut SendBatch, now: u64) -> bool {
-        let stats = &*self.stats;
+impl Lane {
+    /// Reads packets straight into the batch's slots until the queue is drained or the batch
+    /// is full; returns whether more may be waiting. A packet another thread owns is copied
+    /// out to it and its slot reused.
+    pub(super) fn read_plain(&mut self, batch: &mut SendBatch, now: u64) -> bool {
         while let Some(buf) = batch.next_buf() {
-            let n = match self.tun.read(&mut buf[HEADROOM..]) {
+            let n = match self.io.tun.read(&mut buf[HEADROOM..]) {
                 Ok(Some(n)) => n,
                 Ok(None) => return false,
                 Err(e) => {
@@ -80,14 +26,26 @@ impl DataPath {
                     return false;
                 }
             };
-            stats.counters.inc(c::TUN_RX_PACKETS);
-            stats.counters.add(c::TUN_RX_BYTES, n as u64);
             if n == buf.len() - HEADROOM {
-                stats.counters.inc(c::DROP_OVERSIZE);
+                self.stats.counters.inc(c::TUN_RX_PACKETS);
+                self.stats.counters.inc(c::DROP_OVERSIZE);
                 continue;
             }
             let packet = &mut buf[HEADROOM..HEADROOM + n];
-            let Some(route) = self.route(shared, packet, now, 1) else {
+            let (class, flow) = match self.claim(packet, true) {
+                Claim::Theirs(owner) => {
+                    self.hand_off_read(owner, packet, 1);
+                    continue;
+                }
+                Claim::Malformed(e) => {
+                    self.count_rx(1, n);
+                    self.stats.tun_wire.inc(e.counter_index());
+                    continue;
+                }
+                Claim::Mine(class, flow) => (class, flow),
+            };
+            self.count_rx(1, n);
+            let Some(route) = self.route(&class, flow, now, 1) else {
                 continue;
             };
             self.clamp(packet);
@@ -96,12 +54,25 @@ impl DataPath {
         true
     }
 
-    /// Reads (super-)packets into `scratch` and segments them into the batch until the TUN is
-    /// drained or the batch is full; returns whether more may be waiting.
-    fn read_offloaded(&self, shared: &mut Shared, batch: &mut SendBatch, scratch: &mut [u8], now: u64) -> bool {
-        let stats = &*self.stats;
+    /// A plain-mode packet handed over by another thread: copied into a slot and forwarded.
+    pub(super) fn forward_plain_copy(&mut self, batch: &mut SendBatch, packet: &mut [u8], now: u64) {
+        self.count_rx(1, packet.len());
+        let (class, flow) = match self.claim(packet, false) {
+            Claim::Mine(class, flow) => (class, flow),
+            Claim::Malformed(e) => {
+                self.stats.tun_wire.inc(e.counter_index());
+                return;
+            }
+            Claim::Theirs(_) => return,
+        };
+        self.copy_and_commit(batch, packet, &class, flow, now);
+    }
+
+    /// Reads (super-)packets into `scratch` and forwards them until the queue is drained or
+    /// the batch is full; returns whether more may be waiting.
+    pub(super) fn read_offloaded(&mut self, batch: &mut SendBatch, scratch: &mut [u8], now: u64) -> bool {
         while !batch.is_full() {
-            let n = match self.tun.read(scratch) {
+            let n = match self.io.tun.read(scratch) {
                 Ok(Some(n)) => n,
                 Ok(None) => return false,
                 Err(e) => {
@@ -110,53 +81,83 @@ impl DataPath {
                 }
             };
             if n == scratch.len() {
-                stats.counters.inc(c::TUN_RX_PACKETS);
-                stats.counters.inc(c::DROP_OVERSIZE);
+                self.stats.counters.inc(c::TUN_RX_PACKETS);
+                self.stats.counters.inc(c::DROP_OVERSIZE);
                 continue;
             }
-            let header = match VnetHeader::parse(&scratch[..n]) {
-                Ok(header) => header,
-                Err(e) => {
-                    stats.counters.inc(c::TUN_RX_PACKETS);
-                    self.count_offload(e, 1);
-                    continue;
-                }
-            };
-            let packet = &mut scratch[VNET_HEADER_LEN..n];
-            if header.gso_type == GsoType::None {
-                stats.counters.inc(c::TUN_RX_PACKETS);
-                stats.counters.add(c::TUN_RX_BYTES, packet.len() as u64);
-                self.forward_copy(shared, batch, &header, packet, now);
-            } else {
-                self.forward_segments(shared, batch, &header, packet, now);
-            }
+            self.forward_raw(batch, &mut scratch[..n], now, true);
         }
         true
     }
 
-    /// Forwards one ordinary packet read in offload mode: completes its checksum and copies it
-    /// into a send slot.
-    fn forward_copy(
-        &self,
-        shared: &mut Shared,
+    /// Forwards one offload-mode read (vnet header, then a packet or a TCP super-packet),
+    /// handing it whole to its owner first if that is another thread and `may_hand_off`.
+    pub(super) fn forward_raw(&mut self, batch: &mut SendBatch, raw: &mut [u8], now: u64, may_hand_off: bool) {
+        let header = match VnetHeader::parse(raw) {
+            Ok(header) => header,
+            Err(e) => {
+                self.stats.counters.inc(c::TUN_RX_PACKETS);
+                self.count_offload(e, 1);
+                return;
+            }
+        };
+        let (class, flow) = match self.claim(&raw[VNET_HEADER_LEN..], may_hand_off) {
+            Claim::Theirs(owner) => {
+                self.hand_off_read(owner, raw, 1);
+                return;
+            }
+            Claim::Malformed(e) => {
+                self.count_rx(1, raw.len() - VNET_HEADER_LEN);
+                self.stats.tun_wire.inc(e.counter_index());
+                return;
+            }
+            Claim::Mine(class, flow) => (class, flow),
+        };
+        let packet = &mut raw[VNET_HEADER_LEN..];
+        if header.gso_type == GsoType::None {
+            self.count_rx(1, packet.len());
+            if let Err(e) = complete_checksum(&header, packet) {
+                self.count_offload(e, 1);
+                return;
+            }
+            self.copy_and_commit(batch, packet, &class, flow, now);
+        } else {
+            self.forward_segments(batch, &header, packet, &class, flow, now);
+        }
+    }
+
+    /// Hands a packet read here to its owner; a shed packet still counts as read.
+    fn hand_off_read(&mut self, owner: usize, bytes: &[u8], packets: u64) {
+        if !self.hand_off(owner, Direction::Outbound, bytes, packets) {
+            self.stats.counters.add(c::TUN_RX_PACKETS, packets);
+        }
+    }
+
+    fn count_rx(&self, packets: u64, bytes: usize) {
+        self.stats.counters.add(c::TUN_RX_PACKETS, packets);
+        self.stats.counters.add(c::TUN_RX_BYTES, bytes as u64);
+    }
+
+    /// Steers one ordinary packet and copies it into a send slot.
+    fn copy_and_commit(
+        &mut self,
         batch: &mut SendBatch,
-        header: &VnetHeader,
-        packet: &mut [u8],
+        packet: &[u8],
+        class: &Classified,
+        flow: Option<(u64, FlowKey)>,
         now: u64,
     ) {
-        let stats = &*self.stats;
-        if let Err(e) = complete_checksum(header, packet) {
-            self.count_offload(e, 1);
-            return;
-        }
-        let Some(route) = self.route(shared, packet, now, 1) else {
+        let Some(route) = self.route(class, flow, now, 1) else {
             return;
         };
+        if batch.is_full() {
+            self.flush(batch);
+        }
         let Some(slot) = batch
             .next_buf()
             .and_then(|buf| buf.get_mut(HEADROOM..HEADROOM + packet.len()))
         else {
-            stats.counters.inc(c::DROP_OVERSIZE);
+            self.stats.counters.inc(c::DROP_OVERSIZE);
             return;
         };
         slot.copy_from_slice(packet);
@@ -167,14 +168,15 @@ impl DataPath {
     /// Forwards a TCP super-packet: steered once (all its segments are one flow), then cut into
     /// segments written straight into send slots, flushing whenever the batch fills.
     fn forward_segments(
-        &self,
-        shared: &mut Shared,
+        &mut self,
         batch: &mut SendBatch,
         header: &VnetHeader,
         packet: &[u8],
+        class: &Classified,
+        flow: Option<(u64, FlowKey)>,
         now: u64,
     ) {
-        let stats = &*self.stats;
+        let stats = self.stats.clone();
         stats.counters.inc(c::TUN_RX_SUPER_PACKETS);
         let mut segmenter = match Segmenter::new(header, packet) {
             Ok(segmenter) => segmenter,
@@ -190,7 +192,7 @@ impl DataPath {
             self.count_offload(OffloadError::BadGsoSize, segments);
             return;
         }
-        let Some(route) = self.route(shared, packet, now, segments) else {
+        let Some(route) = self.route(class, flow, now, segments) else {
             return;
         };
         loop {
@@ -212,21 +214,14 @@ impl DataPath {
         }
     }
 
-    /// Classifies, checks the source and steers one packet (or a super-packet standing for
+    /// Checks the source and steers one classified packet (or a super-packet standing for
     /// `packets` wire packets), counting them under the reason if they are dropped.
-    fn route(&self, shared: &mut Shared, packet: &[u8], now: u64, packets: u64) -> Option<Route> {
+    fn route(&mut self, class: &Classified, flow: Option<(u64, FlowKey)>, now: u64, packets: u64) -> Option<Route> {
         let stats = &*self.stats;
-        let class = match wire::classify(packet) {
-            Ok(class) => class,
-            Err(e) => {
-                stats.tun_wire.add(e.counter_index(), packets);
-                return None;
-            }
-        };
-        if !in_prefixes(&self.local_prefixes, source_of(&class)) {
+        if !in_prefixes(&self.path.local_prefixes, source_of(class)) {
             // The kernel's own link-scoped chatter on the TUN (IPv6 router solicitations, MLD
             // reports from fe80::) is not site traffic: counted apart, not as a drop.
-            let counter = if is_link_scoped(source_of(&class)) {
+            let counter = if is_link_scoped(source_of(class)) {
                 c::TUN_RX_LINK_SCOPED
             } else {
                 c::DROP_SRC_NOT_LOCAL
@@ -234,9 +229,9 @@ impl DataPath {
             stats.counters.add(counter, packets);
             return None;
         }
-        let pair = match shared.steering.steer(&class, now) {
+        let pair = match self.steering.steer_flow(class, flow, now) {
             Ok(steered) => {
-                self.count_outcome(&steered.outcome);
+                count_outcome(stats, &steered.outcome);
                 steered.pair
             }
             Err(drop) => {
@@ -244,19 +239,23 @@ impl DataPath {
                 return None;
             }
         };
-        let Some(addr) = shared.gateways.by_pair(pair) else {
+        let Some(addr) = self.snapshot.gateways.by_pair(pair) else {
             stats.counters.add(c::DROP_NO_LIVE_PAIR, packets);
             return None;
         };
         Some(Route {
             addr,
             pair,
-            ethertype: ethertype_of(packet),
+            ethertype: if source_of(class).is_ipv6() {
+                geneve::ETHERTYPE_IPV6
+            } else {
+                geneve::ETHERTYPE_IPV4
+            },
         })
     }
 
     pub(super) fn clamp(&self, packet: &mut [u8]) {
-        if matches!(wire::clamp_tcp_mss(packet, self.mtu), Ok(true)) {
+        if matches!(wire::clamp_tcp_mss(packet, self.path.mtu), Ok(true)) {
             self.stats.counters.inc(c::MSS_CLAMPED);
         }
     }
@@ -272,11 +271,11 @@ impl DataPath {
         p.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
-    fn flush(&self, batch: &mut SendBatch) {
+    pub(super) fn flush(&self, batch: &mut SendBatch) {
         if batch.is_empty() {
             return;
         }
-        let report = batch.flush(&self.socket);
+        let report = batch.flush(&self.io.socket);
         self.stats.counters.add(c::GENEVE_TX_PACKETS, report.sent as u64);
         self.stats.counters.add(c::DROP_GENEVE_SEND, report.dropped as u64);
     }
@@ -288,43 +287,14 @@ impl DataPath {
             Err(wire) => self.stats.tun_wire.add(wire.counter_index(), packets),
         }
     }
+}
 
-    fn sweep_flows(&self) {
-        let now = self.now_ms();
-        let mut shared = self.lock();
-        let steering = &mut shared.steering;
-        steering.sweep(now);
-        self.stats
-            .live_flows
-            .store(steering.live_flows() as u64, Ordering::Relaxed);
-        self.publish_counts(steering);
-    }
-
-    fn count_outcome(&self, outcome: &crate::steer::Outcome) {
-        use crate::steer::Outcome;
-        match outcome {
-            Outcome::Moved => self.stats.counters.inc(c::FLOWS_MOVED),
-            Outcome::Unpinned => self.stats.counters.inc(c::FLOWS_UNPINNED),
-            _ => {}
-        }
-    }
-
-    /// Sends one canary probe to every pair's gateway (see [`crate::canary`]).
-    fn probe_every_pair(&self, shared: &mut Shared, batch: &mut SendBatch, now: u64) {
-        for slot in 0..shared.gateways.len() {
-            let (pair, addr) = shared.gateways.get(slot);
-            if batch.is_full() {
-                self.flush(batch);
-            }
-            let Some(buf) = batch.next_buf() else { return };
-            let len = shared.canary.probe(pair, now, &mut buf[HEADROOM..]);
-            if len == 0 {
-                continue;
-            }
-            let ethertype = ethertype_of(&buf[HEADROOM..HEADROOM + len]);
-            geneve::write_header(&mut buf[..HEADROOM], u32::from(pair), ethertype);
-            batch.commit(HEADROOM + len, addr);
-        }
+fn count_outcome(stats: &super::DemuxStats, outcome: &crate::steer::Outcome) {
+    use crate::steer::Outcome;
+    match outcome {
+        Outcome::Moved => stats.counters.inc(c::FLOWS_MOVED),
+        Outcome::Unpinned => stats.counters.inc(c::FLOWS_UNPINNED),
+        _ => {}
     }
 }
 

@@ -1,8 +1,12 @@
 //! The demux's counters: one per reason a packet is not forwarded, one per limit at work (the
 //! steering tables' [`STEER_COUNTERS`]), traffic per pair. All of them appear in the status
 //! file and, by name, in every heartbeat to the controller.
+//!
+//! Each data thread counts into its own [`DemuxStats`] (no cache line is written by two
+//! threads); [`StatsSet`] sums them when they are read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use braid_core::control::PairReport;
 use braid_core::counters::CounterSet;
@@ -35,6 +39,9 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "tun_rx_super_packets",
     "tun_tx_super_packets",
     "tun_rx_link_scoped",
+    "handed_off_packets",
+    "drop_handoff_no_buffer",
+    "drop_handoff_inbox_full",
 ];
 
 /// Indices into [`DEMUX_COUNTERS`].
@@ -61,6 +68,12 @@ pub mod c {
     pub const TUN_RX_SUPER_PACKETS: usize = 18;
     pub const TUN_TX_SUPER_PACKETS: usize = 19;
     pub const TUN_RX_LINK_SCOPED: usize = 20;
+    /// Read by one data thread, handed to the thread that owns its flow.
+    pub const HANDED_OFF: usize = 21;
+    /// Shed at the reading thread: its handoff buffers were all in flight.
+    pub const DROP_HANDOFF_NO_BUFFER: usize = 22;
+    /// Shed at the reading thread: the owner's inbox was full.
+    pub const DROP_HANDOFF_INBOX_FULL: usize = 23;
 }
 
 /// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).
@@ -120,7 +133,7 @@ impl DemuxStats {
 
     /// Every counter, drops of all kinds included, in one map (wire drops suffixed `_tun` /
     /// `_lan` by where they were seen).
-    pub fn counters_json(&self) -> serde_json::Map<String, serde_json::Value> {
+    fn counters_json(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut map = match self.counters.to_json() {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -134,6 +147,72 @@ impl DemuxStats {
             map.insert(name.to_string(), value.into());
         }
         map
+    }
+}
+
+/// Traffic of one pair, summed over the data threads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PairTotals {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Every data thread's counters, summed when read.
+#[derive(Debug)]
+pub struct StatsSet {
+    threads: Vec<Arc<DemuxStats>>,
+}
+
+impl StatsSet {
+    /// Counters for `threads` data threads.
+    pub fn new(threads: usize) -> StatsSet {
+        StatsSet {
+            threads: (0..threads.max(1)).map(|_| Arc::new(DemuxStats::new())).collect(),
+        }
+    }
+
+    /// Thread `i`'s counters.
+    pub fn thread(&self, i: usize) -> &Arc<DemuxStats> {
+        &self.threads[i]
+    }
+
+    /// Demux counter `index` ([`c`]) summed over the threads.
+    pub fn get(&self, index: usize) -> u64 {
+        self.threads.iter().map(|t| t.counters.get(index)).sum()
+    }
+
+    /// Pair `id`'s traffic summed over the threads.
+    pub fn pair(&self, id: PairId) -> PairTotals {
+        let mut sum = PairTotals::default();
+        for t in &self.threads {
+            let p = t.pair(id);
+            sum.tx_packets += p.tx_packets.load(Ordering::Relaxed);
+            sum.tx_bytes += p.tx_bytes.load(Ordering::Relaxed);
+            sum.rx_packets += p.rx_packets.load(Ordering::Relaxed);
+            sum.rx_bytes += p.rx_bytes.load(Ordering::Relaxed);
+        }
+        sum
+    }
+
+    /// Flow-table slots in use, over all threads.
+    pub fn live_flows(&self) -> u64 {
+        self.threads.iter().map(|t| t.live_flows.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Every counter, drops of all kinds included, in one map (wire drops suffixed `_tun` /
+    /// `_lan` by where they were seen), summed over the threads.
+    pub fn counters_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut sum = serde_json::Map::new();
+        for t in &self.threads {
+            for (name, value) in t.counters_json() {
+                let add = value.as_u64().unwrap_or(0);
+                let total = sum.get(&name).and_then(|v| v.as_u64()).unwrap_or(0) + add;
+                sum.insert(name, total.into());
+            }
+        }
+        sum
     }
 
     /// Packets dropped for any reason.
@@ -167,7 +246,7 @@ impl DemuxStats {
         serde_json::json!({
             "counters": self.counters_json(),
             "pairs": pairs,
-            "flows": self.live_flows.load(Ordering::Relaxed),
+            "flows": self.live_flows(),
         })
     }
 }

@@ -27,7 +27,7 @@ pub mod key;
 pub mod maglev;
 mod memory;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use braid_core::flow::{Classified, FiveTuple, FragmentId, PairId};
 
@@ -144,7 +144,9 @@ pub struct Steered {
 pub struct Steering {
     hasher: FlowHasher,
     flows: FlowTable,
-    fragments: FragmentTable,
+    /// Shared by every data thread (a later fragment has no 5-tuple, so no owner); locked
+    /// for fragments only.
+    fragments: Arc<Mutex<FragmentTable>>,
     membership: Arc<MaglevTable>,
     /// When [`Steering::sweep`] last examined slots.
     swept_at_ms: u64,
@@ -154,10 +156,21 @@ impl Steering {
     /// Steering for up to `table_capacity` pinned flows, with no members until
     /// [`Steering::set_membership`].
     pub fn new(hasher: FlowHasher, table_capacity: usize, timeouts: IdleTimeouts) -> Steering {
+        let fragments = FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS);
+        Steering::with_fragments(hasher, table_capacity, timeouts, Arc::new(Mutex::new(fragments)))
+    }
+
+    /// Steering for one of several data threads, which share `fragments`.
+    pub fn with_fragments(
+        hasher: FlowHasher,
+        table_capacity: usize,
+        timeouts: IdleTimeouts,
+        fragments: Arc<Mutex<FragmentTable>>,
+    ) -> Steering {
         Steering {
             hasher,
             flows: FlowTable::new(table_capacity, timeouts),
-            fragments: FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS),
+            fragments,
             membership: Arc::new(MaglevTable::empty()),
             swept_at_ms: 0,
         }
@@ -177,7 +190,7 @@ impl Steering {
     /// The pair an outgoing packet goes to.
     pub fn steer(&mut self, packet: &Classified, now_ms: u64) -> Result<Steered, SteerDrop> {
         let flow = self.flow_of(packet);
-        self.steer_prepared(packet, flow, now_ms)
+        self.steer_flow(packet, flow, now_ms)
     }
 
     /// Steers a batch of packets, reporting each result with its index. Same decisions as
@@ -204,10 +217,7 @@ impl Steering {
                 self.flows.prefetch_entries(*hash);
             }
             for (i, (packet, flow)) in chunk.iter().zip(flows).enumerate() {
-                each(
-                    chunk_index * PREFETCH_WINDOW + i,
-                    self.steer_prepared(packet, flow, now_ms),
-                );
+                each(chunk_index * PREFETCH_WINDOW + i, self.steer_flow(packet, flow, now_ms));
             }
         }
     }
@@ -254,7 +264,11 @@ impl Steering {
     /// The [`STEER_COUNTERS`] since the last call, which restarts them from zero.
     pub fn take_counts(&mut self) -> [u64; STEER_COUNTERS.len()] {
         let h = self.flows.take_half_open_counts();
-        let f = self.fragments.take_counts();
+        let f = match self.fragments.try_lock() {
+            Ok(mut fragments) => fragments.take_counts(),
+            // Another thread holds it: its counts wait for the next call.
+            Err(_) => FragmentCounts::default(),
+        };
         [
             h.created,
             h.promoted,
@@ -271,8 +285,13 @@ impl Steering {
         &self.flows
     }
 
+    /// The flow hash of a 5-tuple (direction-free).
+    pub fn hash_tuple(&self, tuple: &FiveTuple) -> u64 {
+        self.hasher.hash_key(&FlowKey::new(tuple))
+    }
+
     /// The hash and canonical key of a packet that carries a 5-tuple.
-    fn flow_of(&self, packet: &Classified) -> Option<(u64, FlowKey)> {
+    pub fn flow_of(&self, packet: &Classified) -> Option<(u64, FlowKey)> {
         let tuple = match packet {
             Classified::Whole { tuple, .. } | Classified::FirstFragment { tuple, .. } => tuple,
             Classified::LaterFragment { .. } => return None,
@@ -281,8 +300,9 @@ impl Steering {
         Some((self.hasher.hash_key(&key), key))
     }
 
-    /// [`Steering::steer`] once the packet's flow (if it has one) has been hashed.
-    fn steer_prepared(
+    /// [`Steering::steer`] once the packet's flow (if it has one) has been hashed
+    /// ([`Steering::flow_of`]).
+    pub fn steer_flow(
         &mut self,
         packet: &Classified,
         flow: Option<(u64, FlowKey)>,
@@ -309,7 +329,10 @@ impl Steering {
             .ok_or(SteerDrop::NoLivePair)?;
         if let Some(frag) = head_of {
             let frag_hash = self.hasher.hash_fragment(&frag);
-            self.fragments.insert(frag_hash, frag, steered.pair, now_ms);
+            self.fragments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(frag_hash, frag, steered.pair, now_ms);
         }
         Ok(steered)
     }
@@ -319,7 +342,12 @@ impl Steering {
     fn follow_fragment(&mut self, frag: &FragmentId, now_ms: u64) -> Result<Steered, SteerDrop> {
         let hash = self.hasher.hash_fragment(frag);
         let members = &*self.membership;
-        if let Some(pair) = self.fragments.lookup(hash, frag, now_ms, |p| members.serves(p)) {
+        let followed = self
+            .fragments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(hash, frag, now_ms, |p| members.serves(p));
+        if let Some(pair) = followed {
             return Ok(Steered {
                 pair,
                 outcome: Outcome::FragmentFollowed,
