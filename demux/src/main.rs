@@ -13,7 +13,8 @@ use braid_core::udp;
 use braid_demux::canary::Canary;
 use braid_demux::control::DemuxControl;
 use braid_demux::datapath::{
-    DataPath, GatewayMap, InboundFilter, Lane, LaneIo, Mesh, MeshSizes, Published, SnapshotCell, StatsSet,
+    DataPath, GatewayMap, InboundFilter, Lane, LaneIo, Mesh, MeshSizes, Processor, Published, Rules, SnapshotCell,
+    StatsSet,
 };
 use braid_demux::offload::{MAX_SUPER_PACKET, VNET_HEADER_LEN};
 use braid_demux::settings::DemuxSettings;
@@ -123,14 +124,16 @@ fn run(args: &Args) -> Result<()> {
     let path = Arc::new(DataPath {
         snapshot: Arc::new(SnapshotCell::new(membership, gateways)),
         mesh,
-        local_prefixes: settings.local_prefixes.clone(),
-        inbound_filter: InboundFilter::new(
-            settings.local_prefixes.clone(),
-            settings.peer_prefixes.clone(),
-            settings.canary_peer,
-            settings.canary_local,
-        ),
-        mtu: settings.mtu,
+        rules: Arc::new(Rules {
+            local_prefixes: settings.local_prefixes.clone(),
+            inbound_filter: InboundFilter::new(
+                settings.local_prefixes.clone(),
+                settings.peer_prefixes.clone(),
+                settings.canary_peer,
+                settings.canary_local,
+            ),
+            mtu: settings.mtu,
+        }),
         stats: StatsSet::new(threads),
         published: (0..threads).map(|_| Mutex::new(Published::default())).collect(),
         stop: stop.clone(),
@@ -164,7 +167,16 @@ fn run(args: &Args) -> Result<()> {
             idle_timeouts(&settings.timeouts),
             fragments.clone(),
         );
-        let lane = Lane::new(id, path.clone(), LaneIo { tun, socket }, steering, canary.clone());
+        let processor = Processor::new(
+            id,
+            threads,
+            path.rules.clone(),
+            path.stats.thread(id).clone(),
+            steering,
+            canary.clone(),
+            path.snapshot.load(),
+        );
+        let lane = Lane::new(id, path.clone(), LaneIo { tun, socket }, processor);
         workers.push(spawn(&format!("demux-data-{id}"), move || lane.run())?);
     }
     let control = start_control(&settings, &args.config, path.clone(), &stop)?;

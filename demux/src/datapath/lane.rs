@@ -1,19 +1,16 @@
-//! One data thread: its queue, its socket, its flow table, its loop.
+//! One data thread's loop: its queue, its socket, its [`Processor`].
 
 use std::net::UdpSocket;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use braid_core::flow::Classified;
 use braid_core::udp::{RecvBatch, SendBatch};
-use braid_core::wire::{self, geneve, WireError};
+use braid_core::wire::geneve;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use super::handoff::{Direction, Shed};
-use super::{c, owner_of, DataPath, DemuxStats, Published, Snapshot, BATCH, CANARY_INTERVAL_MS, HEADROOM};
-use crate::canary::Canary;
+use super::handoff::{Direction, Parcel, Shed};
+use super::processor::{InboundVerdict, Processor};
+use super::{c, DataPath, Published, BATCH, CANARY_INTERVAL_MS, HEADROOM};
 use crate::offload::{Coalescer, MAX_SUPER_PACKET, VNET_HEADER_LEN};
-use crate::steer::{FlowKey, Steering};
 use crate::tun::Tun;
 
 /// How long an idle thread sleeps at most before it sweeps its flow table and probes.
@@ -26,29 +23,16 @@ pub struct LaneIo {
     pub socket: UdpSocket,
 }
 
-/// One data thread's state. Everything here is touched by that thread only.
+/// One data thread: the descriptors it owns and its processor.
 #[derive(Debug)]
 pub struct Lane {
     pub(super) id: usize,
     pub(super) path: Arc<DataPath>,
     pub(super) io: LaneIo,
-    pub(super) steering: Steering,
-    pub(super) canary: Canary,
-    pub(super) snapshot: Arc<Snapshot>,
-    pub(super) stats: Arc<DemuxStats>,
+    pub(super) proc: Processor,
     /// Threads this round handed parcels to, to wake at its end.
     wake: Vec<bool>,
     next_probe_ms: u64,
-}
-
-/// Whether a packet is this thread's to process.
-pub(super) enum Claim {
-    /// Ours: its classification and, if it has a 5-tuple, its flow (hash and key).
-    Mine(Classified, Option<(u64, FlowKey)>),
-    /// Thread `owner`'s.
-    Theirs(usize),
-    /// Not a packet; counted by the caller.
-    Malformed(WireError),
 }
 
 /// The buffers of one thread's loop, allocated once.
@@ -63,33 +47,26 @@ pub(super) struct Buffers {
     /// Where each received datagram's inner packet starts.
     pub inner_at: Vec<usize>,
     /// Inbound parcels accepted this round, until they are written.
-    pub held: Vec<super::handoff::Parcel>,
+    pub held: Vec<Parcel>,
 }
 
 impl Lane {
-    pub fn new(id: usize, path: Arc<DataPath>, io: LaneIo, steering: Steering, canary: Canary) -> Lane {
-        let snapshot = path.snapshot.load();
-        let stats = path.stats.thread(id).clone();
+    pub fn new(id: usize, path: Arc<DataPath>, io: LaneIo, proc: Processor) -> Lane {
         let threads = path.mesh.threads();
-        let mut lane = Lane {
+        Lane {
             id,
             path,
             io,
-            steering,
-            canary,
-            snapshot: snapshot.clone(),
-            stats,
+            proc,
             wake: vec![false; threads],
             next_probe_ms: 0,
-        };
-        lane.adopt(snapshot);
-        lane
+        }
     }
 
     /// Runs the thread's loop until the demux stops.
     pub fn run(mut self) {
         let offload = self.io.tun.offload();
-        let mtu = usize::from(self.path.mtu);
+        let mtu = usize::from(self.path.rules.mtu);
         let mut bufs = Buffers {
             send: SendBatch::new(BATCH, HEADROOM + mtu + 64),
             recv: RecvBatch::new(BATCH, (geneve::GENEVE_HEADER_LEN + 256 + mtu + 64).max(2048)),
@@ -119,8 +96,8 @@ impl Lane {
                 }
             }
             let latest = self.path.snapshot.load();
-            if latest.version != self.snapshot.version {
-                self.adopt(latest);
+            if latest.version != self.proc.snapshot().version {
+                self.proc.adopt(latest);
             }
             let now = self.path.now_ms();
             if now >= self.next_probe_ms {
@@ -137,11 +114,8 @@ impl Lane {
             let more_handed = self.take_parcels(&mut bufs, now);
             self.flush(&mut bufs.send);
             self.wake_owners();
-            self.steering.sweep(now);
-            self.stats
-                .live_flows
-                .store(self.steering.live_flows() as u64, Ordering::Relaxed);
-            self.publish_counts();
+            self.proc.steering.sweep(now);
+            self.proc.publish_counts();
             busy = more_out || more_in || more_handed;
         }
     }
@@ -172,39 +146,12 @@ impl Lane {
         Ok(())
     }
 
-    /// Starts steering by a new snapshot; pairs that joined get canaries.
-    fn adopt(&mut self, snapshot: Arc<Snapshot>) {
-        self.steering.set_membership(snapshot.membership.clone());
-        for pair in snapshot.gateways.pair_ids() {
-            self.canary.add_pair(pair);
-        }
-        self.snapshot = snapshot;
-    }
-
-    /// Whose packet this is: classifies it and, when `may_hand_off`, finds its owner.
-    pub(super) fn claim(&self, packet: &[u8], may_hand_off: bool) -> Claim {
-        let class = match wire::classify(packet) {
-            Ok(class) => class,
-            Err(e) => return Claim::Malformed(e),
-        };
-        let flow = self.steering.flow_of(&class);
-        if may_hand_off {
-            if let Some((hash, _)) = flow {
-                let owner = owner_of(hash, self.path.mesh.threads());
-                if owner != self.id {
-                    return Claim::Theirs(owner);
-                }
-            }
-        }
-        Claim::Mine(class, flow)
-    }
-
     /// Hands `bytes` to thread `owner`, counting it, or counting why it was shed; returns
     /// whether it went.
     pub(super) fn hand_off(&mut self, owner: usize, direction: Direction, bytes: &[u8], packets: u64) -> bool {
         let counter = match self.path.mesh.send(self.id, owner, direction, bytes) {
             Ok(()) => {
-                self.stats.counters.add(c::HANDED_OFF, packets);
+                self.proc.stats.counters.add(c::HANDED_OFF, packets);
                 self.wake[owner] = true;
                 return true;
             }
@@ -212,7 +159,7 @@ impl Lane {
             Err(Shed::InboxFull) => c::DROP_HANDOFF_INBOX_FULL,
             Err(Shed::TooLarge) => c::DROP_OVERSIZE,
         };
-        self.stats.counters.add(counter, packets);
+        self.proc.stats.counters.add(counter, packets);
         false
     }
 
@@ -244,10 +191,17 @@ impl Lane {
                     self.path.mesh.recycle(parcel);
                 }
                 Direction::Inbound { pair, from } => {
-                    if self.accept_owned(parcel.bytes_mut(), pair, from, now) {
-                        held.push(parcel);
-                    } else {
-                        self.path.mesh.recycle(parcel);
+                    let mut reply = [0u8; HEADROOM + 128];
+                    let now_us = self.path.now_us();
+                    match self
+                        .proc
+                        .inbound_inner(parcel.bytes_mut(), pair, now, now_us, &mut reply)
+                    {
+                        InboundVerdict::Deliver { .. } => held.push(parcel),
+                        verdict => {
+                            self.answer(verdict, &reply, from);
+                            self.path.mesh.recycle(parcel);
+                        }
                     }
                 }
             }
@@ -263,27 +217,14 @@ impl Lane {
     /// Sends one canary probe through every pair whose canary flow this thread owns (see
     /// [`crate::canary`]).
     fn probe_owned_pairs(&mut self, batch: &mut SendBatch, now: u64) {
-        let snapshot = self.snapshot.clone();
-        for slot in 0..snapshot.gateways.len() {
-            let (pair, addr) = snapshot.gateways.get(slot);
-            let owner = match self.canary.probe_tuple(pair) {
-                Some(tuple) => owner_of(self.steering.hash_tuple(&tuple), self.path.mesh.threads()),
-                None => 0,
-            };
-            if owner != self.id {
-                continue;
-            }
+        for pair in self.proc.snapshot().gateways.pair_ids() {
             if batch.is_full() {
                 self.flush(batch);
             }
             let Some(buf) = batch.next_buf() else { return };
-            let len = self.canary.probe(pair, now, &mut buf[HEADROOM..]);
-            if len == 0 {
-                continue;
+            if let Some((len, addr)) = self.proc.probe(pair, now, buf) {
+                batch.commit(len, addr);
             }
-            let ethertype = super::ethertype_of(&buf[HEADROOM..HEADROOM + len]);
-            geneve::write_header(&mut buf[..HEADROOM], u32::from(pair), ethertype);
-            batch.commit(HEADROOM + len, addr);
         }
     }
 
@@ -295,17 +236,8 @@ impl Lane {
         };
         let Published { canary, pinned } = &mut *published;
         canary.clear();
-        canary.extend(self.canary.pairs().map(|(p, c)| (p, *c)));
+        canary.extend(self.proc.canary.pairs().map(|(p, c)| (p, *c)));
         pinned.clear();
-        pinned.extend_from_slice(self.steering.flows().pinned_per_pair());
-    }
-
-    /// Adds what the steering tables counted since the last call to the exported counters.
-    fn publish_counts(&mut self) {
-        for (i, n) in self.steering.take_counts().into_iter().enumerate() {
-            if n != 0 {
-                self.stats.steering.add(i, n);
-            }
-        }
+        pinned.extend_from_slice(self.proc.steering.flows().pinned_per_pair());
     }
 }

@@ -45,8 +45,9 @@
 //! counted under the reason why. No data thread allocates per packet or takes a lock on the
 //! per-packet path.
 //!
-//! Files: [`stats`] (counters), [`gateways`] (pair ↔ gateway address), [`snapshot`],
-//! [`handoff`], `lane.rs` (one thread's state and loop), `outbound.rs` and `inbound.rs`.
+//! Files: [`processor`] (every decision, sans-IO), [`stats`] (counters), [`gateways`] (pair ↔
+//! gateway address), [`snapshot`], [`handoff`], `lane.rs` (one thread's loop), `outbound.rs`
+//! and `inbound.rs` (its system calls).
 
 pub mod filter;
 mod gateways;
@@ -54,6 +55,7 @@ pub mod handoff;
 mod inbound;
 mod lane;
 mod outbound;
+pub mod processor;
 pub mod snapshot;
 mod stats;
 
@@ -74,6 +76,7 @@ pub use filter::InboundFilter;
 pub use gateways::GatewayMap;
 pub use handoff::{Mesh, MeshSizes};
 pub use lane::{Lane, LaneIo};
+pub use processor::{InboundVerdict, OutboundVerdict, Processor, Rules};
 pub use snapshot::{Snapshot, SnapshotCell};
 pub use stats::{c, DemuxStats, PairCounters, StatsSet, DEMUX_COUNTERS};
 
@@ -109,10 +112,7 @@ pub struct Published {
 pub struct DataPath {
     pub snapshot: Arc<SnapshotCell>,
     pub mesh: Mesh,
-    pub local_prefixes: Vec<Prefix>,
-    /// What inner packets from the gateways may carry.
-    pub inbound_filter: InboundFilter,
-    pub mtu: u16,
+    pub rules: Arc<Rules>,
     pub stats: StatsSet,
     pub published: Vec<Mutex<Published>>,
     pub stop: StopFlag,
@@ -208,11 +208,11 @@ pub(crate) fn ethertype_of(packet: &[u8]) -> u16 {
 }
 
 /// Where one outbound packet goes.
-#[derive(Clone, Copy)]
-pub(crate) struct Route {
-    addr: SocketAddr,
-    pair: PairId,
-    ethertype: u16,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub addr: SocketAddr,
+    pub pair: PairId,
+    pub ethertype: u16,
 }
 
 pub(crate) fn steer_drop_counter(drop: &crate::steer::SteerDrop) -> usize {
