@@ -3,8 +3,10 @@
 //! Every packet the site routes into the demux's TUN is classified ([`braid_core::wire`]),
 //! steered to a gateway pair by the sans-IO [`steer`] core (flow table + Maglev over a keyed
 //! symmetric hash) and sent to that pair's gateway in GENEVE over UDP; GENEVE coming back is
-//! checked and written to the TUN. [`datapath`] holds the two data threads, [`tun`] the device,
-//! [`settings`] what a demux is told by the cluster configuration.
+//! checked and written to the TUN. [`datapath`] holds the data threads (one per core by default,
+//! each owning a TUN queue, a GENEVE socket and the flows it owns; their decisions are the
+//! sans-IO [`datapath::processor`]), [`tun`] the device, [`offload`] segmentation and
+//! coalescing in userspace, [`settings`] what a demux is told by the cluster configuration.
 
 pub mod canary;
 pub mod control;

@@ -365,6 +365,7 @@ const BROKEN: &[Broken] = &[
         &[("[198.18.1.0/24]", "[198.18.1.0/24, 2001:db8::/32]"), ("secret_file: secret.key", "secret_file: secret.key\n  mtu: 1000")],
         "cluster.mtu: a site has IPv6 prefixes, and IPv6 needs an MTU of at least 1280, got 1000",
     ),
+    ("no data threads", &[("      geneve: 198.18.10.1:6081\n", "      geneve: 198.18.10.1:6081\n      data_threads: 0\n")], "sites.a.demux.data_threads: expected a number from 1 to 256, got 0"),
     ("flow table too small", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  flow_table_capacity: 10\n")], "cluster.flow_table_capacity: expected a number from 1024 to 67108864, got 10"),
     ("zero timeout", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts:\n    udp_idle: 0\n")], "cluster.timeouts.udp_idle: expected a number from 1 to 604800, got 0"),
     ("unknown timeout", &[("  secret_file: secret.key\n", "  secret_file: secret.key\n  timeouts:\n    icmp_idle: 5\n")], "cluster.timeouts: unknown field `icmp_idle`"),

@@ -53,7 +53,7 @@ impl Lane {
         if offload {
             let (recv, inner_at) = (&bufs.recv, &bufs.inner_at);
             self.write_coalesced(
-                &bufs.coalescer,
+                &mut bufs.coalescer,
                 |i| &recv.get(i).0[inner_at[i]..],
                 &mut bufs.write_scratch,
             );
@@ -90,28 +90,51 @@ impl Lane {
 
     /// Writes what the coalescer planned for this batch: untouched packets behind a zero vnet
     /// header, merged runs as super-packets.
+    ///
+    /// A kernel that refuses UDP super-packets (before Linux 6.2) answers `EINVAL`: the run is
+    /// then written datagram by datagram and UDP merging is turned off for good.
     fn write_coalesced<'a>(
         &self,
-        coalescer: &Coalescer,
+        coalescer: &mut Coalescer,
         packet_at: impl Fn(usize) -> &'a [u8] + Copy,
         scratch: &mut [u8],
     ) {
         let mut none = [0u8; VNET_HEADER_LEN];
         VnetHeader::NONE.write(&mut none);
+        let write_alone = |i: usize| {
+            let packet = packet_at(i);
+            self.write_tun(|tun| tun.write_with_header(&none, packet), 1, packet.len());
+        };
+        let mut udp_refused = false;
         for emit in coalescer.emits() {
             match emit {
-                Emit::Packet(i) => {
-                    let packet = packet_at(i);
-                    self.write_tun(|tun| tun.write_with_header(&none, packet), 1, packet.len());
+                Emit::Packet(i) => write_alone(i),
+                Emit::SuperPacket { run, .. } if udp_refused && coalescer.is_udp(run) => {
+                    coalescer.members(run).for_each(write_alone);
                 }
                 Emit::SuperPacket { run, segments } => {
                     let len = coalescer.assemble(run, packet_at, scratch);
-                    let wire_bytes = coalescer.wire_bytes(run);
-                    if self.write_tun(|tun| tun.write(&scratch[..len]), segments as u64, wire_bytes) {
-                        self.proc.stats.counters.inc(c::TUN_TX_SUPER_PACKETS);
+                    match self.io.tun.write(&scratch[..len]) {
+                        Ok(()) => {
+                            let counters = &self.proc.stats.counters;
+                            counters.add(c::TUN_TX_PACKETS, segments as u64);
+                            counters.add(c::TUN_TX_BYTES, coalescer.wire_bytes(run) as u64);
+                            counters.inc(c::TUN_TX_SUPER_PACKETS);
+                        }
+                        Err(e) if coalescer.is_udp(run) && e.raw_os_error() == Some(libc::EINVAL) => {
+                            if !udp_refused {
+                                tracing::warn!("the kernel refuses UDP super-packets on the TUN ({e}); writing datagrams one by one");
+                            }
+                            udp_refused = true;
+                            coalescer.members(run).for_each(write_alone);
+                        }
+                        Err(_) => self.proc.stats.counters.add(c::DROP_TUN_WRITE, segments as u64),
                     }
                 }
             }
+        }
+        if udp_refused {
+            coalescer.set_udp(false);
         }
     }
 

@@ -70,7 +70,11 @@ impl Lane {
         let mut bufs = Buffers {
             send: SendBatch::new(BATCH, HEADROOM + mtu + 64),
             recv: RecvBatch::new(BATCH, (geneve::GENEVE_HEADER_LEN + 256 + mtu + 64).max(2048)),
-            coalescer: Coalescer::new(BATCH),
+            coalescer: {
+                let mut coalescer = Coalescer::new(BATCH);
+                coalescer.set_udp(offload);
+                coalescer
+            },
             read_scratch: if offload {
                 vec![0; VNET_HEADER_LEN + MAX_SUPER_PACKET + 1]
             } else {

@@ -18,7 +18,7 @@ use braid_core::wire::ipv4::Ipv4Packet;
 use braid_core::wire::ipv6::{Ipv6Packet, IPV6_HEADER_LEN};
 use braid_core::wire::tcp::TcpPacket;
 
-use super::layout::TcpLayout;
+use super::layout::L4Layout;
 use super::vnet::{GsoType, VnetHeader};
 use super::OffloadError;
 
@@ -31,7 +31,7 @@ const CWR: u8 = 0x80;
 #[derive(Debug)]
 pub struct Segmenter<'p> {
     packet: &'p [u8],
-    layout: TcpLayout,
+    layout: L4Layout,
     gso_size: usize,
     segments: usize,
     next: usize,
@@ -44,9 +44,9 @@ impl<'p> Segmenter<'p> {
         let expected_version = match header.gso_type {
             GsoType::TcpV4 => 4,
             GsoType::TcpV6 => 6,
-            GsoType::None => return Err(OffloadError::UnsupportedGso),
+            GsoType::None | GsoType::UdpL4 => return Err(OffloadError::UnsupportedGso),
         };
-        let layout = TcpLayout::parse(packet)?;
+        let layout = L4Layout::tcp(packet)?;
         if layout.version != expected_version {
             return Err(OffloadError::GsoMismatch);
         }
@@ -324,7 +324,7 @@ mod tests {
         };
         let valid = tcp_v4(&spec);
         let mut partial = valid.clone();
-        let layout = TcpLayout::parse(&partial).unwrap();
+        let layout = L4Layout::tcp(&partial).unwrap();
         let pseudo = checksum::fold(layout.pseudo_header(&partial, partial.len() - 20));
         partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
         let header = VnetHeader {

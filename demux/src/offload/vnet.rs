@@ -29,6 +29,9 @@ pub enum GsoType {
     TcpV4,
     /// TCP over IPv6 (`VIRTIO_NET_HDR_GSO_TCPV6`).
     TcpV6,
+    /// UDP datagrams of one flow (`VIRTIO_NET_HDR_GSO_UDP_L4`): only ever written, never
+    /// accepted from the kernel (the demux does not enable UDP segmentation offload on reads).
+    UdpL4,
 }
 
 impl GsoType {
@@ -38,6 +41,7 @@ impl GsoType {
             GsoType::None => 0,
             GsoType::TcpV4 => 1,
             GsoType::TcpV6 => 4,
+            GsoType::UdpL4 => 5,
         }
     }
 
