@@ -46,10 +46,19 @@ struct Args {
     /// and write.
     #[arg(long, env = "BRAID_DEMUX_NO_OFFLOAD", value_parser = clap::builder::BoolishValueParser::new())]
     no_offload: bool,
+    /// Write UDP datagrams to the TUN one by one instead of as UDP super-packets (for
+    /// receivers whose socket buffers cannot take a burst of a whole run at once).
+    #[arg(long, env = "BRAID_DEMUX_NO_UDP_COALESCING", value_parser = clap::builder::BoolishValueParser::new())]
+    no_udp_coalescing: bool,
     /// Data threads, each owning one TUN queue and one GENEVE socket (overrides the site's
     /// `demux.data_threads`; default one per CPU core).
     #[arg(long, env = "BRAID_DEMUX_DATA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     data_threads: Option<u16>,
+    /// Microseconds an idle data thread keeps polling before it sleeps (0: sleep at once).
+    /// Lowers latency and wake-ups on a host with cores to spare; burns a core per thread
+    /// while traffic trickles.
+    #[arg(long, env = "BRAID_DEMUX_BUSY_POLL_US", value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_us: u64,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -136,6 +145,8 @@ fn run(args: &Args) -> Result<()> {
         }),
         stats: StatsSet::new(threads),
         published: (0..threads).map(|_| Mutex::new(Published::default())).collect(),
+        busy_poll: Duration::from_micros(args.busy_poll_us),
+        udp_coalescing: offload && !args.no_udp_coalescing,
         stop: stop.clone(),
         epoch: Instant::now(),
     });
@@ -181,7 +192,14 @@ fn run(args: &Args) -> Result<()> {
     }
     let control = start_control(&settings, &args.config, path.clone(), &stop)?;
     let status = args.status_file.clone().map(StatusWriter::new);
+    // The interface may predate this demux: count only what it drops from now on.
+    let tun_drops_at_start = braid_demux::tun::queue_drops(&settings.tun_name);
     while !stop.is_stopped() {
+        if let (Some(start), Some(now)) = (tun_drops_at_start, braid_demux::tun::queue_drops(&settings.tun_name)) {
+            path.stats
+                .tun_queue_drops
+                .store(now.saturating_sub(start), std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(writer) = &status {
             let mut json = path.stats.to_json(&path.views());
             json["role"] = "demux".into();

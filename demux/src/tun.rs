@@ -259,3 +259,14 @@ impl AsRawFd for Tun {
         self.file.as_raw_fd()
     }
 }
+
+/// How many packets the kernel has dropped on their way into interface `name` because its
+/// queues were full (`tx_dropped`: for a TUN, the kernel transmits what the demux reads), or
+/// `None` if the statistics cannot be read.
+pub fn queue_drops(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/tx_dropped"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -51,6 +51,12 @@ pub struct SendBatch {
     headers: Vec<libc::mmsghdr>,
     controls: Vec<ControlBuf>,
     spans: Vec<Span>,
+    /// Send order: slot indices grouped by destination (see [`SendBatch::flush`]).
+    order: Vec<usize>,
+    placed: Vec<bool>,
+    /// Lengths and destinations in send order.
+    sorted_lens: Vec<usize>,
+    sorted_destinations: Vec<SocketAddr>,
     committed: usize,
     gso: Gso,
     /// Segments larger than this go out as plain datagrams (lowered when the path MTU refuses).
@@ -93,6 +99,10 @@ impl SendBatch {
             headers: (0..slots).map(|_| unsafe { mem::zeroed() }).collect(),
             controls: vec![ControlBuf::EMPTY; slots],
             spans: vec![Span::default(); slots],
+            order: Vec::with_capacity(slots),
+            placed: vec![false; slots],
+            sorted_lens: vec![0; slots],
+            sorted_destinations: vec![unspecified_addr(); slots],
             committed: 0,
             gso: Gso::Unprobed,
             max_gso_segment: usize::MAX,
@@ -192,6 +202,10 @@ impl SendBatch {
 
     /// Sends every committed datagram and empties the batch. Datagrams the kernel refuses are
     /// dropped and counted; the error is never returned.
+    ///
+    /// The datagrams go out grouped by destination, each destination's in the order they were
+    /// committed (a stable grouping): a batch that alternates between gateways still makes one
+    /// long GSO run per gateway, and nothing is reordered towards any one destination.
     pub fn flush(&mut self, socket: &UdpSocket) -> SendReport {
         let count = self.committed;
         self.committed = 0;
@@ -202,11 +216,14 @@ impl SendBatch {
         if self.gso == Gso::Unprobed {
             self.gso = probe_gso(socket);
         }
-        for i in 0..count {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.buffers[i * self.buf_size..].as_mut_ptr().cast(),
-                iov_len: self.lens[i],
+        self.group_by_destination(count);
+        for (position, &slot) in self.order.iter().enumerate() {
+            self.iovecs[position] = libc::iovec {
+                iov_base: self.buffers[slot * self.buf_size..].as_mut_ptr().cast(),
+                iov_len: self.lens[slot],
             };
+            self.sorted_lens[position] = self.lens[slot];
+            self.sorted_destinations[position] = self.destinations[slot];
         }
         let mut messages = self.build_messages(0, count);
         let mut next = 0;
@@ -226,7 +243,9 @@ impl SendBatch {
                 let accepted = rc as usize;
                 for span in &self.spans[next..next + accepted] {
                     report.sent += span.count;
-                    report.sent_bytes += self.lens[span.first..span.first + span.count].iter().sum::<usize>();
+                    report.sent_bytes += self.sorted_lens[span.first..span.first + span.count]
+                        .iter()
+                        .sum::<usize>();
                     if span.count > 1 {
                         self.gso_messages += 1;
                         self.gso_datagrams += span.count as u64;
@@ -245,7 +264,7 @@ impl SendBatch {
                     break;
                 }
                 // Segmentation itself was refused: rebuild the unsent rest without it.
-                _ if span.count > 1 && self.refuse_gso(errno, self.lens[span.first]) => {
+                _ if span.count > 1 && self.refuse_gso(errno, self.sorted_lens[span.first]) => {
                     messages = self.build_messages(span.first, count);
                     next = 0;
                 }
@@ -259,29 +278,50 @@ impl SendBatch {
         report
     }
 
-    /// Lays out `sendmmsg` messages for datagrams `first..count` from the start of `headers`
-    /// and returns how many there are. The iovecs must already describe the datagrams.
+    /// Fills `order` with slots `0..count` grouped by destination, stably. Quadratic in the
+    /// number of destinations a batch holds, which is small (one per gateway).
+    fn group_by_destination(&mut self, count: usize) {
+        self.order.clear();
+        self.placed[..count].fill(false);
+        for first in 0..count {
+            if self.placed[first] {
+                continue;
+            }
+            let destination = self.destinations[first];
+            for slot in first..count {
+                if !self.placed[slot] && self.destinations[slot] == destination {
+                    self.placed[slot] = true;
+                    self.order.push(slot);
+                }
+            }
+        }
+    }
+
+    /// Lays out `sendmmsg` messages for datagrams `first..count` (in send order) from the
+    /// start of `headers` and returns how many there are. The iovecs must already describe
+    /// the datagrams.
     fn build_messages(&mut self, first: usize, count: usize) -> usize {
         let mut message = 0;
         let mut datagram = first;
         while datagram < count {
             let run = if self.gso == Gso::On {
                 gso_run(
-                    &self.lens[datagram..count],
-                    &self.destinations[datagram..count],
+                    &self.sorted_lens[datagram..count],
+                    &self.sorted_destinations[datagram..count],
                     self.max_gso_segment,
                 )
             } else {
                 1
             };
             let header = &mut self.headers[message].msg_hdr;
-            header.msg_name = self.names[datagram].as_ptr() as *mut libc::c_void;
-            header.msg_namelen = self.names[datagram].len();
+            let name = &self.names[self.order[datagram]];
+            header.msg_name = name.as_ptr() as *mut libc::c_void;
+            header.msg_namelen = name.len();
             header.msg_iov = self.iovecs[datagram..].as_mut_ptr();
             header.msg_iovlen = run;
             header.msg_flags = 0;
             if run > 1 {
-                write_segment_size(header, &mut self.controls[message], self.lens[datagram]);
+                write_segment_size(header, &mut self.controls[message], self.sorted_lens[datagram]);
             } else {
                 header.msg_control = ptr::null_mut();
                 header.msg_controllen = 0;

@@ -2,6 +2,7 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
+use std::time::Instant;
 
 use braid_core::udp::{RecvBatch, SendBatch};
 use braid_core::wire::geneve;
@@ -72,7 +73,7 @@ impl Lane {
             recv: RecvBatch::new(BATCH, (geneve::GENEVE_HEADER_LEN + 256 + mtu + 64).max(2048)),
             coalescer: {
                 let mut coalescer = Coalescer::new(BATCH);
-                coalescer.set_udp(offload);
+                coalescer.set_udp(self.path.udp_coalescing);
                 coalescer
             },
             read_scratch: if offload {
@@ -89,14 +90,16 @@ impl Lane {
             held: Vec::with_capacity(BATCH),
         };
         let mut busy = true;
+        let mut idle_since: Option<Instant> = None;
         while !self.path.stop.is_stopped() {
-            if !busy {
-                match self.sleep() {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::error!(thread = self.id, "polling failed: {e}");
-                        return;
-                    }
+            if busy {
+                idle_since = None;
+            } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= self.path.busy_poll {
+                // The busy-poll budget is spent (or zero): sleep until there is work.
+                idle_since = None;
+                if let Err(e) = self.sleep() {
+                    tracing::error!(thread = self.id, "polling failed: {e}");
+                    return;
                 }
             }
             let latest = self.path.snapshot.load();

@@ -37,7 +37,8 @@
 //!   bound for the gateways.
 //!
 //! A thread sleeps in `poll` (its queue, its socket, its wake-up eventfd) only after a round
-//! found nothing to do; a round that filled a batch goes straight back for more.
+//! found nothing to do and its busy-poll budget ([`DataPath::busy_poll`], none by default) is
+//! spent; a round that filled a batch goes straight back for more.
 //!
 //! Counters count wire packets: a super-packet adds its segment count to `tun_rx_packets` /
 //! `tun_tx_packets` (and to a drop counter if it is dropped) and one to
@@ -115,6 +116,13 @@ pub struct DataPath {
     pub rules: Arc<Rules>,
     pub stats: StatsSet,
     pub published: Vec<Mutex<Published>>,
+    /// How long an idle data thread keeps polling its queue, socket and inbox without
+    /// sleeping (zero: it sleeps in `poll` at once). Spinning trades a core for latency and
+    /// wake-ups.
+    pub busy_poll: std::time::Duration,
+    /// Whether inbound UDP datagrams of one flow are written to the (offload) TUN as one
+    /// super-packet ([`crate::offload::coalesce`]).
+    pub udp_coalescing: bool,
     pub stop: StopFlag,
     pub epoch: Instant,
 }

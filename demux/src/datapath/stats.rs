@@ -163,6 +163,10 @@ pub struct PairTotals {
 #[derive(Debug)]
 pub struct StatsSet {
     threads: Vec<Arc<DemuxStats>>,
+    /// Packets the kernel dropped because the TUN's queues were full (the demux did not read
+    /// them in time): shed at the demux's ingress. Set by whoever reads the interface's
+    /// statistics, exported as `drop_tun_queue_full`.
+    pub tun_queue_drops: AtomicU64,
 }
 
 impl StatsSet {
@@ -170,6 +174,7 @@ impl StatsSet {
     pub fn new(threads: usize) -> StatsSet {
         StatsSet {
             threads: (0..threads.max(1)).map(|_| Arc::new(DemuxStats::new())).collect(),
+            tun_queue_drops: AtomicU64::new(0),
         }
     }
 
@@ -212,6 +217,10 @@ impl StatsSet {
                 sum.insert(name, total.into());
             }
         }
+        sum.insert(
+            "drop_tun_queue_full".into(),
+            self.tun_queue_drops.load(Ordering::Relaxed).into(),
+        );
         sum
     }
 
