@@ -303,6 +303,10 @@ enum LabCommand {
         /// site-b gateway, host b behind them (needs --suite ipsec).
         #[arg(long, value_parser = ["strongswan"])]
         external_peer: Option<String>,
+        /// Data threads of each demux (1-256; `sites.<site>.demux.data_threads`); default one
+        /// per CPU core.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        data_threads: Option<u16>,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -349,6 +353,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         ready_timeout: Duration::from_secs(timeout),
         suite: suite.into(),
         external_peer: false,
+        data_threads: None,
     }
 }
 
@@ -379,6 +384,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     child_lifetime,
                     ike_lifetime,
                     external_peer,
+                    data_threads,
                 },
         } => {
             let lifetimes = lab::IpsecLifetimes {
@@ -387,6 +393,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             let opts = lab::UpOptions {
                 external_peer: external_peer.is_some(),
+                data_threads,
                 ..up_options(name, gateways, timeout, suite)
             };
             let info = lab::up_with(&opts, lifetimes)?;

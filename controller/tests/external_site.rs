@@ -148,6 +148,7 @@ fn strongswan_as_the_whole_peer_site() {
         ready_timeout: Duration::from_secs(30),
         suite: Suite::Ipsec,
         external_peer: true,
+        data_threads: None,
     }));
     let mut lab = ExternalLab {
         info: info.clone(),

@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use braid::demo::{bench_client, pair_tx_bytes, BenchServer};
@@ -62,26 +61,13 @@ fn three_pairs_end_to_end(suite: Suite, name: &str) {
     }
 
     // Capture the WAN while UDP flows and a plaintext marker cross it.
-    let pcap = info.state_dir.join("wan.pcap");
-    let mut tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &info.wan.netns,
-            "tcpdump",
-            "-i",
-            &info.wan.interface,
-            "-U",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump is needed for the WAN capture (apt-get install tcpdump)");
-    std::thread::sleep(Duration::from_millis(800));
+    let tcpdump = Tcpdump::start(
+        &info.wan.netns,
+        &info.wan.interface,
+        0,
+        "",
+        &info.state_dir.join("wan.pcap"),
+    );
 
     let b_addr = info.hosts.b.addr;
     let receiver = in_netns(&info.hosts.b.netns, move || {
@@ -116,10 +102,7 @@ fn three_pairs_end_to_end(suite: Suite, name: &str) {
     )
     .expect("UDP run");
     let marker_received = receiver.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling the tcpdump child we started.
-    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGTERM) };
-    let _ = tcpdump.wait();
+    let cap = tcpdump.finish();
 
     assert_eq!(marker_received, 32, "every marker datagram reached host b");
     let flows = udp["flows"]
@@ -136,7 +119,6 @@ fn three_pairs_end_to_end(suite: Suite, name: &str) {
         assert_eq!(f["lost"].as_u64(), Some(0), "UDP flow lost datagrams at 20 Mbit/s: {f}");
     }
 
-    let cap = read_pcap(&pcap);
     assert!(
         cap.udp.len() > 1000,
         "the capture saw the traffic ({} UDP frames)",

@@ -69,6 +69,7 @@ impl LabRun {
             ready_timeout: READY_TIMEOUT,
             suite,
             external_peer: false,
+            data_threads: None,
         })
         .with_context(|| format!("building lab {name:?} with {gateways} {suite} pair(s)"))?;
         Ok(LabRun {

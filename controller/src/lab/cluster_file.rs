@@ -81,18 +81,39 @@ impl IpsecLifetimes {
     }
 }
 
+/// The data threads a lab's cluster file gives both demuxes (`sites.<site>.demux.data_threads`),
+/// as the value to write again when it is rewritten (a scale); `None` when it sets none (one
+/// per CPU core). A lab writes one value for both sites; a file whose sites differ (edited by
+/// hand) is refused, since a rewrite would lose one of them.
+pub fn data_threads_of(config: &ClusterConfig) -> Result<Option<u16>> {
+    let mut values = config
+        .sites
+        .values()
+        .filter_map(|site| site.demux.as_ref())
+        .map(|demux| demux.data_threads);
+    let first = values.next().flatten();
+    if values.any(|v| v != first) {
+        bail!(
+            "the lab's sites run different demux data_threads; set one value for both sites before rewriting the file"
+        );
+    }
+    Ok(first.map(|n| u16::try_from(n).unwrap_or(u16::MAX)))
+}
+
 /// Writes (or rewrites, for a scale) `cluster.yaml` under `dir` for a lab of `suite`, with the
 /// cluster secret and the suite's keys (one private key per WireGuard gateway, or one IPsec
 /// pre-shared key) created on first use and kept afterwards, the IPsec SA `lifetimes` if set
-/// (refused for WireGuard), and the controller listening on a unix socket in `dir` with its HTTP
-/// endpoint on `metrics`, its admin socket and its state directory in `dir` too. Returns the
-/// YAML's path.
+/// (refused for WireGuard), each site's demux running `data_threads` data threads if set (else
+/// the configuration's default, one per CPU core; the range is checked when the file is loaded
+/// back), and the controller listening on a unix socket in `dir` with its HTTP endpoint on
+/// `metrics`, its admin socket and its state directory in `dir` too. Returns the YAML's path.
 pub fn write_lab_cluster(
     topo: &Topology,
     dir: &Path,
     metrics: SocketAddr,
     suite: Suite,
     lifetimes: IpsecLifetimes,
+    data_threads: Option<u16>,
 ) -> Result<PathBuf> {
     lifetimes.check_suite(suite)?;
     if suite == Suite::WireGuard {
@@ -130,6 +151,9 @@ pub fn write_lab_cluster(
         let _ = writeln!(yaml, "    prefixes: [{}/{}]", s.prefix.0, s.prefix.1);
         let _ = writeln!(yaml, "    demux:\n      tun: braid0\n      geneve: {}:6081", s.lan);
         let _ = writeln!(yaml, "      netns: {}", topo.demux_ns(site));
+        if let Some(threads) = data_threads {
+            let _ = writeln!(yaml, "      data_threads: {threads}");
+        }
     }
     let _ = writeln!(yaml, "pairs:");
     for pair in topo.pair_ids() {
@@ -216,6 +240,7 @@ mod tests {
             METRICS.parse().unwrap(),
             Suite::Ipsec,
             IpsecLifetimes::default(),
+            None,
         )
         .unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
@@ -246,6 +271,7 @@ mod tests {
             METRICS.parse().unwrap(),
             Suite::Ipsec,
             IpsecLifetimes::default(),
+            None,
         )
         .unwrap();
         assert_eq!(ClusterConfig::load(&path).unwrap().pairs.len(), 3);
@@ -262,6 +288,7 @@ mod tests {
             METRICS.parse().unwrap(),
             Suite::WireGuard,
             IpsecLifetimes::default(),
+            None,
         )
         .unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
@@ -278,5 +305,48 @@ mod tests {
                 assert_eq!(Some(PrivateKey::load(key_file).unwrap().public_key()), gw.public_key);
             }
         }
+    }
+
+    #[test]
+    fn data_threads_reach_every_demux_and_are_read_back_for_a_rewrite() {
+        let dir = ScratchDir::new("threads");
+        let topo = Topology::new("t", 2).unwrap();
+        let write = |threads| {
+            write_lab_cluster(
+                &topo,
+                &dir.0,
+                METRICS.parse().unwrap(),
+                Suite::WireGuard,
+                IpsecLifetimes::default(),
+                threads,
+            )
+            .map(|path| ClusterConfig::load(&path).unwrap())
+        };
+        let cfg = write(Some(2)).unwrap();
+        for (site, s) in &cfg.sites {
+            assert_eq!(s.demux.as_ref().unwrap().data_threads, Some(2), "site {site}");
+        }
+        assert_eq!(data_threads_of(&cfg).unwrap(), Some(2));
+        let cfg = write(None).unwrap();
+        assert!(cfg
+            .sites
+            .values()
+            .all(|s| s.demux.as_ref().unwrap().data_threads.is_none()));
+        assert_eq!(data_threads_of(&cfg).unwrap(), None);
+        let error = format!("{:#}", write(Some(257)).unwrap_err());
+        assert!(error.contains("data_threads"), "{error}");
+
+        // Sites edited by hand to differ: a rewrite would lose one of them, so it is refused.
+        let path = dir.0.join("cluster.yaml");
+        write(Some(2)).unwrap();
+        let yaml = fs::read_to_string(&path)
+            .unwrap()
+            .replacen("data_threads: 2", "data_threads: 3", 1);
+        fs::write(&path, yaml).unwrap();
+        let error = format!(
+            "{:#}",
+            data_threads_of(&ClusterConfig::load(&path).unwrap()).unwrap_err()
+        );
+        assert!(error.contains("different demux data_threads"), "{error}");
     }
 }

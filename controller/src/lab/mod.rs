@@ -13,7 +13,9 @@
 //! per gateway, or IPsec on port 4500 with one pre-shared key in the state directory. The
 //! readiness probe is the same for both. An IPsec lab can be built with short SA lifetimes
 //! ([`up_with`], `braid lab up --child-lifetime/--ike-lifetime`) to exercise rekeys; a scale
-//! keeps them, as it keeps the suite, by reading them back from the lab's cluster file.
+//! keeps them, as it keeps the suite, by reading them back from the lab's cluster file. Any lab
+//! can set how many data threads each demux runs ([`UpOptions::data_threads`],
+//! `braid lab up --data-threads N`); a scale keeps that too.
 
 pub mod cluster_file;
 pub mod controller;
@@ -197,6 +199,9 @@ pub struct UpOptions {
     pub suite: Suite,
     /// Site b runs no braid: strongSwan is the whole peer site (see [`external`]).
     pub external_peer: bool,
+    /// Data threads of every demux (`sites.<site>.demux.data_threads`, 1..=256); `None` leaves
+    /// the configuration's default, one per CPU core.
+    pub data_threads: Option<u16>,
 }
 
 /// The state directory of lab `name`.
@@ -317,13 +322,16 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         if lifetimes != IpsecLifetimes::default() {
             bail!("--child-lifetime and --ike-lifetime are not supported with --external-peer (the strongSwan side keeps its own)");
         }
+        if opts.data_threads.is_some() {
+            bail!("--data-threads is not supported with --external-peer");
+        }
         external::check_strongswan()?;
         let config = external::write_cluster(topo, &dir, metrics)?;
         external::build_network(topo)?;
         charons = external::start_charons(topo, &dir)?;
         config
     } else {
-        let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes)?;
+        let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes, opts.data_threads)?;
         build_network(topo, topo.pair_ids())?;
         config
     };
@@ -737,9 +745,15 @@ mod tests {
         let dir = ScratchDir::new("lifetimes");
         let metrics: SocketAddr = "127.0.0.1:19478".parse().unwrap();
         let topo = Topology::new("t", 2).unwrap();
-        let path =
-            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(Some(60), Some(240)))
-                .unwrap();
+        let path = cluster_file::write_lab_cluster(
+            &topo,
+            &dir.0,
+            metrics,
+            Suite::Ipsec,
+            lifetimes(Some(60), Some(240)),
+            None,
+        )
+        .unwrap();
         let yaml = fs::read_to_string(&path).unwrap();
         assert!(
             yaml.contains("ipsec:\n  psk_file: ipsec.psk\n  child_lifetime_s: 60\n  ike_lifetime_s: 240\n"),
@@ -770,7 +784,8 @@ mod tests {
 
         // Only one lifetime given: the other keeps the default, through a scale too.
         let path =
-            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(None, Some(30))).unwrap();
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(None, Some(30)), None)
+                .unwrap();
         let defaults = Some(LabIpsec {
             child_lifetime_s: braid_core::config::DEFAULT_CHILD_LIFETIME_S,
             ike_lifetime_s: 30,
@@ -782,13 +797,49 @@ mod tests {
 
         // No flags: the file is what it always was, and a WireGuard lab has no lifetimes.
         let path =
-            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLifetimes::default()).unwrap();
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLifetimes::default(), None)
+                .unwrap();
         assert!(!fs::read_to_string(&path).unwrap().contains("_lifetime_s"));
         let wg_dir = ScratchDir::new("lifetimes-wg");
-        let path =
-            cluster_file::write_lab_cluster(&topo, &wg_dir.0, metrics, Suite::WireGuard, IpsecLifetimes::default())
-                .unwrap();
+        let path = cluster_file::write_lab_cluster(
+            &topo,
+            &wg_dir.0,
+            metrics,
+            Suite::WireGuard,
+            IpsecLifetimes::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(running(&path), (Suite::WireGuard, None));
+    }
+
+    #[test]
+    fn data_threads_survive_a_scale() {
+        let dir = ScratchDir::new("threads");
+        let metrics: SocketAddr = "127.0.0.1:19481".parse().unwrap();
+        let topo = Topology::new("t", 2).unwrap();
+        let path = cluster_file::write_lab_cluster(
+            &topo,
+            &dir.0,
+            metrics,
+            Suite::WireGuard,
+            IpsecLifetimes::default(),
+            Some(2),
+        )
+        .unwrap();
+        let mut lab = info(Suite::WireGuard);
+        (lab.state_dir, lab.config, lab.metrics) = (dir.0.clone(), path.clone(), metrics);
+        for pairs in [3, 1] {
+            let running_before = load_cluster(&path).unwrap();
+            scale::rewrite_cluster_file(&running_before, &lab, &Topology::new("t", pairs).unwrap()).unwrap();
+            let after = load_cluster(&path).unwrap();
+            assert_eq!(
+                cluster_file::data_threads_of(&after).unwrap(),
+                Some(2),
+                "after scaling to {pairs}"
+            );
+            assert_eq!(after.pairs.len(), usize::from(pairs));
+        }
     }
 
     #[test]
@@ -797,7 +848,7 @@ mod tests {
         let metrics: SocketAddr = "127.0.0.1:19479".parse().unwrap();
         let topo = Topology::new("t", 1).unwrap();
         let write = |child, ike| {
-            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(child, ike))
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, lifetimes(child, ike), None)
                 .map(|_| ())
                 .map_err(|e| format!("{e:#}"))
         };
@@ -840,6 +891,7 @@ mod tests {
             ready_timeout: Duration::from_secs(1),
             suite: Suite::WireGuard,
             external_peer: false,
+            data_threads: None,
         };
         for set in [
             lifetimes(Some(60), None),
@@ -859,6 +911,7 @@ mod tests {
                 "127.0.0.1:19480".parse().unwrap(),
                 Suite::WireGuard,
                 set,
+                None,
             )
             .unwrap_err();
             assert!(format!("{error:#}").contains("need --suite ipsec"), "{error:#}");

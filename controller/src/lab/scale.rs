@@ -7,7 +7,8 @@
 //! new flows; pinned flows stay until idle or the drain deadline) and then stops their
 //! gateways. Established flows never move in either direction. The lab keeps its suite and its
 //! IPsec SA lifetimes (read from its cluster file): new IPsec pairs use the lab's pre-shared key
-//! and lifetimes, and running pairs are not handed different lifetimes by the reload.
+//! and lifetimes, and running pairs are not handed different lifetimes by the reload. The
+//! demuxes' data threads are kept too (a demux reads them only when it starts).
 
 use std::fs;
 use std::path::PathBuf;
@@ -67,9 +68,10 @@ pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
 }
 
 /// Rewrites lab `info`'s cluster file for `topo`'s pairs, keeping what the running daemons use
-/// (`running`, the file as it was): its suite and its IPsec SA lifetimes; the keys are kept by
-/// [`cluster_file::write_lab_cluster`].
+/// (`running`, the file as it was): its suite, its IPsec SA lifetimes and its demuxes' data
+/// threads; the keys are kept by [`cluster_file::write_lab_cluster`].
 pub(super) fn rewrite_cluster_file(running: &ClusterConfig, info: &LabInfo, topo: &Topology) -> Result<PathBuf> {
     let (suite, lifetimes) = (running.cluster.suite, IpsecLifetimes::of(running));
-    cluster_file::write_lab_cluster(topo, &info.state_dir, info.metrics, suite, lifetimes)
+    let data_threads = cluster_file::data_threads_of(running)?;
+    cluster_file::write_lab_cluster(topo, &info.state_dir, info.metrics, suite, lifetimes, data_threads)
 }

@@ -75,15 +75,32 @@ impl Lab {
 
     /// A lab whose pairs speak `suite`.
     pub fn up_with(name: &str, gateways: u16, suite: Suite) -> Lab {
-        let _ = lab::down(name);
-        let opts = UpOptions {
+        Lab::up_opts(Lab::options(name, gateways, suite))
+    }
+
+    /// A WireGuard lab whose demuxes run `threads` data threads each.
+    pub fn up_threads(name: &str, gateways: u16, threads: u16) -> Lab {
+        Lab::up_opts(UpOptions {
+            data_threads: Some(threads),
+            ..Lab::options(name, gateways, Suite::WireGuard)
+        })
+    }
+
+    fn options(name: &str, gateways: u16, suite: Suite) -> UpOptions {
+        UpOptions {
             name: name.into(),
             gateways,
             bin_dir: bin_dir(),
             ready_timeout: Duration::from_secs(30),
             suite,
             external_peer: false,
-        };
+            data_threads: None,
+        }
+    }
+
+    fn up_opts(opts: UpOptions) -> Lab {
+        let name = opts.name.clone();
+        let _ = lab::down(&name);
         let info = lab::up(&opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
         Lab { info }
     }
@@ -770,4 +787,137 @@ fn ipv4_udp_frame(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payl
     pkt[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     pkt[28..].copy_from_slice(payload);
     pkt
+}
+
+// ---------------------------------------------------------------------------------------------
+// Captures: tcpdump in a lab namespace, and which pair each flow's GENEVE packets crossed.
+
+/// A tcpdump writing a pcap file, stopped (SIGTERM) by [`Tcpdump::finish`] or when dropped.
+pub struct Tcpdump {
+    child: Option<std::process::Child>,
+    path: PathBuf,
+}
+
+impl Tcpdump {
+    /// Starts tcpdump on `interface` in namespace `netns`, keeping `snaplen` bytes of each
+    /// frame that matches `filter` (a pcap filter expression; empty for everything), writing
+    /// `path`; returns once it has had time to attach.
+    pub fn start(netns: &str, interface: &str, snaplen: u32, filter: &str, path: &Path) -> Tcpdump {
+        let mut args: Vec<String> = ["netns", "exec", netns, "tcpdump", "-i", interface, "-U", "-s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(snaplen.to_string());
+        args.push("-w".into());
+        args.push(path.display().to_string());
+        args.extend(filter.split_whitespace().map(str::to_string));
+        let child = std::process::Command::new("ip")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump is needed for lab captures (apt-get install tcpdump)");
+        std::thread::sleep(Duration::from_millis(800));
+        Tcpdump {
+            child: Some(child),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture (after a moment for frames in flight) and reads what it wrote.
+    pub fn finish(mut self) -> Capture {
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop();
+        read_pcap(&self.path)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling the tcpdump child this guard started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A flow as braid steers it: protocol and its two ends, in canonical (sorted) order, so both
+/// directions of a connection are one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InnerFlow {
+    pub protocol: u8,
+    pub ends: [std::net::SocketAddrV4; 2],
+}
+
+/// The GENEVE demux↔gateway traffic on site `site`'s LAN (a capture of `br-lan` in its demux's
+/// namespace, see [`capture_site_lan`]): for every inner IPv4 TCP or UDP flow whose ends are
+/// both in `hosts`, the pairs its packets crossed in either direction, told by the gateway's LAN
+/// address (the outer destination of what the demux sent, the outer source of what it got).
+pub fn flow_pairs(
+    cap: &Capture,
+    info: &LabInfo,
+    site: &str,
+) -> std::collections::BTreeMap<InnerFlow, std::collections::BTreeSet<u16>> {
+    let topo = braid::lab::topology::Topology::new(&info.name, info.gateways).expect("the lab's topology");
+    let gateway_of = |ip: std::net::Ipv4Addr| topo.pair_ids().find(|&p| topo.gateway_lan(site, p) == ip);
+    let hosts = [info.hosts.a.addr, info.hosts.b.addr];
+    let mut out: std::collections::BTreeMap<InnerFlow, std::collections::BTreeSet<u16>> = Default::default();
+    for f in &cap.udp {
+        if f.src_port != 6081 && f.dst_port != 6081 {
+            continue;
+        }
+        let Some(pair) = gateway_of(f.dst).or_else(|| gateway_of(f.src)) else {
+            continue;
+        };
+        let Some(flow) = geneve_inner_flow(&f.payload) else {
+            continue;
+        };
+        if flow.ends.iter().all(|e| hosts.contains(e.ip())) {
+            out.entry(flow).or_default().insert(pair);
+        }
+    }
+    out
+}
+
+/// The inner flow of a GENEVE payload carrying IPv4 TCP or UDP (first fragments only).
+fn geneve_inner_flow(geneve: &[u8]) -> Option<InnerFlow> {
+    let header = 8 + usize::from(geneve.first()? & 0x3f) * 4;
+    if geneve.get(2..4)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = geneve.get(header..)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    let protocol = *ip.get(9)?;
+    let fragment_offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    if !(protocol == 6 || protocol == 17) || fragment_offset != 0 {
+        return None;
+    }
+    let ports = ip.get(ihl..ihl + 4)?;
+    let addr = |at: usize, port: usize| {
+        std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]),
+            u16::from_be_bytes([ports[port], ports[port + 1]]),
+        )
+    };
+    let mut ends = [addr(12, 0), addr(16, 2)];
+    ends.sort();
+    Some(InnerFlow { protocol, ends })
+}
+
+/// Starts a capture of the GENEVE traffic between site `site`'s demux and its gateways (the
+/// demux namespace's LAN bridge), into `file` in the lab's state directory. 128 bytes of each
+/// frame hold the outer headers, GENEVE and the inner IPv4 and ports.
+pub fn capture_site_lan(info: &LabInfo, site: &str, file: &str) -> Tcpdump {
+    let netns = info
+        .processes
+        .iter()
+        .find(|p| p.role == "demux" && p.site == site)
+        .map(|p| p.netns.clone())
+        .unwrap_or_else(|| panic!("no demux {site} in the lab"));
+    Tcpdump::start(&netns, "br-lan", 128, "udp port 6081", &info.state_dir.join(file))
 }
