@@ -156,9 +156,21 @@ fn baseline_measures_both_suites_and_each_installed_tunnel() {
     assert_eq!(paths[1]["path"], "braid IPsec (1 pair)");
     assert!(paths.iter().all(|p| p["braid_bench"]["mbps"].as_f64().unwrap() > 0.0));
     assert!(
-        paths.len() + skipped.len() >= 4,
-        "every implementation measured or skipped: {r}"
+        paths.len() + skipped.len() >= 5,
+        "every implementation (boringtun-cli, gotatun, wireguard-go) measured or skipped: {r}"
     );
+    // Every path measured, braid's and the baselines', carried the same small-packet UDP run.
+    for path in paths {
+        let udp = &path["udp"];
+        assert_eq!(
+            (udp["size"].as_u64(), udp["flows"].as_u64()),
+            (Some(64), Some(2)),
+            "{path}"
+        );
+        assert!(udp["received"].as_u64().unwrap() > 0, "{path}");
+    }
+    let baselines = paths.len() - 2;
+    assert_eq!(r["braid_udp_ratio"].as_array().unwrap().len(), baselines, "{r}");
     let suites = r["suites"].as_array().unwrap();
     assert_eq!(suites.len(), 2);
     for (figures, suite) in suites.iter().zip(["wireguard", "ipsec"]) {

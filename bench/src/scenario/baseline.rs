@@ -5,16 +5,19 @@
 //! braid runs as a lab of `--pairs` pairs (2 by default) for each suite of `--suites`
 //! (WireGuard, then IPsec, by default), one lab after the other in this process, each with the
 //! same traffic: the report gives each suite's figures and IPsec's over WireGuard's. With
-//! `--udp-size`, each braid suite also carries sequence-numbered UDP flows of small datagrams
-//! at `--udp-rate` offered, which measures the per-packet cost (delivered packets per second)
+//! `--udp-size`, every path also carries sequence-numbered UDP flows of small datagrams at
+//! `--udp-rate` offered, which measures the per-packet cost (delivered packets per second)
 //! rather than the per-byte cost TCP's large segments show.
 //!
 //! Each baseline is two namespaces joined by a veth pair, a WireGuard daemon in each
-//! (boringtun-cli, wireguard-go) configured with `wg set`, and a 1420-byte tunnel MTU — the same
-//! shape as one braid lane without the demux. On every path the same multi-stream TCP test runs
-//! twice: once with braid-bench, once with iperf3, so the report shows braid's ratio to each
-//! implementation and how far braid-bench and iperf3 agree. An implementation that is not
-//! installed is skipped with the reason; the small-packet UDP run is braid's only.
+//! (boringtun-cli; gotatun, its maintained fork, which takes the same command line; wireguard-go)
+//! configured with `wg set`, and a 1420-byte tunnel MTU — the same shape as one braid lane
+//! without the demux. On every path the same multi-stream TCP test runs twice: once with
+//! braid-bench, once with iperf3, so the report shows braid's ratio to each implementation and
+//! how far braid-bench and iperf3 agree. The small-packet UDP run is the same braid-bench client
+//! on every path, braid's and the baselines', so braid's delivered packets per second are
+//! compared with each baseline's too. An implementation that is not installed is skipped with
+//! the reason.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -40,32 +43,41 @@ const TUNNEL_MTU: &str = "1420";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Implementation {
     BoringtunCli,
+    /// boringtun's maintained fork; its `gotatun` program takes boringtun-cli's command line.
+    Gotatun,
     WireguardGo,
 }
 
 impl Implementation {
-    pub const ALL: [Implementation; 2] = [Implementation::BoringtunCli, Implementation::WireguardGo];
+    pub const ALL: [Implementation; 3] = [
+        Implementation::BoringtunCli,
+        Implementation::Gotatun,
+        Implementation::WireguardGo,
+    ];
 
+    /// The name of the implementation, which is also the name of its program.
     pub fn name(self) -> &'static str {
         match self {
             Implementation::BoringtunCli => "boringtun-cli",
+            Implementation::Gotatun => "gotatun",
             Implementation::WireguardGo => "wireguard-go",
         }
     }
 
-    /// Where the program is, if installed.
+    /// Where the program is, if installed: `cargo install`'s directory for the Rust ones, the
+    /// distribution's for wireguard-go, then /usr/local/bin.
     pub fn program(self) -> Option<PathBuf> {
-        let candidates: Vec<PathBuf> = match self {
-            Implementation::BoringtunCli => {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-                vec![
-                    home.join(".cargo/bin/boringtun-cli"),
-                    "/usr/local/bin/boringtun-cli".into(),
-                ]
-            }
-            Implementation::WireguardGo => vec!["/usr/bin/wireguard-go".into(), "/usr/local/bin/wireguard-go".into()],
+        let first = match self {
+            Implementation::BoringtunCli | Implementation::Gotatun => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cargo/bin"),
+            Implementation::WireguardGo => "/usr/bin".into(),
         };
-        candidates.into_iter().find(|p| p.is_file())
+        [first, "/usr/local/bin".into()]
+            .into_iter()
+            .map(|dir| dir.join(self.name()))
+            .find(|p| p.is_file())
     }
 
     /// The daemon's command line for interface `dev`, in the foreground.
@@ -73,7 +85,7 @@ impl Implementation {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns, "env"]);
         match self {
-            Implementation::BoringtunCli => {
+            Implementation::BoringtunCli | Implementation::Gotatun => {
                 c.arg("WG_SUDO=1")
                     .arg(program)
                     .args([dev, "--foreground", "--disable-drop-privileges"]);
@@ -94,9 +106,11 @@ pub struct PathFigures {
     pub iperf3_mbps: Option<f64>,
     /// braid-bench / iperf3.
     pub agreement: Option<f64>,
+    /// The small-packet UDP run, when `--udp-size` asked for one.
+    pub udp: Option<UdpFigure>,
 }
 
-/// The small-packet UDP run of each braid suite.
+/// The small-packet UDP run of every path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmallUdp {
     /// UDP payload bytes per datagram (braid-bench's header included, at least 32).
@@ -118,7 +132,7 @@ pub struct BaselineOptions {
     pub pairs: u16,
     /// braid's suites, measured in this order; never empty, no suite twice.
     pub suites: Vec<Suite>,
-    /// Also a small-packet UDP run on each braid suite.
+    /// Also a small-packet UDP run on every path, braid's and the baselines'.
     pub udp: Option<SmallUdp>,
 }
 
@@ -178,7 +192,10 @@ pub struct BaselineReport {
     /// (like with like), else the first suite's.
     pub braid_ratio_of: String,
     /// That braid path's braid-bench figure over each baseline's, by implementation.
-    pub braid_ratio: Vec<(String, f64)>,
+    pub braid_ratio: RatioByPath,
+    /// That braid path's small-packet UDP delivered packets per second over each baseline's, by
+    /// implementation, when both ran it.
+    pub braid_udp_ratio: RatioByPath,
     /// Each braid suite measured, in order.
     pub suites: Vec<SuiteFigures>,
     /// IPsec over WireGuard, when both were measured.
@@ -229,14 +246,8 @@ pub fn run(options: &BaselineOptions, bin_dir: &Path) -> Result<BaselineReport> 
             seconds,
             &lab.info.state_dir.join("logs"),
         );
-        let udp = match &options.udp {
-            Some(udp) => {
-                eprintln!("baseline: {path}, {}-byte UDP datagrams…", udp.size);
-                Some(small_udp(&lab, udp, seconds).with_context(|| format!("small-packet UDP through {path}"))?)
-            }
-            None => None,
-        };
-        let figures = figures(&path, figure, iperf, &mut skipped);
+        let udp = small_udp_on(&path, options, |args| bench_client(&lab.info, &lab.bin_dir, args))?;
+        let figures = figures(&path, figure, iperf, udp, &mut skipped);
         suites.push(SuiteFigures {
             suite,
             path,
@@ -264,36 +275,55 @@ pub fn run(options: &BaselineOptions, bin_dir: &Path) -> Result<BaselineReport> 
             seconds,
             &tunnel.dir,
         );
-        paths.push(figures(imp.name(), figure, iperf, &mut skipped));
+        let udp = small_udp_on(imp.name(), options, |args| tunnel.bench_client(&bench, args))?;
+        paths.push(figures(imp.name(), figure, iperf, udp, &mut skipped));
     }
-    let reference = suites
-        .iter()
-        .find(|s| s.suite == Suite::WireGuard)
-        .unwrap_or(&suites[0]);
-    let braid = reference.tcp.mbps;
-    let braid_ratio = paths[braid_paths..]
-        .iter()
-        .filter(|p| p.braid_bench.mbps > 0.0)
-        .map(|p| (p.path.clone(), braid / p.braid_bench.mbps))
-        .collect();
+    // The braid paths come first in `paths`, in the order of `suites`.
+    let reference = suites.iter().position(|s| s.suite == Suite::WireGuard).unwrap_or(0);
+    let (braid_ratio, braid_udp_ratio) = braid_ratios(&paths[reference], &paths[braid_paths..]);
     Ok(BaselineReport {
         streams,
         seconds,
         pairs,
-        braid_ratio_of: reference.path.clone(),
+        braid_ratio_of: paths[reference].path.clone(),
         paths,
         braid_ratio,
+        braid_udp_ratio,
         ipsec_over_wireguard: suite_ratios(&suites),
         suites,
         skipped,
     })
 }
 
+/// Ratios of one braid path's figure to each baseline's, by the baseline's name.
+pub type RatioByPath = Vec<(String, f64)>;
+
+/// `num / den`, unless `den` is not positive (a path that carried nothing).
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den > 0.0).then(|| num / den)
+}
+
+/// `braid`'s figures over each baseline's, by implementation: braid-bench TCP Mbit/s, then
+/// small-packet UDP delivered packets per second where both paths ran it.
+pub fn braid_ratios(braid: &PathFigures, baselines: &[PathFigures]) -> (RatioByPath, RatioByPath) {
+    let tcp = baselines
+        .iter()
+        .filter_map(|p| Some((p.path.clone(), ratio(braid.braid_bench.mbps, p.braid_bench.mbps)?)))
+        .collect();
+    let udp = baselines
+        .iter()
+        .filter_map(|p| {
+            let (b, p_udp) = braid.udp.zip(p.udp)?;
+            Some((p.path.clone(), ratio(b.delivered_pps, p_udp.delivered_pps)?))
+        })
+        .collect();
+    (tcp, udp)
+}
+
 /// IPsec's figures over WireGuard's, when both suites were measured.
 pub fn suite_ratios(suites: &[SuiteFigures]) -> Option<SuiteRatios> {
     let of = |suite| suites.iter().find(|s| s.suite == suite);
     let (wg, ipsec) = (of(Suite::WireGuard)?, of(Suite::Ipsec)?);
-    let ratio = |num: f64, den: f64| (den > 0.0).then(|| num / den);
     Some(SuiteRatios {
         tcp: ratio(ipsec.tcp.mbps, wg.tcp.mbps)?,
         tcp_iperf3: ipsec.iperf3_mbps.zip(wg.iperf3_mbps).and_then(|(i, w)| ratio(i, w)),
@@ -304,18 +334,25 @@ pub fn suite_ratios(suites: &[SuiteFigures]) -> Option<SuiteRatios> {
     })
 }
 
-/// Runs `udp`'s small datagrams from host a to host b of a lab (a bench server must be
-/// running) and reads what was delivered.
-fn small_udp(lab: &LabRun, udp: &SmallUdp, seconds: f64) -> Result<UdpFigure> {
-    let (size, flows, t) = (udp.size.to_string(), udp.flows.to_string(), seconds.to_string());
-    let report = bench_client(
-        &lab.info,
-        &lab.bin_dir,
-        &[
-            "--udp", "--rate", &udp.rate, "--size", &size, "-P", &flows, "-t", &t, "-i", &t, "--drain", "1",
-        ],
-    )?;
-    udp_figure(&report, udp.size, udp.flows)
+/// The small-packet UDP run on `path`, when `options` asks for one: `client` runs
+/// `braid-bench client` with the given arguments against a bench server across the path and
+/// returns its JSON report.
+fn small_udp_on(
+    path: &str,
+    options: &BaselineOptions,
+    client: impl FnOnce(&[&str]) -> Result<Value>,
+) -> Result<Option<UdpFigure>> {
+    let Some(udp) = &options.udp else {
+        return Ok(None);
+    };
+    eprintln!("baseline: {path}, {}-byte UDP datagrams…", udp.size);
+    let (size, flows, t) = (udp.size.to_string(), udp.flows.to_string(), options.seconds.to_string());
+    let report = client(&[
+        "--udp", "--rate", &udp.rate, "--size", &size, "-P", &flows, "-t", &t, "-i", &t, "--drain", "1",
+    ])
+    .and_then(|report| udp_figure(&report, udp.size, udp.flows))
+    .with_context(|| format!("small-packet UDP through {path}"))?;
+    Ok(Some(report))
 }
 
 /// Reads the figures of a `braid-bench client --udp --json` report, refusing a corrupted run.
@@ -348,7 +385,13 @@ pub fn udp_figure(report: &Value, size: usize, flows: u32) -> Result<UdpFigure> 
     })
 }
 
-fn figures(path: &str, figure: TcpFigure, iperf: Result<f64>, skipped: &mut Vec<String>) -> PathFigures {
+fn figures(
+    path: &str,
+    figure: TcpFigure,
+    iperf: Result<f64>,
+    udp: Option<UdpFigure>,
+    skipped: &mut Vec<String>,
+) -> PathFigures {
     let iperf3_mbps = match iperf {
         Ok(mbps) => Some(mbps),
         Err(e) => {
@@ -361,6 +404,7 @@ fn figures(path: &str, figure: TcpFigure, iperf: Result<f64>, skipped: &mut Vec<
         braid_bench: figure,
         iperf3_mbps,
         agreement: iperf3_mbps.filter(|m| *m > 0.0).map(|m| figure.mbps / m),
+        udp,
     }
 }
 
@@ -472,6 +516,13 @@ impl Tunnel {
 
     /// braid-bench TCP through the tunnel.
     fn tcp(&self, bench: &Path, streams: u32, seconds: f64) -> Result<TcpFigure> {
+        let (p, t) = (streams.to_string(), seconds.to_string());
+        tcp_figure(&self.bench_client(bench, &["-P", &p, "-t", &t])?)
+    }
+
+    /// Runs `braid-bench client ARGS --json` on side a against a bench server started for it
+    /// on side b, across the tunnel, and parses its JSON.
+    fn bench_client(&self, bench: &Path, extra: &[&str]) -> Result<Value> {
         let port = BENCH_PORT.to_string();
         let mut server = spawn_in(
             &self.ns_b,
@@ -480,25 +531,17 @@ impl Tunnel {
             &self.dir.join("bench-server.log"),
         )?;
         thread::sleep(Duration::from_millis(300));
-        let args: Vec<String> = [
-            "client",
-            "-c",
-            Self::INNER_B,
-            "--port",
-            &port,
-            "-P",
-            &streams.to_string(),
-            "-t",
-            &seconds.to_string(),
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args: Vec<String> = ["client", "-c", Self::INNER_B, "--port", &port]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain(["--json"])
+            .map(String::from)
+            .collect();
         let out = run_in(&self.ns_a, bench, &args);
         let _ = server.kill();
         let _ = server.wait();
-        tcp_figure(&serde_json::from_str(&out?).context("braid-bench printed no JSON")?)
+        let out = out?;
+        serde_json::from_str(&out).with_context(|| format!("braid-bench printed no JSON: {out}"))
     }
 }
 
@@ -568,17 +611,17 @@ pub fn render(r: &BaselineReport) -> String {
             p.path, p.braid_bench.mbps, iperf, agreement
         );
     }
-    let udp: Vec<(&SuiteFigures, &UdpFigure)> = r.suites.iter().filter_map(|f| Some((f, f.udp.as_ref()?))).collect();
+    let udp: Vec<(&PathFigures, &UdpFigure)> = r.paths.iter().filter_map(|p| Some((p, p.udp.as_ref()?))).collect();
     if let Some((_, first)) = udp.first() {
         s += &format!(
             "small-packet UDP, {}-byte datagrams, {} flows, {} s per run\n\
              path                          sent pps  delivered pps   Mbit/s   lost %\n",
             first.size, first.flows, first.seconds
         );
-        for (f, u) in &udp {
+        for (p, u) in &udp {
             s += &format!(
                 "{:<27} {:>11.0} {:>14.0} {:>8.1} {:>8.2}\n",
-                f.path, u.sent_pps, u.delivered_pps, u.delivered_mbps, u.loss_percent
+                p.path, u.sent_pps, u.delivered_pps, u.delivered_mbps, u.loss_percent
             );
         }
     }
@@ -593,7 +636,11 @@ pub fn render(r: &BaselineReport) -> String {
         s += "\n";
     }
     for (path, ratio) in &r.braid_ratio {
-        s += &format!("{} / {path}: {ratio:.2}\n", r.braid_ratio_of);
+        s += &format!("{} / {path}: TCP {ratio:.2}", r.braid_ratio_of);
+        if let Some((_, pps)) = r.braid_udp_ratio.iter().find(|(p, _)| p == path) {
+            s += &format!(", small-packet UDP {pps:.2} (delivered pps)");
+        }
+        s += "\n";
     }
     for skip in &r.skipped {
         s += &format!("skipped: {skip}\n");
@@ -676,17 +723,21 @@ mod tests {
             suite(Suite::WireGuard, 2000.0, Some(2100.0), Some(100_000.0)),
             suite(Suite::Ipsec, 1500.0, Some(1575.0), Some(80_000.0)),
         ];
-        let paths = suites
+        let mut paths: Vec<PathFigures> = suites
             .iter()
-            .map(|s| figures(&s.path, s.tcp, Ok(s.iperf3_mbps.unwrap()), &mut Vec::new()))
+            .map(|s| figures(&s.path, s.tcp, Ok(s.iperf3_mbps.unwrap()), s.udp, &mut Vec::new()))
             .collect();
+        let gotatun = suite(Suite::WireGuard, 500.0, None, Some(40_000.0));
+        paths.push(figures("gotatun", gotatun.tcp, Ok(510.0), gotatun.udp, &mut Vec::new()));
+        let (braid_ratio, braid_udp_ratio) = braid_ratios(&paths[0], &paths[2..]);
         let report = BaselineReport {
             streams: 4,
             seconds: 8.0,
             pairs: 2,
             paths,
             braid_ratio_of: suites[0].path.clone(),
-            braid_ratio: vec![("boringtun-cli".into(), 4.0)],
+            braid_ratio,
+            braid_udp_ratio,
             ipsec_over_wireguard: suite_ratios(&suites),
             suites,
             skipped: Vec::new(),
@@ -711,11 +762,81 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("braid WireGuard (2 pairs) / boringtun-cli: 4.00\n"),
+            text.contains("gotatun                             500      510          0.980\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gotatun                           40000          40000      1.0     0.00\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("braid WireGuard (2 pairs) / gotatun: TCP 4.00, small-packet UDP 2.50 (delivered pps)\n"),
             "{text}"
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["suites"][1]["suite"], "ipsec");
         assert_eq!(json["ipsec_over_wireguard"]["udp_pps"], 0.8);
+        assert_eq!(json["paths"][2]["udp"]["delivered_pps"], 40_000.0);
+        assert_eq!(json["braid_udp_ratio"][0], serde_json::json!(["gotatun", 2.5]));
+    }
+
+    #[test]
+    fn braid_is_compared_with_each_baseline_that_carried_traffic() {
+        let path = |name: &str, mbps: f64, pps: Option<f64>| {
+            let s = suite(Suite::WireGuard, mbps, None, pps);
+            figures(name, s.tcp, Ok(mbps), s.udp, &mut Vec::new())
+        };
+        let braid = path("braid", 2000.0, Some(90_000.0));
+        let baselines = [
+            path("boringtun-cli", 400.0, Some(30_000.0)),
+            path("gotatun", 800.0, None),
+            path("wireguard-go", 0.0, Some(0.0)),
+        ];
+        let (tcp, udp) = braid_ratios(&braid, &baselines);
+        assert_eq!(tcp, vec![("boringtun-cli".into(), 5.0), ("gotatun".into(), 2.5)]);
+        assert_eq!(
+            udp,
+            vec![("boringtun-cli".to_string(), 3.0)],
+            "no UDP figure or nothing delivered: no ratio"
+        );
+        let (_, none) = braid_ratios(&path("braid", 2000.0, None), &baselines);
+        assert!(none.is_empty(), "braid without a UDP run: no UDP ratio");
+    }
+
+    #[test]
+    fn every_baseline_has_a_program_name_and_a_command_line() {
+        let names: Vec<&str> = Implementation::ALL.iter().map(|i| i.name()).collect();
+        assert_eq!(names, ["boringtun-cli", "gotatun", "wireguard-go"]);
+        let args = |imp: Implementation| -> Vec<String> {
+            imp.command(Path::new("/bin/prog"), "ns", "wg0")
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let rust = [
+            "netns",
+            "exec",
+            "ns",
+            "env",
+            "WG_SUDO=1",
+            "/bin/prog",
+            "wg0",
+            "--foreground",
+            "--disable-drop-privileges",
+        ];
+        assert_eq!(args(Implementation::BoringtunCli), rust);
+        assert_eq!(args(Implementation::Gotatun), rust);
+        assert_eq!(
+            args(Implementation::WireguardGo),
+            [
+                "netns",
+                "exec",
+                "ns",
+                "env",
+                "WG_PROCESS_FOREGROUND=1",
+                "/bin/prog",
+                "wg0"
+            ]
+        );
     }
 }

@@ -54,7 +54,8 @@ pub enum ScenarioCommand {
         output: Output,
     },
     /// braid's WireGuard and IPsec pairs side by side (2 pairs each), and braid against one
-    /// boringtun-cli and one wireguard-go tunnel, each measured with braid-bench and iperf3.
+    /// boringtun-cli, one gotatun and one wireguard-go tunnel, each measured with braid-bench
+    /// and iperf3.
     Baseline {
         /// Parallel TCP streams.
         #[arg(long, short = 'P', default_value_t = 4)]
@@ -70,10 +71,11 @@ pub enum ScenarioCommand {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
         pairs: u16,
         /// Also send small UDP datagrams of this many payload bytes through each braid suite
-        /// (sequence-numbered flows; at least 32), after its TCP run.
+        /// and each baseline (sequence-numbered flows; at least 32), after its TCP run.
         #[arg(long)]
         udp_size: Option<usize>,
-        /// The small-packet UDP run's offered rate over all flows (k, M or G suffix).
+        /// The small-packet UDP run's offered rate over all flows (k, M or G suffix). Paths are
+        /// told apart by delivered packets per second only when this is above what they carry.
         #[arg(long, default_value = "50M", requires = "udp_size")]
         udp_rate: String,
         /// The small-packet UDP run's flows (default: as many as TCP streams).
