@@ -123,10 +123,12 @@ fn run(args: &Args) -> Result<()> {
         threads,
         MeshSizes {
             small_bytes: (VNET_HEADER_LEN + mtu + 64).max(2048),
-            small_per_thread: 1024,
+            // About 10 MB per thread: a few milliseconds of an owner falling behind at full
+            // speed before the reader sheds.
+            small_per_thread: 4096,
             large_bytes: VNET_HEADER_LEN + MAX_SUPER_PACKET + 1,
-            large_per_thread: 8,
-            inbox: 2048,
+            large_per_thread: 32,
+            inbox: 8192,
         },
     )
     .context("cannot set up the data threads' handoff")?;

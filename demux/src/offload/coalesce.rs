@@ -735,15 +735,7 @@ mod tests {
             udp.extend_from_slice(payload);
             let sum = udp_checksum(checksum::pseudo_header_v4(SRC4, DST4, 17, udp_len as u16), &udp);
             udp[6..8].copy_from_slice(&sum.to_be_bytes());
-            let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
-            packet[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-            packet[4..6].copy_from_slice(&ip_id.to_be_bytes());
-            packet.extend_from_slice(&SRC4.octets());
-            packet.extend_from_slice(&DST4.octets());
-            let sum = checksum::checksum(&packet);
-            packet[10..12].copy_from_slice(&sum.to_be_bytes());
-            packet.extend_from_slice(&udp);
-            packet
+            crate::offload::testutil::ipv4_packet(SRC4, DST4, 17, ip_id, &udp)
         }
 
         /// A valid IPv6 UDP datagram.

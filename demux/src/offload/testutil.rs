@@ -67,14 +67,19 @@ pub fn tcp_v4(spec: &TcpSpec) -> Vec<u8> {
 /// A valid IPv4 (DF, TTL 64) TCP packet between the given addresses.
 pub fn tcp_v4_between(spec: &TcpSpec, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let tcp = tcp_segment(spec, |len| checksum::pseudo_header_v4(src, dst, 6, len as u16));
-    let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    packet[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-    packet[4..6].copy_from_slice(&spec.ip_id.to_be_bytes());
+    ipv4_packet(src, dst, 6, spec.ip_id, &tcp)
+}
+
+/// An IPv4 packet (DF, TTL 64, header checksum filled) around `transport`.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ip_id: u16, transport: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    packet[2..4].copy_from_slice(&((20 + transport.len()) as u16).to_be_bytes());
+    packet[4..6].copy_from_slice(&ip_id.to_be_bytes());
     packet.extend_from_slice(&src.octets());
     packet.extend_from_slice(&dst.octets());
     let sum = checksum::checksum(&packet);
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
-    packet.extend_from_slice(&tcp);
+    packet.extend_from_slice(transport);
     packet
 }
 
