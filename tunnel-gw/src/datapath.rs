@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use braid_core::daemon::StopFlag;
 use braid_core::udp::{bind_data_socket, poll_readable, RecvBatch, SendBatch, SendReport, SocketBuffers};
 use braid_core::wire::geneve::{
-    write_header, GenevePacket, InnerProtocol, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GENEVE_HEADER_LEN,
+    self, write_header, GeneveData, GeneveRefusal, InnerProtocol, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GENEVE_HEADER_LEN,
 };
 use braid_core::wire::ipv4::Ipv4Packet;
 use braid_core::wire::ipv6::Ipv6Packet;
@@ -461,16 +461,13 @@ impl Policy {
         if source != self.settings.demux {
             return Err(LanDrop::Counter(Counter::DropLanUnknownSource));
         }
-        let geneve = GenevePacket::new_checked(datagram)?;
-        if geneve.oam() {
-            return Err(LanDrop::Counter(Counter::DropLanOam));
-        }
-        if geneve.vni() != self.vni {
-            return Err(LanDrop::Counter(Counter::DropLanWrongVni));
-        }
-        let protocol = geneve.inner_protocol()?;
-        let header_len = geneve.header_len();
-        let inner = geneve.into_inner().get(header_len..).unwrap_or(&[]);
+        let GeneveData { header_len, protocol } =
+            geneve::accept_data(datagram, self.vni).map_err(|refusal| match refusal {
+                GeneveRefusal::Wire(e) => LanDrop::Wire(e),
+                GeneveRefusal::Oam => LanDrop::Counter(Counter::DropLanOam),
+                GeneveRefusal::WrongVni => LanDrop::Counter(Counter::DropLanWrongVni),
+            })?;
+        let inner = &datagram[header_len..];
         if inner.len() > self.settings.mtu {
             return Err(LanDrop::Counter(Counter::DropLanInnerTooBig));
         }

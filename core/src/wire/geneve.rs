@@ -12,6 +12,10 @@
 //! option header. braid sends no options and understands none, so [`GenevePacket::new_checked`]
 //! accepts non-critical options (and skips them) but rejects any critical one, as RFC 8926 §3.5
 //! requires of an endpoint that does not understand it. The VNI carries the gateway pair id.
+//!
+//! [`accept_data`] is the one acceptance policy both ends of the hop apply to a datagram that
+//! should carry a packet of pair `vni`: well-formed as above, not OAM, that pair's VNI, and a
+//! protocol type (IPv4 or IPv6) that the inner packet's version agrees with.
 
 use super::{read_u16, read_u32, write_u16, write_u32, WireError};
 
@@ -126,6 +130,48 @@ impl<T: AsRef<[u8]>> GenevePacket<T> {
     }
 }
 
+/// Why a GENEVE datagram is not a data packet of the expected pair.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GeneveRefusal {
+    /// Malformed, a critical option, or an inner protocol braid does not carry.
+    Wire(WireError),
+    /// A control (OAM) packet: braid sends none and answers none.
+    Oam,
+    /// Another pair's VNI.
+    WrongVni,
+}
+
+/// A GENEVE datagram accepted as a data packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GeneveData {
+    /// Where the inner packet starts.
+    pub header_len: usize,
+    pub protocol: InnerProtocol,
+}
+
+/// Accepts `datagram` as a data packet of pair `vni`, or says why not (see the module docs).
+pub fn accept_data(datagram: &[u8], vni: u32) -> Result<GeneveData, GeneveRefusal> {
+    let geneve = GenevePacket::new_checked(datagram).map_err(GeneveRefusal::Wire)?;
+    if geneve.oam() {
+        return Err(GeneveRefusal::Oam);
+    }
+    if geneve.vni() != vni {
+        return Err(GeneveRefusal::WrongVni);
+    }
+    let protocol = geneve.inner_protocol().map_err(GeneveRefusal::Wire)?;
+    let header_len = geneve.header_len();
+    let version = datagram.get(header_len).map(|b| b >> 4);
+    let expected = match protocol {
+        InnerProtocol::Ipv4 => 4,
+        InnerProtocol::Ipv6 => 6,
+    };
+    match version {
+        None => Err(GeneveRefusal::Wire(WireError::Truncated)),
+        Some(v) if v != expected => Err(GeneveRefusal::Wire(WireError::BadIpVersion)),
+        Some(_) => Ok(GeneveData { header_len, protocol }),
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> GenevePacket<T> {
     /// Sets the VNI (only the low 24 bits are kept).
     pub fn set_vni(&mut self, vni: u32) {
@@ -178,6 +224,51 @@ pub fn write_header(buf: &mut [u8], vni: u32, protocol_type: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_data_takes_only_this_pairs_data_with_an_agreeing_inner_version() {
+        let datagram = |flags: u8, vni: u32, protocol: u16, first: u8| {
+            let mut d = vec![0u8; GENEVE_HEADER_LEN];
+            write_header(&mut d, vni, protocol);
+            d[1] |= flags;
+            d.extend_from_slice(&[first, 0, 0, 20]);
+            d
+        };
+        assert_eq!(
+            accept_data(&datagram(0, 7, ETHERTYPE_IPV4, 0x45), 7),
+            Ok(GeneveData {
+                header_len: GENEVE_HEADER_LEN,
+                protocol: InnerProtocol::Ipv4
+            })
+        );
+        assert_eq!(
+            accept_data(&datagram(0, 7, ETHERTYPE_IPV6, 0x60), 7).map(|d| d.protocol),
+            Ok(InnerProtocol::Ipv6)
+        );
+        assert_eq!(
+            accept_data(&datagram(0, 8, ETHERTYPE_IPV4, 0x45), 7),
+            Err(GeneveRefusal::WrongVni)
+        );
+        assert_eq!(
+            accept_data(&datagram(FLAG_OAM, 7, ETHERTYPE_IPV4, 0x45), 7),
+            Err(GeneveRefusal::Oam)
+        );
+        assert_eq!(
+            accept_data(&datagram(0, 7, 0x6558, 0x45), 7),
+            Err(GeneveRefusal::Wire(WireError::GeneveUnknownProtocol)),
+            "Ethernet inside is not braid's"
+        );
+        assert_eq!(
+            accept_data(&datagram(0, 7, ETHERTYPE_IPV4, 0x60), 7),
+            Err(GeneveRefusal::Wire(WireError::BadIpVersion)),
+            "the protocol type and the inner version disagree"
+        );
+        assert_eq!(
+            accept_data(&datagram(0, 7, ETHERTYPE_IPV4, 0x45)[..GENEVE_HEADER_LEN], 7),
+            Err(GeneveRefusal::Wire(WireError::Truncated))
+        );
+        assert!(matches!(accept_data(&[0u8; 3], 7), Err(GeneveRefusal::Wire(_))));
+    }
 
     /// A GENEVE header as captured from an AWS GWLB-style sender: VNI 0x123456, IPv4, one
     /// non-critical 8-byte option (class 0x0108, type 0x01, 4 bytes of data), then 4 payload bytes.

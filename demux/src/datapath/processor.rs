@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use braid_core::config::Prefix;
 use braid_core::flow::{Classified, PairId};
-use braid_core::wire::{self, geneve, WireError};
+use braid_core::wire::geneve::{self, GeneveRefusal};
+use braid_core::wire::{self, WireError};
 
 use super::filter::{InboundFilter, Verdict};
 use super::{c, count_wire, ethertype_of, in_prefixes, owner_of, source_of, steer_drop_counter};
@@ -334,26 +335,31 @@ impl Processor {
             .store(self.steering.live_flows() as u64, Ordering::Relaxed);
     }
 
-    /// A configured gateway's address, a well-formed GENEVE header with the VNI of that
-    /// gateway's pair: the pair and where the inner packet starts, or `None` (counted).
+    /// A configured gateway's address, then GENEVE's one acceptance policy
+    /// ([`geneve::accept_data`]: well-formed, not OAM, the VNI of that gateway's pair, an inner
+    /// version that agrees with the protocol type): the pair and where the inner packet
+    /// starts, or `None` (counted).
     fn check_gateway(&self, datagram: &[u8], from: SocketAddr) -> Option<(PairId, usize)> {
         let stats = &*self.stats;
         let Some(pair) = self.snapshot.gateways.by_addr(&from) else {
             stats.counters.inc(c::DROP_UNKNOWN_GATEWAY);
             return None;
         };
-        let (vni, header_len) = match geneve::GenevePacket::new_checked(datagram) {
-            Ok(g) => (g.vni(), g.header_len()),
-            Err(e) => {
+        match geneve::accept_data(datagram, u32::from(pair)) {
+            Ok(data) => Some((pair, data.header_len)),
+            Err(GeneveRefusal::Wire(e)) => {
                 count_wire(&stats.lan_wire, e);
-                return None;
+                None
             }
-        };
-        if vni != u32::from(pair) {
-            stats.counters.inc(c::DROP_VNI_MISMATCH);
-            return None;
+            Err(GeneveRefusal::Oam) => {
+                stats.counters.inc(c::DROP_GENEVE_OAM);
+                None
+            }
+            Err(GeneveRefusal::WrongVni) => {
+                stats.counters.inc(c::DROP_VNI_MISMATCH);
+                None
+            }
         }
-        Some((pair, header_len))
     }
 
     /// The owner's checks on an inner packet from pair `pair` — from the peer site to this

@@ -215,6 +215,21 @@ fn what_is_refused_is_counted_and_never_forwarded() {
         InboundVerdict::Consumed
     );
     assert_eq!(counter(p, c::DROP_VNI_MISMATCH), 1);
+    // A control (OAM) packet, and Ethernet inside: GENEVE braid does not carry.
+    let mut oam = returning(1, 1);
+    oam[1] |= 0x80;
+    assert_eq!(
+        p.inbound(&mut oam, gateway(1, 1), T0, 0, true, &mut reply),
+        InboundVerdict::Consumed
+    );
+    assert_eq!(counter(p, c::DROP_GENEVE_OAM), 1);
+    let mut ethernet = returning(1, 1);
+    ethernet[2..4].copy_from_slice(&0x6558u16.to_be_bytes());
+    assert_eq!(
+        p.inbound(&mut ethernet, gateway(1, 1), T0, 0, true, &mut reply),
+        InboundVerdict::Consumed
+    );
+    assert_eq!(p.stats().lan_wire.snapshot().iter().map(|(_, n)| n).sum::<u64>(), 1);
     // An inner packet claiming to come from this site.
     let inward_spoof = in_geneve(1, &tcp(HOST_A, HOST_A, 1, 2, tcp_flags::ACK));
     assert_eq!(

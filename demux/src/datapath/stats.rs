@@ -42,6 +42,7 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "handed_off_packets",
     "drop_handoff_no_buffer",
     "drop_handoff_inbox_full",
+    "drop_geneve_oam",
 ];
 
 /// Indices into [`DEMUX_COUNTERS`].
@@ -74,6 +75,8 @@ pub mod c {
     pub const DROP_HANDOFF_NO_BUFFER: usize = 22;
     /// Shed at the reading thread: the owner's inbox was full.
     pub const DROP_HANDOFF_INBOX_FULL: usize = 23;
+    /// From a gateway: a GENEVE control (OAM) packet.
+    pub const DROP_GENEVE_OAM: usize = 24;
 }
 
 /// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).
