@@ -105,6 +105,20 @@ impl Canary {
         self.pairs.iter().map(|(p, c)| (*p, c))
     }
 
+    /// Whether a packet classified as `class` can be a canary at all (UDP to or from
+    /// [`CANARY_PORT`], or ICMP for echo canaries): the data path asks [`Canary::inbound`] only
+    /// about those, so ordinary traffic is not parsed twice.
+    pub fn may_carry(&self, class: &Classified) -> bool {
+        let Classified::Whole { tuple, .. } = class else {
+            return false;
+        };
+        if self.echo {
+            tuple.proto == proto::ICMP || tuple.proto == proto::ICMPV6
+        } else {
+            tuple.proto == proto::UDP && (tuple.src_port == CANARY_PORT || tuple.dst_port == CANARY_PORT)
+        }
+    }
+
     /// The 5-tuple `pair`'s probes (and their replies, the same flow reversed) carry, read back
     /// from a probe built on the stack with no state change; `None` if no probe can be built.
     /// The data path gives a pair's canary to the thread that owns this flow.

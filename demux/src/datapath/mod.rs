@@ -221,6 +221,9 @@ pub struct Route {
     pub addr: SocketAddr,
     pub pair: PairId,
     pub ethertype: u16,
+    /// A TCP SYN (or SYN-ACK): its MSS option is clamped to the tunnel MTU. No other packet
+    /// is parsed for it.
+    pub clamp: bool,
 }
 
 pub(crate) fn steer_drop_counter(drop: &crate::steer::SteerDrop) -> usize {

@@ -173,7 +173,9 @@ impl Lane {
             return;
         };
         slot.copy_from_slice(packet);
-        self.proc.clamp(slot);
+        if route.clamp {
+            self.proc.clamp(slot);
+        }
         commit(&self.proc, batch, route, packet.len());
     }
 

@@ -169,7 +169,9 @@ impl Processor {
         };
         match self.route(&class, flow, now_ms, 1) {
             Some(route) => {
-                self.clamp(packet);
+                if route.clamp {
+                    self.clamp(packet);
+                }
                 OutboundVerdict::Forward(route)
             }
             None => OutboundVerdict::Dropped,
@@ -220,10 +222,12 @@ impl Processor {
             } else {
                 geneve::ETHERTYPE_IPV4
             },
+            clamp: is_syn(class),
         })
     }
 
-    /// Clamps a TCP SYN's MSS to what the tunnel carries.
+    /// Clamps a TCP SYN's MSS to what the tunnel carries (callers skip every packet that is
+    /// not a SYN: [`Route::clamp`]).
     pub fn clamp(&self, packet: &mut [u8]) {
         if matches!(wire::clamp_tcp_mss(packet, self.rules.mtu), Ok(true)) {
             self.stats.counters.inc(c::MSS_CLAMPED);
@@ -261,8 +265,8 @@ impl Processor {
             return InboundVerdict::Consumed;
         };
         let inner = &mut datagram[header_len..];
-        let class = match self.claim(inner, may_hand_off) {
-            Claim::Mine(class, _) => class,
+        let (class, flow) = match self.claim(inner, may_hand_off) {
+            Claim::Mine(class, flow) => (class, flow),
             Claim::Theirs(owner) => {
                 return InboundVerdict::HandOff {
                     owner,
@@ -275,7 +279,7 @@ impl Processor {
                 return InboundVerdict::Consumed;
             }
         };
-        match self.accept(inner, &class, pair, now_ms, now_us, reply) {
+        match self.accept(inner, &class, flow, pair, now_ms, now_us, reply) {
             InboundVerdict::Deliver { .. } => InboundVerdict::Deliver { inner_at: header_len },
             other => other,
         }
@@ -292,7 +296,7 @@ impl Processor {
         reply: &mut [u8],
     ) -> InboundVerdict {
         match self.claim(inner, false) {
-            Claim::Mine(class, _) => self.accept(inner, &class, pair, now_ms, now_us, reply),
+            Claim::Mine(class, flow) => self.accept(inner, &class, flow, pair, now_ms, now_us, reply),
             Claim::Malformed(e) => {
                 count_wire(&self.stats.lan_wire, e);
                 InboundVerdict::Consumed
@@ -365,10 +369,12 @@ impl Processor {
     /// The owner's checks on an inner packet from pair `pair` — from the peer site to this
     /// one ([`super::filter`]) — answers it if it is a canary, else learns its flow's pair and
     /// clamps its MSS.
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         inner: &mut [u8],
         class: &Classified,
+        flow: Option<(u64, FlowKey)>,
         pair: PairId,
         now_ms: u64,
         now_us: u64,
@@ -377,7 +383,7 @@ impl Processor {
         match self.rules.inbound_filter.check(class) {
             Verdict::Accept => {}
             Verdict::CanaryOnly(refused) => {
-                let verdict = self.canary_verdict(inner, pair, now_ms, now_us, reply);
+                let verdict = self.canary_verdict(inner, class, pair, now_ms, now_us, reply);
                 if verdict.is_none() {
                     self.stats.counters.inc(refused.counter());
                 }
@@ -388,11 +394,13 @@ impl Processor {
                 return InboundVerdict::Consumed;
             }
         }
-        if let Some(verdict) = self.canary_verdict(inner, pair, now_ms, now_us, reply) {
+        if let Some(verdict) = self.canary_verdict(inner, class, pair, now_ms, now_us, reply) {
             return verdict;
         }
-        self.steering.learn(class, pair, now_ms);
-        self.clamp(inner);
+        self.steering.learn_flow(class, flow, pair, now_ms);
+        if is_syn(class) {
+            self.clamp(inner);
+        }
         let p = self.stats.pair(pair);
         p.rx_packets.fetch_add(1, Ordering::Relaxed);
         p.rx_bytes.fetch_add(inner.len() as u64, Ordering::Relaxed);
@@ -405,12 +413,13 @@ impl Processor {
     fn canary_verdict(
         &mut self,
         inner: &[u8],
+        class: &Classified,
         pair: PairId,
         now_ms: u64,
         now_us: u64,
         reply: &mut [u8],
     ) -> Option<InboundVerdict> {
-        if reply.len() <= HEADROOM {
+        if reply.len() <= HEADROOM || !self.canary.may_carry(class) {
             return None;
         }
         match self.canary.inbound(inner, pair, now_ms, now_us, &mut reply[HEADROOM..]) {
@@ -422,6 +431,16 @@ impl Processor {
                 Some(InboundVerdict::Reply { len: HEADROOM + len })
             }
         }
+    }
+}
+
+/// Whether `class` is a TCP segment with SYN set (a SYN or a SYN-ACK).
+fn is_syn(class: &Classified) -> bool {
+    match *class {
+        Classified::Whole { tuple, tcp_flags } | Classified::FirstFragment { tuple, tcp_flags, .. } => {
+            tuple.proto == braid_core::flow::proto::TCP && tcp_flags & braid_core::flow::tcp_flags::SYN != 0
+        }
+        Classified::LaterFragment { .. } => false,
     }
 }
 

@@ -225,7 +225,20 @@ impl Steering {
     /// Records a packet that arrived from gateway pair `from`, so the flow's packets in the
     /// other direction take the same pair. `None` for a later fragment (no 5-tuple).
     pub fn learn(&mut self, packet: &Classified, from: PairId, now_ms: u64) -> Option<Learned> {
-        let (hash, key) = self.flow_of(packet)?;
+        let flow = self.flow_of(packet);
+        self.learn_flow(packet, flow, from, now_ms)
+    }
+
+    /// [`Steering::learn`] once the packet's flow (if it has one) has been hashed
+    /// ([`Steering::flow_of`]).
+    pub fn learn_flow(
+        &mut self,
+        packet: &Classified,
+        flow: Option<(u64, FlowKey)>,
+        from: PairId,
+        now_ms: u64,
+    ) -> Option<Learned> {
+        let (hash, key) = flow?;
         let tcp_flags = match *packet {
             Classified::Whole { tcp_flags, .. } | Classified::FirstFragment { tcp_flags, .. } => tcp_flags,
             Classified::LaterFragment { .. } => 0,
