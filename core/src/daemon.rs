@@ -2,9 +2,10 @@
 //!
 //! Design: daemons run their data path on plain OS threads that check a [`StopFlag`] at least
 //! every 100 ms, so stopping needs no async runtime and no channel. A flag made by
-//! [`StopFlag::from_signals`] is also raised by SIGTERM or SIGINT: the signal handler only stores
-//! to a static atomic (async-signal-safe) and is installed with `SA_RESETHAND`, so a second
-//! signal falls through to the default action and kills a daemon that is stuck.
+//! [`StopFlag::from_signals`] is also raised by SIGTERM or SIGINT: the handler
+//! ([`braid_sys::signal`]) only stores to a static atomic (async-signal-safe) and is installed
+//! with `SA_RESETHAND`, so a second signal falls through to the default action and kills a
+//! daemon that is stuck.
 //!
 //! Status goes to a JSON file that supervisors and the controller read: [`StatusWriter`]
 //! replaces it atomically (write a temporary file in the same directory, then `rename(2)`), so a
@@ -18,13 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Raised by the signal handler; read by every flag that follows signals.
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_signal: libc::c_int) {
-    SIGNALLED.store(true, Ordering::SeqCst);
-}
 
 /// Tells long-running threads to finish. Cloning shares the flag.
 #[derive(Clone, Debug, Default)]
@@ -41,19 +35,7 @@ impl StopFlag {
 
     /// A flag also raised by SIGTERM and SIGINT, whose handlers this installs for the process.
     pub fn from_signals() -> io::Result<Self> {
-        for signal in [libc::SIGTERM, libc::SIGINT] {
-            // SAFETY: an all-zero `sigaction` is a valid starting value; the handler only does
-            // an atomic store, which is async-signal-safe; the pointers passed are valid.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESETHAND;
-                libc::sigemptyset(&mut action.sa_mask);
-                if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-        }
+        braid_sys::signal::install_stop_handlers()?;
         Ok(StopFlag {
             requested: Arc::new(AtomicBool::new(false)),
             follows_signals: true,
@@ -67,7 +49,7 @@ impl StopFlag {
 
     /// Whether the flag was raised (or, if it follows signals, a stop signal arrived).
     pub fn is_stopped(&self) -> bool {
-        self.requested.load(Ordering::Relaxed) || (self.follows_signals && SIGNALLED.load(Ordering::Relaxed))
+        self.requested.load(Ordering::Relaxed) || (self.follows_signals && braid_sys::signal::stop_requested())
     }
 
     /// Sleeps up to `duration`, waking early (within 50 ms) once the flag is raised. Returns
@@ -195,9 +177,9 @@ mod tests {
         let independent = StopFlag::new();
         let flag = StopFlag::from_signals().unwrap();
         assert!(!flag.is_stopped());
-        // SAFETY: raising a signal whose handler was just installed is sound.
-        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
-        assert!(flag.is_stopped());
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM).unwrap();
+        // A process-directed signal may be handled by another thread of the test harness.
+        assert!(flag.sleep(Duration::from_secs(5)));
         assert!(!independent.is_stopped(), "plain flags ignore signals");
     }
 

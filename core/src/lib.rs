@@ -8,10 +8,14 @@
 //!   controller.
 //! * [`keys`]: WireGuard-format keys and the cluster secret, with file-permission checks.
 //! * [`counters`]: lock-free named counters shared between data-path threads and reporters.
-//! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads.
+//! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads,
+//!   re-exported from `braid-sys`, where the system calls live.
 //! * [`daemon`]: what every daemon shares: stop on SIGTERM/SIGINT, atomic status files, logging.
 //!
-//! Nothing here allocates per packet or touches an async runtime.
+//! Nothing here allocates per packet or touches an async runtime, and nothing here is unsafe:
+//! system calls that need unsafe code live in `braid-sys`.
+
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod control;
@@ -19,5 +23,6 @@ pub mod counters;
 pub mod daemon;
 pub mod flow;
 pub mod keys;
-pub mod udp;
 pub mod wire;
+
+pub use braid_sys::udp;

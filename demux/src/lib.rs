@@ -5,8 +5,12 @@
 //! symmetric hash) and sent to that pair's gateway in GENEVE over UDP; GENEVE coming back is
 //! checked and written to the TUN. [`datapath`] holds the data threads (one per core by default,
 //! each owning a TUN queue, a GENEVE socket and the flows it owns; their decisions are the
-//! sans-IO [`datapath::processor`]), [`tun`] the device, [`offload`] segmentation and
-//! coalescing in userspace, [`settings`] what a demux is told by the cluster configuration.
+//! sans-IO [`datapath::processor`]), [`tun`] the device (re-exported from `braid-sys`, which
+//! holds every system call that needs unsafe code; this crate has none), [`offload`]
+//! segmentation and coalescing in userspace, [`settings`] what a demux is told by the cluster
+//! configuration.
+
+#![forbid(unsafe_code)]
 
 pub mod canary;
 pub mod control;
@@ -14,4 +18,5 @@ pub mod datapath;
 pub mod offload;
 pub mod settings;
 pub mod steer;
-pub mod tun;
+
+pub use braid_sys::tun;

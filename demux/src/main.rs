@@ -1,5 +1,7 @@
 //! `braid-demux`: the site's steering point. See the crate docs for the design.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};

@@ -17,6 +17,8 @@
 //! The binary (`main.rs`) turns the cluster YAML into [`settings::GatewaySettings`], runs the
 //! data thread and writes a status file.
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod datapath;
 pub mod handshake_limit;

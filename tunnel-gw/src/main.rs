@@ -6,6 +6,8 @@
 //! writes the status file every 500 ms until SIGTERM or SIGINT, then the data thread finishes
 //! its current batch and the process exits 0. Key material is never logged.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;

@@ -12,8 +12,9 @@
 
 use super::OffloadError;
 
-/// Size of the header the demux configures (`struct virtio_net_hdr`).
-pub const VNET_HEADER_LEN: usize = 10;
+/// Size of the header the demux configures (`struct virtio_net_hdr`), defined with the TUN
+/// device that sets it.
+pub use braid_sys::tun::VNET_HEADER_LEN;
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is partial.
 pub const FLAG_NEEDS_CSUM: u8 = 1;

@@ -61,9 +61,9 @@
 //! 68,507,576 bytes for 1,048,576 flows = 65 bytes per flow.
 
 use braid_core::flow::{proto, tcp_flags, PairId};
+use braid_sys::memory::{filled_slice, prefetch};
 
 use super::key::FlowKey;
-use super::memory::{filled_slice, prefetch};
 use super::{Outcome, Steered};
 
 /// Slots per bucket: one `u128` of tags.

@@ -25,7 +25,6 @@ pub mod fragments;
 pub mod hash;
 pub mod key;
 pub mod maglev;
-mod memory;
 
 use std::sync::{Arc, Mutex};
 

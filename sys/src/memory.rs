@@ -1,4 +1,4 @@
-//! Fixed arrays for large steering tables, backed by transparent huge pages where possible.
+//! Fixed arrays for large lookup tables (the demux's flow table), backed by transparent huge pages where possible.
 //!
 //! A flow table of a million flows spans tens of megabytes read at random; with 4 KiB pages
 //! nearly every lookup also misses the TLB. [`filled_slice`] reserves the array first, asks Linux
@@ -13,7 +13,7 @@
 const HUGE_PAGE: usize = 2 << 20;
 
 /// A boxed slice of `len` copies of `value`, huge-page backed when large enough.
-pub(crate) fn filled_slice<T: Clone>(len: usize, value: T) -> Box<[T]> {
+pub fn filled_slice<T: Clone>(len: usize, value: T) -> Box<[T]> {
     let mut v = Vec::with_capacity(len);
     advise_huge_pages(v.as_ptr() as usize, len * std::mem::size_of::<T>());
     v.resize(len, value);
@@ -45,7 +45,7 @@ fn advise_huge_pages(_start: usize, _bytes: usize) {}
 
 /// Hints the CPU to start loading the cache lines of `value` (a no-op off x86-64).
 #[inline(always)]
-pub(crate) fn prefetch<T>(value: &T) {
+pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

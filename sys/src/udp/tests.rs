@@ -432,7 +432,7 @@ fn gso_can_be_switched_off() {
 }
 
 /// Datagrams per second of 1400 bytes over IPv4 loopback, with and without offload. A
-/// measurement, not a check: `cargo test -p braid-core --release -- --ignored
+/// measurement, not a check: `cargo test -p braid-sys --release -- --ignored
 /// offload_throughput --nocapture`.
 #[test]
 #[ignore = "measurement; run in release mode with --ignored --nocapture"]

@@ -8,7 +8,7 @@
 //! Two modes. Plain: each read and write moves exactly one IP packet. Offload (`IFF_VNET_HDR`,
 //! `TUNSETVNETHDRSZ` 10, `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`): each read and
 //! write moves one 10-byte `virtio_net_hdr` followed by a packet that may be a TCP super-packet
-//! of up to 64 KiB (see [`crate::offload`]). [`Tun::open`] asks for offload when told to and
+//! of up to 64 KiB (the demux's `offload` module reads and writes them). [`Tun::open`] asks for offload when told to and
 //! falls back to plain mode, with a log line, when the kernel refuses it.
 
 use std::fs::{File, OpenOptions};
@@ -16,7 +16,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::offload::VNET_HEADER_LEN;
+/// Size of the `struct virtio_net_hdr` an offload-mode TUN is configured for
+/// (`TUNSETVNETHDRSZ`): every read and write starts with this many header bytes.
+pub const VNET_HEADER_LEN: usize = 10;
 
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
