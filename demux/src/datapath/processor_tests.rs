@@ -320,7 +320,8 @@ fn a_new_snapshot_keeps_pinned_flows_and_steers_new_flows_by_it() {
         assert!(verdicts.contains(&OutboundVerdict::Forward(Route {
             addr: gateway(1, 1),
             pair: 1,
-            ethertype: geneve::ETHERTYPE_IPV4
+            ethertype: geneve::ETHERTYPE_IPV4,
+            clamp: false,
         })));
     }
     a.cell.install(
