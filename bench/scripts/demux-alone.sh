@@ -25,6 +25,8 @@ cleanup() {
 trap cleanup EXIT
 $BIN/braid lab up --name $NAME --gateways 2 --data-threads "$T" --json > /tmp/$NAME.json
 HA=braid-$NAME.ha
+# TXQLEN=N: the TUN's queue length (the kernel's default is 500 packets per queue).
+if [ -n "${TXQLEN:-}" ]; then ip -n braid-$NAME.da link set braid0 txqueuelen "$TXQLEN"; fi
 ADDRS=$(( (FLOWS + 49999) / 50000 ))
 for i in $(seq 0 $((ADDRS - 1))); do ip -n $HA addr add 198.18.1.$((100 + i))/32 dev eth0; done
 pid_of() { python3 -c "import json,sys; d=json.load(open('/tmp/$NAME.json')); print(' '.join(str(p['pid']) for p in d['processes'] if $1))"; }
