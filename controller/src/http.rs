@@ -9,7 +9,7 @@
 //! trickling bytes is cut off at the deadline and cannot hold up a scrape. Reads come from the
 //! snapshot the supervisor publishes, so this never touches live state.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -175,30 +175,8 @@ fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str,
     stream.flush()
 }
 
-/// A blocking `GET` of `path` from the controller (used by the CLI): the body of a 2xx answer.
-pub fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
-    request(addr, "GET", path)
-}
-
-/// A blocking HTTP request to the controller: returns the body of a 2xx answer.
-pub fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
-    use anyhow::Context;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("cannot reach the controller at {addr} (is `braid up` running?)"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or("");
-    if !status.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
-        anyhow::bail!("controller answered {status}: {}", body.trim());
-    }
-    Ok(body.to_string())
-}
+/// The client end, shared with everything that reads the controller's endpoint.
+pub use braid_core::status::{http_get as get, http_request as request};
 
 #[cfg(test)]
 mod tests {

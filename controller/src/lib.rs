@@ -6,19 +6,18 @@
 //! * [`health`]: the controller's pure state machines (failure detector, membership, restarts).
 //! * [`fleet`]: which daemons to run and their processes; [`status`] and [`metrics`]: what
 //!   operators read.
-//! * [`lab`]: two sites on one machine in network namespaces, run through the controller.
-//! * [`demo`]: the lab, a multi-stream run from host a to host b, and a readable summary.
 //! * [`keys_cmd`], [`check_cmd`]: key generation (WireGuard-compatible) and config validation.
+//!
+//! The lab and the demo (`braid lab`, `braid demo`) are the `braid-lab` crate, which runs this
+//! crate's binary rather than linking it.
 
 pub mod admin;
 pub mod check_cmd;
 pub mod conn;
-pub mod demo;
 pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod keys_cmd;
-pub mod lab;
 pub mod metrics;
 pub mod status;
 pub mod supervisor;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use braid::admin::client::{self as admin_client, Channel};
 use braid::admin::Command as AdminCommand;
-use braid::{check_cmd, demo, http, keys_cmd, lab, status, supervisor};
+use braid::{check_cmd, http, keys_cmd, status, supervisor};
 use braid_core::config::Suite;
+use braid_lab::{self as lab, demo};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// braid spreads a site's traffic to another site, flow by flow, over N WireGuard or IPsec
@@ -334,7 +335,7 @@ fn gateway(action: GatewayAction) -> anyhow::Result<()> {
                 anyhow::anyhow!("outside a lab: add the pair to the cluster file, then `braid reload --config FILE`")
             })?;
             let now = lab::load_info(&name)?.gateways;
-            let info = lab::scale(&name, now + 1, Duration::from_secs(60))?;
+            let info = lab::scale(&name, &lab::default_bin_dir(), now + 1, Duration::from_secs(60))?;
             println!("lab {:?} now has {} pair(s)", info.name, info.gateways);
             return Ok(());
         }
@@ -448,7 +449,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             timeout,
         } => match &target.lab {
             Some(name) => {
-                let info = lab::scale(name, gateways, Duration::from_secs(timeout))?;
+                let info = lab::scale(name, &lab::default_bin_dir(), gateways, Duration::from_secs(timeout))?;
                 println!("lab {:?} now has {} pair(s)", info.name, info.gateways);
                 Ok(())
             }

@@ -2,7 +2,7 @@
 //! strongswan` makes site b strongSwan alone — one charon (5.9.8, kernel-libipsec) per external
 //! gateway, host b behind them — while site a is braid as usual (its demux and two braid
 //! gateways under `braid up`), from a cluster file that declares site b `external: true` with
-//! host b as its canary (see `braid::lab::external`).
+//! host b as its canary (see `braid_lab::external`).
 //!
 //! Host b routes every reply to site a through charon 1 (a plain external site picks its
 //! return tunnel; this one always picks the first). So pair 2's canaries go out through pair 2
@@ -24,11 +24,11 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use braid::lab::controller as lab_controller;
-use braid::lab::netns::{run_in, spawn_in};
-use braid::lab::{self, LabInfo, UpOptions};
 use braid::status::StatusSnapshot;
 use braid_core::config::Suite;
+use braid_lab::controller as lab_controller;
+use braid_lab::netns::{run_in, spawn_in};
+use braid_lab::{self as lab, LabInfo, UpOptions};
 use serde_json::Value;
 use strongswan::skip_without_strongswan;
 use support::{bin_dir, one_lab_at_a_time, signal, skip_without_lab, udp_flows};

@@ -330,7 +330,7 @@ impl BraidGateway {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let child = braid::lab::netns::spawn_in(net.gw_ns(), &bin, &args, &log).expect("start braid-gw");
+        let child = braid_lab::netns::spawn_in(net.gw_ns(), &bin, &args, &log).expect("start braid-gw");
         BraidGateway { child, dir, log }
     }
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use braid::demo::BenchServer;
+use braid_lab::demo::BenchServer;
 use support::*;
 
 const LAB: &str = "ctl-kill";
@@ -69,10 +69,10 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(suit
     }
 
     let started = Instant::now();
-    let new_controller = braid::lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15))
+    let new_controller = braid_lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("restart the controller: {e:#}"));
     let answered = started.elapsed();
-    let adopted = braid::lab::load_info(&lab.info.name).expect("lab.json after the restart");
+    let adopted = braid_lab::load_info(&lab.info.name).expect("lab.json after the restart");
     assert_eq!(
         controller_pid(&adopted),
         new_controller,
@@ -158,12 +158,12 @@ fn a_controller_with_a_clock_a_day_behind_still_fails_pairs_over() {
     for (var, value) in FAKE {
         std::env::set_var(var, value);
     }
-    let restarted = braid::lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15));
+    let restarted = braid_lab::restart_controller(&lab.info.name, &bin_dir(), Duration::from_secs(15));
     for (var, _) in FAKE {
         std::env::remove_var(var);
     }
     let new_controller = restarted.unwrap_or_else(|e| panic!("restart the controller: {e:#}"));
-    let info = braid::lab::load_info(&lab.info.name).expect("lab.json after the restart");
+    let info = braid_lab::load_info(&lab.info.name).expect("lab.json after the restart");
     assert_eq!(controller_pid(&info), new_controller);
     let real_now = braid_core::control::unix_now_ms();
     let published = status(&info).published_unix_ms;

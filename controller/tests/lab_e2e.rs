@@ -9,7 +9,7 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use braid::demo::{bench_client, pair_tx_bytes, BenchServer};
+use braid_lab::demo::{bench_client, pair_tx_bytes, BenchServer};
 use serde_json::Value;
 use support::*;
 

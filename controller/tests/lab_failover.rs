@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use braid::demo::BenchServer;
+use braid_lab::demo::BenchServer;
 use support::*;
 
 /// The gateway every test fails: site a's gateway of pair 2.
@@ -24,7 +24,7 @@ const PAIR: u16 = 2;
 const REJOIN_BUDGET: Duration = Duration::from_secs(6);
 
 /// Starts the UDP load and returns it with how many of its flows ride pair [`PAIR`].
-fn udp_load_and_flows_on_pair(info: &braid::lab::LabInfo) -> (std::thread::JoinHandle<serde_json::Value>, usize) {
+fn udp_load_and_flows_on_pair(info: &braid_lab::LabInfo) -> (std::thread::JoinHandle<serde_json::Value>, usize) {
     let load = start_bench(info, UDP_LOAD);
     std::thread::sleep(Duration::from_millis(800));
     let rates = pair_packet_rates(info, SITE, Duration::from_secs(2));
@@ -40,7 +40,7 @@ fn udp_load_and_flows_on_pair(info: &braid::lab::LabInfo) -> (std::thread::JoinH
     (load, on_pair)
 }
 
-fn gateway_pid(info: &braid::lab::LabInfo, site: &str, index: u16) -> u32 {
+fn gateway_pid(info: &braid_lab::LabInfo, site: &str, index: u16) -> u32 {
     let s = status(info);
     let g = gateway(&s, site, index);
     assert_eq!(g.restarts, 0, "gateway {site}{index} has not been restarted yet");
@@ -74,7 +74,7 @@ fn killed_gateway_fails_over_within_a_second_and_is_restarted_with(suite: Suite)
     let recovery = watch_recovery(info, SITE, PAIR, old_pid, true, killed, Duration::from_secs(10));
     let run = finish_bench(load);
     eprintln!("kill -9 {SITE}{PAIR}: {recovery:?}");
-    eprintln!("drops: {:?}", braid::demo::nonzero_drops(info));
+    eprintln!("drops: {:?}", braid_lab::demo::nonzero_drops(info));
     let figures = assert_udp_failover(&run, on_pair, "UDP across kill -9");
     eprintln!(
         "MEASURED kill -9: affected flows {} of {on_pair} on the pair, largest gap {:.1} ms, lost {}, \

@@ -15,8 +15,8 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use braid::demo::BenchServer;
 use braid_core::config::ClusterConfig;
+use braid_lab::demo::BenchServer;
 use support::*;
 
 /// The flooded gateway: site b's gateway of pair 1.
@@ -111,7 +111,7 @@ fn handshake_flood_at_one_gateway_leaves_every_pair_up_and_its_flows_intact() {
     let watch_started = Instant::now();
     while !flood.is_finished() {
         let s = status(info);
-        if !braid::lab::controller::all_up(&s, 1..=2) {
+        if !braid_lab::controller::all_up(&s, 1..=2) {
             unhealthy.push(format!(
                 "{:.1}s: pairs {:?}",
                 watch_started.elapsed().as_secs_f64(),
@@ -159,7 +159,7 @@ fn handshake_flood_at_one_gateway_leaves_every_pair_up_and_its_flows_intact() {
         100.0 * lost as f64 / (received + lost).max(1) as f64,
         flows.iter().map(|f| f.max_gap_ms).fold(0.0, f64::max),
     );
-    eprintln!("drops: {:?}", braid::demo::nonzero_drops(info));
+    eprintln!("drops: {:?}", braid_lab::demo::nonzero_drops(info));
 
     assert!(unhealthy.is_empty(), "unhealthy during the flood: {unhealthy:#?}");
     assert_eq!(flows.len(), 16, "flow count in {run}");
@@ -197,13 +197,13 @@ fn handshake_flood_at_one_gateway_leaves_every_pair_up_and_its_flows_intact() {
 }
 
 /// The sum of the flooded gateway's counters whose names start with `prefix`.
-fn counters_with_prefix(info: &braid::lab::LabInfo, prefix: &str) -> u64 {
+fn counters_with_prefix(info: &braid_lab::LabInfo, prefix: &str) -> u64 {
     let p = info
         .processes
         .iter()
         .find(|p| p.role == "gw" && p.site == SITE && p.index == PAIR)
         .expect("the flooded gateway is in the lab");
-    braid::lab::read_status(&p.status_file)
+    braid_lab::read_status(&p.status_file)
         .and_then(|s| {
             s["counters"].as_object().map(|all| {
                 all.iter()

@@ -8,7 +8,7 @@ mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 
-use braid::lab::topology::Topology;
+use braid_lab::topology::Topology;
 use support::*;
 
 /// A GENEVE header: version 0, no options, the given VNI and protocol type.

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use braid::demo::{pair_tx_bytes, BenchServer};
-use braid::lab::LabInfo;
+use braid_lab::demo::{pair_tx_bytes, BenchServer};
+use braid_lab::LabInfo;
 use serde_json::Value;
 use support::*;
 
@@ -36,7 +36,7 @@ fn bytes_per_pair_during(info: &LabInfo, pairs: &[u16], run: impl FnOnce() -> Va
 }
 
 fn fresh_run(info: &LabInfo) -> Value {
-    let run = braid::demo::bench_client(info, &bin_dir(), FRESH_UDP).expect("fresh UDP run");
+    let run = braid_lab::demo::bench_client(info, &bin_dir(), FRESH_UDP).expect("fresh UDP run");
     for f in run["flows"].as_array().expect("flows") {
         assert_eq!(f["reordered"].as_u64(), Some(0), "a new flow was reordered: {f}");
         assert!(
@@ -70,8 +70,8 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(su
     let tcp = start_bench(&lab.info, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let grown =
-        braid::lab::scale(&lab.info.name, 6, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
+    let grown = braid_lab::scale(&lab.info.name, &bin_dir(), 6, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("scale to 6: {e:#}"));
     let grow_time = started.elapsed();
     let run = finish_bench(established);
     assert_udp_lossless(&run, "established flows across 4 → 6");
@@ -88,8 +88,8 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(su
     let tcp = start_bench(&grown, TCP_PACED_LOAD);
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let shrunk =
-        braid::lab::scale(&lab.info.name, 3, Duration::from_secs(30)).unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
+    let shrunk = braid_lab::scale(&lab.info.name, &bin_dir(), 3, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("scale to 3: {e:#}"));
     let shrink_time = started.elapsed();
     let s = status(&shrunk);
     for id in 4..=6 {

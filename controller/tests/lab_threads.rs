@@ -16,8 +16,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use braid::demo::{bench_client, BenchServer};
-use braid::lab::LabInfo;
+use braid_lab::demo::{bench_client, BenchServer};
+use braid_lab::LabInfo;
 use serde_json::Value;
 use support::*;
 
@@ -42,7 +42,7 @@ fn demux_status(info: &LabInfo, site: &str) -> Value {
         .iter()
         .find(|p| p.role == "demux" && p.site == site)
         .unwrap_or_else(|| panic!("no demux {site} in the lab"));
-    braid::lab::read_status(&p.status_file).unwrap_or_else(|| panic!("demux {site} wrote no status"))
+    braid_lab::read_status(&p.status_file).unwrap_or_else(|| panic!("demux {site} wrote no status"))
 }
 
 /// Packets demux `site` sent into each pair so far.
@@ -221,7 +221,7 @@ fn restart_demux(info: &LabInfo, site: &str, threads: u64) -> Duration {
     let new = wait_status(info, Duration::from_secs(15), |s| {
         let d = s.demuxes.iter().find(|d| d.site == site)?;
         let pid = d.pid.filter(|p| *p != old)?;
-        braid::lab::controller::all_up(s, 1..=PAIRS).then_some(pid)
+        braid_lab::controller::all_up(s, 1..=PAIRS).then_some(pid)
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -308,7 +308,7 @@ fn flows_keep_their_pair_and_order_across_a_data_thread_change() {
         before.len(),
         moved.len(),
         tcp_run["aggregate_mbps"],
-        braid::demo::nonzero_drops(info),
+        braid_lab::demo::nonzero_drops(info),
         started.elapsed()
     );
     assert!(

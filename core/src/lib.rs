@@ -7,6 +7,8 @@
 //! * [`control`]: the authenticated heartbeat and membership protocol between daemons and the
 //!   controller.
 //! * [`keys`]: WireGuard-format keys and the cluster secret, with file-permission checks.
+//! * [`status`]: the controller's status document (`GET /status`) and the blocking HTTP client
+//!   its readers (the CLI, the lab, the bench) fetch it with.
 //! * [`counters`]: lock-free named counters shared between data-path threads and reporters.
 //! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads,
 //!   re-exported from `braid-sys`, where the system calls live.
@@ -23,6 +25,7 @@ pub mod counters;
 pub mod daemon;
 pub mod flow;
 pub mod keys;
+pub mod status;
 pub mod wire;
 
 pub use braid_sys::udp;

@@ -27,9 +27,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use braid::demo::{bench_client, BenchServer};
-use braid::lab::netns::{ip, ip_in, list_namespaces, run_in, spawn_in, stop_processes_in};
-use braid::lab::Suite;
+use braid_lab::demo::{bench_client, BenchServer};
+use braid_lab::netns::{ip, ip_in, list_namespaces, run_in, spawn_in, stop_processes_in};
+use braid_lab::Suite;
 use serde::Serialize;
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use braid::lab::Suite;
+use braid_lab::Suite;
 use clap::Subcommand;
 use serde::Serialize;
 

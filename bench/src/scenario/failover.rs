@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use braid::demo::BenchServer;
-use braid::lab::controller;
+use braid_lab::controller;
+use braid_lab::demo::BenchServer;
 use serde::Serialize;
 
 use crate::chart::{Chart, Event};

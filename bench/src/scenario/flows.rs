@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use braid::lab::netns::{ip_in, run_in};
+use braid_lab::netns::{ip_in, run_in};
 use serde::Serialize;
 use serde_json::Value;
 

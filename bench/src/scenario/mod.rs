@@ -1,6 +1,6 @@
 //! Scenarios: whole measurements of braid, each on a lab of its own.
 //!
-//! Design: a scenario builds a two-site lab (`braid::lab`) under a name nobody else uses,
+//! Design: a scenario builds a two-site lab (`braid_lab`) under a name nobody else uses,
 //! drives real traffic through it with `braid-bench` processes inside the lab's host
 //! namespaces, acts on the cluster while traffic flows (shaping links, killing a gateway,
 //! scaling), and turns what the receivers counted into a serialisable result. The lab is held by
@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use braid::lab::{self, LabInfo, Suite, UpOptions};
+use braid_lab::{self as lab, LabInfo, Suite, UpOptions};
 use serde_json::Value;
 
 /// How long a scenario waits for a lab, or a scaled lab, to carry traffic on every pair.
@@ -133,13 +133,13 @@ pub fn tcp_figure(report: &Value) -> Result<TcpFigure> {
 /// Runs multi-stream TCP from host a to host b of a lab (a bench server must be running).
 pub fn lab_tcp(lab: &LabRun, streams: u32, seconds: f64) -> Result<TcpFigure> {
     let (p, t) = (streams.to_string(), seconds.to_string());
-    let report = braid::demo::bench_client(&lab.info, &lab.bin_dir, &["-P", &p, "-t", &t])?;
+    let report = braid_lab::demo::bench_client(&lab.info, &lab.bin_dir, &["-P", &p, "-t", &t])?;
     tcp_figure(&report)
 }
 
 /// Checks that this process may build labs; the message says why not.
 pub fn check_privileges() -> Result<()> {
-    braid::lab::netns::check_privileges()
+    braid_lab::netns::check_privileges()
 }
 
 /// The interval of the per-flow time series of the failover and re-cluster scenarios.
@@ -149,7 +149,7 @@ pub const TIMELINE_INTERVAL_S: f64 = 0.1;
 /// running), sampled every [`TIMELINE_INTERVAL_S`], and returns the client's JSON report.
 pub fn lab_udp(info: &LabInfo, bin_dir: &Path, flows: u32, rate: &str, seconds: f64) -> Result<Value> {
     let (p, t, i) = (flows.to_string(), seconds.to_string(), TIMELINE_INTERVAL_S.to_string());
-    braid::demo::bench_client(
+    braid_lab::demo::bench_client(
         info,
         bin_dir,
         &[

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use braid::demo::{pair_tx_bytes, BenchServer};
+use braid_lab::demo::{pair_tx_bytes, BenchServer};
 use serde::Serialize;
 
 use crate::chart::{Chart, Event};
@@ -58,7 +58,7 @@ pub struct ReclusterReport {
 
 fn change(lab: &mut LabRun, to: u16, started: Instant, what: &str) -> Result<Change> {
     let at_s = started.elapsed().as_secs_f64();
-    braid::lab::scale(lab.name(), to, READY_TIMEOUT)?;
+    braid_lab::scale(lab.name(), &lab.bin_dir, to, READY_TIMEOUT)?;
     lab.reload()?;
     Ok(Change {
         what: what.into(),

@@ -13,14 +13,14 @@
 //! efficiency = wire rate / (N × cap) shows how full the capped links actually ran.
 
 use anyhow::{bail, Result};
-use braid::demo::BenchServer;
+use braid_lab::demo::BenchServer;
 use serde::Serialize;
 
 use crate::chart::{Chart, Series};
 
 use super::shaping::{shape_gateways, wan_tx_bytes, Cap};
 use super::{lab_name, lab_tcp, LabRun};
-use braid::lab::topology::SITES;
+use braid_lab::topology::SITES;
 use std::path::Path;
 
 /// What to measure.

@@ -6,8 +6,8 @@
 //! fill the link, short enough that queueing does not dominate what the bench sees.
 
 use anyhow::{bail, Context, Result};
-use braid::lab::netns::{ip_in, run_in};
-use braid::lab::topology::{Topology, SITES};
+use braid_lab::netns::{ip_in, run_in};
+use braid_lab::topology::{Topology, SITES};
 use std::path::Path;
 use std::process::{Command, Stdio};
 

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Include it with `#[path = "support/interop_net.rs"] mod interop_net;`. It depends on std,
-//! libc and `braid::lab::netns`. Every address is in 198.18.0.0/15 inside namespaces made here.
+//! libc and `braid_lab::netns`. Every address is in 198.18.0.0/15 inside namespaces made here.
 //! This kernel has no `dummy` link type, so a "site" interface is one end of a veth pair whose
 //! other end (`site0p`) stays in the same namespace, up and without an address.
 
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use braid::lab::netns::{ip, ip_in, list_namespaces, pids_in, sysctl_in};
+use braid_lab::netns::{ip, ip_in, list_namespaces, pids_in, sysctl_in};
 
 /// The braid gateway's WAN address.
 pub const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);

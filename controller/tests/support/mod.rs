@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use braid::lab::{self, LabInfo, UpOptions};
 pub use braid_core::config::Suite;
+use braid_lab::{self as lab, LabInfo, UpOptions};
 
 /// Why lab tests cannot run here, if they cannot.
 pub fn lab_unavailable() -> Option<String> {
@@ -281,8 +281,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use braid::lab::controller as lab_controller;
 use braid::status::{GatewayStatus, PairStatus, StatusSnapshot};
+use braid_lab::controller as lab_controller;
 use serde_json::Value;
 
 /// The sequence-numbered UDP load every chaos test runs: 40 Mbit/s of 1000-byte datagrams over
@@ -312,7 +312,7 @@ pub fn one_lab_at_a_time() -> MutexGuard<'static, ()> {
 pub fn start_bench(info: &LabInfo, args: &'static [&'static str]) -> JoinHandle<Value> {
     let info = info.clone();
     std::thread::spawn(move || {
-        braid::demo::bench_client(&info, &bin_dir(), args).unwrap_or_else(|e| panic!("bench {args:?}: {e:#}"))
+        braid_lab::demo::bench_client(&info, &bin_dir(), args).unwrap_or_else(|e| panic!("bench {args:?}: {e:#}"))
     })
 }
 
@@ -863,7 +863,7 @@ pub fn flow_pairs(
     info: &LabInfo,
     site: &str,
 ) -> std::collections::BTreeMap<InnerFlow, std::collections::BTreeSet<u16>> {
-    let topo = braid::lab::topology::Topology::new(&info.name, info.gateways).expect("the lab's topology");
+    let topo = braid_lab::topology::Topology::new(&info.name, info.gateways).expect("the lab's topology");
     let gateway_of = |ip: std::net::Ipv4Addr| topo.pair_ids().find(|&p| topo.gateway_lan(site, p) == ip);
     let hosts = [info.hosts.a.addr, info.hosts.b.addr];
     let mut out: std::collections::BTreeMap<InnerFlow, std::collections::BTreeSet<u16>> = Default::default();

@@ -1,13 +1,24 @@
-//! `braid lab`: two sites on one machine, built from network namespaces and veth pairs.
+//! braid-lab: a whole braid cluster on one machine — two sites in network namespaces, joined
+//! by a WAN bridge — driven from outside, the way an operator drives real hosts.
+//!
+//! The design: the lab builds the network and writes a cluster file, then runs the `braid`
+//! binary (`braid up`, and `braid reload` to scale) as a process and reads the controller only
+//! through its public interfaces: the `/status` document over HTTP ([`braid_core::status`])
+//! and the daemons' status files. It links no controller code, so what it exercises is what a
+//! deployment runs, and its users (the `braid lab`/`braid demo` subcommands, the controller's
+//! integration tests, `braid-bench`) need not depend on the controller crate. It depends on
+//! braid-core only for the cluster file's schema, the keys, and the status document.
 //!
 //! [`topology`] says where everything goes (pure), [`netns`] runs `ip`, [`cluster_file`]
-//! writes the configuration, and this module puts them together: [`up`] builds the namespaces,
-//! starts the controller (`braid up`) on the lab's cluster file — which launches one demux per
-//! site and one gateway per site and pair, each in its namespace — and returns only once the
-//! controller reports every pair up and traffic has crossed every pair; [`scale`] grows or
-//! shrinks a running lab online; [`down`] removes everything a lab of that name made — the
-//! controller, its daemons, the namespaces (which takes their links with them) and the state
-//! directory — whether the lab is healthy, half-built or left over from a crashed run.
+//! writes the configuration, [`controller`] starts, reads and stops `braid up`, and this
+//! module puts them together: [`up`] builds the namespaces, starts the controller on the
+//! lab's cluster file — which launches one demux per site and one gateway per site and pair,
+//! each in its namespace — and returns only once the controller reports every pair up and
+//! traffic has crossed every pair; [`scale`] grows or shrinks a running lab online; [`down`]
+//! removes everything a lab of that name made — the controller, its daemons, the namespaces
+//! (which takes their links with them) and the state directory — whether the lab is healthy,
+//! half-built or left over from a crashed run. [`external`] replaces site b with a strongSwan
+//! peer; [`demo`] runs real traffic across a lab and summarises it (`braid demo`).
 //!
 //! A lab runs either tunnel suite ([`UpOptions::suite`]): WireGuard on port 51820 with a key
 //! per gateway, or IPsec on port 4500 with one pre-shared key in the state directory. The
@@ -19,6 +30,7 @@
 
 pub mod cluster_file;
 pub mod controller;
+pub mod demo;
 pub mod external;
 pub mod netns;
 mod scale;

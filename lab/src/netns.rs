@@ -125,18 +125,29 @@ pub fn spawn_in(ns: &str, program: &Path, args: &[String], log: &Path) -> io::Re
 
 /// Runs `program ARGS…` inside namespace `ns` to completion and returns its stdout.
 pub fn run_in(ns: &str, program: &Path, args: &[String]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(program)
-        .args(args)
+    let shown = format!("{} {} in {ns}", program.display(), args.join(" "));
+    finish(
+        Command::new("ip").args(["netns", "exec", ns]).arg(program).args(args),
+        &shown,
+    )
+}
+
+/// Runs `program ARGS…` in this process's namespace to completion and returns its stdout.
+pub fn run(program: &Path, args: &[String]) -> Result<String> {
+    let shown = format!("{} {}", program.display(), args.join(" "));
+    finish(Command::new(program).args(args), &shown)
+}
+
+/// Runs `command` (shown in errors as `shown`) with no stdin; its stdout, or its stderr in
+/// the error when it fails.
+fn finish(command: &mut Command, shown: &str) -> Result<String> {
+    let out = command
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run {} in {ns}", program.display()))?;
+        .with_context(|| format!("cannot run {shown}"))?;
     if !out.status.success() {
         bail!(
-            "{} {} in {ns} failed ({}): {}",
-            program.display(),
-            args.join(" "),
+            "{shown} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -2,7 +2,7 @@
 //!
 //! Growing builds the new gateways' namespaces and links, adds the pairs to the lab's cluster
 //! file (existing pairs keep their keys; new gateways get new ones) and asks the controller to
-//! reload (over its admin socket): the new pairs join once healthy and take new flows only.
+//! reload (`braid reload` on its admin socket): the new pairs join once healthy and take new flows only.
 //! Shrinking drops the highest pairs from the file and reloads: the controller drains them (no
 //! new flows; pinned flows stay until idle or the drain deadline) and then stops their
 //! gateways. Established flows never move in either direction. The lab keeps its suite and its
@@ -11,7 +11,7 @@
 //! demuxes' data threads are kept too (a demux reads them only when it starts).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid_core::config::ClusterConfig;
@@ -23,9 +23,9 @@ use super::{
 };
 use anyhow::{bail, Context, Result};
 
-/// Scales lab `name` to `gateways` pairs; returns once new pairs are up and carrying canary
-/// traffic, or once removed pairs take no new flows.
-pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
+/// Scales lab `name` to `gateways` pairs, with the `braid` binary in `bin_dir`; returns once
+/// new pairs are up and carrying canary traffic, or once removed pairs take no new flows.
+pub fn scale(name: &str, bin_dir: &Path, gateways: u16, timeout: Duration) -> Result<LabInfo> {
     let mut info = load_info(name)?;
     if info.processes.iter().any(|p| p.role == "strongswan") {
         bail!("lab {name:?} has an external (strongSwan) peer site, which `scale` does not grow or shrink; rebuild it with `braid lab down` and `braid lab up --gateways N`");
@@ -48,9 +48,8 @@ pub fn scale(name: &str, gateways: u16, timeout: Duration) -> Result<LabInfo> {
         build_gateways(&topo, current + 1..=gateways)?;
     }
     let config = rewrite_cluster_file(&running, &info, &topo)?;
-    let admin = crate::admin::client::Channel::Local(info.admin_socket());
-    let answer = crate::admin::client::send(&admin, &crate::admin::Command::Reload)?;
-    tracing::info!("{}", answer.trim());
+    let answer = controller::reload(bin_dir, &info.admin_socket())?;
+    tracing::info!("{answer}");
     controller::wait_for(info.metrics, timeout, pid, |s| {
         let grown = controller::all_up(s, 1..=gateways);
         let shrunk = s.pairs.iter().filter(|p| p.index > gateways).all(|p| !p.active);

@@ -1,4 +1,6 @@
-//! The lab's controller: `braid up` on the lab's cluster file, in the root namespace.
+//! The lab's controller: `braid up` on the lab's cluster file, in the root namespace, run as
+//! a process like on a real host. The lab reads it the way an operator's tools do: its status
+//! document over HTTP, and `braid reload` for a changed cluster file.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::status::StatusSnapshot;
+use braid_core::status::{self, StatusSnapshot};
 
 /// A loopback address with a port nobody listens on right now, for the controller's HTTP.
 pub fn free_loopback_port() -> Result<SocketAddr> {
@@ -66,8 +68,19 @@ pub fn stop(state_dir: &Path) {
 
 /// The controller's status.
 pub fn status(metrics: SocketAddr) -> Result<StatusSnapshot> {
-    let body = crate::http::get(metrics, "/status")?;
+    let body = status::http_get(metrics, "/status")?;
     serde_json::from_str(&body).context("the controller's /status is not a status document")
+}
+
+/// Asks the controller listening on `admin_socket` to re-read its cluster file, with
+/// `braid reload` from `bin_dir`; returns the controller's answer.
+pub fn reload(bin_dir: &Path, admin_socket: &Path) -> Result<String> {
+    let args = [
+        "reload".to_string(),
+        "--admin-socket".into(),
+        admin_socket.display().to_string(),
+    ];
+    Ok(crate::netns::run(&bin_dir.join("braid"), &args)?.trim().to_string())
 }
 
 /// Whether every pair of `pairs` is up, active, answering canaries, and every demux has the

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use braid_core::config::Suite;
 use serde_json::Value;
 
-use crate::lab::{self, netns, LabInfo, UpOptions};
+use crate::{netns, LabInfo, UpOptions};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         opts.lab.gateways,
         suite_label(opts.lab.suite)
     );
-    let info = lab::up(&opts.lab)?;
+    let info = crate::up(&opts.lab)?;
     eprintln!(
         "lab up in {:.1} s; every pair carries traffic",
         started.elapsed().as_secs_f64()
@@ -46,7 +46,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     if opts.keep {
         eprintln!("lab kept: `braid lab down --name {}` removes it", info.name);
     } else {
-        lab::down(&info.name)?;
+        crate::down(&info.name)?;
     }
     let summary = result?;
     print!("{summary}");
@@ -106,7 +106,7 @@ pub fn pair_tx_bytes(info: &LabInfo, site: &str) -> Vec<(u16, u64)> {
     let Some(demux) = info.processes.iter().find(|p| p.role == "demux" && p.site == site) else {
         return Vec::new();
     };
-    let status = lab::read_status(&demux.status_file).unwrap_or(Value::Null);
+    let status = crate::read_status(&demux.status_file).unwrap_or(Value::Null);
     status["pairs"]
         .as_array()
         .map(|pairs| {
@@ -122,7 +122,7 @@ pub fn pair_tx_bytes(info: &LabInfo, site: &str) -> Vec<(u16, u64)> {
 pub fn nonzero_drops(info: &LabInfo) -> Vec<String> {
     let mut out = Vec::new();
     for p in &info.processes {
-        let Some(status) = lab::read_status(&p.status_file) else {
+        let Some(status) = crate::read_status(&p.status_file) else {
             continue;
         };
         if let Some(counters) = status["counters"].as_object() {
