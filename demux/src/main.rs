@@ -52,6 +52,12 @@ struct Args {
     /// receivers whose socket buffers cannot take a burst of a whole run at once).
     #[arg(long, env = "BRAID_DEMUX_NO_UDP_COALESCING", value_parser = clap::builder::BoolishValueParser::new())]
     no_udp_coalescing: bool,
+    /// Packets the kernel holds in each TUN queue for its data thread before it drops (counted
+    /// as drop_tun_queue_full). The kernel's default, 500, overflows on a scheduling hiccup of
+    /// a few milliseconds at small-packet rates; more absorbs bursts at the price of queueing
+    /// delay when the demux is overloaded for longer.
+    #[arg(long, env = "BRAID_DEMUX_TUN_QUEUE_LEN", value_name = "PACKETS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=65536))]
+    tun_queue_len: u32,
     /// Data threads, each owning one TUN queue and one GENEVE socket (overrides the site's
     /// `demux.data_threads`; default one per CPU core).
     #[arg(long, env = "BRAID_DEMUX_DATA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -92,7 +98,7 @@ fn run(args: &Args) -> Result<()> {
 
     let first = Tun::open(&settings.tun_name, true, !args.no_offload)?;
     first
-        .set_mtu_and_up(settings.mtu)
+        .set_mtu_and_up(settings.mtu, args.tun_queue_len)
         .with_context(|| format!("cannot configure {}", first.name()))?;
     let offload = first.offload();
     let mut queues = vec![first];

@@ -1,9 +1,10 @@
 //! The demux's TUN device.
 //!
 //! A thin wrapper over `/dev/net/tun`: `TUNSETIFF` with `IFF_TUN | IFF_NO_PI`, optionally
-//! `IFF_MULTI_QUEUE` so that later one data thread per core can own one queue of the same
-//! interface. Link state (up, MTU) is set with the classic `SIOCSIFMTU` / `SIOCSIFFLAGS` ioctls
-//! on a throwaway socket; addresses and routes are the operator's (or the lab's) business.
+//! `IFF_MULTI_QUEUE` so that each data thread owns one queue of the same interface. Link state
+//! (up, MTU, queue length) is set with the classic `SIOCSIFMTU` / `SIOCSIFTXQLEN` /
+//! `SIOCSIFFLAGS` ioctls on a throwaway socket; addresses and routes are the operator's (or
+//! the lab's) business.
 //!
 //! Two modes. Plain: each read and write moves exactly one IP packet. Offload (`IFF_VNET_HDR`,
 //! `TUNSETVNETHDRSZ` 10, `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`): each read and
@@ -24,6 +25,7 @@ const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const SIOCSIFTXQLEN: libc::c_ulong = 0x8943;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
@@ -149,8 +151,9 @@ impl Tun {
         &self.name
     }
 
-    /// Sets the interface MTU and brings it up.
-    pub fn set_mtu_and_up(&self, mtu: u16) -> io::Result<()> {
+    /// Sets the interface MTU and the length of each of its queues (packets the kernel holds
+    /// for a reader before it drops), and brings it up.
+    pub fn set_mtu_and_up(&self, mtu: u16, queue_len: u32) -> io::Result<()> {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if sock < 0 {
@@ -164,6 +167,16 @@ impl Tun {
             };
             // SAFETY: SIOCSIFMTU takes a `struct ifreq` with the MTU as int after the name.
             if unsafe { libc::ioctl(sock, libc::SIOCSIFMTU, &mut mtu_req as *mut IfReqMtu) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut queue_req = IfReqMtu {
+                name: ifname_bytes(&self.name)?,
+                mtu: libc::c_int::try_from(queue_len).unwrap_or(libc::c_int::MAX),
+                _pad: [0; 20],
+            };
+            // SAFETY: SIOCSIFTXQLEN takes a `struct ifreq` with the queue length as int after the
+            // name, the same layout as the MTU.
+            if unsafe { libc::ioctl(sock, SIOCSIFTXQLEN, &mut queue_req as *mut IfReqMtu) } < 0 {
                 return Err(io::Error::last_os_error());
             }
             let mut flags = IfReqFlags {
