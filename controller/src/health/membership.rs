@@ -7,6 +7,13 @@
 //! * `active`  = Active ∧ healthy: the pairs the Maglev table spreads **new** flows over;
 //! * `serving` = (Active ∨ Draining) ∧ healthy: the pairs whose **pinned** flows stay put.
 //!
+//! **Fail-static.** When not one pair is healthy, the sets do not empty: the pairs last in
+//! `active` (and in `serving`) that the operator has not drained or removed stay there. A site
+//! whose every pair looks down at once — canaries lost to an overloaded host, a monitoring
+//! fault — keeps forwarding over the pairs last known to work instead of dropping every packet;
+//! traffic through pairs that really died is lost either way. As soon as one pair is healthy the
+//! sets follow health again. Until a first pair has ever been healthy, they stay empty.
+//!
 //! Every change of `(active, serving)` bumps the epoch and makes a new [`Membership`], which
 //! every demux must acknowledge. [`MembershipMachine::pending`] says what to (re)send: the
 //! latest membership to each demux that has not acked it, at most once per `resend_ms`. An ack
@@ -308,8 +315,20 @@ impl MembershipMachine {
                 .map(|(id, _)| *id)
                 .collect()
         };
-        let active = healthy(|a| a == AdminState::Active);
-        let serving = healthy(|a| a != AdminState::Removed);
+        let mut active = healthy(|a| a == AdminState::Active);
+        let mut serving = healthy(|a| a != AdminState::Removed);
+        // Fail-static (see the module docs): no healthy pair at all keeps the last ones.
+        let still = |pairs: &[PairId], admin_ok: fn(AdminState) -> bool| -> Vec<PairId> {
+            pairs
+                .iter()
+                .copied()
+                .filter(|id| self.pairs.get(id).is_some_and(|p| admin_ok(p.admin)))
+                .collect()
+        };
+        if active.is_empty() && serving.is_empty() {
+            active = still(&self.current.active, |a| a == AdminState::Active);
+            serving = still(&self.current.serving, |a| a != AdminState::Removed);
+        }
         let probing: Vec<PairId> = self
             .pairs
             .iter()

@@ -67,7 +67,7 @@ fn every_change_bumps_the_epoch_and_reaches_every_demux() {
 
 #[test]
 fn unacked_demuxes_get_the_latest_every_resend_interval() {
-    let mut m = machine([1]);
+    let mut m = machine([1, 2]);
     m.set_health(1, false);
     let epoch = m.current().epoch;
     assert_eq!(m.pending(1_000).len(), 2);
@@ -187,6 +187,41 @@ fn remove_is_immediate_and_reactivate_brings_back() {
     assert_eq!(m.drain(9, 0, 1), Err(AdminError::UnknownPair(9)));
     m.drain(3, 0, 1).unwrap();
     assert_eq!(m.drain(3, 0, 1), Err(AdminError::NotActive(3)));
+}
+
+#[test]
+fn when_every_pair_looks_down_the_last_ones_keep_forwarding() {
+    let mut m = machine([1, 2, 3]);
+    m.set_health(3, false);
+    m.set_health(2, false);
+    let epoch = m.current().epoch;
+    m.set_health(1, false);
+    assert_eq!(sets(&m), (vec![1], vec![1]), "fail-static: the last healthy pair stays");
+    assert_eq!(m.current().epoch, epoch, "nothing changed, nothing to push");
+    m.set_health(3, true);
+    assert_eq!(sets(&m), (vec![3], vec![3]), "health rules again once one pair is up");
+    // A drained or removed pair is not kept by fail-static.
+    m.drain(3, 0, 60_000).unwrap();
+    assert_eq!(sets(&m), (vec![], vec![3]));
+    m.set_health(3, false);
+    assert_eq!(sets(&m), (vec![], vec![3]), "the draining pair keeps its pinned flows");
+    m.remove(3).unwrap();
+    assert_eq!(sets(&m), (vec![], vec![]));
+}
+
+#[test]
+fn before_any_pair_is_healthy_the_sets_stay_empty() {
+    let mut fresh = MembershipMachine::new(DEMUXES, 50, 1);
+    fresh.add_pair(7).unwrap();
+    assert_eq!(
+        sets(&fresh),
+        (vec![], vec![]),
+        "a pair that was never healthy takes nothing"
+    );
+    fresh.set_health(7, false);
+    assert_eq!(sets(&fresh), (vec![], vec![]));
+    fresh.set_health(7, true);
+    assert_eq!(sets(&fresh), (vec![7], vec![7]));
 }
 
 #[test]
