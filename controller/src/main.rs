@@ -304,8 +304,10 @@ enum LabCommand {
         /// site-b gateway, host b behind them (needs --suite ipsec).
         #[arg(long, value_parser = ["strongswan"])]
         external_peer: Option<String>,
-        /// Data threads of each demux (1-256; `sites.<site>.demux.data_threads`); default one
-        /// per CPU core.
+        /// Data threads of each demux (1-256; `sites.<site>.demux.data_threads`). Default 1:
+        /// a lab runs both sites, every gateway and the traffic on this one host, so each
+        /// demux leaves the other cores to them (measured in BENCHMARKS.md); a demux on a host
+        /// of its own defaults to one thread per core.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         data_threads: Option<u16>,
     },
@@ -316,6 +318,9 @@ enum LabCommand {
     },
 }
 
+/// Data threads of each demux in a lab made by `braid lab up` unless `--data-threads` says
+/// otherwise: everything of a lab shares one host's cores.
+const LAB_DATA_THREADS: u16 = 1;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     braid_core::daemon::init_logging(cli.verbose);
@@ -394,7 +399,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             let opts = lab::UpOptions {
                 external_peer: external_peer.is_some(),
-                data_threads,
+                // The external-peer lab has one demux and keeps its per-core default.
+                data_threads: data_threads.or(external_peer.is_none().then_some(LAB_DATA_THREADS)),
                 ..up_options(name, gateways, timeout, suite)
             };
             let info = lab::up_with(&opts, lifetimes)?;
