@@ -24,7 +24,12 @@ const PAIR: u16 = 2;
 const REJOIN_BUDGET: Duration = Duration::from_secs(6);
 
 /// Starts the UDP load and returns it with how many of its flows ride pair [`PAIR`].
+///
+/// The load starts only once every pair is up and active (a pair that flapped while the lab
+/// settled would otherwise get no flows, since flows stay pinned where they start); if the failed
+/// pair still gets none, the controller's and the demux's account of membership is printed.
 fn udp_load_and_flows_on_pair(info: &braid_lab::LabInfo) -> (std::thread::JoinHandle<serde_json::Value>, usize) {
+    wait_all_up(info, 1..=info.gateways, Duration::from_secs(10));
     let load = start_bench(info, UDP_LOAD);
     std::thread::sleep(Duration::from_millis(800));
     let rates = pair_packet_rates(info, SITE, Duration::from_secs(2));
@@ -36,8 +41,31 @@ fn udp_load_and_flows_on_pair(info: &braid_lab::LabInfo) -> (std::thread::JoinHa
         "the per-pair rates account for every flow: {rates:?}"
     );
     let on_pair = flows.iter().find(|&&(id, _)| id == PAIR).map(|&(_, n)| n).unwrap_or(0);
+    if on_pair == 0 {
+        print_membership_history(info);
+    }
     assert!(on_pair > 0, "pair {PAIR} carries some of the flows: {flows:?}");
     (load, on_pair)
+}
+
+/// The lines of the controller's and demux a's logs that tell how membership and pair health
+/// changed: what a test that found a pair without flows needs to say why.
+fn print_membership_history(info: &braid_lab::LabInfo) {
+    for p in info
+        .processes
+        .iter()
+        .filter(|p| p.role == "controller" || (p.role == "demux" && p.site == SITE))
+    {
+        let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+        eprintln!("--- {} (membership and pair health) ---", p.log.display());
+        for line in text
+            .lines()
+            .filter(|l| l.contains("membership") || l.contains("pair"))
+            .take(200)
+        {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn gateway_pid(info: &braid_lab::LabInfo, site: &str, index: u16) -> u32 {
