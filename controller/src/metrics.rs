@@ -183,6 +183,11 @@ pub fn render(s: &StatusSnapshot) -> String {
         u8::from(!s.alarms.canary_rtt_high.is_empty())
     );
     let stale = s.monitoring.loop_age_ms > 2_000 || s.monitoring.never_heard > 0;
+    let _ = writeln!(
+        o,
+        "braid_alarm{{name=\"site_unreachable\"}} {}",
+        u8::from(!s.alarms.sites_unreachable.is_empty())
+    );
     let _ = writeln!(o, "braid_alarm{{name=\"monitoring_unhealthy\"}} {}", u8::from(stale));
 
     gauge(

@@ -85,6 +85,12 @@ pub fn render_table(s: &StatusSnapshot) -> String {
     if s.alarms.pairs_up_below_one {
         alarms.push("no pair up".to_string());
     }
+    if !s.alarms.sites_unreachable.is_empty() {
+        alarms.push(format!(
+            "site(s) {} unreachable from the controller (pairs kept while canaries cross them)",
+            s.alarms.sites_unreachable.join(", ")
+        ));
+    }
     if !s.alarms.canary_rtt_high.is_empty() {
         alarms.push(format!(
             "canary RTT over {} ms on pairs {:?}",

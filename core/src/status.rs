@@ -148,6 +148,10 @@ pub struct Alarms {
     /// Pairs whose canary round trip exceeds the configured threshold.
     pub canary_rtt_high: Vec<u16>,
     pub canary_rtt_threshold_ms: u64,
+    /// Sites the controller lost sight of: most of their daemons went silent at once. Their
+    /// pairs stay in service while canaries cross them; nothing there is restarted.
+    #[serde(default)]
+    pub sites_unreachable: Vec<String>,
 }
 
 /// The health of the monitoring itself (seed 004's lesson: watch the watcher).

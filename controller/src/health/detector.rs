@@ -19,11 +19,22 @@
 //!   being healthy continuously for its recovery time: `recovery_ms`, doubled for every further
 //!   failure that follows an up period shorter than `stable_ms`, capped at `max_recovery_ms`.
 //!   Pairs start down and come up the same way.
+//! * **A site that goes silent at once** is unreachable, not dead: when at least two of a site's
+//!   daemons, and more than half of them, have been silent for nearly the failure timeout (within
+//!   two heartbeat periods of it) when the first of them reaches it, the controller has lost
+//!   sight of the site (a partition, a management network fault) rather than watched its
+//!   daemons fail one by one. Its silent daemons die with [`FailureReason::SiteUnreachable`],
+//!   which the supervisor neither kills nor restarts for, and a pair whose gateway is silent
+//!   that way stays up as long as the other site's demux reports canaries crossing it: the
+//!   demuxes' own probes must confirm a failure before an up pair is taken out (a down pair
+//!   does not come up while its gateway is unheard). When the site is heard again, daemons
+//!   still silent die of [`FailureReason::NoHeartbeat`] and are handled as usual.
 //! * An **external** site ([`Detector::with_external_site`]) runs no braid: its gateways are
 //!   standard IPsec endpoints that send no heartbeats. A pair's health is then its one braid
 //!   gateway (alive, session established and fresh) plus the canaries, which are ICMP echoes
 //!   to a host inside the external site.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use braid_core::flow::PairId;
@@ -35,6 +46,9 @@ use super::types::{DaemonKey, Failure, FailureReason, Role, SiteIndex, SITES};
 pub struct DetectorConfig {
     /// Silence after which a daemon is dead.
     pub failure_timeout_ms: u64,
+    /// How often daemons send heartbeats: daemons of one site silent within two periods of
+    /// each other went silent together.
+    pub heartbeat_ms: u64,
     /// How long a started daemon has for its first heartbeat (never less than
     /// `failure_timeout_ms`).
     pub startup_grace_ms: u64,
@@ -56,6 +70,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             failure_timeout_ms: 400,
+            heartbeat_ms: 100,
             startup_grace_ms: 2_000,
             canary_fail_ms: 500,
             canary_fail_count: 3,
@@ -92,6 +107,14 @@ pub enum HealthEvent {
     },
     DaemonAlive {
         daemon: DaemonKey,
+    },
+    /// Most of `site`'s daemons went silent together: the controller lost sight of the site.
+    SiteUnreachable {
+        site: SiteIndex,
+    },
+    /// `site` is heard again.
+    SiteReachable {
+        site: SiteIndex,
     },
 }
 
@@ -179,6 +202,9 @@ pub struct Detector {
     external_site: Option<SiteIndex>,
     daemons: BTreeMap<DaemonKey, Daemon>,
     pairs: BTreeMap<PairId, Pair>,
+    /// Sites the controller has lost sight of (see the module docs), with when most of the
+    /// site was heard again (the others then have a failure timeout to speak up).
+    unreachable: BTreeMap<SiteIndex, Option<u64>>,
     events: Vec<HealthEvent>,
 }
 
@@ -189,6 +215,7 @@ impl Detector {
             external_site: None,
             daemons: BTreeMap::new(),
             pairs: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
             events: Vec::new(),
         }
     }
@@ -323,14 +350,97 @@ impl Detector {
                 (silent_ms >= limit).then_some((*k, silent_ms))
             })
             .collect();
+        self.update_reachability(now_ms);
         for (daemon, silent_ms) in silent {
-            self.mark_dead(daemon, now_ms, FailureReason::NoHeartbeat { silent_ms });
+            let reason = if self.unreachable.contains_key(&daemon.site) {
+                FailureReason::SiteUnreachable { silent_ms }
+            } else {
+                FailureReason::NoHeartbeat { silent_ms }
+            };
+            self.mark_dead(daemon, now_ms, reason);
         }
         let pairs: Vec<PairId> = self.pairs.keys().copied().collect();
         for pair in pairs {
             self.evaluate_pair(pair, now_ms);
         }
         std::mem::take(&mut self.events)
+    }
+
+    /// The sites the controller has lost sight of, in order.
+    pub fn unreachable_sites(&self) -> impl Iterator<Item = SiteIndex> + '_ {
+        self.unreachable.keys().copied()
+    }
+
+    /// Recomputes which sites went silent together (see the module docs). Only daemons that
+    /// were alive count as going silent, so a daemon dead for long does not make a slow
+    /// neighbour look like a partition. A site is heard again once fewer than two (or only half)
+    /// of its daemons remain unheard and the rest either spoke up or stayed silent for a failure
+    /// timeout more: those then die of no heartbeat.
+    fn update_reachability(&mut self, now_ms: u64) {
+        let timeout = self.config.failure_timeout_ms;
+        let nearly = timeout.saturating_sub((2 * self.config.heartbeat_ms).min(timeout / 2));
+        let most = |n: usize, total: usize| n >= 2 && n * 2 > total;
+        let sites: Vec<SiteIndex> = self.braid_sites().collect();
+        for site in sites {
+            let of_site: Vec<(DaemonKey, &Daemon)> = self
+                .daemons
+                .iter()
+                .filter(|(k, _)| k.site == site)
+                .map(|(k, d)| (*k, d))
+                .collect();
+            let silence = |d: &Daemon| d.last_heartbeat_ms.map_or(0, |t| now_ms.saturating_sub(t));
+            if let Entry::Vacant(entry) = self.unreachable.entry(site) {
+                let going: Vec<u64> = of_site
+                    .iter()
+                    .filter(|(_, d)| d.liveness == Liveness::Alive && !d.exited)
+                    .map(|(_, d)| silence(d))
+                    .filter(|&ms| ms >= nearly)
+                    .collect();
+                if most(going.len(), of_site.len()) && going.iter().any(|&ms| ms >= timeout) {
+                    entry.insert(None);
+                    self.events.push(HealthEvent::SiteUnreachable { site });
+                }
+                continue;
+            }
+            let unheard: Vec<(DaemonKey, u64)> = of_site
+                .iter()
+                .filter(|(_, d)| {
+                    d.liveness == Liveness::Dead
+                        && matches!(
+                            d.last_failure.map(|f| f.reason),
+                            Some(FailureReason::SiteUnreachable { .. })
+                        )
+                })
+                .map(|(k, d)| (*k, silence(d)))
+                .collect();
+            let going = of_site
+                .iter()
+                .filter(|(_, d)| d.liveness == Liveness::Alive && silence(d) >= nearly)
+                .count();
+            if most(unheard.len() + going, of_site.len()) {
+                self.unreachable.insert(site, None);
+                continue;
+            }
+            if !unheard.is_empty() {
+                let heard_since = *self.unreachable.entry(site).or_default().get_or_insert(now_ms);
+                if now_ms.saturating_sub(heard_since) < timeout {
+                    continue;
+                }
+            }
+            self.unreachable.remove(&site);
+            self.events.push(HealthEvent::SiteReachable { site });
+            for (daemon, silent_ms) in unheard {
+                let reason = FailureReason::NoHeartbeat { silent_ms };
+                if let Some(d) = self.daemons.get_mut(&daemon) {
+                    d.last_failure = Some(Failure {
+                        at_ms: now_ms,
+                        reason,
+                        gateway_site: None,
+                    });
+                }
+                self.events.push(HealthEvent::DaemonDead { daemon, reason });
+            }
+        }
     }
 
     /// Every watched daemon, in key order.
@@ -409,11 +519,18 @@ impl Detector {
                 Liveness::Starting => return Some((FailureReason::Starting, Some(site))),
                 Liveness::Dead => {
                     let reason = d.last_failure.map_or(FailureReason::Starting, |f| f.reason);
-                    return Some((reason, Some(site)));
+                    // Unheard because its site is: the canaries below judge an up pair.
+                    let unheard = matches!(reason, FailureReason::SiteUnreachable { .. });
+                    if !(unheard && p.state == PairState::Up) {
+                        return Some((reason, Some(site)));
+                    }
                 }
             }
         }
         for &(site, d) in &gateways {
+            if self.unreachable.contains_key(&site) && d.is_some_and(|d| d.liveness == Liveness::Dead) {
+                continue;
+            }
             let facts = d.map(|d| d.facts).unwrap_or_default();
             let fresh = facts
                 .handshake_age_ms

@@ -446,3 +446,192 @@ fn external_peer_pair_goes_down_when_its_braid_gateway_loses_the_session() {
         "{events:?}"
     );
 }
+
+/// Three pairs and both demuxes, every daemon beating at its own phase within the 100 ms
+/// period; `heard(t, daemon)` says whether a heartbeat gets through, `crosses(t, pair)` whether
+/// the canaries site 0's demux reports for a pair were answered.
+struct Cluster {
+    det: Detector,
+    now: u64,
+    events: Vec<(u64, HealthEvent)>,
+}
+
+const PAIRS: [PairId; 3] = [1, 2, 3];
+
+impl Cluster {
+    fn daemons() -> Vec<DaemonKey> {
+        let mut all: Vec<DaemonKey> = SITES.into_iter().map(DaemonKey::demux).collect();
+        for site in SITES {
+            all.extend(PAIRS.map(|p| DaemonKey::gateway(site, p)));
+        }
+        all
+    }
+
+    /// Every pair up.
+    fn up() -> Self {
+        let mut det = Detector::new(DetectorConfig::default());
+        for site in SITES {
+            det.watch_demux(site, 0);
+        }
+        for p in PAIRS {
+            det.watch_pair(p, 0);
+        }
+        let mut c = Cluster {
+            det,
+            now: 0,
+            events: Vec::new(),
+        };
+        c.run(1_500, |_, _| true, |_, _| true);
+        assert!(c.det.pairs(c.now).iter().all(|p| p.state == PairState::Up));
+        c.events.clear();
+        c
+    }
+
+    fn run(&mut self, until: u64, heard: impl Fn(u64, DaemonKey) -> bool, crosses: impl Fn(u64, PairId) -> bool) {
+        let daemons = Self::daemons();
+        while self.now + 10 <= until {
+            self.now += 10;
+            let t = self.now;
+            for (i, &d) in daemons.iter().enumerate() {
+                // Phases 0, 10, .., 70 ms: the daemons' heartbeats are spread over the period.
+                if t % 100 == (i as u64 * 10) % 100 && heard(t, d) {
+                    let facts = if matches!(d.role, Role::Gateway(_)) {
+                        up_facts()
+                    } else {
+                        GatewayFacts::default()
+                    };
+                    self.det.observe_heartbeat(d, t, facts);
+                }
+            }
+            if t.is_multiple_of(100) {
+                for p in PAIRS {
+                    self.det.observe_canary(p, t, crosses(t, p), 900);
+                }
+            }
+            let new = self.det.tick(t);
+            self.events.extend(new.into_iter().map(|e| (t, e)));
+        }
+    }
+
+    fn downs(&self) -> Vec<(PairId, FailureReason)> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match *e {
+                HealthEvent::PairDown { pair, reason, .. } => Some((pair, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn dead(&self) -> Vec<(DaemonKey, FailureReason)> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match *e {
+                HealthEvent::DaemonDead { daemon, reason } => Some((daemon, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_site_gone_silent_at_once_is_unreachable_and_only_canaries_take_its_pairs_down() {
+    let mut c = Cluster::up();
+    let cut = c.now;
+    // Site 1 is cut off from the controller; pair 3 really broke at the same moment.
+    c.run(cut + 3_000, |_, d| d.site == 0, |_, p| p != 3);
+    assert!(
+        c.events
+            .iter()
+            .any(|(_, e)| *e == HealthEvent::SiteUnreachable { site: 1 }),
+        "{:?}",
+        c.events
+    );
+    assert_eq!(c.det.unreachable_sites().collect::<Vec<_>>(), [1]);
+    // Every silent daemon of site 1 died of the partition, none of plain silence.
+    let dead = c.dead();
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|(d, r)| d.site == 1 && matches!(r, FailureReason::SiteUnreachable { .. })),
+        "{dead:?}"
+    );
+    // Pairs 1 and 2 stayed up (their canaries cross); pair 3 went down once, confirmed by them.
+    assert_eq!(c.downs(), [(3, FailureReason::CanaryLost)]);
+    let up: Vec<PairId> = c
+        .det
+        .pairs(c.now)
+        .iter()
+        .filter(|p| p.state == PairState::Up)
+        .map(|p| p.pair)
+        .collect();
+    assert_eq!(up, [1, 2]);
+}
+
+#[test]
+fn a_down_pair_does_not_come_up_while_its_gateway_is_unheard() {
+    let mut c = Cluster::up();
+    let cut = c.now;
+    c.run(cut + 1_000, |_, d| d.site == 0, |t, p| p != 3 || t < cut);
+    assert_eq!(c.downs(), [(3, FailureReason::CanaryLost)]);
+    // Pair 3's canaries cross again, but its site-1 gateway is still unheard.
+    c.run(cut + 5_000, |_, d| d.site == 0, |_, _| true);
+    assert_eq!(c.det.pairs(c.now)[2].state, PairState::Down);
+    assert!(!c.events.iter().any(|(_, e)| *e == HealthEvent::PairUp { pair: 3 }));
+}
+
+#[test]
+fn one_silent_gateway_still_takes_its_pair_down_at_the_failure_timeout() {
+    let mut c = Cluster::up();
+    let cut = c.now;
+    let frozen = DaemonKey::gateway(1, 2);
+    c.run(cut + 2_000, |_, d| d != frozen, |_, p| p != 2);
+    assert!(c.det.unreachable_sites().next().is_none(), "{:?}", c.events);
+    let dead = c.dead();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        matches!(dead[0], (d, FailureReason::NoHeartbeat { .. }) if d == frozen),
+        "{dead:?}"
+    );
+    let downs = c.downs();
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    assert_eq!(downs[0].0, 2);
+    let at = c
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, HealthEvent::PairDown { .. }))
+        .unwrap()
+        .0;
+    assert!(at <= cut + 400 + 100, "down at {at}, the silence began after {cut}");
+}
+
+#[test]
+fn a_site_heard_again_hands_its_still_silent_daemons_to_the_ordinary_rules() {
+    let mut c = Cluster::up();
+    let cut = c.now;
+    c.run(cut + 1_000, |_, d| d.site == 0, |_, _| true);
+    assert_eq!(c.det.unreachable_sites().collect::<Vec<_>>(), [1]);
+    c.events.clear();
+    // The partition heals, but site 1's gateway of pair 3 stays silent: it really is dead.
+    let dead_gw = DaemonKey::gateway(1, 3);
+    c.run(cut + 3_000, |_, d| d != dead_gw, |_, p| p != 3);
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| *e == HealthEvent::SiteReachable { site: 1 }));
+    assert!(c.det.unreachable_sites().next().is_none());
+    let dead = c.dead();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        matches!(dead[0], (d, FailureReason::NoHeartbeat { .. }) if d == dead_gw),
+        "{dead:?}"
+    );
+    let up: Vec<PairId> = c
+        .det
+        .pairs(c.now)
+        .iter()
+        .filter(|p| p.state == PairState::Up)
+        .map(|p| p.pair)
+        .collect();
+    assert_eq!(up, [1, 2]);
+}

@@ -61,6 +61,9 @@ pub enum FailureReason {
     SessionNotEstablished,
     /// Canary probes stopped crossing the pair.
     CanaryLost,
+    /// No heartbeat for `silent_ms`, while most of the daemon's site went silent with it: the
+    /// controller lost sight of the site, which says nothing about the daemon itself.
+    SiteUnreachable { silent_ms: u64 },
 }
 
 impl FailureReason {
@@ -72,6 +75,7 @@ impl FailureReason {
             FailureReason::Starting => "starting",
             FailureReason::SessionNotEstablished => "session_not_established",
             FailureReason::CanaryLost => "canary_lost",
+            FailureReason::SiteUnreachable { .. } => "site_unreachable",
         }
     }
 }
@@ -86,6 +90,12 @@ impl fmt::Display for FailureReason {
             FailureReason::Starting => f.write_str("waiting for first heartbeat"),
             FailureReason::SessionNotEstablished => f.write_str("session not established"),
             FailureReason::CanaryLost => f.write_str("canary lost"),
+            FailureReason::SiteUnreachable { silent_ms } => {
+                write!(
+                    f,
+                    "no heartbeat for {silent_ms} ms, with most of its site (site unreachable)"
+                )
+            }
         }
     }
 }

@@ -179,6 +179,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     let external_site = cfg.sites.values().position(|s| s.is_external()).map(|i| i as SiteIndex);
     let detector = Detector::new(DetectorConfig {
         failure_timeout_ms: settings.failure_timeout_ms,
+        heartbeat_ms: settings.heartbeat_ms,
         recovery_ms: settings.recovery_ms,
         max_handshake_age_ms: max_sa_age_ms(&cfg),
         ..DetectorConfig::default()
@@ -427,14 +428,30 @@ impl Supervisor {
                         tracing::info!(daemon = %d.spec.name(), "daemon alive");
                     }
                 }
+                HealthEvent::SiteUnreachable { site } => tracing::error!(
+                    site = spec::site_name(&self.cfg, site),
+                    "site unreachable: most of its daemons went silent at once; its pairs stay in \
+                     service while the other site's canaries cross them, and its daemons are \
+                     neither killed nor restarted until it is heard again"
+                ),
+                HealthEvent::SiteReachable { site } => {
+                    tracing::warn!(site = spec::site_name(&self.cfg, site), "site heard again")
+                }
             }
         }
     }
 
     /// A daemon stopped heartbeating. If its process is still there it is hung: kill it so it
-    /// can be restarted. Daemons on other hosts get the configured restart hook.
+    /// can be restarted. Daemons on other hosts get the configured restart hook. A daemon
+    /// unheard because its whole site is (a partition) is left alone: killing or restarting
+    /// what may be a working gateway would turn a monitoring fault into an outage.
     fn on_daemon_dead(&mut self, key: DaemonKey, reason: FailureReason, now: u64) {
         let Some(d) = self.daemons.get_mut(&key) else { return };
+        if matches!(reason, FailureReason::SiteUnreachable { .. }) {
+            tracing::warn!(daemon = %d.spec.name(), %reason, "daemon unheard; left alone while its site is unreachable");
+            d.last_failure = Some(reason);
+            return;
+        }
         let id = match key.role {
             Role::Demux => DaemonId::demux(&d.spec.site),
             Role::Gateway(pair) => DaemonId::gateway(&d.spec.site, pair),

@@ -3,6 +3,7 @@
 use braid_core::config::Suite;
 use braid_core::control::Heartbeat;
 
+use crate::fleet::spec;
 use crate::health::detector::{Liveness, PairState};
 use crate::health::membership::AdminState;
 use crate::health::Role;
@@ -128,6 +129,11 @@ impl Supervisor {
         s.alarms = Alarms {
             pairs_up_below_one: s.pairs_up < 1,
             canary_rtt_threshold_ms: threshold,
+            sites_unreachable: self
+                .detector
+                .unreachable_sites()
+                .map(|site| spec::site_name(&self.cfg, site).to_string())
+                .collect(),
             ..s.alarms
         };
         let counters = self.server.counters();
