@@ -10,7 +10,9 @@
 //! Status goes to a JSON file that supervisors and the controller read: [`StatusWriter`]
 //! replaces it atomically (write a temporary file in the same directory, then `rename(2)`), so a
 //! reader never sees a half-written document, and [`run_reporter`] rewrites it on a fixed
-//! period until the daemon stops. Logging goes to stderr through `tracing-subscriber`.
+//! period until the daemon stops. Logging goes to stderr through `tracing-subscriber`, coloured
+//! only when stderr is a terminal and `NO_COLOR` is unset or empty ([`log_colours`]): a journal,
+//! a file or a log collector gets plain text without escape codes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -128,9 +130,17 @@ pub fn run_reporter(
     }
 }
 
-/// Sends logs to stderr. `RUST_LOG` (e.g. `braid_gw=debug,info`) wins when set; otherwise
-/// `verbosity` picks the level: 0 → info, 1 → debug, 2 or more → trace.
+/// Whether logs get ANSI colours: only on a terminal, and never when `NO_COLOR` is set to a
+/// non-empty value (<https://no-color.org>).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Sends logs to stderr, coloured only as [`log_colours`] allows. `RUST_LOG` (e.g.
+/// `braid_gw=debug,info`) wins when set; otherwise `verbosity` picks the level: 0 → info,
+/// 1 → debug, 2 or more → trace.
 pub fn init_logging(verbosity: u8) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let default_level = match verbosity {
         0 => "info",
@@ -142,6 +152,10 @@ pub fn init_logging(verbosity: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(log_colours(
+            io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .try_init();
 }
 
@@ -153,6 +167,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("braid-daemon-{name}-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset");
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new("1"))));
     }
 
     #[test]
