@@ -266,7 +266,8 @@ fn restart_hooks(o: &mut String, s: &StatusSnapshot) {
 }
 
 /// Each demux's counters: drops by reason, and every other counter (traffic, half-open TCP
-/// flows, fragment-cache hits, misses and evictions) by event name.
+/// flows, fragment-cache hits, misses and evictions, flows left unpinned because the flow table
+/// was full) by event name; and its flow table's fill.
 fn demux_counters(o: &mut String, s: &StatusSnapshot) {
     gauge(
         o,
@@ -299,6 +300,26 @@ fn demux_counters(o: &mut String, s: &StatusSnapshot) {
                 "braid_demux_events_total{{site=\"{}\",event=\"{name}\"}} {n}",
                 d.site
             );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "braid_demux_flow_table_entries",
+            "Flow-table slots in use (live flows and expired ones not yet swept), over the demux's data threads.",
+            (|d: &crate::status::DemuxStatus| d.flow_table_entries) as fn(&_) -> Option<u64>,
+        ),
+        (
+            "braid_demux_flow_table_capacity",
+            "The flows the demux's flow tables are sized for; beyond it new flows start to go unpinned \
+             (braid_demux_events_total{event=\"flows_unpinned_table_full\"}).",
+            |d| d.flow_table_capacity,
+        ),
+    ] {
+        gauge(o, name, help, "gauge");
+        for d in &s.demuxes {
+            if let Some(n) = pick(d) {
+                let _ = writeln!(o, "{name}{{site=\"{}\"}} {n}", d.site);
+            }
         }
     }
 }
@@ -464,6 +485,8 @@ mod tests {
                     .into_iter()
                     .map(|(n, v)| (n.to_string(), v))
                     .collect(),
+                flow_table_entries: Some(950),
+                flow_table_capacity: Some(1000),
                 ..Default::default()
             }],
             ..Default::default()
@@ -473,6 +496,9 @@ mod tests {
             "braid_demux_drops_total{site=\"a\",reason=\"src_not_peer_site\"} 3",
             "braid_demux_events_total{site=\"a\",event=\"tcp_half_open_evicted\"} 7",
             "# TYPE braid_demux_drops_total counter",
+            "braid_demux_flow_table_entries{site=\"a\"} 950",
+            "braid_demux_flow_table_capacity{site=\"a\"} 1000",
+            "# TYPE braid_demux_flow_table_capacity gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -71,9 +71,13 @@ pub fn render_table(s: &StatusSnapshot) -> String {
         );
     }
     for d in &s.demuxes {
+        let flows = match (d.flow_table_entries, d.flow_table_capacity) {
+            (Some(n), Some(cap)) => format!("  flow table {n}/{cap}"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "demux {:<3} {:<9} pid {:<8} restarts {}  epoch {}",
+            "demux {:<3} {:<9} pid {:<8} restarts {}  epoch {}{flows}",
             d.site,
             d.state,
             d.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -90,6 +90,12 @@ pub struct DemuxStatus {
     /// Every counter the demux last reported, by name (drop reasons are `drop_*`).
     #[serde(default)]
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Flow-table slots in use, when the demux reports them.
+    #[serde(default)]
+    pub flow_table_entries: Option<u64>,
+    /// The flows its flow tables are sized for, when the demux reports them.
+    #[serde(default)]
+    pub flow_table_capacity: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -45,6 +45,8 @@ impl DemuxControl {
         hb.rx_bytes = stats.get(c::TUN_TX_BYTES);
         hb.drops = stats.total_drops();
         hb.membership_epoch = self.path.epoch();
+        hb.flow_table_entries = Some(stats.live_flows());
+        hb.flow_table_capacity = Some(stats.flow_capacity());
         hb.pairs = self.path.views();
         hb.counters = stats
             .counters_json()

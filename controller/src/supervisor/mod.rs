@@ -382,7 +382,7 @@ impl Supervisor {
                         }
                     }
                 }
-                d.last = Some(hb);
+                d.last = Some(*hb);
             }
             Body::MembershipAck { epoch } if key.role == Role::Demux => {
                 self.membership.on_ack(key.site, epoch);

@@ -59,6 +59,8 @@ impl Supervisor {
                     heartbeat_age_ms: st.and_then(|x| x.heartbeat_age_ms),
                     last_failure,
                     counters: hb.map(|h| h.counters.clone()).unwrap_or_default(),
+                    flow_table_entries: hb.and_then(|h| h.flow_table_entries),
+                    flow_table_capacity: hb.and_then(|h| h.flow_table_capacity),
                 }),
                 Role::Gateway(pair) => s.gateways.push(GatewayStatus {
                     site: d.spec.site.clone(),

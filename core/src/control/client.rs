@@ -87,7 +87,7 @@ impl ControlClient {
         let mut heartbeat = report();
         heartbeat.id = self.endpoint.me().clone();
         heartbeat.membership_epoch = self.applied_epoch;
-        self.send(&Body::Heartbeat(heartbeat));
+        self.send(&Body::Heartbeat(Box::new(heartbeat)));
     }
 
     fn handle(

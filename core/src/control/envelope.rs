@@ -260,7 +260,7 @@ mod tests {
             seq: 0,
             echo: 0,
         };
-        let body = Body::Heartbeat(heartbeat);
+        let body = Body::Heartbeat(Box::new(heartbeat));
         let gateway = Keyring::daemon(DaemonId::gateway("b", 2), &secret(7).role_key("gw/b/2"));
         let datagram = seal(gateway.sealing_key(&DaemonId::controller()).unwrap(), &header, &body).unwrap();
         let keys = controller();

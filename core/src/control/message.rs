@@ -182,6 +182,13 @@ pub struct Heartbeat {
     /// the tunnel protocol saw them (also part of `drops`).
     #[serde(default)]
     pub drops_handshake_limited: Option<u64>,
+    /// Demuxes: flow-table slots in use (live flows and expired ones not yet swept), over
+    /// every data thread.
+    #[serde(default)]
+    pub flow_table_entries: Option<u64>,
+    /// Demuxes: the flows the flow tables are sized for, over every data thread.
+    #[serde(default)]
+    pub flow_table_capacity: Option<u64>,
 }
 
 impl Heartbeat {
@@ -208,6 +215,8 @@ impl Heartbeat {
             membership_epoch: 0,
             counters: std::collections::BTreeMap::new(),
             drops_handshake_limited: None,
+            flow_table_entries: None,
+            flow_table_capacity: None,
         }
     }
 }
@@ -232,7 +241,7 @@ pub struct Membership {
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     /// Daemon → controller.
-    Heartbeat(Heartbeat),
+    Heartbeat(Box<Heartbeat>),
     /// Controller → demux.
     Membership(Membership),
     /// Demux → controller: membership `epoch` is applied.
@@ -294,7 +303,7 @@ mod tests {
 
     #[test]
     fn heartbeat_with_tunnel_figures_round_trips() {
-        let body = Body::Heartbeat(gateway_heartbeat());
+        let body = Body::Heartbeat(Box::new(gateway_heartbeat()));
         let json = serde_json::to_string(&body).unwrap();
         assert_eq!(serde_json::from_str::<Body>(&json).unwrap(), body);
     }

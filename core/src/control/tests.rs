@@ -224,7 +224,7 @@ fn server_refuses_unexpected_messages_unknown_daemons_and_replays() {
     let gw = DaemonId::gateway("a", 1);
     let gw_keys = daemon_keys(&secret, &gw);
     let key = gw_keys.sealing_key(&DaemonId::controller()).unwrap();
-    let heartbeat = |id: &DaemonId| Body::Heartbeat(Heartbeat::new(id.clone()));
+    let heartbeat = |id: &DaemonId| Body::Heartbeat(Box::new(Heartbeat::new(id.clone())));
 
     let mut life7 = Sender::with_incarnation(gw.clone(), 7);
     let mut sealed = |echo: u64, body: &Body| seal(key, &life7.stamp(echo), body).unwrap();
@@ -299,7 +299,7 @@ fn a_flood_of_distinct_senders_creates_no_state() {
         let id = DaemonId::gateway("a", pair);
         let keys = daemon_keys(&secret, &id);
         let key = keys.sealing_key(&DaemonId::controller()).unwrap();
-        let datagram = forge(key, id.clone(), 1, 0, &Body::Heartbeat(Heartbeat::new(id)));
+        let datagram = forge(key, id.clone(), 1, 0, &Body::Heartbeat(Box::new(Heartbeat::new(id))));
         socket.send_to(&datagram, server.local_addr()).unwrap();
         if pair % 500 == 0 {
             while server.recv(Duration::from_millis(1)).is_some() {}

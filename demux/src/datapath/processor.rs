@@ -104,6 +104,9 @@ impl Processor {
         canary: Canary,
         snapshot: Arc<Snapshot>,
     ) -> Processor {
+        stats
+            .flow_capacity
+            .store(steering.flow_capacity() as u64, Ordering::Relaxed);
         let mut processor = Processor {
             id,
             threads: threads.max(1),

@@ -136,6 +136,11 @@ fn every_flow_has_one_owner_and_the_other_threads_hand_it_over_untouched() {
         .map(|p| p.stats().live_flows.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
     assert_eq!(live, owned.map(|n| n as u64), "only owners pinned anything");
+    for p in &a.threads {
+        // 4096 flows asked for: 342 buckets of 16 slots, 3/4 of them.
+        let capacity = p.stats().flow_capacity.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(capacity, 4104, "each thread reports its table's size");
+    }
     assert_eq!(counter(&a.threads[0], c::DROP_SRC_NOT_LOCAL), 0);
 }
 

@@ -107,6 +107,8 @@ pub struct DemuxStats {
     /// need no reallocation).
     pairs: Box<[PairCounters]>,
     pub live_flows: AtomicU64,
+    /// The flows this thread's flow table is sized for.
+    pub flow_capacity: AtomicU64,
 }
 
 impl Default for DemuxStats {
@@ -125,6 +127,7 @@ impl DemuxStats {
             steering: CounterSet::new(&STEER_COUNTERS),
             pairs: (0..PAIR_IDS).map(|_| PairCounters::default()).collect(),
             live_flows: AtomicU64::new(0),
+            flow_capacity: AtomicU64::new(0),
         }
     }
 
@@ -209,6 +212,14 @@ impl StatsSet {
         self.threads.iter().map(|t| t.live_flows.load(Ordering::Relaxed)).sum()
     }
 
+    /// The flows the flow tables are sized for, over all threads.
+    pub fn flow_capacity(&self) -> u64 {
+        self.threads
+            .iter()
+            .map(|t| t.flow_capacity.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Every counter, drops of all kinds included, in one map (wire drops suffixed `_tun` /
     /// `_lan` by where they were seen), summed over the threads.
     pub fn counters_json(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -259,6 +270,7 @@ impl StatsSet {
             "counters": self.counters_json(),
             "pairs": pairs,
             "flows": self.live_flows(),
+            "flow_capacity": self.flow_capacity(),
         })
     }
 }

@@ -273,6 +273,11 @@ impl Steering {
         self.flows.len()
     }
 
+    /// The flows the flow table is sized for ([`FlowTable::capacity`]).
+    pub fn flow_capacity(&self) -> usize {
+        self.flows.capacity()
+    }
+
     /// The [`STEER_COUNTERS`] since the last call, which restarts them from zero.
     pub fn take_counts(&mut self) -> [u64; STEER_COUNTERS.len()] {
         let h = self.flows.take_half_open_counts();

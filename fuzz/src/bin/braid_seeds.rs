@@ -308,8 +308,8 @@ fn control_seeds(corpus: &mut Corpus) {
     heartbeat.rekeys = Some(2);
     heartbeat.pairs = vec![PairReport::default()];
     let bodies = [
-        Body::Heartbeat(heartbeat),
-        Body::Heartbeat(Heartbeat::new(DaemonId::demux("b"))),
+        Body::Heartbeat(Box::new(heartbeat)),
+        Body::Heartbeat(Box::new(Heartbeat::new(DaemonId::demux("b")))),
         Body::Membership(Membership {
             epoch: 7,
             active: vec![1, 2, 3],
