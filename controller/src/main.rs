@@ -87,7 +87,11 @@ enum Command {
         no_launch: bool,
     },
     /// Show every pair and gateway: state, pid, restarts, handshake age, traffic, pinned flows,
-    /// canary round trip and loss, last failure.
+    /// canary round trip and loss, last failure, and the alarms raised.
+    ///
+    /// Exit status (also with --json): 0 the cluster is healthy; 1 an alarm is raised (no pair
+    /// up, canary RTT over the threshold, or the monitoring itself unhealthy); 2 the controller
+    /// cannot be reached or read, or the command line is wrong.
     Status {
         #[command(flatten)]
         target: Target,
@@ -325,10 +329,39 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     braid_core::daemon::init_logging(cli.verbose);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("braid: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `braid status`: prints the cluster's status; the exit status says whether an alarm is raised
+/// (see the command's help).
+fn status_cmd(target: &Target, json: bool) -> ExitCode {
+    let fetched = target.address().and_then(|addr| {
+        let body = http::get(addr, "/status")?;
+        let s: status::StatusSnapshot =
+            serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("the controller's /status does not parse: {e}"))?;
+        Ok((body, s))
+    });
+    match fetched {
+        Ok((body, s)) => {
+            if json {
+                println!("{}", body.trim());
+            } else {
+                print!("{}", status::render_table(&s));
+            }
+            if s.alarms_raised().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("braid: error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
@@ -363,7 +396,8 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+/// Runs one command: its exit status, or the error that stopped it.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Keygen {
             role_keys: true,
@@ -439,16 +473,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 stop,
             )
         }
-        Command::Status { target, json } => {
-            let body = http::get(target.address()?, "/status")?;
-            if json {
-                println!("{}", body.trim());
-            } else {
-                let s: status::StatusSnapshot = serde_json::from_str(&body)?;
-                print!("{}", status::render_table(&s));
-            }
-            Ok(())
-        }
+        Command::Status { target, json } => return Ok(status_cmd(&target, json)),
         Command::Scale {
             target,
             gateways,
@@ -482,4 +507,5 @@ fn run(command: Command) -> anyhow::Result<()> {
             keep,
         }),
     }
+    .map(|()| ExitCode::SUCCESS)
 }

@@ -7,6 +7,14 @@ use std::fmt::Write as _;
 
 use crate::status::{GatewayStatus, StatusSnapshot};
 
+/// Every `braid_alarm` name, each exported whether raised or not ([`StatusSnapshot::alarms_raised`]).
+pub const ALARMS: [&str; 4] = [
+    "pairs_up_below_one",
+    "canary_rtt_high",
+    "site_unreachable",
+    "monitoring_unhealthy",
+];
+
 fn gauge(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -172,23 +180,10 @@ pub fn render(s: &StatusSnapshot) -> String {
     demux_counters(&mut o, s);
 
     gauge(&mut o, "braid_alarm", "1 when the alarm fires.", "gauge");
-    let _ = writeln!(
-        o,
-        "braid_alarm{{name=\"pairs_up_below_one\"}} {}",
-        u8::from(s.alarms.pairs_up_below_one)
-    );
-    let _ = writeln!(
-        o,
-        "braid_alarm{{name=\"canary_rtt_high\"}} {}",
-        u8::from(!s.alarms.canary_rtt_high.is_empty())
-    );
-    let stale = s.monitoring.loop_age_ms > 2_000 || s.monitoring.never_heard > 0;
-    let _ = writeln!(
-        o,
-        "braid_alarm{{name=\"site_unreachable\"}} {}",
-        u8::from(!s.alarms.sites_unreachable.is_empty())
-    );
-    let _ = writeln!(o, "braid_alarm{{name=\"monitoring_unhealthy\"}} {}", u8::from(stale));
+    let raised = s.alarms_raised();
+    for name in ALARMS {
+        let _ = writeln!(o, "braid_alarm{{name=\"{name}\"}} {}", u8::from(raised.contains(&name)));
+    }
 
     gauge(
         &mut o,

@@ -101,6 +101,13 @@ pub fn render_table(s: &StatusSnapshot) -> String {
             s.alarms.canary_rtt_threshold_ms, s.alarms.canary_rtt_high
         ));
     }
+    if s.monitoring.unhealthy() {
+        alarms.push(format!(
+            "monitoring unhealthy (status {:.1} s old, {} daemon(s) never heard from)",
+            s.monitoring.loop_age_ms as f64 / 1e3,
+            s.monitoring.never_heard
+        ));
+    }
     let _ = writeln!(
         o,
         "\nalarms: {}",

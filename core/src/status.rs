@@ -160,6 +160,23 @@ pub struct Alarms {
     pub sites_unreachable: Vec<String>,
 }
 
+impl StatusSnapshot {
+    /// The alarms raised, by their `braid_alarm` name: `pairs_up_below_one`,
+    /// `canary_rtt_high`, `site_unreachable`, `monitoring_unhealthy`. Empty when the cluster is
+    /// healthy.
+    pub fn alarms_raised(&self) -> Vec<&'static str> {
+        [
+            ("pairs_up_below_one", self.alarms.pairs_up_below_one),
+            ("canary_rtt_high", !self.alarms.canary_rtt_high.is_empty()),
+            ("site_unreachable", !self.alarms.sites_unreachable.is_empty()),
+            ("monitoring_unhealthy", self.monitoring.unhealthy()),
+        ]
+        .into_iter()
+        .filter_map(|(name, raised)| raised.then_some(name))
+        .collect()
+    }
+}
+
 /// The health of the monitoring itself (seed 004's lesson: watch the watcher).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Monitoring {
@@ -179,6 +196,17 @@ pub struct Monitoring {
     /// Restart hooks run for daemons on other hosts, by outcome.
     #[serde(default)]
     pub restart_hooks: HookCounts,
+}
+
+impl Monitoring {
+    /// The supervisor loop's snapshot is older than this: the controller is stuck.
+    pub const STALE_AFTER_MS: u64 = 2_000;
+
+    /// The monitoring cannot be trusted: the controller's loop has not run for
+    /// [`Self::STALE_AFTER_MS`], or a daemon has never been heard from.
+    pub fn unhealthy(&self) -> bool {
+        self.loop_age_ms > Self::STALE_AFTER_MS || self.never_heard > 0
+    }
 }
 
 /// What became of the restart hooks this controller ran.
