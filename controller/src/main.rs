@@ -90,8 +90,8 @@ enum Command {
     /// canary round trip and loss, last failure, and the alarms raised.
     ///
     /// Exit status (also with --json): 0 the cluster is healthy; 1 an alarm is raised (no pair
-    /// up, canary RTT over the threshold, or the monitoring itself unhealthy); 2 the controller
-    /// cannot be reached or read, or the command line is wrong.
+    /// up, canary RTT over the threshold, a site unreachable, or the monitoring itself
+    /// unhealthy); 2 the controller cannot be reached or read, or the command line is wrong.
     Status {
         #[command(flatten)]
         target: Target,

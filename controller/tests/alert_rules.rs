@@ -109,6 +109,7 @@ fn every_alert_is_tested_firing_and_not_firing() {
         "BraidControllerDown",
         "BraidControllerMetricsAbsent",
         "BraidControllerLoopStalled",
+        "BraidSiteUnreachable",
         "BraidControllerLeaderless",
         "BraidControllerSplitBrain",
         "BraidFlowTableNearlyFull",
