@@ -92,6 +92,25 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(suit
         Some(3.0),
         "/metrics shows every pair up"
     );
+    // Each demux's flow table: sized for the cluster's flows, holding the load's.
+    for site in ["a", "b"] {
+        let series = |name: &str| metric(&text, &format!("{name}{{site=\"{site}\"}}"));
+        let capacity = series("braid_demux_flow_table_capacity").expect("flow table capacity exported");
+        let entries = series("braid_demux_flow_table_entries").expect("flow table entries exported");
+        assert!(capacity >= f64::from(1u32 << 20), "site {site}: capacity {capacity}");
+        assert!(
+            entries > 0.0 && entries < capacity,
+            "site {site}: {entries} of {capacity}"
+        );
+    }
+    // Healthy: `braid status` exits 0 and says so.
+    let out = std::process::Command::new(bin_dir().join("braid"))
+        .args(["status", "--lab", &lab.info.name])
+        .output()
+        .expect("run braid status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "braid status of a healthy lab:\n{table}");
+    assert!(table.contains("alarms: none"), "{table}");
 
     let run = finish_bench(load);
     assert_udp_lossless(&run, "UDP across the controller's death and replacement");
