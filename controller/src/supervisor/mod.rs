@@ -760,7 +760,8 @@ impl Supervisor {
     }
 
     fn save_pids(&mut self) {
-        if !self.pids_dirty {
+        // In a controller set the leader's view is the record.
+        if !self.pids_dirty || !self.leading() {
             return;
         }
         let pids = self
@@ -774,8 +775,14 @@ impl Supervisor {
         self.pids_dirty = false;
     }
 
-    /// Orderly shutdown: SIGTERM to every daemon this controller runs, SIGKILL after 3 s.
+    /// Orderly shutdown: SIGTERM to every daemon this controller runs, SIGKILL after 3 s. A
+    /// member of a controller set stops nothing: the fleet is the set's, and the next leader
+    /// adopts it.
     fn shutdown(&mut self) {
+        if self.leadership.lock().unwrap_or_else(|e| e.into_inner()).is_elected() {
+            tracing::info!("stopping; the fleet keeps running for the controller set");
+            return;
+        }
         tracing::info!("stopping the fleet");
         for d in self.daemons.values() {
             if let Some(r) = &d.running {
