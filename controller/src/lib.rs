@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod keys_cmd;
+pub mod leader;
 pub mod metrics;
 pub mod status;
 pub mod supervisor;

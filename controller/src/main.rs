@@ -85,6 +85,11 @@ enum Command {
         /// controller watches them, pushes membership and runs `controller.restart_hook`.
         #[arg(long, conflicts_with = "site")]
         no_launch: bool,
+        /// Which member of the controller set this is (an index into `controller.members`;
+        /// default 0). Members elect one leader through `controller.etcd`; only the leader
+        /// pushes membership and starts, kills or restarts daemons, the others stand by.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        member: u16,
     },
     /// Show every pair and gateway: state, pid, restarts, handshake age, traffic, pinned flows,
     /// canary round trip and loss, last failure, and the alarms raised.
@@ -314,6 +319,11 @@ enum LabCommand {
         /// of its own defaults to one thread per core.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         data_threads: Option<u16>,
+        /// Controllers (1-16). With 2 or more the lab also runs a three-member etcd cluster
+        /// (Debian etcd-server) and the controllers elect one leader through it; each is a
+        /// process of its own (`braid up --member N`), listed in --json's processes.
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        controllers: u16,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -393,6 +403,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         suite: suite.into(),
         external_peer: false,
         data_threads: None,
+        controllers: 1,
     }
 }
 
@@ -425,6 +436,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ike_lifetime,
                     external_peer,
                     data_threads,
+                    controllers,
                 },
         } => {
             let lifetimes = lab::IpsecLifetimes {
@@ -435,6 +447,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 external_peer: external_peer.is_some(),
                 // The external-peer lab has one demux and keeps its per-core default.
                 data_threads: data_threads.or(external_peer.is_none().then_some(LAB_DATA_THREADS)),
+                controllers,
                 ..up_options(name, gateways, timeout, suite)
             };
             let info = lab::up_with(&opts, lifetimes)?;
@@ -458,14 +471,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             state_dir,
             bin_dir,
             no_launch,
+            member,
         } => {
             let cfg = braid_core::config::ClusterConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if cfg.controller.as_member(member).is_none() {
+                anyhow::bail!(
+                    "--member {member}: the cluster file lists {} controller(s) (controller.members)",
+                    cfg.controller.members.len()
+                );
+            }
             let stop = braid_core::daemon::StopFlag::from_signals()?;
             supervisor::install_reload_signal()?;
             supervisor::run(
                 supervisor::UpOptions {
                     config,
                     sites: site,
+                    member,
                     launch: !no_launch,
                     bin_dir: bin_dir.unwrap_or_else(lab::default_bin_dir),
                     state_dir: state_dir.unwrap_or_else(|| PathBuf::from("/run/braid").join(&cfg.cluster.name)),

@@ -185,6 +185,8 @@ pub fn render(s: &StatusSnapshot) -> String {
         let _ = writeln!(o, "braid_alarm{{name=\"{name}\"}} {}", u8::from(raised.contains(&name)));
     }
 
+    controller_set(&mut o, s);
+
     gauge(
         &mut o,
         "braid_monitoring_loop_age_seconds",
@@ -411,6 +413,36 @@ fn gateway_tunnels(o: &mut String, s: &StatusSnapshot) {
         if let Some(n) = g.drops_handshake_limited {
             let _ = writeln!(o, "{name}{{{}}} {n}", tunnel_labels(g));
         }
+    }
+}
+
+/// This controller's place in the controller set: whether it leads, under which term, and
+/// whether etcd answers it. Summed over every member's scrape, `braid_controller_leader` is 1
+/// in a healthy set (0: leaderless; 2: a split the fencing must contain).
+fn controller_set(o: &mut String, s: &StatusSnapshot) {
+    let Some(me) = s.controllers.iter().find(|c| c.pid.is_some()) else {
+        return;
+    };
+    let labels = format!("cluster=\"{}\",controller=\"{}\"", s.cluster, me.index);
+    for (name, help, value) in [
+        (
+            "braid_controller_leader",
+            "1 while this controller leads its controller set (acts), 0 while it stands by.",
+            u64::from(me.leader),
+        ),
+        (
+            "braid_controller_term",
+            "The leadership term this controller leads or follows (0 without etcd).",
+            me.term,
+        ),
+        (
+            "braid_controller_store_up",
+            "1 when this controller's last exchange with etcd succeeded (always 1 without etcd).",
+            u64::from(me.store_reachable),
+        ),
+    ] {
+        gauge(o, name, help, "gauge");
+        let _ = writeln!(o, "{name}{{{labels}}} {value}");
     }
 }
 

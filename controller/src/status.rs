@@ -18,6 +18,20 @@ pub fn render_table(s: &StatusSnapshot) -> String {
         s.epoch,
         if s.converged { "acknowledged" } else { "pending" }
     );
+    if let Some(me) = s.controllers.iter().find(|c| c.pid.is_some()) {
+        let leader = s.controllers.iter().find(|c| c.leader);
+        let _ = writeln!(
+            o,
+            "controller member {}: {}{}",
+            me.index,
+            match leader {
+                Some(l) if l.index == me.index => format!("leader, term {}", l.term),
+                Some(l) => format!("standing by, member {} leads (term {})", l.index, l.term),
+                None => "standing by, no leader known".to_string(),
+            },
+            if me.store_reachable { "" } else { "; etcd unreachable" }
+        );
+    }
     let _ = writeln!(
         o,
         "\nPAIR  STATE     NEW  SUITE      FLOWS    TX MB     RX MB   CANARY RTT  LOST  SA AGE   REKEYS        \

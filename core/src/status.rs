@@ -34,6 +34,26 @@ pub struct StatusSnapshot {
     pub pairs: Vec<PairStatus>,
     pub alarms: Alarms,
     pub monitoring: Monitoring,
+    /// The controller set as this controller sees it: itself, and the leader if that is
+    /// another member. Empty from older controllers.
+    #[serde(default)]
+    pub controllers: Vec<ControllerStatus>,
+}
+
+/// One member of the controller set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerStatus {
+    /// Its index in `controller.members` (0 for a lone controller).
+    pub index: u16,
+    /// Its pid, for the controller that wrote the status; `None` for another member.
+    pub pid: Option<u32>,
+    /// Whether it leads (acts) now.
+    pub leader: bool,
+    /// The term it leads under, or of the leader it follows (0 without etcd).
+    pub term: u64,
+    /// Whether its last exchange with etcd succeeded (always true without etcd).
+    #[serde(default)]
+    pub store_reachable: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -163,7 +163,7 @@ fn run(args: &Args) -> Result<()> {
     tracing::info!(
         site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
         pairs = pair_ids.len(), mtu = settings.mtu, offload, data_threads = threads,
-        controller = %settings.controller, "demux running"
+        controller = %settings.controllers[0], controllers = settings.controllers.len(), "demux running"
     );
 
     let canary = if settings.peer_external {
@@ -239,9 +239,9 @@ fn start_control(
     stop: &StopFlag,
 ) -> Result<std::thread::JoinHandle<()>> {
     let me = DaemonId::demux(&settings.site);
-    let local = settings.controller.local_for(&format!("demux-{}", settings.site));
+    let local = settings.controllers[0].local_for(&format!("demux-{}", settings.site));
     let keys = Keyring::daemon(me.clone(), &settings.role_key);
-    let client = ControlClient::new(keys, settings.controller.clone(), local.clone())
+    let client = ControlClient::new(keys, &settings.controllers, local.clone())
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let control = DemuxControl {
         me,

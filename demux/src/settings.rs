@@ -33,8 +33,8 @@ pub struct DemuxSettings {
     /// The peer site runs no braid (`external: true`): canaries are ICMP echo requests to its
     /// configured canary address instead of probes a peer demux answers.
     pub peer_external: bool,
-    /// Where the controller listens, and how often to report to it.
-    pub controller: ControlAddr,
+    /// Where each member of the controller set listens (by index), and how often to report.
+    pub controllers: Vec<ControlAddr>,
     pub heartbeat_ms: u64,
     /// Data threads: the configuration's `data_threads`, else one per CPU core.
     pub data_threads: usize,
@@ -92,7 +92,7 @@ impl DemuxSettings {
                 None => canary_address(&peer.prefixes).context("the peer site has no prefix")?,
             },
             peer_external: peer.is_external(),
-            controller: cfg.controller.address.clone(),
+            controllers: cfg.controller.control_addresses(),
             heartbeat_ms: cfg.controller.heartbeat_ms,
             data_threads: demux
                 .data_threads

@@ -106,7 +106,9 @@ pub fn data_threads_of(config: &ClusterConfig) -> Result<Option<u16>> {
 /// (refused for WireGuard), each site's demux running `data_threads` data threads if set (else
 /// the configuration's default, one per CPU core; the range is checked when the file is loaded
 /// back), and the controller listening on a unix socket in `dir` with its HTTP endpoint on
-/// `metrics`, its admin socket and its state directory in `dir` too. Returns the YAML's path.
+/// `metrics`, its admin socket and its state directory in `dir` too — or, in a lab with a
+/// controller set recorded in `dir` ([`super::controller_set`]), every member of the set and
+/// its etcd cluster. Returns the YAML's path.
 pub fn write_lab_cluster(
     topo: &Topology,
     dir: &Path,
@@ -143,7 +145,11 @@ pub fn write_lab_cluster(
             let _ = writeln!(yaml, "  ike_lifetime_s: {seconds}");
         }
     }
-    let _ = writeln!(yaml, "{}", controller_section(dir, metrics));
+    let controller = match super::controller_set::ControllerSet::load(dir)? {
+        Some(set) => set.section(dir),
+        None => controller_section(dir, metrics),
+    };
+    let _ = writeln!(yaml, "{controller}");
     let _ = writeln!(yaml, "sites:");
     for site in SITES {
         let s = topo.site(site);

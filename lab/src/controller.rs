@@ -44,20 +44,30 @@ pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
 
 /// Stops the lab's controller (SIGTERM: it stops its daemons in order), if one is running.
 pub fn stop(state_dir: &Path) {
-    let Some(pid) = std::fs::read_to_string(state_dir.join("controller.pid"))
+    if let Some(pid) = std::fs::read_to_string(state_dir.join("controller.pid"))
         .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        stop_pid(pid, state_dir);
+    }
+}
+
+/// Stops process `pid` (SIGTERM, SIGKILL after 6 s) if its command line names `state_dir`:
+/// a process of this lab, not one that reused the pid.
+pub fn stop_pid(pid: u32, state_dir: &Path) {
     let is_ours = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains(&*state_dir.to_string_lossy()))
         .unwrap_or(false);
     if !is_ours {
         return;
     }
-    // SAFETY: kill(2) on the controller pid this lab recorded and verified through /proc.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let pid = pid as i32;
+    // SAFETY: kill(2) on a pid this lab recorded and verified through /proc; SIGCONT wakes a
+    // frozen one so it can take the SIGTERM.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
     let deadline = Instant::now() + Duration::from_secs(6);
     while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
         std::thread::sleep(Duration::from_millis(50));

@@ -30,6 +30,7 @@
 
 pub mod cluster_file;
 pub mod controller;
+pub mod controller_set;
 pub mod demo;
 pub mod external;
 pub mod netns;
@@ -92,6 +93,12 @@ pub struct LabInfo {
     /// written before it existed (see [`LabInfo::admin_socket`]).
     #[serde(default)]
     pub admin_socket: PathBuf,
+    /// A controller set (`--controllers K`, K ≥ 2): every controller; empty for a lone one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<controller_set::LabController>,
+    /// The etcd members a controller set elects through; empty for a lone controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd: Vec<controller_set::EtcdMember>,
 }
 
 impl LabInfo {
@@ -214,6 +221,9 @@ pub struct UpOptions {
     /// Data threads of every demux (`sites.<site>.demux.data_threads`, 1..=256); `None` leaves
     /// the configuration's default, one per CPU core.
     pub data_threads: Option<u16>,
+    /// Controllers: 1 (a lone controller) or 2..=16 electing a leader through a three-member
+    /// etcd cluster the lab runs (see [`controller_set`]).
+    pub controllers: u16,
 }
 
 /// The state directory of lab `name`.
@@ -283,6 +293,7 @@ pub fn down(name: &str) -> Result<()> {
     Topology::new(name, 1).map_err(anyhow::Error::msg)?;
     netns::check_privileges()?;
     controller::stop(&state_dir(name));
+    controller_set::stop(&state_dir(name));
     let namespaces = netns::list_namespaces(&topology::ns_prefix(name))?;
     netns::stop_processes_in(&namespaces, Duration::from_secs(3));
     let mut failures = Vec::new();
@@ -343,16 +354,46 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         charons = external::start_charons(topo, &dir)?;
         config
     } else {
+        if !(1..=16).contains(&opts.controllers) {
+            bail!("--controllers: expected 1 to 16, got {}", opts.controllers);
+        }
+        let set = (opts.controllers > 1)
+            .then(|| controller_set::ControllerSet::plan(&dir, opts.controllers))
+            .transpose()?;
+        if let Some(set) = &set {
+            set.save(&dir)?;
+        }
         let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes, opts.data_threads)?;
         build_network(topo, topo.pair_ids())?;
         config
     };
+    if opts.external_peer && opts.controllers > 1 {
+        bail!("--controllers is not supported with --external-peer");
+    }
     let ipsec = LabIpsec::of(&load_cluster(&config)?);
-    let child = controller::start(&opts.bin_dir, &config, &dir)?;
-    controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
-        controller::all_up(s, topo.pair_ids()).then_some(())
-    })
-    .context("the controller did not bring every pair up")?;
+    let set = controller_set::ControllerSet::load(&dir)?;
+    let (metrics, controller_pid, admin_socket, controllers) = match &set {
+        None => {
+            let child = controller::start(&opts.bin_dir, &config, &dir)?;
+            controller::wait_for(metrics, opts.ready_timeout, child.id(), |s| {
+                controller::all_up(s, topo.pair_ids()).then_some(())
+            })
+            .context("the controller did not bring every pair up")?;
+            (metrics, child.id(), dir.join(cluster_file::ADMIN_SOCKET), Vec::new())
+        }
+        Some(set) => {
+            set.start_etcd(&dir)?;
+            let mut controllers = set.controllers.clone();
+            for c in &mut controllers {
+                c.pid = set.start_controller(&opts.bin_dir, &config, &dir, c.index)?;
+            }
+            let leader = controller_set::wait_for_leader(&controllers, opts.ready_timeout, |s| {
+                controller::all_up(s, topo.pair_ids())
+            })
+            .context("the controller set did not bring every pair up")?;
+            (leader.metrics, leader.pid, leader.admin_socket.clone(), controllers)
+        }
+    };
     let mut info = LabInfo {
         name: topo.name.clone(),
         gateways: topo.pairs,
@@ -377,9 +418,11 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         state_dir: dir.clone(),
         config,
         metrics,
-        admin_socket: dir.join(cluster_file::ADMIN_SOCKET),
+        admin_socket,
+        controllers,
+        etcd: set.map(|s| s.etcd).unwrap_or_default(),
     };
-    refresh_processes(&mut info, child.id())?;
+    refresh_processes(&mut info, controller_pid)?;
     for &(pair, pid) in &charons {
         let cdir = external::charon_dir(&dir, pair);
         info.processes.push(LabProcess {
@@ -430,6 +473,35 @@ pub fn refresh_processes(info: &mut LabInfo, controller_pid: u32) -> Result<()> 
         status_file: PathBuf::new(),
         log: dir.join("logs").join("controller.log"),
     }];
+    if !info.controllers.is_empty() {
+        processes = info
+            .controllers
+            .iter()
+            .map(|c| LabProcess {
+                role: "controller".into(),
+                site: String::new(),
+                index: c.index,
+                pid: c.pid,
+                netns: String::new(),
+                status_file: PathBuf::new(),
+                log: c.log.clone(),
+            })
+            .collect();
+        processes.extend((0u16..).zip(&info.etcd).map(|(i, m)| {
+            LabProcess {
+                role: "etcd".into(),
+                site: String::new(),
+                index: i,
+                pid: std::fs::read_to_string(dir.join(format!("{}.pid", m.name)))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0),
+                netns: String::new(),
+                status_file: PathBuf::new(),
+                log: dir.join("logs").join(format!("{}.log", m.name)),
+            }
+        }));
+    }
     for d in &status.demuxes {
         let stem = format!("demux-{}", d.site);
         processes.push(LabProcess {
@@ -665,6 +737,8 @@ mod tests {
             processes: Vec::new(),
             config: dir.join("cluster.yaml"),
             admin_socket: dir.join(cluster_file::ADMIN_SOCKET),
+            controllers: Vec::new(),
+            etcd: Vec::new(),
             state_dir: dir,
             metrics: "127.0.0.1:9477".parse().unwrap(),
         }
@@ -904,6 +978,7 @@ mod tests {
             suite: Suite::WireGuard,
             external_peer: false,
             data_threads: None,
+            controllers: 1,
         };
         for set in [
             lifetimes(Some(60), None),

@@ -171,9 +171,12 @@ fn start_control(
     let me = DaemonId::gateway(&args.site, args.pair);
     let role_key_file = config.role_key_file(&me);
     let role_key = RoleKey::load(&role_key_file).with_context(|| config.key_file_hint(&role_key_file))?;
-    let controller = config.controller.address.clone();
-    let local = controller.local_for(&format!("gw-{}{}", args.site, args.pair));
-    let client = ControlClient::new(Keyring::daemon(me.clone(), &role_key), controller, local.clone())
+    let controllers = config.controller.control_addresses();
+    let local = config
+        .controller
+        .address
+        .local_for(&format!("gw-{}{}", args.site, args.pair));
+    let client = ControlClient::new(Keyring::daemon(me.clone(), &role_key), &controllers, local.clone())
         .with_context(|| format!("cannot open the control socket {local}"))?;
     let period = Duration::from_millis(config.controller.heartbeat_ms);
     let suite = config.cluster.suite;

@@ -138,6 +138,15 @@ impl MembershipMachine {
         &self.current
     }
 
+    /// Makes the current sets a new epoch due to every demux again: a controller that has just
+    /// become the leader pushes under its own term at once.
+    pub fn republish(&mut self) {
+        self.current.epoch = self.current.epoch.saturating_add(1).min(MAX_EPOCH);
+        for sync in self.demuxes.values_mut() {
+            *sync = DemuxSync::default();
+        }
+    }
+
     /// The admin state of `pair`, if it is known.
     pub fn admin_state(&self, pair: PairId) -> Option<AdminState> {
         self.pairs.get(&pair).map(|p| p.admin)

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -45,6 +45,7 @@ use crate::health::membership::{AdminState, MembershipMachine};
 use crate::health::restart::RunState;
 use crate::health::{DaemonKey, FailureReason, Role, SiteIndex};
 use crate::http;
+use crate::leader::{self, Leadership};
 use crate::status::StatusSnapshot;
 use daemon::Daemon;
 
@@ -56,6 +57,8 @@ pub struct UpOptions {
     pub config: PathBuf,
     /// Sites whose daemons this controller starts itself; empty = all (one host).
     pub sites: Vec<String>,
+    /// Which member of the controller set this is (`controller.members`).
+    pub member: u16,
     /// Whether to start daemons at all (false: another supervisor runs them).
     pub launch: bool,
     pub bin_dir: PathBuf,
@@ -88,6 +91,11 @@ struct Supervisor {
     saved_epoch: u64,
     /// Restart hooks run for daemons on other hosts, reaped every turn.
     hooks: hooks::RestartHooks,
+    /// Who leads the controller set (always this controller without etcd), fed by the etcd
+    /// driver thread.
+    leadership: Arc<Mutex<Leadership>>,
+    /// The term this controller acts under, while it leads.
+    acting_term: Option<u64>,
 }
 
 /// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
@@ -111,7 +119,7 @@ fn external_sites(cfg: &ClusterConfig) -> Vec<&str> {
 
 /// Runs the controller until `stop` is set; on stop, every daemon it runs is stopped too.
 pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
-    let cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = load_as_member(&opts)?;
     for site in &opts.sites {
         if cfg
             .site(site)
@@ -141,7 +149,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         }
         _ => None,
     };
-    let keys = Keyring::controller(secret.clone(), cfg.daemons());
+    let keys = Keyring::controller_member(opts.member, secret.clone(), cfg.daemons());
     let server = ControlServer::bind(keys, settings.address.clone())
         .with_context(|| format!("cannot listen for control messages on {}", settings.address))?;
     let listener = TcpListener::bind(settings.metrics)
@@ -190,11 +198,25 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     // (and past what the demuxes report having applied, once they are heard).
     let saved_epoch = fleet::load_epoch(&cfg.controller.state_dir);
     let membership = MembershipMachine::new(demuxes, RESEND_MS, saved_epoch + 1);
+    let started = Instant::now();
+    let leadership = Arc::new(Mutex::new(match &cfg.controller.etcd {
+        Some(etcd) => Leadership::elected(opts.member, etcd.lease_ttl_s * 1000),
+        None => Leadership::lone(),
+    }));
+    if let Some(etcd) = &cfg.controller.etcd {
+        threads.push(leader::etcd::spawn(
+            etcd.clone(),
+            opts.member,
+            leadership.clone(),
+            started,
+            stop.clone(),
+        )?);
+    }
     let mut sup = Supervisor {
         push_after_ms: settings.failure_timeout_ms + settings.recovery_ms + 200,
         opts,
         cfg,
-        started: Instant::now(),
+        started,
         daemons: BTreeMap::new(),
         detector,
         membership,
@@ -206,6 +228,8 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         secret,
         saved_epoch,
         hooks: hooks::RestartHooks::default(),
+        leadership,
+        acting_term: None,
     };
     sup.enlist_fleet();
     sup.sync_members();
@@ -220,6 +244,19 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         let _ = thread.join();
     }
     result
+}
+
+/// Loads the cluster file as member `opts.member` of the controller set sees it.
+fn load_as_member(opts: &UpOptions) -> Result<ClusterConfig> {
+    let mut cfg = ClusterConfig::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.controller = cfg.controller.as_member(opts.member).with_context(|| {
+        format!(
+            "member {} of a controller set of {} (controller.members)",
+            opts.member,
+            cfg.controller.members.len()
+        )
+    })?;
+    Ok(cfg)
 }
 
 /// Creates `dir` (and missing parents) owner-only, mode 0700, and makes sure the directory
@@ -293,6 +330,7 @@ impl Supervisor {
             if signals::take_reload_request() {
                 let _ = self.reload();
             }
+            self.follow_leadership();
             while let Ok((command, reply)) = commands.try_recv() {
                 let _ = reply.send(self.command(command));
             }
@@ -310,6 +348,43 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Takes up or gives up acting as the leader. A new term is pushed to every demux at once
+    /// (under a new epoch), which fences off the previous leader.
+    fn follow_leadership(&mut self) {
+        let now = self.now_ms();
+        let term = self.leadership.lock().unwrap_or_else(|e| e.into_inner()).leading(now);
+        if term == self.acting_term {
+            return;
+        }
+        match term {
+            Some(term) => {
+                tracing::warn!(
+                    term,
+                    member = self.opts.member,
+                    "acting as the leader of the controller set"
+                );
+                self.membership.republish();
+            }
+            None => tracing::warn!(
+                member = self.opts.member,
+                "standing by: another controller leads (or etcd cannot confirm this one does)"
+            ),
+        }
+        self.acting_term = term;
+    }
+
+    /// Whether this controller may act now (see [`crate::leader`]): checked again right before
+    /// each action, so a controller that was frozen does nothing on waking.
+    fn leading(&self) -> bool {
+        self.acting_term.is_some()
+            && self
+                .leadership
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .leading(self.now_ms())
+                == self.acting_term
     }
 
     fn receive_control(&mut self) {
@@ -384,8 +459,10 @@ impl Supervisor {
                 }
                 d.last = Some(*hb);
             }
-            Body::MembershipAck { epoch } if key.role == Role::Demux => {
-                self.membership.on_ack(key.site, epoch);
+            Body::MembershipAck { epoch, term } if key.role == Role::Demux => {
+                if Some(term) == self.acting_term {
+                    self.membership.on_ack(key.site, epoch);
+                }
             }
             other => tracing::debug!(sender = %inbound.sender, "unexpected control message {other:?}"),
         }
@@ -459,6 +536,11 @@ impl Supervisor {
         let hook = self.cfg.controller.restart_command(&id);
         tracing::warn!(daemon = %d.spec.name(), %reason, "daemon dead");
         d.last_failure = Some(reason);
+        if !self.leading() {
+            // The leader kills and restarts; a standby only keeps count.
+            return;
+        }
+        let Some(d) = self.daemons.get_mut(&key) else { return };
         if let Some(mut running) = d.running.take() {
             tracing::warn!(daemon = %d.spec.name(), pid = running.pid(), "killing the hung process");
             running.kill_now();
@@ -478,6 +560,9 @@ impl Supervisor {
     /// controller left can still announce themselves and be adopted), and restarts those whose
     /// backoff has passed.
     fn restart_due(&mut self) {
+        if !self.leading() {
+            return;
+        }
         let now = self.now_ms();
         let first_start_ok = now >= 3 * self.cfg.controller.heartbeat_ms;
         for (key, d) in self.daemons.iter_mut() {
@@ -508,6 +593,10 @@ impl Supervisor {
     }
 
     fn push_membership(&mut self) {
+        if !self.leading() {
+            return;
+        }
+        let term = self.acting_term.unwrap_or(0);
         let now = self.now_ms();
         for finished in self.membership.tick(now) {
             tracing::info!(pair = finished.pair, end = ?finished.end, "drain finished");
@@ -522,6 +611,7 @@ impl Supervisor {
         for (site, m) in self.membership.pending(now) {
             let to = DaemonId::demux(spec::site_name(&self.cfg, site));
             let body = Body::Membership(braid_core::control::Membership {
+                term,
                 epoch: m.epoch,
                 active: m.active.clone(),
                 serving: m.serving.clone(),
@@ -577,6 +667,24 @@ impl Supervisor {
     }
 
     fn command(&mut self, command: Command) -> Result<String, String> {
+        if !self.leading() && !matches!(command, Command::Reload) {
+            let leader = self
+                .leadership
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .leader(self.now_ms());
+            return Err(match leader {
+                Some(l) => format!(
+                    "this controller (member {}) stands by: member {} leads (term {}); send the command there",
+                    self.opts.member, l.member, l.term
+                ),
+                None => format!(
+                    "this controller (member {}) stands by and no leader is known yet (etcd unreachable, or an \
+                     election under way); try again",
+                    self.opts.member
+                ),
+            });
+        }
         let now = self.now_ms();
         let timeout = self.cfg.controller.drain_timeout_s * 1000;
         match command {
@@ -604,9 +712,9 @@ impl Supervisor {
     /// Re-reads the cluster file: new pairs join (new flows only, once healthy); pairs no longer
     /// listed are drained and then stopped. Other changes need a restart and are reported.
     fn reload(&mut self) -> Result<String, String> {
-        let cfg = ClusterConfig::load(&self.opts.config).map_err(|e| {
-            tracing::error!("reload refused: {e}");
-            format!("reload refused: {e}")
+        let cfg = load_as_member(&self.opts).map_err(|e| {
+            tracing::error!("reload refused: {e:#}");
+            format!("reload refused: {e:#}")
         })?;
         if external_sites(&cfg) != external_sites(&self.cfg) {
             let message = format!(
@@ -652,7 +760,8 @@ impl Supervisor {
     }
 
     fn save_pids(&mut self) {
-        if !self.pids_dirty {
+        // In a controller set the leader's view is the record.
+        if !self.pids_dirty || !self.leading() {
             return;
         }
         let pids = self
@@ -666,8 +775,14 @@ impl Supervisor {
         self.pids_dirty = false;
     }
 
-    /// Orderly shutdown: SIGTERM to every daemon this controller runs, SIGKILL after 3 s.
+    /// Orderly shutdown: SIGTERM to every daemon this controller runs, SIGKILL after 3 s. A
+    /// member of a controller set stops nothing: the fleet is the set's, and the next leader
+    /// adopts it.
     fn shutdown(&mut self) {
+        if self.leadership.lock().unwrap_or_else(|e| e.into_inner()).is_elected() {
+            tracing::info!("stopping; the fleet keeps running for the controller set");
+            return;
+        }
         tracing::info!("stopping the fleet");
         for d in self.daemons.values() {
             if let Some(r) = &d.running {

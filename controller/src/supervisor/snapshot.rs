@@ -7,7 +7,7 @@ use crate::fleet::spec;
 use crate::health::detector::{Liveness, PairState};
 use crate::health::membership::AdminState;
 use crate::health::Role;
-use crate::status::{Alarms, DemuxStatus, GatewayStatus, Monitoring, PairStatus, StatusSnapshot};
+use crate::status::{Alarms, ControllerStatus, DemuxStatus, GatewayStatus, Monitoring, PairStatus, StatusSnapshot};
 
 use super::Supervisor;
 
@@ -29,6 +29,30 @@ fn liveness_label(l: Liveness) -> &'static str {
 }
 
 impl Supervisor {
+    /// This controller, and the leader it follows if that is another member.
+    fn controller_set_status(&self, now: u64) -> Vec<ControllerStatus> {
+        let leadership = self.leadership.lock().unwrap_or_else(|e| e.into_inner());
+        let leader = leadership.leader(now);
+        let me = leadership.me();
+        let mut set = vec![ControllerStatus {
+            index: me,
+            pid: Some(std::process::id()),
+            leader: self.acting_term.is_some() && leadership.leading(now) == self.acting_term,
+            term: leader.map_or(0, |l| l.term),
+            store_reachable: leadership.store_reachable(),
+        }];
+        if let Some(l) = leader.filter(|l| l.member != me) {
+            set.push(ControllerStatus {
+                index: l.member,
+                pid: None,
+                leader: true,
+                term: l.term,
+                store_reachable: true,
+            });
+        }
+        set
+    }
+
     pub(super) fn publish_snapshot(&mut self) {
         let now = self.now_ms();
         let daemon_status = self.detector.daemons(now);
@@ -42,6 +66,7 @@ impl Supervisor {
             published_unix_ms: braid_core::control::unix_now_ms(),
             epoch: membership.epoch,
             converged: self.membership.converged(),
+            controllers: self.controller_set_status(now),
             ..Default::default()
         };
         for d in self.daemons.values() {

@@ -78,6 +78,14 @@ impl Lab {
         Lab::up_opts(Lab::options(name, gateways, suite))
     }
 
+    /// A WireGuard lab run by a set of `controllers` controllers electing through etcd.
+    pub fn up_controllers(name: &str, gateways: u16, controllers: u16) -> Lab {
+        Lab::up_opts(UpOptions {
+            controllers,
+            ..Lab::options(name, gateways, Suite::WireGuard)
+        })
+    }
+
     /// A WireGuard lab whose demuxes run `threads` data threads each.
     pub fn up_threads(name: &str, gateways: u16, threads: u16) -> Lab {
         Lab::up_opts(UpOptions {
@@ -95,6 +103,7 @@ impl Lab {
             suite,
             external_peer: false,
             data_threads: None,
+            controllers: 1,
         }
     }
 

@@ -39,17 +39,18 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::{
-    ClusterConfig, ClusterSettings, ControllerConfig, DemuxConfig, ExternalSite, GatewayConfig, IpsecConfig,
-    PairConfig, SiteConfig, Suite, Timeouts, DEFAULT_CHILD_LIFETIME_S, DEFAULT_FLOW_TABLE_CAPACITY,
-    DEFAULT_IKE_LIFETIME_S, DEFAULT_LIVENESS_S, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_METRICS_ADDR, DEFAULT_MTU,
+    ClusterConfig, ClusterSettings, ControllerConfig, ControllerMember, DemuxConfig, EtcdConfig, ExternalSite,
+    GatewayConfig, IpsecConfig, PairConfig, SiteConfig, Suite, Timeouts, DEFAULT_CHILD_LIFETIME_S,
+    DEFAULT_FLOW_TABLE_CAPACITY, DEFAULT_IKE_LIFETIME_S, DEFAULT_LIVENESS_S, DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_METRICS_ADDR, DEFAULT_MTU,
 };
 pub use prefix::{Prefix, PrefixError};
 
 use crate::control::{ControlAddr, DaemonId};
 use crate::flow::PairId;
 use raw::{
-    Entries, RawCluster, RawController, RawDemux, RawFile, RawGateway, RawIpsec, RawPair, RawSite, RawSocketAddr,
-    RawTimeouts,
+    Entries, RawCluster, RawController, RawControllerMember, RawDemux, RawEtcd, RawFile, RawGateway, RawIpsec, RawPair,
+    RawSite, RawSocketAddr, RawTimeouts,
 };
 
 impl ClusterConfig {
@@ -154,6 +155,12 @@ impl ClusterConfig {
         let settings = &self.cluster;
         let timeouts = &settings.timeouts;
         let controller = &self.controller;
+        // A lone controller writes its fields in place; a set lists them per member.
+        let lone = controller.members.len() <= 1;
+        let control_addr = |addr: &ControlAddr| match addr {
+            ControlAddr::Unix(path) => ControlAddr::Unix(PathBuf::from(relative(path))),
+            udp @ ControlAddr::Udp(_) => udp.clone(),
+        };
         RawFile {
             cluster: RawCluster {
                 name: settings.name.clone(),
@@ -216,21 +223,35 @@ impl ClusterConfig {
                 })
                 .collect(),
             controller: Some(RawController {
-                address: Some(match &controller.address {
-                    ControlAddr::Unix(path) => ControlAddr::Unix(PathBuf::from(relative(path))),
-                    udp @ ControlAddr::Udp(_) => udp.clone(),
-                }),
-                metrics: Some(RawSocketAddr(controller.metrics)),
+                address: lone.then(|| control_addr(&controller.address)),
+                metrics: lone.then_some(RawSocketAddr(controller.metrics)),
                 heartbeat_ms: Some(controller.heartbeat_ms),
                 failure_timeout_ms: Some(controller.failure_timeout_ms),
                 recovery_ms: Some(controller.recovery_ms),
                 canary_rtt_alarm_ms: Some(controller.canary_rtt_alarm_ms),
                 drain_timeout_s: Some(controller.drain_timeout_s),
                 restart_hook: controller.restart_hook.clone(),
-                admin_socket: Some(relative(&controller.admin_socket)),
+                admin_socket: lone.then(|| relative(&controller.admin_socket)),
                 admin_listen: controller.admin_listen.map(RawSocketAddr),
                 admin_key_file: controller.admin_key_file.as_ref().map(relative),
-                state_dir: Some(relative(&controller.state_dir)),
+                state_dir: lone.then(|| relative(&controller.state_dir)),
+                members: (!lone).then(|| {
+                    controller
+                        .members
+                        .iter()
+                        .map(|m| RawControllerMember {
+                            address: control_addr(&m.address),
+                            metrics: RawSocketAddr(m.metrics),
+                            admin_socket: Some(relative(&m.admin_socket)),
+                            state_dir: Some(relative(&m.state_dir)),
+                        })
+                        .collect()
+                }),
+                etcd: controller.etcd.as_ref().map(|etcd| RawEtcd {
+                    endpoints: etcd.endpoints.clone(),
+                    prefix: Some(etcd.prefix.clone()),
+                    lease_ttl_s: Some(etcd.lease_ttl_s),
+                }),
             }),
             ipsec: settings.ipsec.as_ref().map(|ipsec| RawIpsec {
                 psk_file: Some(relative(&ipsec.psk_file)),

@@ -288,6 +288,40 @@ pub struct ControllerConfig {
     pub admin_key_file: Option<PathBuf>,
     /// The controller's persistent state (resolved path), created mode 0700 at start.
     pub state_dir: PathBuf,
+    /// Every member of the controller set, by index: one entry for a lone controller (the
+    /// fields above), several under `controller.members`. Daemons heartbeat to every member.
+    pub members: Vec<ControllerMember>,
+    /// Which member the fields `address`, `metrics`, `admin_socket` and `state_dir` are
+    /// (`braid up --member N`; 0 by default).
+    pub member: u16,
+    /// The etcd cluster a controller set elects its leader through; `None`: one controller,
+    /// always the leader.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// One controller of a controller set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerMember {
+    /// Where daemons send it heartbeats (and where it listens).
+    pub address: ControlAddr,
+    /// Its `/metrics` and `/status`.
+    pub metrics: SocketAddr,
+    /// Its local administration socket (resolved path).
+    pub admin_socket: PathBuf,
+    /// Its state directory (resolved path).
+    pub state_dir: PathBuf,
+}
+
+/// `controller.etcd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members, `http://host:port`.
+    pub endpoints: Vec<String>,
+    /// The key prefix of this cluster's state (default `/braid/<cluster name>`).
+    pub prefix: String,
+    /// The leader's lease, 1..=60 s (default 2): a dead or cut-off leader is replaced within
+    /// about this long, and a leader that cannot renew it stops acting before it runs out.
+    pub lease_ttl_s: u64,
 }
 
 impl ControllerConfig {
@@ -309,7 +343,41 @@ impl ControllerConfig {
             admin_listen: None,
             admin_key_file: None,
             state_dir: PathBuf::from("/var/lib/braid").join(cluster_name),
+            members: Vec::new(),
+            member: 0,
+            etcd: None,
         }
+        .with_self_as_only_member()
+    }
+
+    /// A lone controller: its own fields are the whole set.
+    fn with_self_as_only_member(mut self) -> Self {
+        self.members = vec![ControllerMember {
+            address: self.address.clone(),
+            metrics: self.metrics,
+            admin_socket: self.admin_socket.clone(),
+            state_dir: self.state_dir.clone(),
+        }];
+        self
+    }
+
+    /// This configuration as member `index` of the set runs it; `None` if there is no such
+    /// member.
+    pub fn as_member(&self, index: u16) -> Option<ControllerConfig> {
+        let m = self.members.get(usize::from(index))?;
+        Some(ControllerConfig {
+            address: m.address.clone(),
+            metrics: m.metrics,
+            admin_socket: m.admin_socket.clone(),
+            state_dir: m.state_dir.clone(),
+            member: index,
+            ..self.clone()
+        })
+    }
+
+    /// Every member's control address, by index: where daemons send heartbeats.
+    pub fn control_addresses(&self) -> Vec<ControlAddr> {
+        self.members.iter().map(|m| m.address.clone()).collect()
     }
 
     /// The restart hook for daemon `id`, placeholders filled in.

@@ -79,6 +79,33 @@ pub(super) struct RawController {
     pub admin_key_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<RawControllerMember>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<RawEtcd>,
+}
+
+/// One member of a controller set: what differs from one controller to the next.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControllerMember {
+    pub address: ControlAddr,
+    pub metrics: RawSocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+}
+
+/// `controller.etcd`: where a controller set elects its leader and keeps its state.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub endpoints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_s: Option<u64>,
 }
 
 /// A socket address that may be absent, with the same message as required ones.

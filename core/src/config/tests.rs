@@ -704,6 +704,14 @@ fn controller_defaults_when_absent() {
             admin_listen: None,
             admin_key_file: None,
             state_dir: PathBuf::from("/var/lib/braid/test"),
+            members: vec![ControllerMember {
+                address: ControlAddr::Unix(PathBuf::from("/run/braid/test/control.sock")),
+                metrics: addr("127.0.0.1:9477"),
+                admin_socket: PathBuf::from("/run/braid/test/admin.sock"),
+                state_dir: PathBuf::from("/var/lib/braid/test"),
+            }],
+            member: 0,
+            etcd: None,
         }
     );
     assert_eq!(cfg.controller.metrics, DEFAULT_METRICS_ADDR);
@@ -871,4 +879,89 @@ fn admin_channels_and_state_dir() {
     let cfg = parse(&absolute).unwrap();
     assert_eq!(cfg.controller.admin_socket, Path::new("/srv/braid/admin.sock"));
     assert_eq!(cfg.controller.state_dir, Path::new("/srv/braid/state"));
+}
+
+const CONTROLLER_SET: &str =
+    "controller:\n  etcd:\n    endpoints: [http://198.18.0.5:2379, \"http://[::1]:2379\"]\n    \
+    lease_ttl_s: 3\n  members:\n    - address: 198.18.0.1:7400\n      metrics: 198.18.0.1:9477\n    \
+    - address: 198.18.0.2:7400\n      metrics: 198.18.0.2:9477\n      admin_socket: run/admin-1.sock\n      \
+    state_dir: state-1\n";
+
+fn with_controller(section: &str) -> String {
+    edited("\npairs:\n", &format!("\n{section}pairs:\n"))
+}
+
+#[test]
+fn a_controller_set_lists_every_member_and_elects_through_etcd() {
+    let cfg = parse(&with_controller(CONTROLLER_SET)).unwrap();
+    let c = &cfg.controller;
+    assert_eq!(c.members.len(), 2);
+    assert_eq!(c.member, 0);
+    assert_eq!(
+        c.address,
+        ControlAddr::Udp(addr("198.18.0.1:7400")),
+        "member 0 by default"
+    );
+    assert_eq!(
+        c.control_addresses(),
+        [
+            ControlAddr::Udp(addr("198.18.0.1:7400")),
+            ControlAddr::Udp(addr("198.18.0.2:7400"))
+        ]
+    );
+    let etcd = c.etcd.as_ref().unwrap();
+    assert_eq!(etcd.endpoints, ["http://198.18.0.5:2379", "http://[::1]:2379"]);
+    assert_eq!(etcd.prefix, "/braid/test", "the prefix defaults to the cluster's name");
+    assert_eq!(etcd.lease_ttl_s, 3);
+    let second = c.as_member(1).unwrap();
+    assert_eq!(second.member, 1);
+    assert_eq!(second.metrics, addr("198.18.0.2:9477"));
+    assert_eq!(second.admin_socket, PathBuf::from("conf/run/admin-1.sock"));
+    assert_eq!(second.state_dir, PathBuf::from("conf/state-1"));
+    assert_eq!(second.members, c.members, "every member knows the whole set");
+    assert!(c.as_member(2).is_none());
+    assert_eq!(
+        ClusterConfig::from_yaml_str(&cfg.to_yaml(), &cfg.path).unwrap(),
+        cfg,
+        "written back as a set"
+    );
+}
+
+#[test]
+fn a_controller_set_is_refused_without_etcd_or_with_lone_fields_or_bad_endpoints() {
+    let cases = [
+        (
+            CONTROLLER_SET.replace(
+                "  etcd:\n    endpoints: [http://198.18.0.5:2379, \"http://[::1]:2379\"]\n    lease_ttl_s: 3\n",
+                "",
+            ),
+            "controller.members",
+            "etcd",
+        ),
+        (
+            CONTROLLER_SET.replace("  members:\n", "  metrics: 127.0.0.1:9000\n  members:\n"),
+            "controller.metrics",
+            "in its entry",
+        ),
+        (
+            CONTROLLER_SET.replace("http://198.18.0.5:2379", "https://198.18.0.5:2379"),
+            "controller.etcd.endpoints[0]",
+            "http://HOST:PORT",
+        ),
+        (
+            CONTROLLER_SET.replace("lease_ttl_s: 3", "lease_ttl_s: 0"),
+            "controller.etcd.lease_ttl_s",
+            "",
+        ),
+        (
+            CONTROLLER_SET.replace("198.18.0.2:7400", "198.18.0.1:7400"),
+            "controller.members[1].address",
+            "also",
+        ),
+    ];
+    for (section, field, says) in cases {
+        let error = parse(&with_controller(&section)).unwrap_err();
+        assert_eq!(error.field(), Some(field), "{error}");
+        assert!(error.to_string().contains(says), "{error}");
+    }
 }

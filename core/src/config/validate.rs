@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 use super::error::ConfigError;
 use super::model::*;
 use super::prefix::Prefix;
-use super::raw::{Entries, RawCluster, RawController, RawFile, RawGateway, RawIpsec, RawPair, RawSite, RawTimeouts};
+use super::raw::{
+    Entries, RawCluster, RawController, RawControllerMember, RawEtcd, RawFile, RawGateway, RawIpsec, RawPair, RawSite,
+    RawSocketAddr, RawTimeouts,
+};
 use crate::control::ControlAddr;
 use crate::flow::PairId;
 use crate::keys::PublicKey;
@@ -50,6 +53,9 @@ const CANARY_RTT_ALARM_MS_RANGE: RangeInclusive<u64> = 1..=60_000;
 const DRAIN_TIMEOUT_S_RANGE: RangeInclusive<u64> = 0..=604_800;
 /// A unix socket path must fit `sun_path` (108 bytes) with its terminating NUL.
 const UNIX_SOCKET_PATH_MAX: usize = 107;
+/// Members of a controller set.
+const CONTROLLER_MEMBERS_RANGE: RangeInclusive<usize> = 1..=16;
+const LEASE_TTL_S_RANGE: RangeInclusive<u64> = 1..=60;
 const NETNS_NAME_MAX_LEN: usize = 64;
 const RESTART_HOOK_PLACEHOLDERS: &[&str] = &["role", "site", "pair"];
 /// IKE SA lifetimes from a minute to a week.
@@ -335,27 +341,155 @@ impl Checker<'_> {
         Ok(timeouts)
     }
 
-    fn controller(&self, raw: RawController, cluster_name: &str) -> Result<ControllerConfig, ConfigError> {
-        let default = ControllerConfig::defaults(cluster_name);
+    /// One controller's own addresses and paths, under `field` (`controller` or
+    /// `controller.members[i]`), defaults from `default`.
+    fn controller_member(
+        &self,
+        field: &str,
+        raw: RawControllerMember,
+        default: &ControllerConfig,
+    ) -> Result<ControllerMember, ConfigError> {
         let address = match raw.address {
-            None => default.address,
-            Some(ControlAddr::Udp(addr)) => {
-                self.concrete("controller.address", addr)?;
+            ControlAddr::Udp(addr) => {
+                self.concrete(&format!("{field}.address"), addr)?;
                 ControlAddr::Udp(addr)
             }
-            Some(ControlAddr::Unix(path)) => ControlAddr::Unix(self.unix_socket_path("controller.address", &path)?),
+            ControlAddr::Unix(path) => ControlAddr::Unix(self.unix_socket_path(&format!("{field}.address"), &path)?),
         };
         let admin_socket = match &raw.admin_socket {
             Some(path) if path.is_empty() => {
-                return Err(self.error("controller.admin_socket", "expected a socket path, got an empty string"))
+                return Err(self.error(
+                    format!("{field}.admin_socket"),
+                    "expected a socket path, got an empty string",
+                ))
             }
-            Some(path) => self.unix_socket_path("controller.admin_socket", Path::new(path))?,
-            None => default.admin_socket,
+            Some(path) => self.unix_socket_path(&format!("{field}.admin_socket"), Path::new(path))?,
+            None => default.admin_socket.clone(),
         };
         let state_dir = match &raw.state_dir {
-            Some(path) => self.path("controller.state_dir", path)?,
-            None => default.state_dir,
+            Some(path) => self.path(&format!("{field}.state_dir"), path)?,
+            None => default.state_dir.clone(),
         };
+        let metrics = raw.metrics.0;
+        if metrics.port() == 0 {
+            return Err(self.error(format!("{field}.metrics"), "expected a non-zero port, got 0"));
+        }
+        Ok(ControllerMember {
+            address,
+            metrics,
+            admin_socket,
+            state_dir,
+        })
+    }
+
+    /// The controller set: `controller.members`, or the lone controller's own fields.
+    fn controller_members(
+        &self,
+        raw: &mut RawController,
+        default: &ControllerConfig,
+    ) -> Result<Vec<ControllerMember>, ConfigError> {
+        let Some(members) = raw.members.take() else {
+            let lone = RawControllerMember {
+                address: raw.address.take().unwrap_or_else(|| default.address.clone()),
+                metrics: RawSocketAddr(raw.metrics.take().map_or(default.metrics, |m| m.0)),
+                admin_socket: raw.admin_socket.take(),
+                state_dir: raw.state_dir.take(),
+            };
+            return Ok(vec![self.controller_member("controller", lone, default)?]);
+        };
+        for (given, name) in [
+            (raw.address.is_some(), "address"),
+            (raw.metrics.is_some(), "metrics"),
+            (raw.admin_socket.is_some(), "admin_socket"),
+            (raw.state_dir.is_some(), "state_dir"),
+        ] {
+            if given {
+                return Err(self.error(
+                    format!("controller.{name}"),
+                    format!("with controller.members, give each controller's {name} in its entry"),
+                ));
+            }
+        }
+        if !CONTROLLER_MEMBERS_RANGE.contains(&members.len()) {
+            return Err(self.error(
+                "controller.members",
+                format!(
+                    "expected {} to {} controllers, got {}",
+                    CONTROLLER_MEMBERS_RANGE.start(),
+                    CONTROLLER_MEMBERS_RANGE.end(),
+                    members.len()
+                ),
+            ));
+        }
+        let members = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| self.controller_member(&format!("controller.members[{i}]"), m, default))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, m) in members.iter().enumerate() {
+            if let Some(j) = members[..i].iter().position(|o| o.address == m.address) {
+                return Err(self.error(
+                    format!("controller.members[{i}].address"),
+                    format!("{} is also controller.members[{j}]'s", m.address),
+                ));
+            }
+        }
+        if members.len() > 1 && raw.etcd.is_none() {
+            return Err(self.error(
+                "controller.members",
+                "several controllers elect their leader through etcd: set controller.etcd.endpoints",
+            ));
+        }
+        Ok(members)
+    }
+
+    fn etcd(&self, raw: RawEtcd, cluster_name: &str) -> Result<EtcdConfig, ConfigError> {
+        if raw.endpoints.is_empty() {
+            return Err(self.error("controller.etcd.endpoints", "expected at least one etcd client URL"));
+        }
+        for (i, url) in raw.endpoints.iter().enumerate() {
+            let hostport = url.strip_prefix("http://").unwrap_or("");
+            let valid = !hostport.is_empty()
+                && !hostport.contains('/')
+                && hostport
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+            if !valid {
+                return Err(self.error(
+                    format!("controller.etcd.endpoints[{i}]"),
+                    format!("expected http://HOST:PORT (an etcd client URL), got {url:?}"),
+                ));
+            }
+        }
+        let prefix = raw.prefix.unwrap_or_else(|| format!("/braid/{cluster_name}"));
+        if !prefix.starts_with('/') || prefix.len() > 256 || prefix.ends_with('/') {
+            return Err(self.error(
+                "controller.etcd.prefix",
+                format!(
+                    "expected a key prefix like /braid/{cluster_name} (a leading '/', no trailing one), got {prefix:?}"
+                ),
+            ));
+        }
+        Ok(EtcdConfig {
+            endpoints: raw.endpoints,
+            prefix,
+            lease_ttl_s: self.number("controller.etcd.lease_ttl_s", raw.lease_ttl_s, 2, LEASE_TTL_S_RANGE)?,
+        })
+    }
+
+    fn controller(&self, mut raw: RawController, cluster_name: &str) -> Result<ControllerConfig, ConfigError> {
+        let default = ControllerConfig::defaults(cluster_name);
+        let members = self.controller_members(&mut raw, &default)?;
+        let etcd = match raw.etcd.take() {
+            Some(etcd) => Some(self.etcd(etcd, cluster_name)?),
+            None => None,
+        };
+        let ControllerMember {
+            address,
+            metrics,
+            admin_socket,
+            state_dir,
+        } = members[0].clone();
         let admin_listen = raw.admin_listen.map(|addr| addr.0);
         if admin_listen.is_some_and(|addr| addr.port() == 0) {
             return Err(self.error("controller.admin_listen", "expected a non-zero port, got 0"));
@@ -378,10 +512,6 @@ impl Checker<'_> {
                 ))
             }
             _ => {}
-        }
-        let metrics = raw.metrics.map_or(default.metrics, |addr| addr.0);
-        if metrics.port() == 0 {
-            return Err(self.error("controller.metrics", "expected a non-zero port, got 0"));
         }
         let heartbeat_ms = self.number(
             "controller.heartbeat_ms",
@@ -431,6 +561,9 @@ impl Checker<'_> {
             admin_listen,
             admin_key_file,
             state_dir,
+            members,
+            member: 0,
+            etcd,
         })
     }
 

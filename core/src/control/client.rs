@@ -1,17 +1,22 @@
 //! The daemon side: heartbeats out, membership in, acknowledgements out.
 //!
 //! [`ControlClient::run`] is a blocking loop for a dedicated std thread. Every `period` it asks
-//! the daemon for a [`Heartbeat`] and sends it to the controller; in between it waits for
-//! datagrams, checking the stop flag at least every 50 ms. A membership push with a newer epoch
-//! than the one applied is handed to the daemon, and acknowledged if the daemon applied it; a
-//! push of the epoch already applied is acknowledged again without being re-applied (the
-//! controller repeats a push until acknowledged); an older epoch is ignored and counted.
+//! the daemon for a [`Heartbeat`] and sends it to every member of the controller set (one
+//! controller, or several electing a leader); in between it waits for datagrams, checking the
+//! stop flag at least every 50 ms.
 //!
-//! Only the controller is listened to: the daemon's keyring holds no key for anyone else. A
-//! hello from the controller (its answer to a heartbeat that was not yet fresh, e.g. after
-//! either end restarted) is answered at once with a heartbeat, so a new controller hears a
-//! fresh one within a round trip. The client owns the identity and the applied epoch it
-//! reports: it writes both into every heartbeat, whatever the daemon's closure filled in.
+//! Membership pushes are ordered by `(term, epoch)`: the leadership term of the controller
+//! that sent it, then its epoch. A push newer than the one applied is handed to the daemon, and
+//! acknowledged to its sender if the daemon applied it; the push already applied is
+//! acknowledged again without being re-applied (a controller repeats a push until
+//! acknowledged); an older one — a stale epoch, or a deposed leader's term once a newer leader
+//! has pushed (fencing) — is refused and counted.
+//!
+//! Only controllers are listened to: the daemon's keyring holds no key for anyone else. A
+//! hello from a controller (its answer to a heartbeat that was not yet fresh, e.g. after either
+//! end restarted) is answered at once with a heartbeat, so a new controller hears a fresh one
+//! within a round trip. The client owns the identity and the applied `(term, epoch)` it
+//! reports: it writes them into every heartbeat, whatever the daemon's closure filled in.
 
 use std::io;
 use std::sync::Arc;
@@ -28,21 +33,28 @@ use crate::daemon::StopFlag;
 /// The longest the loop waits before looking at the stop flag again.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
-/// A daemon's link to the controller.
+/// A daemon's link to its controllers.
 #[derive(Debug)]
 pub struct ControlClient {
     endpoint: Endpoint,
-    controller: ControlAddr,
+    /// Every member of the controller set, by index, with its control address.
+    controllers: Vec<(DaemonId, ControlAddr)>,
+    applied_term: u64,
     applied_epoch: u64,
 }
 
 impl ControlClient {
     /// Binds `local` (a unix path, or a UDP address with port 0 for an ephemeral port) to talk
-    /// to the controller at `controller` as the daemon whose keyring is `keys`.
-    pub fn new(keys: Keyring, controller: ControlAddr, local: ControlAddr) -> io::Result<Self> {
+    /// to the controller set whose member `i` listens at `controllers[i]`, as the daemon whose
+    /// keyring is `keys`.
+    pub fn new(keys: Keyring, controllers: &[ControlAddr], local: ControlAddr) -> io::Result<Self> {
         Ok(ControlClient {
             endpoint: Endpoint::bind(keys, &local)?,
-            controller,
+            controllers: (0u16..)
+                .zip(controllers)
+                .map(|(i, addr)| (DaemonId::controller_member(i), addr.clone()))
+                .collect(),
+            applied_term: 0,
             applied_epoch: 0,
         })
     }
@@ -87,7 +99,11 @@ impl ControlClient {
         let mut heartbeat = report();
         heartbeat.id = self.endpoint.me().clone();
         heartbeat.membership_epoch = self.applied_epoch;
-        self.send(&Body::Heartbeat(Box::new(heartbeat)));
+        heartbeat.membership_term = self.applied_term;
+        let body = Body::Heartbeat(Box::new(heartbeat));
+        for i in 0..self.controllers.len() {
+            self.send_to(i, &body);
+        }
     }
 
     fn handle(
@@ -106,33 +122,51 @@ impl ControlClient {
             _ => return self.endpoint.reject(ControlError::Unexpected, &received.from),
         };
         counters.inc(ControlCounter::Accepted);
-        if membership.epoch < self.applied_epoch {
+        let Some(sender) = self
+            .controllers
+            .iter()
+            .position(|(id, _)| *id == received.header.sender)
+        else {
+            // Authentic, but from a member this daemon was not configured with.
+            return self.endpoint.reject(ControlError::Unexpected, &received.from);
+        };
+        let pushed = (membership.term, membership.epoch);
+        let applied = (self.applied_term, self.applied_epoch);
+        if pushed < applied {
             counters.inc(ControlCounter::MembershipOutdated);
+            if membership.term < self.applied_term {
+                tracing::warn!(
+                    controller = %received.header.sender, term = membership.term, applied_term = self.applied_term,
+                    "membership refused: pushed by a deposed leader"
+                );
+            }
             return;
         }
-        if membership.epoch > self.applied_epoch {
+        if pushed > applied {
             if !on_membership(&membership) {
                 counters.inc(ControlCounter::MembershipRefused);
                 return;
             }
-            self.applied_epoch = membership.epoch;
+            (self.applied_term, self.applied_epoch) = pushed;
             counters.inc(ControlCounter::MembershipApplied);
         }
-        if self.send(&Body::MembershipAck {
+        let ack = Body::MembershipAck {
             epoch: membership.epoch,
-        }) {
+            term: membership.term,
+        };
+        if self.send_to(sender, &ack) {
             counters.inc(ControlCounter::AcksSent);
         }
     }
 
-    /// Sends `body` to the controller; a failure is counted and logged, and the next period
+    /// Sends `body` to controller `index`; a failure is counted and logged, and the next period
     /// tries again.
-    fn send(&mut self, body: &Body) -> bool {
-        let controller = self.controller.clone();
-        match self.endpoint.send(&DaemonId::controller(), &controller, body) {
+    fn send_to(&mut self, index: usize, body: &Body) -> bool {
+        let (id, addr) = self.controllers[index].clone();
+        match self.endpoint.send(&id, &addr, body) {
             Ok(()) => true,
             Err(error) => {
-                tracing::debug!(controller = %self.controller, %error, "control send failed");
+                tracing::debug!(controller = %addr, %error, "control send failed");
                 false
             }
         }

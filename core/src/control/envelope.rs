@@ -226,6 +226,7 @@ mod tests {
             echo: 99,
         };
         let body = Body::Membership(Membership {
+            term: 0,
             epoch: 3,
             active: vec![1, 2],
             serving: vec![1, 2, 3],
@@ -285,7 +286,7 @@ mod tests {
             seq: 1,
             echo: 0,
         };
-        let forged_report = seal(own, &as_demux, &Body::MembershipAck { epoch: 1 }).unwrap();
+        let forged_report = seal(own, &as_demux, &Body::MembershipAck { epoch: 1, term: 0 }).unwrap();
         assert_eq!(
             open(|from| keys.opening_key(from), &forged_report),
             Err(ControlError::Forged)
@@ -385,6 +386,7 @@ mod tests {
     fn size_limit() {
         let (header, _) = push();
         let huge = Body::Membership(Membership {
+            term: 0,
             epoch: 1,
             active: vec![4095; MAX_DATAGRAM / 4],
             serving: Vec::new(),

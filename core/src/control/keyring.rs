@@ -8,7 +8,8 @@
 //!   opens what the controller sends it, and nothing else. A stolen gateway key lets the thief
 //!   report as that gateway and nothing more: it opens no other daemon's traffic and seals no
 //!   push any demux accepts.
-//! * The controller's [`Keyring::controller`] holds the cluster secret and derives the link of
+//! * A controller's [`Keyring::controller`] (or, in a controller set, [`Keyring::controller_member`])
+//!   holds the cluster secret and derives the link of
 //!   each daemon of the cluster ([`Keyring::set_members`] when the fleet changes). A sender
 //!   outside that set is refused before any cryptography, which also bounds every per-sender
 //!   map behind the keyring.
@@ -48,6 +49,8 @@ pub enum Keyring {
         link: Box<LinkKeys>,
     },
     Controller {
+        /// Which member of the controller set this is.
+        me: DaemonId,
         secret: ClusterSecret,
         links: HashMap<DaemonId, LinkKeys>,
     },
@@ -64,7 +67,13 @@ impl Keyring {
 
     /// The controller of a cluster whose daemons are `members`.
     pub fn controller(secret: ClusterSecret, members: impl IntoIterator<Item = DaemonId>) -> Self {
+        Keyring::controller_member(0, secret, members)
+    }
+
+    /// Member `index` of the cluster's controller set (every member holds the same keys).
+    pub fn controller_member(index: u16, secret: ClusterSecret, members: impl IntoIterator<Item = DaemonId>) -> Self {
         let mut keyring = Keyring::Controller {
+            me: DaemonId::controller_member(index),
             secret,
             links: HashMap::new(),
         };
@@ -75,7 +84,7 @@ impl Keyring {
     /// The controller: the daemons it talks to are now exactly `members` (a daemon's own
     /// keyring ignores this).
     pub fn set_members(&mut self, members: impl IntoIterator<Item = DaemonId>) {
-        let Keyring::Controller { secret, links } = self else {
+        let Keyring::Controller { secret, links, .. } = self else {
             return;
         };
         let members: Vec<DaemonId> = members.into_iter().filter(|id| id.role != Role::Controller).collect();
@@ -91,7 +100,7 @@ impl Keyring {
     pub fn me(&self) -> DaemonId {
         match self {
             Keyring::Daemon { me, .. } => me.clone(),
-            Keyring::Controller { .. } => DaemonId::controller(),
+            Keyring::Controller { me, .. } => me.clone(),
         }
     }
 

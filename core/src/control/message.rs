@@ -50,12 +50,18 @@ impl DaemonId {
         }
     }
 
-    /// The controller.
+    /// The controller (member 0 of a controller set, or the only controller).
     pub fn controller() -> Self {
+        DaemonId::controller_member(0)
+    }
+
+    /// Member `index` of the controller set: every member speaks on the daemons' links with the
+    /// same keys, but as itself, so each daemon keeps a separate replay state per member.
+    pub fn controller_member(index: u16) -> Self {
         DaemonId {
             role: Role::Controller,
             site: String::new(),
-            pair: 0,
+            pair: index,
         }
     }
 }
@@ -64,11 +70,12 @@ impl DaemonId {
 pub const MAX_WIRE_NAME: usize = 128;
 
 impl DaemonId {
-    /// The name the envelope carries and role keys are derived for: `controller`, `demux/a`,
-    /// `gw/a/1`.
+    /// The name the envelope carries and role keys are derived for: `controller` (or
+    /// `controller/2` for member 2 of a controller set), `demux/a`, `gw/a/1`.
     pub fn wire_name(&self) -> String {
         match self.role {
-            Role::Controller => "controller".into(),
+            Role::Controller if self.pair == 0 => "controller".into(),
+            Role::Controller => format!("controller/{}", self.pair),
             Role::Demux => format!("demux/{}", self.site),
             Role::Gateway => format!("gw/{}/{}", self.site, self.pair),
         }
@@ -84,6 +91,13 @@ impl DaemonId {
         let mut parts = name.split('/');
         let id = match (parts.next()?, parts.next(), parts.next()) {
             ("controller", None, None) => DaemonId::controller(),
+            ("controller", Some(index), None) => {
+                let index = index
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|i| *i != 0 && !index.starts_with('0'))?;
+                DaemonId::controller_member(index)
+            }
             ("demux", Some(site), None) if site_ok(site) => DaemonId::demux(site),
             ("gw", Some(site), Some(pair)) if site_ok(site) => {
                 let pair = pair
@@ -104,8 +118,8 @@ impl fmt::Display for DaemonId {
         match self.role {
             Role::Demux => write!(f, "demux {}", self.site),
             Role::Gateway => write!(f, "gw {}{}", self.site, self.pair),
-            Role::Controller if self.site.is_empty() => f.write_str("controller"),
-            Role::Controller => write!(f, "controller {}", self.site),
+            Role::Controller if self.pair == 0 => f.write_str("controller"),
+            Role::Controller => write!(f, "controller {}", self.pair),
         }
     }
 }
@@ -173,6 +187,9 @@ pub struct Heartbeat {
     pub pairs: Vec<PairReport>,
     /// Demuxes: the membership epoch currently applied (0 before the first push).
     pub membership_epoch: u64,
+    /// Demuxes: the leadership term of the membership applied (0 without a controller set).
+    #[serde(default)]
+    pub membership_term: u64,
     /// Demuxes: every counter by name, as in the demux's status file — each drop reason
     /// (`drop_*`) and each limit at work (half-open TCP flows, the fragment cache). Empty from
     /// gateways and from older demuxes.
@@ -213,6 +230,7 @@ impl Heartbeat {
             drops: 0,
             pairs: Vec::new(),
             membership_epoch: 0,
+            membership_term: 0,
             counters: std::collections::BTreeMap::new(),
             drops_handshake_limited: None,
             flow_table_entries: None,
@@ -224,6 +242,11 @@ impl Heartbeat {
 /// Which pairs the demuxes may steer to. A higher epoch replaces a lower one.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Membership {
+    /// The leadership term of the controller that decided it (0 without a controller set):
+    /// a daemon applies pushes in `(term, epoch)` order, so a deposed leader's pushes are
+    /// refused once a newer leader has spoken (fencing).
+    #[serde(default)]
+    pub term: u64,
     pub epoch: u64,
     /// Pairs that take new flows: the Maglev set.
     pub active: Vec<PairId>,
@@ -244,8 +267,12 @@ pub enum Body {
     Heartbeat(Box<Heartbeat>),
     /// Controller → demux.
     Membership(Membership),
-    /// Demux → controller: membership `epoch` is applied.
-    MembershipAck { epoch: u64 },
+    /// Demux → controller: membership `epoch` of `term` is applied.
+    MembershipAck {
+        epoch: u64,
+        #[serde(default)]
+        term: u64,
+    },
     /// Either way: the answer to an authentic message that was not yet fresh. It says
     /// nothing; its envelope carries the answering end's life and echoes the asker's, so the
     /// asker's next message is fresh.

@@ -3,7 +3,9 @@
 //! applied once and acknowledged, a repeated push is acknowledged again without being
 //! re-applied, an older one is ignored, forged datagrams (another cluster's key, or a
 //! gateway's own key sealing a push) and replayed ones are counted and ignored at both ends,
-//! and a restarted controller is heard again within a round trip.
+//! and a restarted controller is heard again within a round trip. With a controller set, the
+//! daemon heartbeats to every member and applies pushes in (term, epoch) order, so a deposed
+//! leader is fenced off.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,12 @@ use crate::keys::ClusterSecret;
 const PATIENCE: Duration = Duration::from_secs(5);
 
 fn membership(epoch: u64, active: &[u16]) -> Body {
+    membership_of_term(0, epoch, active)
+}
+
+fn membership_of_term(term: u64, epoch: u64, active: &[u16]) -> Body {
     Body::Membership(Membership {
+        term,
         epoch,
         active: active.to_vec(),
         serving: active.to_vec(),
@@ -40,7 +47,7 @@ fn wait_for<T>(server: &mut ControlServer, mut wanted: impl FnMut(&Inbound) -> O
 
 fn ack_of(inbound: &Inbound) -> Option<u64> {
     match inbound.body {
-        Body::MembershipAck { epoch } => Some(epoch),
+        Body::MembershipAck { epoch, .. } => Some(epoch),
         _ => None,
     }
 }
@@ -78,7 +85,12 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
     let secret = ClusterSecret::generate();
     let mut server = ControlServer::bind(controller_keys(&secret), server_addr).unwrap();
     let demux = DaemonId::demux("a");
-    let client = ControlClient::new(daemon_keys(&secret, &demux), server.local_addr().clone(), client_addr).unwrap();
+    let client = ControlClient::new(
+        daemon_keys(&secret, &demux),
+        &[server.local_addr().clone()],
+        client_addr,
+    )
+    .unwrap();
     let client_local = client.local_addr().clone();
     let client_counters = client.counters();
     let applied = Arc::new(Mutex::new(Vec::new()));
@@ -161,7 +173,13 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
         client_counters.rejected(ControlError::Forged) == 2
     });
     // A forged acknowledgement at the controller, sealed with the gateway's key.
-    let forged_ack = forge(gateway_key, demux.clone(), 1, 0, &Body::MembershipAck { epoch: 9 });
+    let forged_ack = forge(
+        gateway_key,
+        demux.clone(),
+        1,
+        0,
+        &Body::MembershipAck { epoch: 9, term: 0 },
+    );
     attacker.send_to(&forged_ack, server.local_addr()).unwrap();
     let deadline = Instant::now() + PATIENCE;
     while server_counters.rejected(ControlError::Forged) == 0 {
@@ -246,7 +264,7 @@ fn server_refuses_unexpected_messages_unknown_daemons_and_replays() {
         // A gateway claiming to be another gateway.
         sealed(life, &heartbeat(&DaemonId::gateway("a", 2))),
         // A gateway acknowledging membership, which only demuxes receive.
-        sealed(life, &Body::MembershipAck { epoch: 1 }),
+        sealed(life, &Body::MembershipAck { epoch: 1, term: 0 }),
     ];
     for datagram in unexpected {
         socket.send_to(&datagram, server.local_addr()).unwrap();
@@ -308,4 +326,82 @@ fn a_flood_of_distinct_senders_creates_no_state() {
     while server.recv(Duration::from_millis(50)).is_some() {}
     assert_eq!(server.tracked(), (0, 0));
     assert!(server.counters().rejected(ControlError::UnknownSender) > 1_000);
+}
+
+#[test]
+fn a_daemon_heartbeats_to_every_member_and_fences_off_a_deposed_leader() {
+    let dir = temp_dir("set");
+    let unix = |name: &str| ControlAddr::Unix(dir.join(name));
+    let secret = ClusterSecret::generate();
+    let members = [DaemonId::demux("a")];
+    let mut old = ControlServer::bind(
+        Keyring::controller_member(0, secret.clone(), members.clone()),
+        unix("c0"),
+    )
+    .unwrap();
+    let mut new = ControlServer::bind(
+        Keyring::controller_member(1, secret.clone(), members.clone()),
+        unix("c1"),
+    )
+    .unwrap();
+    let demux = DaemonId::demux("a");
+    let client = ControlClient::new(
+        daemon_keys(&secret, &demux),
+        &[old.local_addr().clone(), new.local_addr().clone()],
+        unix("demux"),
+    )
+    .unwrap();
+    let counters = client.counters();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let stop = StopFlag::new();
+    let daemon = {
+        let (applied, stop) = (Arc::clone(&applied), stop.clone());
+        thread::spawn(move || {
+            let report = || Heartbeat::new(DaemonId::demux("a"));
+            let on_membership = |m: &Membership| {
+                applied.lock().unwrap().push((m.term, m.epoch));
+                true
+            };
+            client.run(&stop, Duration::from_millis(20), report, on_membership)
+        })
+    };
+    let heartbeat_term = |i: &Inbound| match &i.body {
+        Body::Heartbeat(h) => Some((h.membership_term, h.membership_epoch)),
+        _ => None,
+    };
+    // Both members hear the daemon (each answers its first, unfresh heartbeat with a hello).
+    wait_for(&mut old, heartbeat_term);
+    wait_for(&mut new, heartbeat_term);
+
+    // The old leader's push (term 5) is applied and acknowledged to it, with its term.
+    old.send(&demux, &membership_of_term(5, 9, &[1])).unwrap();
+    let ack = wait_for(&mut old, |i| match i.body {
+        Body::MembershipAck { epoch, term } => Some((term, epoch)),
+        _ => None,
+    });
+    assert_eq!(ack, (5, 9));
+    // The new leader (term 7) pushes a lower epoch: a newer term wins.
+    new.send(&demux, &membership_of_term(7, 2, &[1, 2])).unwrap();
+    let ack = wait_for(&mut new, |i| match i.body {
+        Body::MembershipAck { epoch, term } => Some((term, epoch)),
+        _ => None,
+    });
+    assert_eq!(ack, (7, 2));
+    wait_for(&mut old, |i| heartbeat_term(i).filter(|&t| t == (7, 2)));
+    // The deposed leader wakes up and pushes a higher epoch of its old term: refused.
+    let outdated = counters.get(ControlCounter::MembershipOutdated);
+    old.send(&demux, &membership_of_term(5, 50, &[2])).unwrap();
+    eventually("the deposed leader's push counted as outdated", || {
+        counters.get(ControlCounter::MembershipOutdated) == outdated + 1
+    });
+    assert_eq!(
+        *applied.lock().unwrap(),
+        [(5, 9), (7, 2)],
+        "nothing from the old term after the new one"
+    );
+    wait_for(&mut new, |i| heartbeat_term(i).filter(|&t| t == (7, 2)));
+
+    stop.stop();
+    daemon.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

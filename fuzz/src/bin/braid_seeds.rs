@@ -311,12 +311,13 @@ fn control_seeds(corpus: &mut Corpus) {
         Body::Heartbeat(Box::new(heartbeat)),
         Body::Heartbeat(Box::new(Heartbeat::new(DaemonId::demux("b")))),
         Body::Membership(Membership {
+            term: 3,
             epoch: 7,
             active: vec![1, 2, 3],
             serving: vec![1, 3],
             probing: vec![2],
         }),
-        Body::MembershipAck { epoch: 7 },
+        Body::MembershipAck { epoch: 7, term: 3 },
         Body::Hello,
     ];
     for (i, body) in bodies.iter().enumerate() {

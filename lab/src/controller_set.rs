@@ -1,0 +1,279 @@
+//! A lab's controller set (`braid lab up --controllers K`, K ≥ 2): a three-member etcd cluster
+//! and K controllers electing their leader through it, each a process of its own like on K
+//! hosts, so a test can kill, freeze or restart one alone.
+//!
+//! Everything listens on loopback in the root namespace (etcd's client and peer ports, each
+//! controller's HTTP); daemons reach the controllers over unix sockets in the lab's state
+//! directory, like the lone controller's. etcd runs with a 50 ms heartbeat and a 500 ms
+//! election timeout, which lets the controllers' leases last 1 s: a dead leader is replaced
+//! within about a second. Every controller shares the lab's runtime directory (daemon logs
+//! and status files), with a log, pid file, admin socket and persistent state of its own.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::controller::free_loopback_port;
+
+/// etcd members in a lab's controller set.
+pub const ETCD_MEMBERS: usize = 3;
+/// The controllers' lease, in seconds.
+pub const LEASE_TTL_S: u64 = 1;
+/// Where a lab records its controller set.
+const PLAN_FILE: &str = "controller-set.json";
+
+/// Where one etcd member listens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub name: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// One controller of the set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LabController {
+    pub index: u16,
+    /// Its `/metrics` and `/status`.
+    pub metrics: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub log: PathBuf,
+    /// Its pid when the lab description was written (0 before it started).
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// The addresses of a lab's controller set, chosen before anything starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControllerSet {
+    pub etcd: Vec<EtcdMember>,
+    pub controllers: Vec<LabController>,
+}
+
+impl ControllerSet {
+    /// Free loopback ports for `k` controllers and three etcd members, state under `dir`.
+    pub fn plan(dir: &Path, k: u16) -> Result<Self> {
+        let etcd = (0..ETCD_MEMBERS)
+            .map(|i| {
+                Ok(EtcdMember {
+                    name: format!("etcd{i}"),
+                    client: free_loopback_port()?,
+                    peer: free_loopback_port()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let controllers = (0..k)
+            .map(|index| {
+                Ok(LabController {
+                    index,
+                    metrics: free_loopback_port()?,
+                    admin_socket: dir.join(format!("admin-{index}.sock")),
+                    log: dir.join("logs").join(format!("controller-{index}.log")),
+                    pid: 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ControllerSet { etcd, controllers })
+    }
+
+    /// Records the set in the lab's state directory, where [`ControllerSet::load`] finds it
+    /// whenever the cluster file is written again (`braid scale`).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::write(dir.join(PLAN_FILE), serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("cannot write {}", dir.join(PLAN_FILE).display()))
+    }
+
+    /// The set recorded in lab directory `dir`, if the lab has one.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(PLAN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Ok(Some(serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not a controller set", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// The `controller:` section of the lab's cluster file.
+    pub fn section(&self, dir: &Path) -> String {
+        let mut yaml = String::from("controller:\n  etcd:\n    endpoints:\n");
+        for m in &self.etcd {
+            let _ = writeln!(yaml, "      - http://{}", m.client);
+        }
+        let _ = writeln!(yaml, "    lease_ttl_s: {LEASE_TTL_S}\n  members:");
+        for c in &self.controllers {
+            let _ = writeln!(
+                yaml,
+                "    - address: unix:{}\n      metrics: {}\n      admin_socket: {}\n      state_dir: {}",
+                dir.join(format!("control-{}.sock", c.index)).display(),
+                c.metrics,
+                c.admin_socket.display(),
+                dir.join(format!("state-{}", c.index)).display(),
+            );
+        }
+        yaml.trim_end().to_string()
+    }
+
+    /// Starts the three etcd members and waits until the cluster answers.
+    pub fn start_etcd(&self, dir: &Path) -> Result<()> {
+        let etcd = which_etcd()?;
+        let cluster: Vec<String> = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect();
+        for m in &self.etcd {
+            let log = open_log(&dir.join("logs").join(format!("{}.log", m.name)))?;
+            let child = Command::new(&etcd)
+                .arg("--name")
+                .arg(&m.name)
+                .arg("--data-dir")
+                .arg(dir.join(&m.name))
+                .arg("--listen-client-urls")
+                .arg(format!("http://{}", m.client))
+                .arg("--advertise-client-urls")
+                .arg(format!("http://{}", m.client))
+                .arg("--listen-peer-urls")
+                .arg(format!("http://{}", m.peer))
+                .arg("--initial-advertise-peer-urls")
+                .arg(format!("http://{}", m.peer))
+                .arg("--initial-cluster")
+                .arg(cluster.join(","))
+                .args(["--initial-cluster-state", "new", "--initial-cluster-token"])
+                .arg(dir.display().to_string())
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("cannot start {}", etcd.display()))?;
+            std::fs::write(dir.join(format!("{}.pid", m.name)), child.id().to_string())?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let health = |m: &EtcdMember| braid_core::status::http_get(m.client, "/health").unwrap_or_default();
+        while !self.etcd.iter().all(|m| health(m).contains("true")) {
+            if Instant::now() > deadline {
+                bail!(
+                    "the lab's etcd cluster did not become healthy in 20 s (logs: {}/logs/etcd*.log)",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Starts controller `index` (`braid up --member index`) on `config`; returns its pid.
+    pub fn start_controller(&self, bin_dir: &Path, config: &Path, dir: &Path, index: u16) -> Result<u32> {
+        let c = self
+            .controllers
+            .get(usize::from(index))
+            .with_context(|| format!("the lab has no controller {index}"))?;
+        let log = open_log(&c.log)?;
+        let child = Command::new(bin_dir.join("braid"))
+            .args(["up", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(dir)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .arg("--member")
+            .arg(index.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin_dir.join("braid").display()))?;
+        std::fs::write(dir.join(format!("controller-{index}.pid")), child.id().to_string())?;
+        Ok(child.id())
+    }
+}
+
+/// Stops every controller of a set, then its etcd members (SIGTERM, then SIGKILL after a few
+/// seconds), each verified through `/proc` to belong to the lab in `dir`.
+pub fn stop(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut pid_files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".pid") && (name.starts_with("controller-") || name.starts_with("etcd"))
+        })
+        .collect();
+    // Controllers first (they stop their daemons), etcd last.
+    pid_files.sort_by_key(|p| p.to_string_lossy().contains("etcd"));
+    for file in pid_files {
+        if let Some(pid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            crate::controller::stop_pid(pid, dir);
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn which_etcd() -> Result<PathBuf> {
+    ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context(
+            "etcd is not installed (Debian: apt-get install etcd-server); a lab with --controllers 2 or more needs it",
+        )
+}
+
+/// Polls every controller of a set until one leads and its status passes `ready`; returns it.
+pub fn wait_for_leader(
+    controllers: &[LabController],
+    timeout: Duration,
+    mut ready: impl FnMut(&braid_core::status::StatusSnapshot) -> bool,
+) -> Result<LabController> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no controller answered");
+    loop {
+        for c in controllers {
+            let Ok(s) = crate::controller::status(c.metrics) else {
+                continue;
+            };
+            let leads = s.controllers.iter().any(|m| m.pid.is_some() && m.leader);
+            if leads {
+                if ready(&s) {
+                    return Ok(c.clone());
+                }
+                let pairs: Vec<String> = s.pairs.iter().map(|p| format!("{}:{}", p.index, p.state)).collect();
+                last = format!(
+                    "controller {} leads: pairs {}, epoch {}, converged {}",
+                    c.index,
+                    pairs.join(" "),
+                    s.epoch,
+                    s.converged
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {} s ({last})", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
