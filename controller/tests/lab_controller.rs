@@ -1,6 +1,7 @@
 //! The data plane outlives its controller: `kill -9` of the controller while sequence-numbered
 //! UDP flows and paced, verified TCP streams run loses nothing and stops no daemon; a new controller adopts every running
-//! daemon (same pids, no restart) and reports every pair up.
+//! daemon (same pids, no restart) and reports every pair up, and keeps the operator's drains and
+//! removals.
 
 mod support;
 
@@ -219,4 +220,60 @@ fn a_controller_with_a_clock_a_day_behind_still_fails_pairs_over() {
         "MEASURED clock a day behind, epoch record lost: failover applied at epochs {failed_over:?} \
          (before the restart: {epoch_before}); pair 2 back {back:?} later"
     );
+}
+
+/// The operator's orders outlive the controller: a pair drained and a pair removed with
+/// `braid gateway` stay drained and removed when a new controller takes over after a
+/// `kill -9` (they are recorded in its state directory), and the removed pair's gateways are
+/// not started again.
+#[test]
+fn a_drain_and_a_removal_survive_a_controller_restart() {
+    if skip_without_lab("lab_controller orders") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let lab = Lab::up(&lab_name("ctl-orders", Suite::WireGuard), 3);
+    let info = &lab.info;
+    let socket = info.admin_socket().display().to_string();
+    for (verb, pair) in [("drain", "2"), ("remove", "3")] {
+        let out = std::process::Command::new(bin_dir().join("braid"))
+            .args(["gateway", verb, "--pair", pair, "--admin-socket", &socket])
+            .output()
+            .expect("run braid gateway");
+        assert!(
+            out.status.success(),
+            "braid gateway {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let states = |s: &braid::status::StatusSnapshot| -> Vec<(u16, String)> {
+        s.pairs.iter().map(|p| (p.index, p.state.clone())).collect()
+    };
+    // A removed pair leaves the status's pairs; its gateways stay listed, retired.
+    let expected = vec![(1, "up".to_string()), (2, "draining".into())];
+    wait_status(info, Duration::from_secs(5), |s| (states(s) == expected).then_some(()));
+
+    let old_controller = controller_pid(info);
+    signal(old_controller, libc::SIGKILL);
+    while process_alive(old_controller) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    braid_lab::restart_controller(&info.name, &bin_dir(), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("restart the controller: {e:#}"));
+    let adopted = braid_lab::load_info(&info.name).expect("lab.json after the restart");
+    wait_status(&adopted, Duration::from_secs(10), |s| {
+        (states(s) == expected).then_some(())
+    });
+    // Some seconds on, the removed pair's gateways have not come back.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = status(&adopted);
+    assert_eq!(states(&s), expected, "the orders still hold");
+    for g in s.gateways.iter().filter(|g| g.index == 3) {
+        assert!(
+            g.pid.is_none() && g.state == "retired",
+            "removed pair 3's gateway {}{} runs again: {g:?}",
+            g.site,
+            g.index
+        );
+    }
 }

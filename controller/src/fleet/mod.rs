@@ -1,8 +1,9 @@
 //! The daemons a controller runs: what to launch ([`spec`]), the processes themselves
 //! ([`process`], with [`pidfd`] for those it adopts), and the state a restarted controller
 //! carries on from: `fleet.json`, the record that lets it adopt the processes its predecessor
-//! left running instead of killing them, and `membership-epoch`, the highest membership epoch
-//! pushed, so epochs only move forward across restarts.
+//! left running instead of killing them, `membership-epoch`, the highest membership epoch
+//! pushed, so epochs only move forward across restarts, and `admin.json`, the operator's
+//! standing orders (pairs drained or removed by command), so a restarted controller keeps them.
 
 pub mod pidfd;
 pub mod process;
@@ -22,6 +23,31 @@ pub fn load_pids(state_dir: &Path) -> BTreeMap<String, u32> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// The operator's standing orders: pairs drained and pairs removed by command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdminRecord {
+    pub draining: Vec<braid_core::flow::PairId>,
+    pub removed: Vec<braid_core::flow::PairId>,
+}
+
+/// Writes the operator's standing orders to `<state_dir>/admin.json` (atomically, synced).
+pub fn save_admin(state_dir: &Path, record: &AdminRecord) -> std::io::Result<()> {
+    write_atomically(state_dir, "admin.json", &serde_json::to_vec_pretty(record)?)
+}
+
+/// The standing orders a previous controller recorded; none when there is no record (a
+/// damaged one is reported and read as none).
+pub fn load_admin(state_dir: &Path) -> AdminRecord {
+    let path = state_dir.join("admin.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(path = %path.display(), "unreadable admin record, ignored: {e}");
+            AdminRecord::default()
+        }),
+        Err(_) => AdminRecord::default(),
+    }
 }
 
 /// Records `epoch` as the highest membership epoch pushed (atomically, and synced: it must
@@ -55,6 +81,22 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_record_round_trips_and_survives_damage() {
+        let dir = std::env::temp_dir().join(format!("braid-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load_admin(&dir), AdminRecord::default());
+        let record = AdminRecord {
+            draining: vec![2],
+            removed: vec![3, 4],
+        };
+        save_admin(&dir, &record).unwrap();
+        assert_eq!(load_admin(&dir), record);
+        std::fs::write(dir.join("admin.json"), "{\"draining\": [").unwrap();
+        assert_eq!(load_admin(&dir), AdminRecord::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_epoch_record_round_trips_and_survives_damage() {

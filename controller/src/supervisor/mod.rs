@@ -96,6 +96,8 @@ struct Supervisor {
     leadership: Arc<Mutex<Leadership>>,
     /// The term this controller acts under, while it leads.
     acting_term: Option<u64>,
+    /// The operator's standing orders as last recorded in the state directory.
+    saved_admin: fleet::AdminRecord,
 }
 
 /// How old the keys a gateway sends with (its SA) may be for its pair to count as up. WireGuard
@@ -230,8 +232,10 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         hooks: hooks::RestartHooks::default(),
         leadership,
         acting_term: None,
+        saved_admin: fleet::AdminRecord::default(),
     };
     sup.enlist_fleet();
+    sup.restore_admin();
     sup.sync_members();
     tracing::info!(
         cluster = %sup.cfg.cluster.name, control = %settings.address, metrics = %settings.metrics,
@@ -316,6 +320,50 @@ impl Supervisor {
         }
     }
 
+    /// Applies the standing orders a previous controller recorded: pairs the operator removed
+    /// stay removed (their gateways are not started), drained pairs drain again with a fresh
+    /// deadline. Orders about pairs the cluster file no longer has are dropped.
+    fn restore_admin(&mut self) {
+        let record = fleet::load_admin(&self.cfg.controller.state_dir);
+        let now = self.now_ms();
+        let timeout = self.cfg.controller.drain_timeout_s * 1000;
+        for &pair in &record.removed {
+            if self.membership.admin_state(pair).is_some() {
+                tracing::info!(pair, "pair stays removed, as the operator ordered before the restart");
+                self.retire_pair(pair);
+            }
+        }
+        for &pair in &record.draining {
+            if self.membership.drain(pair, now, timeout).is_ok() {
+                tracing::info!(pair, "pair drains again, as the operator ordered before the restart");
+            }
+        }
+        self.saved_admin = record;
+    }
+
+    /// Records the operator's standing orders when they changed (the leader only: it is the
+    /// one taking orders).
+    fn save_admin(&mut self) {
+        if !self.leading() {
+            return;
+        }
+        let mut record = fleet::AdminRecord::default();
+        for pair in self.cfg.pairs.iter().map(|p| p.id) {
+            match self.membership.admin_state(pair) {
+                Some(AdminState::Draining { .. }) if !self.leaving.contains(&pair) => record.draining.push(pair),
+                Some(AdminState::Removed) => record.removed.push(pair),
+                _ => {}
+            }
+        }
+        if record == self.saved_admin {
+            return;
+        }
+        match fleet::save_admin(&self.cfg.controller.state_dir, &record) {
+            Ok(()) => self.saved_admin = record,
+            Err(e) => tracing::warn!("cannot record the operator's orders: {e}"),
+        }
+    }
+
     fn enlist(&mut self, mut d: Daemon, now: u64) {
         if d.running.is_some() {
             self.detector.observe_process_started(d.spec.key, now);
@@ -345,6 +393,7 @@ impl Supervisor {
                 last_snapshot = now;
                 self.publish_snapshot();
                 self.save_pids();
+                self.save_admin();
             }
         }
         Ok(())
