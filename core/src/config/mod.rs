@@ -204,6 +204,7 @@ impl ClusterConfig {
                                 let raw = RawGateway {
                                     geneve: gateway.geneve.map(RawSocketAddr),
                                     wan: gateway.wan,
+                                    wan_listen: gateway.wan_listen.map(RawSocketAddr),
                                     public_key: gateway.public_key,
                                     private_key_file: gateway.private_key_file.as_ref().map(relative),
                                     ike_id: gateway.ike_id.clone(),
@@ -220,6 +221,7 @@ impl ClusterConfig {
                     ControlAddr::Unix(path) => ControlAddr::Unix(PathBuf::from(relative(path))),
                     udp @ ControlAddr::Udp(_) => udp.clone(),
                 }),
+                listen: controller.listen.map(RawSocketAddr),
                 metrics: Some(RawSocketAddr(controller.metrics)),
                 heartbeat_ms: Some(controller.heartbeat_ms),
                 failure_timeout_ms: Some(controller.failure_timeout_ms),
