@@ -310,6 +310,11 @@ enum LabCommand {
         /// of its own defaults to one thread per core.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         data_threads: Option<u16>,
+        /// Put site a's gateways behind a 1:1 NAT, as on a cloud with elastic/external IPs:
+        /// each binds a private 198.18.30.x address (`wan_listen`) and is reached at its public
+        /// 198.19.0.x one (`wan`), translated with nftables in the WAN namespace (needs `nft`).
+        #[arg(long)]
+        nat: bool,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -360,6 +365,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         suite: suite.into(),
         external_peer: false,
         data_threads: None,
+        nat: false,
     }
 }
 
@@ -391,6 +397,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     ike_lifetime,
                     external_peer,
                     data_threads,
+                    nat,
                 },
         } => {
             let lifetimes = lab::IpsecLifetimes {
@@ -401,6 +408,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 external_peer: external_peer.is_some(),
                 // The external-peer lab has one demux and keeps its per-core default.
                 data_threads: data_threads.or(external_peer.is_none().then_some(LAB_DATA_THREADS)),
+                nat,
                 ..up_options(name, gateways, timeout, suite)
             };
             let info = lab::up_with(&opts, lifetimes)?;

@@ -149,6 +149,7 @@ fn strongswan_as_the_whole_peer_site() {
         suite: Suite::Ipsec,
         external_peer: true,
         data_threads: None,
+        nat: false,
     }));
     let mut lab = ExternalLab {
         info: info.clone(),

@@ -70,6 +70,7 @@ impl LabRun {
             suite,
             external_peer: false,
             data_threads: None,
+            nat: false,
         })
         .with_context(|| format!("building lab {name:?} with {gateways} {suite} pair(s)"))?;
         Ok(LabRun {
