@@ -1,4 +1,5 @@
-//! The lab's shape, as a pure function of its name and gateway count.
+//! The lab's shape, as a pure function of its name, its gateway count and whether site a's
+//! gateways are behind a NAT.
 //!
 //! Two sites on one machine, every address inside 198.18.0.0/15 (RFC 2544 benchmarking space),
 //! every interface inside namespaces named `braid-<name>.*` (a name cannot contain '.', so
