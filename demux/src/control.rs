@@ -84,8 +84,9 @@ impl DemuxControl {
 
 /// The gateways of the pairs `m` names that are not in `gateways` yet: each at the address the
 /// push gives, or else (a push from an older controller) the one for `site` in the cluster file
-/// at `config`, read only then. A pair whose address is nowhere, or is already another pair's,
-/// refuses the whole push. A known pair keeps its address, whatever the push says.
+/// at `config`, read only then. A pair whose address is nowhere, or is already the address of
+/// another pair the push names, refuses the whole push. A known pair keeps its address,
+/// whatever the push says.
 fn joining(
     m: &Membership,
     gateways: &GatewayMap,
@@ -106,7 +107,11 @@ fn joining(
             }
         }
     }
-    let unknown: Vec<PairId> = named.into_iter().filter(|p| gateways.by_pair(*p).is_none()).collect();
+    let unknown: Vec<PairId> = named
+        .iter()
+        .copied()
+        .filter(|p| gateways.by_pair(*p).is_none())
+        .collect();
     let missing: Vec<PairId> = unknown.iter().copied().filter(|p| m.gateway(*p).is_none()).collect();
     let file = if missing.is_empty() {
         None
@@ -126,8 +131,10 @@ fn joining(
                 .ok_or_else(|| format!("pair {pair}'s gateway here has no geneve address"))?,
             (None, None) => return Err(format!("it names pair {pair} without its address")),
         };
+        // A pair the push no longer names (retired) may leave its address to a new one.
         let taken = gateways
             .by_addr(&addr)
+            .filter(|owner| named.contains(owner))
             .or_else(|| joining.iter().find(|(_, a)| *a == addr).map(|(p, _)| *p));
         if let Some(owner) = taken {
             return Err(format!("pair {pair}'s gateway {addr} is already pair {owner}'s"));
@@ -202,6 +209,13 @@ mod tests {
         let m = push(&[1, 2, 3], &[(3, "198.18.20.12:6081")]);
         let problem = joining(&m, &known(), "b", Path::new(NO_FILE)).unwrap_err();
         assert_eq!(problem, "pair 3's gateway 198.18.20.12:6081 is already pair 2's");
+    }
+
+    #[test]
+    fn a_retired_pair_s_address_may_be_taken_by_a_new_one() {
+        let m = push(&[1, 3], &[(3, "198.18.20.12:6081")]);
+        let joined = joining(&m, &known(), "b", Path::new(NO_FILE)).unwrap();
+        assert_eq!(joined, vec![(3, addr("198.18.20.12:6081"))]);
     }
 
     #[test]
