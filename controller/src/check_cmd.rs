@@ -49,6 +49,7 @@ pub fn check(path: &Path, keys: bool) -> Result<()> {
     if let Some(ipsec) = &cfg.cluster.ipsec {
         print_ipsec(ipsec);
     }
+    print_nat(&cfg);
     let controller = &cfg.controller;
     let remote = match controller.admin_listen {
         Some(addr) => format!("; signed remote administration on {addr}"),
@@ -84,6 +85,29 @@ fn check_psk(path: &Path, ipsec: &IpsecConfig) -> Result<()> {
         bail!("{}: ipsec.psk_file: {e}", path.display());
     }
     Ok(())
+}
+
+/// The control address, and every address bound locally in place of the advertised one
+/// (behind a 1:1 NAT).
+fn print_nat(cfg: &ClusterConfig) {
+    let controller = &cfg.controller;
+    match controller.listen {
+        Some(listen) => println!(
+            "  control messages to {}, bound locally at {listen} (behind NAT)",
+            controller.address
+        ),
+        None => println!("  control messages to {}", controller.address),
+    }
+    for pair in &cfg.pairs {
+        for (site, gw) in &pair.gateways {
+            if let Some(listen) = gw.wan_listen {
+                println!(
+                    "  gateway {site}{}: peers send to {}, bound locally at {listen} (behind NAT)",
+                    pair.id, gw.wan
+                );
+            }
+        }
+    }
 }
 
 fn print_ipsec(ipsec: &IpsecConfig) {

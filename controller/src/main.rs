@@ -324,6 +324,11 @@ enum LabCommand {
         /// process of its own (`braid up --member N`), listed in --json's processes.
         #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         controllers: u16,
+        /// Put site a's gateways behind a 1:1 NAT, as on a cloud with elastic/external IPs:
+        /// each binds a private 198.18.30.x address (`wan_listen`) and is reached at its public
+        /// 198.19.0.x one (`wan`), translated with nftables in the WAN namespace (needs `nft`).
+        #[arg(long)]
+        nat: bool,
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
@@ -404,6 +409,7 @@ fn up_options(name: String, gateways: u16, timeout: u64, suite: SuiteArg) -> lab
         external_peer: false,
         data_threads: None,
         controllers: 1,
+        nat: false,
     }
 }
 
@@ -437,6 +443,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     external_peer,
                     data_threads,
                     controllers,
+                    nat,
                 },
         } => {
             let lifetimes = lab::IpsecLifetimes {
@@ -448,6 +455,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 // The external-peer lab has one demux and keeps its per-core default.
                 data_threads: data_threads.or(external_peer.is_none().then_some(LAB_DATA_THREADS)),
                 controllers,
+                nat,
                 ..up_options(name, gateways, timeout, suite)
             };
             let info = lab::up_with(&opts, lifetimes)?;

@@ -150,6 +150,7 @@ fn strongswan_as_the_whole_peer_site() {
         external_peer: true,
         data_threads: None,
         controllers: 1,
+        nat: false,
     }));
     let mut lab = ExternalLab {
         info: info.clone(),

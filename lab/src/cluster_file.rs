@@ -168,6 +168,9 @@ pub fn write_lab_cluster(
             let _ = writeln!(yaml, "      {site}:");
             let _ = writeln!(yaml, "        geneve: {}:6081", topo.gateway_lan(site, pair));
             let _ = writeln!(yaml, "        wan: {}", topo.gateway_wan_endpoint(site, pair, suite));
+            if let Some(listen) = topo.gateway_wan_listen(site, pair, suite) {
+                let _ = writeln!(yaml, "        wan_listen: {listen}");
+            }
             if suite == Suite::WireGuard {
                 let key_file = format!("keys/{site}{pair}.key");
                 let key = gateway_key(&dir.join(&key_file))?;

@@ -26,13 +26,16 @@
 //! ([`up_with`], `braid lab up --child-lifetime/--ike-lifetime`) to exercise rekeys; a scale
 //! keeps them, as it keeps the suite, by reading them back from the lab's cluster file. Any lab
 //! can set how many data threads each demux runs ([`UpOptions::data_threads`],
-//! `braid lab up --data-threads N`); a scale keeps that too.
+//! `braid lab up --data-threads N`); a scale keeps that too. A lab can put site a's gateways
+//! behind a 1:1 NAT ([`UpOptions::nat`], `braid lab up --nat`; see [`nat`]); such a lab is
+//! not scaled.
 
 pub mod cluster_file;
 pub mod controller;
 pub mod controller_set;
 pub mod demo;
 pub mod external;
+pub mod nat;
 pub mod netns;
 mod scale;
 pub mod topology;
@@ -224,6 +227,9 @@ pub struct UpOptions {
     /// Controllers: 1 (a lone controller) or 2..=16 electing a leader through a three-member
     /// etcd cluster the lab runs (see [`controller_set`]).
     pub controllers: u16,
+    /// Site a's gateways sit behind a 1:1 NAT in the `wan` namespace (see [`nat`]): each binds
+    /// a private address (`wan_listen`) and is reached at its public one (`wan`).
+    pub nat: bool,
 }
 
 /// The state directory of lab `name`.
@@ -262,7 +268,15 @@ pub fn up(opts: &UpOptions) -> Result<LabInfo> {
 pub fn up_with(opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
     lifetimes.check_suite(opts.suite)?;
     netns::check_privileges()?;
-    let topo = Topology::new(&opts.name, opts.gateways).map_err(anyhow::Error::msg)?;
+    let topo = Topology::new(&opts.name, opts.gateways)
+        .map_err(anyhow::Error::msg)?
+        .behind_nat(opts.nat);
+    if opts.nat {
+        if opts.external_peer {
+            bail!("--nat puts braid's own site a gateways behind a NAT; it does not combine with --external-peer");
+        }
+        nat::check_nft()?;
+    }
     for bin in ["braid-demux", "braid-gw", "braid-bench"] {
         if !opts.bin_dir.join(bin).is_file() {
             bail!(
@@ -538,6 +552,9 @@ fn build_network(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> R
     }
     let wan = topo.wan_ns();
     wan_bridge(&wan)?;
+    if topo.nat {
+        nat::build(topo, WAN_BRIDGE)?;
+    }
     for (n, site) in (1u8..).zip(SITES) {
         let s = topo.site(site);
         let (host, demux) = (topo.host_ns(site), topo.demux_ns(site));
@@ -605,19 +622,21 @@ fn build_gateways(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> 
                     "lan",
                 ],
             )?;
+            // Behind the NAT: only the private address, on the NAT's private bridge, and the
+            // NAT as the way out.
+            let private = topo.gateway_wan_private(site, pair);
+            let (bridge, address) = match private {
+                Some(private) => (nat::NAT_BRIDGE, private),
+                None => (WAN_BRIDGE, topo.gateway_wan(site, pair)),
+            };
             let wan_port = format!("{site}{pair}");
             veth(&gw, "wan", &wan, &wan_port)?;
-            ip_in(&wan, &["link", "set", "dev", &wan_port, "master", WAN_BRIDGE])?;
-            ip_in(
-                &gw,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/24", topo.gateway_wan(site, pair)),
-                    "dev",
-                    "wan",
-                ],
-            )?;
+            ip_in(&wan, &["link", "set", "dev", &wan_port, "master", bridge])?;
+            ip_in(&gw, &["addr", "add", &format!("{address}/24"), "dev", "wan"])?;
+            if private.is_some() {
+                let router = topology::NAT_ROUTER.to_string();
+                ip_in(&gw, &["route", "add", "default", "via", &router, "dev", "wan"])?;
+            }
         }
     }
     Ok(())
@@ -979,6 +998,7 @@ mod tests {
             external_peer: false,
             data_threads: None,
             controllers: 1,
+            nat: false,
         };
         for set in [
             lifetimes(Some(60), None),

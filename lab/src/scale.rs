@@ -44,6 +44,9 @@ pub fn scale(name: &str, bin_dir: &Path, gateways: u16, timeout: Duration) -> Re
     // The cluster file is what the running daemons use (lab.json may predate `suite` and
     // `ipsec`).
     let running = load_cluster(&info.config)?;
+    if super::nat::is_behind_nat(&running) {
+        bail!("lab {name:?} has gateways behind a NAT, which `scale` does not grow or shrink; rebuild it with `braid lab down` and `braid lab up --nat --gateways N`");
+    }
     if gateways > current {
         build_gateways(&topo, current + 1..=gateways)?;
     }

@@ -1,4 +1,5 @@
-//! The lab's shape, as a pure function of its name and gateway count.
+//! The lab's shape, as a pure function of its name, its gateway count and whether site a's
+//! gateways are behind a NAT.
 //!
 //! Two sites on one machine, every address inside 198.18.0.0/15 (RFC 2544 benchmarking space),
 //! every interface inside namespaces named `braid-<name>.*` (a name cannot contain '.', so
@@ -12,6 +13,13 @@
 //!                                                   ns wan: bridge `wan0` ◄────────────────┤
 //!  ns hb (host b) ... mirrored for site b with 198.18.2.x, 198.18.20.x, 198.19.0.<110+i> ┘
 //! ```
+//!
+//! A lab built with [`Topology::behind_nat`] puts site a's gateways behind a 1:1 NAT, as on a
+//! cloud whose hosts have private addresses and elastic/external IPs: each keeps its WAN
+//! address `198.19.0.<10+i>` as the address its peer sends to (the `wan` of the cluster file),
+//! but holds only the private `198.18.30.<10+i>` (its `wan_listen`) on a second bridge `nat0`
+//! in the `wan` namespace, which routes between the two and translates one to the other with
+//! nftables (see [`crate::nat`]).
 //!
 //! Each gateway has its own namespace so its WAN link can be shaped or cut on its own, and every
 //! gateway-to-gateway packet crosses the `wan` namespace's bridge, the capture point. Two labs
@@ -58,7 +66,15 @@ pub fn bridge_mac(n: u8) -> String {
 pub struct Topology {
     pub name: String,
     pub pairs: u16,
+    /// Site a's gateways are behind a 1:1 NAT ([`Topology::behind_nat`]).
+    pub nat: bool,
 }
+
+/// The site whose gateways a NAT lab puts behind the NAT.
+pub const NAT_SITE: &str = SITES[0];
+
+/// The NAT's own address on the private side, the NATed gateways' default route.
+pub const NAT_ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 1);
 
 /// One site's addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +106,26 @@ impl Topology {
         Ok(Topology {
             name: name.to_string(),
             pairs,
+            nat: false,
         })
+    }
+
+    /// This shape with site a's gateways behind a 1:1 NAT (when `nat`).
+    pub fn behind_nat(self, nat: bool) -> Topology {
+        Topology { nat, ..self }
+    }
+
+    /// The private address a gateway holds behind the NAT, which the NAT translates its WAN
+    /// address to; `None` for a gateway not behind one.
+    pub fn gateway_wan_private(&self, site: &str, pair: u16) -> Option<Ipv4Addr> {
+        (self.nat && site == NAT_SITE).then(|| Ipv4Addr::new(198, 18, 30, (10 + pair) as u8))
+    }
+
+    /// The address a gateway binds for `suite` when it differs from its WAN endpoint (its
+    /// `wan_listen`): the private address behind the NAT, on the suite's port.
+    pub fn gateway_wan_listen(&self, site: &str, pair: u16, suite: Suite) -> Option<SocketAddr> {
+        self.gateway_wan_private(site, pair)
+            .map(|ip| SocketAddr::from((ip, wan_port(suite))))
     }
 
     /// The prefix every namespace of this lab shares; `lab down` removes all that start with it.
@@ -227,6 +262,9 @@ mod tests {
                 all.extend([t.gateway_lan(site, p), t.gateway_wan(site, p)]);
             }
         }
+        let nat = t.clone().behind_nat(true);
+        all.push(NAT_ROUTER);
+        all.extend(nat.pair_ids().filter_map(|p| nat.gateway_wan_private(NAT_SITE, p)));
         for a in &all {
             let o = a.octets();
             assert!(o[0] == 198 && (o[1] == 18 || o[1] == 19), "{a} outside 198.18.0.0/15");
@@ -247,6 +285,23 @@ mod tests {
         assert_eq!(
             t.gateway_wan_endpoint("b", 1, Suite::Ipsec),
             "198.19.0.111:4500".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_site_a_of_a_nat_lab_binds_a_private_address() {
+        let plain = Topology::new("t", 2).unwrap();
+        assert_eq!(plain.gateway_wan_listen("a", 1, Suite::WireGuard), None);
+        let nat = plain.behind_nat(true);
+        assert_eq!(
+            nat.gateway_wan_listen("a", 2, Suite::WireGuard),
+            Some("198.18.30.12:51820".parse().unwrap())
+        );
+        assert_eq!(nat.gateway_wan_listen("b", 2, Suite::WireGuard), None);
+        assert_eq!(
+            nat.gateway_wan_endpoint("a", 2, Suite::WireGuard),
+            "198.19.0.12:51820".parse().unwrap(),
+            "the advertised address stays the public one"
         );
     }
 

@@ -80,14 +80,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let stop = StopFlag::from_signals().context("cannot install SIGTERM/SIGINT handlers")?;
     let gateway = braid_gw::bind(settings.clone()).with_context(|| {
         format!(
-            "cannot bind the gateway sockets (LAN {}, WAN {})",
-            settings.lan_bind, settings.wan_bind
+            "cannot bind the gateway sockets (LAN {}, WAN {}){}",
+            settings.lan_bind,
+            settings.wan_bind,
+            if binds_advertised_wan(&config, args) {
+                "; if the WAN address is a NAT's public one, set wan_listen to the local address it forwards to"
+            } else {
+                ""
+            }
         )
     })?;
     match gateway {
         Gateway::WireGuard(datapath) => serve(*datapath, &config, args, &settings, &stop),
         Gateway::Ipsec(datapath) => serve(*datapath, &config, args, &settings, &stop),
     }
+}
+
+/// Whether this gateway binds the WAN address it advertises (no `wan_listen`).
+fn binds_advertised_wan(config: &ClusterConfig, args: &Args) -> bool {
+    config
+        .gateway(&args.site, args.pair)
+        .is_ok_and(|g| g.wan_listen.is_none())
 }
 
 /// Runs a bound gateway until SIGTERM or SIGINT: the data thread, heartbeats, the status file.
@@ -293,7 +306,9 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
             // Exactly one side of a pair is preferred: the site whose name sorts first.
             let preferred = config.sites.keys().next().map(String::as_str) == Some(site_name);
             TunnelSettings::Ipsec(Box::new(IkeConfig {
-                local_addr: gateway.wan,
+                // Our own end for the NAT detection hashes: the bound address, so a peer sees
+                // a NAT in front of us when there is one; identities stay the advertised ones.
+                local_addr: gateway.wan_bind(),
                 remote_addr: peer.wan,
                 local_id: ike_identity(gateway.ike_id.as_deref(), gateway.wan),
                 remote_id: ike_identity(peer.ike_id.as_deref(), peer.wan),
@@ -324,7 +339,7 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
             .as_ref()
             .with_context(|| format!("site {site_name} is external: it runs no braid gateway"))?
             .geneve,
-        wan_bind: gateway.wan,
+        wan_bind: gateway.wan_bind(),
         peer_endpoint: peer.wan,
         tunnel,
         mtu: usize::from(config.cluster.mtu),

@@ -71,6 +71,7 @@ impl LabRun {
             external_peer: false,
             data_threads: None,
             controllers: 1,
+            nat: false,
         })
         .with_context(|| format!("building lab {name:?} with {gateways} {suite} pair(s)"))?;
         Ok(LabRun {

@@ -9,7 +9,8 @@
 //! 3. detector events: a pair going down or up changes membership; a daemon that stopped
 //!    heartbeating while its process still exists is hung (frozen, livelocked) and is killed;
 //! 4. restarts that are due, with backoff ([`RestartTracker`]);
-//! 5. membership pushes (new epochs, and resends until every demux acked);
+//! 5. membership pushes (new epochs, and resends until every demux acked), each carrying the
+//!    GENEVE address of every named pair's gateway in the receiving site;
 //! 6. operator commands from the admin channel ([`crate::admin`]: the local socket, and the
 //!    signed TCP channel if configured), SIGHUP reloads, and a status snapshot for readers
 //!    (served read-only over HTTP).
@@ -24,7 +25,7 @@ mod hooks;
 mod signals;
 mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use braid_core::config::{ClusterConfig, Suite};
-use braid_core::control::{Body, ControlServer, DaemonId, Inbound, Keyring, Role as WireRole};
+use braid_core::control::{Body, ControlServer, DaemonId, Inbound, Keyring, PairGateway, Role as WireRole};
 use braid_core::daemon::StopFlag;
 use braid_core::flow::PairId;
 use braid_core::keys::{AdminKey, ClusterSecret};
@@ -152,8 +153,9 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         _ => None,
     };
     let keys = Keyring::controller_member(opts.member, secret.clone(), cfg.daemons());
-    let server = ControlServer::bind(keys, settings.address.clone())
-        .with_context(|| format!("cannot listen for control messages on {}", settings.address))?;
+    let control_bind = settings.bind_address();
+    let server = ControlServer::bind(keys, control_bind.clone())
+        .with_context(|| format!("cannot listen for control messages on {control_bind}"))?;
     let listener = TcpListener::bind(settings.metrics)
         .with_context(|| format!("cannot listen for /metrics on {}", settings.metrics))?;
     let snapshot = Arc::new(RwLock::new(StatusSnapshot::default()));
@@ -238,7 +240,7 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
     sup.restore_admin();
     sup.sync_members();
     tracing::info!(
-        cluster = %sup.cfg.cluster.name, control = %settings.address, metrics = %settings.metrics,
+        cluster = %sup.cfg.cluster.name, control = %settings.address, control_bind = %control_bind, metrics = %settings.metrics,
         admin_socket = %settings.admin_socket.display(), state_dir = %settings.state_dir.display(),
         daemons = sup.daemons.len(), "controller running"
     );
@@ -658,15 +660,26 @@ impl Supervisor {
         }
         self.record_epoch();
         for (site, m) in self.membership.pending(now) {
-            let to = DaemonId::demux(spec::site_name(&self.cfg, site));
-            let body = Body::Membership(braid_core::control::Membership {
+            let site_name = spec::site_name(&self.cfg, site);
+            let to = DaemonId::demux(site_name);
+            let mut push = braid_core::control::Membership {
                 term,
                 epoch: m.epoch,
                 active: m.active.clone(),
                 serving: m.serving.clone(),
                 probing: m.probing.clone(),
-            });
-            if let Err(e) = self.server.send(&to, &body) {
+                gateways: Vec::new(),
+            };
+            push.gateways = pair_gateways(&self.cfg, site_name, &push.named_pairs());
+            let mut result = self.server.send(&to, &Body::Membership(push.clone()));
+            if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::InvalidInput) {
+                // Too many pairs for their addresses to fit one datagram: the demux looks
+                // pairs it does not know up in its own cluster file instead.
+                tracing::warn!(demux = %to, pairs = push.gateways.len(), "membership push too large with every gateway's address; sent without");
+                push.gateways.clear();
+                result = self.server.send(&to, &Body::Membership(push));
+            }
+            if let Err(e) = result {
                 tracing::debug!(demux = %to, "membership push not sent yet: {e}");
             }
         }
@@ -858,6 +871,18 @@ impl Supervisor {
     }
 }
 
+/// The GENEVE address of `site`'s gateway of each of `pairs` that has one in `cfg`: what a
+/// membership push tells a demux about pairs its own cluster file may lack.
+fn pair_gateways(cfg: &ClusterConfig, site: &str, pairs: &BTreeSet<PairId>) -> Vec<PairGateway> {
+    pairs
+        .iter()
+        .filter_map(|&pair| {
+            let geneve = cfg.gateway(site, pair).ok()?.geneve?;
+            Some(PairGateway { pair, geneve })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -880,6 +905,26 @@ mod tests {
         create_private_dir(&dir).unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn pushes_give_each_named_pair_s_gateway_in_the_receiving_site() {
+        let cfg = example("two-site.yaml");
+        let pairs: BTreeSet<PairId> = [1, 3, 9].into();
+        let b = pair_gateways(&cfg, "b", &pairs);
+        let shown: Vec<(PairId, String)> = b.iter().map(|g| (g.pair, g.geneve.to_string())).collect();
+        assert_eq!(
+            shown,
+            [
+                (1, "198.18.20.11:6081".to_string()),
+                (3, "198.18.20.13:6081".to_string())
+            ],
+            "pair 9 is not in the file, so it has no address to give"
+        );
+        assert_eq!(
+            pair_gateways(&cfg, "a", &pairs)[0].geneve.to_string(),
+            "198.18.10.11:6081"
+        );
     }
 
     #[test]

@@ -94,6 +94,14 @@ impl Lab {
         })
     }
 
+    /// A lab of `suite` whose site a gateways sit behind a 1:1 NAT ([`UpOptions::nat`]).
+    pub fn up_nat(name: &str, gateways: u16, suite: Suite) -> Lab {
+        Lab::up_opts(UpOptions {
+            nat: true,
+            ..Lab::options(name, gateways, suite)
+        })
+    }
+
     fn options(name: &str, gateways: u16, suite: Suite) -> UpOptions {
         UpOptions {
             name: name.into(),
@@ -104,6 +112,7 @@ impl Lab {
             external_peer: false,
             data_threads: None,
             controllers: 1,
+            nat: false,
         }
     }
 

@@ -211,6 +211,7 @@ impl ClusterConfig {
                                 let raw = RawGateway {
                                     geneve: gateway.geneve.map(RawSocketAddr),
                                     wan: gateway.wan,
+                                    wan_listen: gateway.wan_listen.map(RawSocketAddr),
                                     public_key: gateway.public_key,
                                     private_key_file: gateway.private_key_file.as_ref().map(relative),
                                     ike_id: gateway.ike_id.clone(),
@@ -224,6 +225,7 @@ impl ClusterConfig {
                 .collect(),
             controller: Some(RawController {
                 address: lone.then(|| control_addr(&controller.address)),
+                listen: controller.listen.filter(|_| lone).map(RawSocketAddr),
                 metrics: lone.then_some(RawSocketAddr(controller.metrics)),
                 heartbeat_ms: Some(controller.heartbeat_ms),
                 failure_timeout_ms: Some(controller.failure_timeout_ms),
@@ -241,6 +243,7 @@ impl ClusterConfig {
                         .iter()
                         .map(|m| RawControllerMember {
                             address: control_addr(&m.address),
+                            listen: m.listen.map(RawSocketAddr),
                             metrics: RawSocketAddr(m.metrics),
                             admin_socket: Some(relative(&m.admin_socket)),
                             state_dir: Some(relative(&m.state_dir)),

@@ -236,9 +236,14 @@ pub struct GatewayConfig {
     /// The gateway's LAN address, where its demux sends GENEVE; `None` exactly for a gateway
     /// of an external site (which has no demux).
     pub geneve: Option<SocketAddr>,
-    /// Its tunnel endpoint: WireGuard's UDP port, or for IPsec the UDP port ESP and IKE share
-    /// (4500 by convention, RFC 3948).
+    /// Its tunnel endpoint as the peer gateway sees it, where the peer sends: WireGuard's UDP
+    /// port, or for IPsec the UDP port ESP and IKE share (4500 by convention, RFC 3948). Behind
+    /// a 1:1 NAT this is the public (external) address, which the gateway cannot bind.
     pub wan: SocketAddr,
+    /// The local address the gateway binds when it differs from `wan` (behind a 1:1 NAT: the
+    /// private address the NAT forwards `wan` to); `None` binds `wan` itself. Same family as
+    /// `wan`, non-zero port; the IP may be unspecified (`0.0.0.0:51820`).
+    pub wan_listen: Option<SocketAddr>,
     /// Its WireGuard public key: always present when the suite is WireGuard; optional and
     /// unused when it is IPsec.
     pub public_key: Option<PublicKey>,
@@ -252,14 +257,26 @@ pub struct GatewayConfig {
     pub netns: Option<String>,
 }
 
+impl GatewayConfig {
+    /// The address the gateway binds its tunnel socket to: `wan_listen`, else `wan`.
+    pub fn wan_bind(&self) -> SocketAddr {
+        self.wan_listen.unwrap_or(self.wan)
+    }
+}
+
 /// Where the Prometheus and status HTTP endpoint listens when the file does not say: loopback.
 pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9477);
 
 /// The controller: where daemons reach it, how it judges them, and how it restarts them.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ControllerConfig {
-    /// The control socket daemons send heartbeats to (a unix path, resolved, or UDP).
+    /// The control socket daemons send heartbeats to (a unix path, resolved, or UDP): for
+    /// UDP, the address as the daemons see it (behind a 1:1 NAT, the public one).
     pub address: ControlAddr,
+    /// The local UDP address the controller binds when it differs from a UDP `address` (behind
+    /// a 1:1 NAT: the private address the NAT forwards `address` to); `None` binds `address`.
+    /// Never set with a unix `address`.
+    pub listen: Option<SocketAddr>,
     /// Prometheus `/metrics` and status over HTTP.
     pub metrics: SocketAddr,
     /// How often every daemon sends a heartbeat, 10..=10000 ms.
@@ -302,8 +319,10 @@ pub struct ControllerConfig {
 /// One controller of a controller set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerMember {
-    /// Where daemons send it heartbeats (and where it listens).
+    /// Where daemons send it heartbeats (and where it listens, unless `listen` says).
     pub address: ControlAddr,
+    /// The local UDP address it binds when `address` is translated by a NAT.
+    pub listen: Option<SocketAddr>,
     /// Its `/metrics` and `/status`.
     pub metrics: SocketAddr,
     /// Its local administration socket (resolved path).
@@ -332,6 +351,7 @@ impl ControllerConfig {
         let run_dir = PathBuf::from("/run/braid").join(cluster_name);
         ControllerConfig {
             address: ControlAddr::Unix(run_dir.join("control.sock")),
+            listen: None,
             metrics: DEFAULT_METRICS_ADDR,
             heartbeat_ms: 100,
             failure_timeout_ms: 400,
@@ -354,6 +374,7 @@ impl ControllerConfig {
     fn with_self_as_only_member(mut self) -> Self {
         self.members = vec![ControllerMember {
             address: self.address.clone(),
+            listen: self.listen,
             metrics: self.metrics,
             admin_socket: self.admin_socket.clone(),
             state_dir: self.state_dir.clone(),
@@ -367,6 +388,7 @@ impl ControllerConfig {
         let m = self.members.get(usize::from(index))?;
         Some(ControllerConfig {
             address: m.address.clone(),
+            listen: m.listen,
             metrics: m.metrics,
             admin_socket: m.admin_socket.clone(),
             state_dir: m.state_dir.clone(),
@@ -378,6 +400,14 @@ impl ControllerConfig {
     /// Every member's control address, by index: where daemons send heartbeats.
     pub fn control_addresses(&self) -> Vec<ControlAddr> {
         self.members.iter().map(|m| m.address.clone()).collect()
+    }
+
+    /// The control address the controller binds: `listen` when set, else `address`.
+    pub fn bind_address(&self) -> ControlAddr {
+        match self.listen {
+            Some(listen) => ControlAddr::Udp(listen),
+            None => self.address.clone(),
+        }
     }
 
     /// The restart hook for daemon `id`, placeholders filled in.

@@ -58,6 +58,8 @@ pub(super) struct RawController {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<ControlAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<RawSocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<RawSocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
@@ -90,6 +92,8 @@ pub(super) struct RawController {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawControllerMember {
     pub address: ControlAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<RawSocketAddr>,
     pub metrics: RawSocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_socket: Option<String>,
@@ -187,6 +191,9 @@ pub(super) struct RawGateway {
     pub geneve: Option<RawSocketAddr>,
     #[serde(with = "socket_addr")]
     pub wan: SocketAddr,
+    /// The local address the gateway binds when `wan` is a NAT's public address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_listen: Option<RawSocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

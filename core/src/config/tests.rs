@@ -414,6 +414,14 @@ const BROKEN: &[Broken] = &[
     ("empty state dir", &[("\npairs:\n", "\ncontroller: { state_dir: \"\" }\npairs:\n")], "controller.state_dir: expected a file path, got an empty string"),
     ("blank restart hook", &[("\npairs:\n", "\ncontroller: { restart_hook: \"  \" }\npairs:\n")], "controller.restart_hook: expected a command, got an empty string"),
     ("unknown restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"systemctl restart braid-gw@{site}{index}\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"{index}\"; the placeholders are {role}, {site} and {pair}"),
+    ("controller listen with a unix address", &[("\npairs:\n", "\ncontroller: { address: \"unix:/run/c.sock\", listen: 198.18.0.1:7400 }\npairs:\n")], "controller.listen: only a UDP controller.address (one the daemons reach through a NAT) has a separate local address"),
+    ("controller listen with the default address", &[("\npairs:\n", "\ncontroller: { listen: 198.18.0.1:7400 }\npairs:\n")], "controller.listen: only a UDP controller.address"),
+    ("controller listen of another family", &[("\npairs:\n", "\ncontroller: { address: 198.19.0.1:7400, listen: \"[2001:db8::1]:7400\" }\npairs:\n")], "controller.listen: [2001:db8::1]:7400 is IPv6 but controller.address 198.19.0.1:7400 is IPv4: a 1:1 NAT keeps the family"),
+    ("controller listen port zero", &[("\npairs:\n", "\ncontroller: { address: 198.19.0.1:7400, listen: 10.0.0.1:0 }\npairs:\n")], "controller.listen: expected a non-zero port (the one the NAT forwards 198.19.0.1:7400 to), got 10.0.0.1:0"),
+    ("controller listen without a port", &[("\npairs:\n", "\ncontroller: { address: 198.19.0.1:7400, listen: 10.0.0.1 }\npairs:\n")], "controller.listen: invalid value: string \"10.0.0.1\", expected an IP:port address"),
+    ("gateway listen of another family", &[("        wan: 198.19.0.12:51820\n", "        wan: 198.19.0.12:51820\n        wan_listen: \"[fd00::12]:51820\"\n")], "pairs[1].gateways.a.wan_listen: [fd00::12]:51820 is IPv6 but pairs[1].gateways.a.wan 198.19.0.12:51820 is IPv4: a 1:1 NAT keeps the family"),
+    ("gateway listen port zero", &[("        wan: 198.19.0.111:51820\n", "        wan: 198.19.0.111:51820\n        wan_listen: 198.18.30.111:0\n")], "pairs[0].gateways.b.wan_listen: expected a non-zero port (the one the NAT forwards 198.19.0.111:51820 to), got 198.18.30.111:0"),
+    ("gateway listen not an address", &[("        wan: 198.19.0.111:51820\n", "        wan: 198.19.0.111:51820\n        wan_listen: eth0\n")], "pairs[0].gateways.b.wan_listen: invalid value: string \"eth0\", expected an IP:port address"),
     ("unclosed restart hook placeholder", &[("\npairs:\n", "\ncontroller: { restart_hook: \"restart {site\" }\npairs:\n")], "controller.restart_hook: unknown placeholder \"site\""),
 ];
 
@@ -693,6 +701,7 @@ fn controller_defaults_when_absent() {
         cfg.controller,
         ControllerConfig {
             address: ControlAddr::Unix(PathBuf::from("/run/braid/test/control.sock")),
+            listen: None,
             metrics: addr("127.0.0.1:9477"),
             heartbeat_ms: 100,
             failure_timeout_ms: 400,
@@ -706,6 +715,7 @@ fn controller_defaults_when_absent() {
             state_dir: PathBuf::from("/var/lib/braid/test"),
             members: vec![ControllerMember {
                 address: ControlAddr::Unix(PathBuf::from("/run/braid/test/control.sock")),
+                listen: None,
                 metrics: addr("127.0.0.1:9477"),
                 admin_socket: PathBuf::from("/run/braid/test/admin.sock"),
                 state_dir: PathBuf::from("/var/lib/braid/test"),
@@ -820,6 +830,7 @@ const EXTERNAL_BROKEN: &[Broken] = &[
     ("both sites external", &[("    demux:\n      tun: braid0\n      geneve: 198.18.10.1:6081\n", "    external: true\n    canary: 198.18.1.2\n")], "sites.b.external: only one site may be external"),
     ("external gateway with a geneve address", &[("        wan: 198.19.0.111:51820\n", "        wan: 198.19.0.111:51820\n        geneve: 198.18.20.11:6081\n")], "pairs[0].gateways.b.geneve: site \"b\" is external: its gateways are IPsec endpoints with only a wan address"),
     ("braid gateway without a geneve address", &[("        geneve: 198.18.10.12:6081\n", "")], "pairs[1].gateways.a.geneve: expected the gateway's LAN address (IP:port), where its demux sends GENEVE; got nothing"),
+    ("external gateway with a listen address", &[("        wan: 198.19.0.111:51820\n", "        wan: 198.19.0.111:51820\n        wan_listen: 10.0.0.1:4500\n")], "pairs[0].gateways.b.wan_listen: site \"b\" is external: braid runs none of its gateways, so there is nothing to bind"),
     ("external site with WireGuard", &[("  suite: ipsec\n", "  suite: wireguard\n"), (IPSEC_SECTION, "")], "sites.b.external: an external site needs cluster.suite ipsec"),
 ];
 
@@ -885,7 +896,7 @@ const CONTROLLER_SET: &str =
     "controller:\n  etcd:\n    endpoints: [http://198.18.0.5:2379, \"http://[::1]:2379\"]\n    \
     lease_ttl_s: 3\n  members:\n    - address: 198.18.0.1:7400\n      metrics: 198.18.0.1:9477\n    \
     - address: 198.18.0.2:7400\n      metrics: 198.18.0.2:9477\n      admin_socket: run/admin-1.sock\n      \
-    state_dir: state-1\n";
+    state_dir: state-1\n      listen: 10.0.0.2:7400\n";
 
 fn with_controller(section: &str) -> String {
     edited("\npairs:\n", &format!("\n{section}pairs:\n"))
@@ -918,6 +929,12 @@ fn a_controller_set_lists_every_member_and_elects_through_etcd() {
     assert_eq!(second.metrics, addr("198.18.0.2:9477"));
     assert_eq!(second.admin_socket, PathBuf::from("conf/run/admin-1.sock"));
     assert_eq!(second.state_dir, PathBuf::from("conf/state-1"));
+    assert_eq!(
+        second.bind_address(),
+        ControlAddr::Udp(addr("10.0.0.2:7400")),
+        "behind its NAT"
+    );
+    assert_eq!(c.bind_address(), c.address, "member 0 binds what it advertises");
     assert_eq!(second.members, c.members, "every member knows the whole set");
     assert!(c.as_member(2).is_none());
     assert_eq!(
@@ -964,4 +981,49 @@ fn a_controller_set_is_refused_without_etcd_or_with_lone_fields_or_bad_endpoints
         assert_eq!(error.field(), Some(field), "{error}");
         assert!(error.to_string().contains(says), "{error}");
     }
+}
+
+/// Behind a 1:1 NAT: gateways and the controller bind a local address and advertise another.
+#[test]
+fn listen_addresses_behind_nat() {
+    let text = edited(
+        "        wan: 198.19.0.11:51820\n",
+        "        wan: 198.19.0.11:51820\n        wan_listen: 198.18.30.11:51820\n",
+    )
+    .replace(
+        "\npairs:\n",
+        "\ncontroller: { address: 198.19.0.1:7400, listen: \"0.0.0.0:7400\" }\npairs:\n",
+    )
+    .replace(
+        "        wan: 198.19.0.112:51820\n",
+        "        wan: 198.19.0.112:51820\n        wan_listen: \"0.0.0.0:4500\"\n",
+    );
+    let cfg = parse(&text).unwrap();
+    let a1 = cfg.gateway("a", 1).unwrap();
+    assert_eq!(
+        a1.wan,
+        addr("198.19.0.11:51820"),
+        "peers still send to the advertised address"
+    );
+    assert_eq!(a1.wan_listen, Some(addr("198.18.30.11:51820")));
+    assert_eq!(a1.wan_bind(), addr("198.18.30.11:51820"));
+    let b2 = cfg.gateway("b", 2).unwrap();
+    assert_eq!(b2.wan_bind(), addr("0.0.0.0:4500"), "any local address, another port");
+    let b1 = cfg.gateway("b", 1).unwrap();
+    assert_eq!(
+        (b1.wan_listen, b1.wan_bind()),
+        (None, b1.wan),
+        "by default the advertised one"
+    );
+
+    let controller = &cfg.controller;
+    assert_eq!(controller.address, ControlAddr::Udp(addr("198.19.0.1:7400")));
+    assert_eq!(controller.bind_address(), ControlAddr::Udp(addr("0.0.0.0:7400")));
+    let plain = parse(&base()).unwrap().controller;
+    assert_eq!(plain.bind_address(), plain.address);
+
+    let yaml = cfg.to_yaml();
+    assert!(yaml.contains("wan_listen: 198.18.30.11:51820"), "{yaml}");
+    assert!(yaml.contains("listen: 0.0.0.0:7400"), "{yaml}");
+    assert_eq!(ClusterConfig::from_yaml_str(&yaml, &cfg.path).unwrap(), cfg, "{yaml}");
 }

@@ -10,6 +10,12 @@
 //! may only use known placeholders, and remote administration needs both its address and its
 //! key file (`admin_listen`, `admin_key_file`), or neither.
 //!
+//! An address peers send to may differ from the one its owner binds (behind a 1:1 NAT): a
+//! gateway's `wan_listen` and the controller's `listen` must match the family of the advertised
+//! address and name a port; the IP may be unspecified. They are not checked for uniqueness,
+//! since hosts behind different NATs may well share a private address. Only a UDP control
+//! address can have a separate `listen`, and only a gateway braid runs (not an external site's).
+//!
 //! The suite decides what a gateway needs: WireGuard a `public_key` on every gateway; IPsec an
 //! `ipsec:` section with a `psk_file` (and neither needs the other's settings: an `ipsec:`
 //! section or an `ike_id` in a WireGuard cluster is refused, WireGuard keys in an IPsec cluster
@@ -356,6 +362,24 @@ impl Checker<'_> {
             }
             ControlAddr::Unix(path) => ControlAddr::Unix(self.unix_socket_path(&format!("{field}.address"), &path)?),
         };
+        let listen = match (raw.listen, &address) {
+            (None, _) => None,
+            (Some(listen), ControlAddr::Udp(advertised)) => Some(self.listen_addr(
+                &format!("{field}.listen"),
+                listen.0,
+                &format!("{field}.address"),
+                *advertised,
+            )?),
+            (Some(_), ControlAddr::Unix(_)) => {
+                return Err(self.error(
+                    format!("{field}.listen"),
+                    format!(
+                        "only a UDP {field}.address (one the daemons reach through a NAT) has a separate local \
+                         address; a unix socket is bound where it is named"
+                    ),
+                ))
+            }
+        };
         let admin_socket = match &raw.admin_socket {
             Some(path) if path.is_empty() => {
                 return Err(self.error(
@@ -376,6 +400,7 @@ impl Checker<'_> {
         }
         Ok(ControllerMember {
             address,
+            listen,
             metrics,
             admin_socket,
             state_dir,
@@ -391,6 +416,7 @@ impl Checker<'_> {
         let Some(members) = raw.members.take() else {
             let lone = RawControllerMember {
                 address: raw.address.take().unwrap_or_else(|| default.address.clone()),
+                listen: raw.listen.take(),
                 metrics: RawSocketAddr(raw.metrics.take().map_or(default.metrics, |m| m.0)),
                 admin_socket: raw.admin_socket.take(),
                 state_dir: raw.state_dir.take(),
@@ -399,6 +425,7 @@ impl Checker<'_> {
         };
         for (given, name) in [
             (raw.address.is_some(), "address"),
+            (raw.listen.is_some(), "listen"),
             (raw.metrics.is_some(), "metrics"),
             (raw.admin_socket.is_some(), "admin_socket"),
             (raw.state_dir.is_some(), "state_dir"),
@@ -486,6 +513,7 @@ impl Checker<'_> {
         };
         let ControllerMember {
             address,
+            listen,
             metrics,
             admin_socket,
             state_dir,
@@ -535,6 +563,7 @@ impl Checker<'_> {
         };
         Ok(ControllerConfig {
             address,
+            listen,
             metrics,
             heartbeat_ms,
             failure_timeout_ms,
@@ -802,6 +831,23 @@ impl Checker<'_> {
                 (true, None) => None,
             };
             self.concrete(&format!("{gateway_field}.wan"), gateway.wan)?;
+            let wan_listen = match (external, gateway.wan_listen) {
+                (_, None) => None,
+                (false, Some(listen)) => Some(self.listen_addr(
+                    &format!("{gateway_field}.wan_listen"),
+                    listen.0,
+                    &format!("{gateway_field}.wan"),
+                    gateway.wan,
+                )?),
+                (true, Some(_)) => {
+                    return Err(self.error(
+                        format!("{gateway_field}.wan_listen"),
+                        format!(
+                            "site {site:?} is external: braid runs none of its gateways, so there is nothing to bind"
+                        ),
+                    ))
+                }
+            };
             if suite == Suite::WireGuard && gateway.public_key.is_none() {
                 return Err(self.error(
                     format!("{gateway_field}.public_key"),
@@ -818,6 +864,7 @@ impl Checker<'_> {
             let config = GatewayConfig {
                 geneve,
                 wan: gateway.wan,
+                wan_listen,
                 public_key: gateway.public_key,
                 private_key_file,
                 ike_id,
@@ -932,6 +979,36 @@ impl Checker<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// A local address to bind in place of the advertised one (`advertised_field`): the same
+    /// family, since the NAT translates addresses and not families, and a non-zero port. The
+    /// IP may be unspecified (every local address).
+    fn listen_addr(
+        &self,
+        field: &str,
+        listen: SocketAddr,
+        advertised_field: &str,
+        advertised: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        if listen.is_ipv4() != advertised.is_ipv4() {
+            let family = |a: SocketAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(self.error(
+                field,
+                format!(
+                    "{listen} is {} but {advertised_field} {advertised} is {}: a 1:1 NAT keeps the family",
+                    family(listen),
+                    family(advertised)
+                ),
+            ));
+        }
+        if listen.port() == 0 {
+            return Err(self.error(
+                field,
+                format!("expected a non-zero port (the one the NAT forwards {advertised} to), got {listen}"),
+            ));
+        }
+        Ok(listen)
     }
 
     fn path(&self, field: &str, path: &str) -> Result<PathBuf, ConfigError> {

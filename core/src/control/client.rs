@@ -70,7 +70,9 @@ impl ControlClient {
     }
 
     /// Runs until `stop` is raised: a heartbeat from `report` every `period`, and
-    /// `on_membership` for each newer membership epoch, which returns whether it was applied.
+    /// `on_membership` for each newer membership epoch that is well formed
+    /// ([`Membership::check`]; a push that is not is counted as malformed), which returns
+    /// whether it was applied.
     pub fn run(
         mut self,
         stop: &StopFlag,
@@ -121,6 +123,13 @@ impl ControlClient {
             }
             _ => return self.endpoint.reject(ControlError::Unexpected, &received.from),
         };
+        if let Err(problem) = membership.check() {
+            tracing::warn!(
+                epoch = membership.epoch,
+                "membership push refused as malformed: {problem}"
+            );
+            return self.endpoint.reject(ControlError::Malformed, &received.from);
+        }
         counters.inc(ControlCounter::Accepted);
         let Some(sender) = self
             .controllers

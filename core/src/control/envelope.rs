@@ -231,6 +231,7 @@ mod tests {
             active: vec![1, 2],
             serving: vec![1, 2, 3],
             probing: vec![1, 2, 3, 4],
+            gateways: Vec::new(),
         });
         (header, body)
     }
@@ -391,6 +392,7 @@ mod tests {
             active: vec![4095; MAX_DATAGRAM / 4],
             serving: Vec::new(),
             probing: Vec::new(),
+            gateways: Vec::new(),
         });
         let key = hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]);
         assert_eq!(seal(&key, &header, &huge), Err(ControlError::TooLarge));

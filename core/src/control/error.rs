@@ -21,8 +21,8 @@ pub enum ControlError {
     /// keeps state for. Refused before any cryptography.
     #[error("unknown sender")]
     UnknownSender,
-    /// Too short to hold a header and tag, or an authentic datagram whose header or JSON does
-    /// not parse.
+    /// Too short to hold a header and tag, an authentic datagram whose header or JSON does
+    /// not parse, or a membership push that fails [`super::Membership::check`].
     #[error("malformed")]
     Malformed,
     /// Larger than [`super::MAX_DATAGRAM`].

@@ -4,7 +4,9 @@
 //! ignored, so a newer sender can add a field without breaking an older receiver; a removed or
 //! retyped field needs a new envelope version.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -257,6 +259,89 @@ pub struct Membership {
     /// nothing to one that is not in `active` or `serving`.
     #[serde(default)]
     pub probing: Vec<PairId>,
+    /// Where the receiving site's gateway of each pair named above takes GENEVE, so a demux
+    /// can steer to a pair its own copy of the cluster file lacks (a pair added on the
+    /// controller's host first). Empty from older controllers, and when listing every pair
+    /// would not fit one datagram; the demux then looks unknown pairs up in its cluster file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<PairGateway>,
+}
+
+/// The highest pair id (pairs are 1..=4095: 12-bit GENEVE VNIs).
+pub const MAX_PAIR_ID: PairId = 4095;
+
+/// One pair's gateway in the site a membership push goes to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PairGateway {
+    pub pair: PairId,
+    /// The gateway's LAN address, where the demux sends GENEVE.
+    pub geneve: SocketAddr,
+}
+
+impl Membership {
+    /// Every pair the push names: active, serving and probing.
+    pub fn named_pairs(&self) -> BTreeSet<PairId> {
+        self.active
+            .iter()
+            .chain(&self.serving)
+            .chain(&self.probing)
+            .copied()
+            .collect()
+    }
+
+    /// The GENEVE address the push gives for `pair`'s gateway, if any.
+    pub fn gateway(&self, pair: PairId) -> Option<SocketAddr> {
+        self.gateways.iter().find(|g| g.pair == pair).map(|g| g.geneve)
+    }
+
+    /// Checks what the JSON alone does not: every pair id in 1..=[`MAX_PAIR_ID`], no list
+    /// longer than there are pair ids, and each gateway address given once, for a pair the
+    /// push names, with a specific IP and a non-zero port and no other pair's address. A
+    /// receiver refuses a push that fails (and counts it as malformed).
+    pub fn check(&self) -> Result<(), String> {
+        let lists = [
+            ("active", &self.active),
+            ("serving", &self.serving),
+            ("probing", &self.probing),
+        ];
+        for (name, list) in lists {
+            if list.len() > usize::from(MAX_PAIR_ID) {
+                return Err(format!(
+                    "{name} lists {} pairs, more than there are pair ids",
+                    list.len()
+                ));
+            }
+            if let Some(bad) = list.iter().find(|p| !(1..=MAX_PAIR_ID).contains(*p)) {
+                return Err(format!("{name} names pair {bad}, outside 1..={MAX_PAIR_ID}"));
+            }
+        }
+        if self.gateways.len() > usize::from(MAX_PAIR_ID) {
+            return Err(format!(
+                "{} gateway addresses, more than there are pair ids",
+                self.gateways.len()
+            ));
+        }
+        let named = self.named_pairs();
+        for (index, gateway) in self.gateways.iter().enumerate() {
+            let (pair, addr) = (gateway.pair, gateway.geneve);
+            if !named.contains(&pair) {
+                return Err(format!("gives an address for pair {pair}, which it does not name"));
+            }
+            if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+                return Err(format!("pair {pair}: {addr} is not a gateway's address"));
+            }
+            if let Some(earlier) = self.gateways[..index]
+                .iter()
+                .find(|g| g.pair == pair || g.geneve == addr)
+            {
+                return Err(format!(
+                    "pair {pair}: {addr} repeats pair {}'s entry ({})",
+                    earlier.pair, earlier.geneve
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One control message.
@@ -312,6 +397,121 @@ mod tests {
             assert_eq!(DaemonId::from_wire_name(bad), None, "{bad:?}");
         }
         assert_eq!(DaemonId::from_wire_name(&format!("demux/{}", "a".repeat(200))), None);
+    }
+
+    fn push(gateways: Vec<PairGateway>) -> Membership {
+        Membership {
+            term: 4,
+            epoch: 7,
+            active: vec![1, 2],
+            serving: vec![1, 2, 3],
+            probing: vec![1, 2, 3, 4],
+            gateways,
+        }
+    }
+
+    fn gateway(pair: PairId, geneve: &str) -> PairGateway {
+        PairGateway {
+            pair,
+            geneve: geneve.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn membership_with_gateways_round_trips_and_checks() {
+        let m = push(vec![gateway(1, "198.18.20.11:6081"), gateway(4, "[2001:db8::14]:6081")]);
+        assert_eq!(m.check(), Ok(()));
+        let json = serde_json::to_string(&Body::Membership(m.clone())).unwrap();
+        assert!(json.contains(r#"{"pair":4,"geneve":"[2001:db8::14]:6081"}"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Body>(&json).unwrap(),
+            Body::Membership(m.clone())
+        );
+        assert_eq!(m.gateway(4), Some("[2001:db8::14]:6081".parse().unwrap()));
+        assert_eq!(m.gateway(2), None);
+        assert_eq!(m.named_pairs().into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    }
+
+    /// Both ways across versions: an older controller's push has no addresses, and an older
+    /// demux ignores them.
+    #[test]
+    fn membership_without_gateways_is_the_older_form() {
+        let old = r#"{"membership":{"epoch":3,"active":[1],"serving":[1],"probing":[1,2]}}"#;
+        let Body::Membership(m) = serde_json::from_str(old).unwrap() else {
+            panic!("not a membership")
+        };
+        assert!(m.gateways.is_empty());
+        assert_eq!(m.check(), Ok(()));
+        let json = serde_json::to_string(&Body::Membership(m)).unwrap();
+        assert!(!json.contains("gateways"), "nothing to send, nothing sent: {json}");
+
+        #[derive(Deserialize)]
+        struct OldMembership {
+            epoch: u64,
+            probing: Vec<PairId>,
+        }
+        let new = serde_json::to_value(push(vec![gateway(3, "198.18.20.13:6081")])).unwrap();
+        let older: OldMembership = serde_json::from_value(new).unwrap();
+        assert_eq!((older.epoch, older.probing), (7, vec![1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn membership_check_refuses_what_no_controller_sends() {
+        let cases: Vec<(Membership, &str)> = vec![
+            (
+                push(vec![gateway(5, "198.18.20.15:6081")]),
+                "gives an address for pair 5, which it does not name",
+            ),
+            (
+                push(vec![gateway(1, "0.0.0.0:6081")]),
+                "pair 1: 0.0.0.0:6081 is not a gateway's address",
+            ),
+            (
+                push(vec![gateway(1, "198.18.20.11:0")]),
+                "pair 1: 198.18.20.11:0 is not a gateway's address",
+            ),
+            (
+                push(vec![gateway(1, "224.0.0.1:6081")]),
+                "pair 1: 224.0.0.1:6081 is not",
+            ),
+            (
+                push(vec![gateway(1, "198.18.20.11:6081"), gateway(1, "198.18.20.12:6081")]),
+                "pair 1: 198.18.20.12:6081 repeats pair 1's entry",
+            ),
+            (
+                push(vec![gateway(1, "198.18.20.11:6081"), gateway(2, "198.18.20.11:6081")]),
+                "pair 2: 198.18.20.11:6081 repeats pair 1's entry (198.18.20.11:6081)",
+            ),
+            (
+                Membership {
+                    probing: vec![0],
+                    ..push(Vec::new())
+                },
+                "probing names pair 0, outside 1..=4095",
+            ),
+            (
+                Membership {
+                    active: vec![4096],
+                    ..push(Vec::new())
+                },
+                "active names pair 4096",
+            ),
+            (
+                Membership {
+                    serving: vec![1; 4096],
+                    ..push(Vec::new())
+                },
+                "serving lists 4096 pairs",
+            ),
+            (
+                push(vec![gateway(1, "198.18.20.11:6081"); 4096]),
+                "4096 gateway addresses",
+            ),
+        ];
+        for (m, expected) in cases {
+            let problem = m.check().expect_err(expected);
+            assert!(problem.starts_with(expected), "got {problem:?}, expected {expected:?}");
+        }
     }
 
     /// A gateway heartbeat with every field a current gateway fills in.

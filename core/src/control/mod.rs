@@ -47,7 +47,7 @@ pub use counters::{ControlCounter, ControlCounters};
 pub use envelope::{open, seal, Header, Sender, MAX_DATAGRAM};
 pub use error::ControlError;
 pub use keyring::{Keyring, LinkKeys};
-pub use message::{Body, DaemonId, Heartbeat, Membership, PairReport, Role};
+pub use message::{Body, DaemonId, Heartbeat, Membership, PairGateway, PairReport, Role, MAX_PAIR_ID};
 pub use replay::ReplayGuard;
 pub use server::{ControlServer, Inbound};
 pub use transport::{ControlAddr, ControlAddrError, ControlSocket};

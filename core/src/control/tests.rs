@@ -1,7 +1,7 @@
 //! A controller and a daemon talking over real sockets, unix and UDP loopback: the first
 //! heartbeat is answered with a hello and the next ones are accepted, a membership push is
 //! applied once and acknowledged, a repeated push is acknowledged again without being
-//! re-applied, an older one is ignored, forged datagrams (another cluster's key, or a
+//! re-applied, an older one is ignored, a malformed one is refused and counted, forged datagrams (another cluster's key, or a
 //! gateway's own key sealing a push) and replayed ones are counted and ignored at both ends,
 //! and a restarted controller is heard again within a round trip. With a controller set, the
 //! daemon heartbeats to every member and applies pushes in (term, epoch) order, so a deposed
@@ -29,6 +29,7 @@ fn membership_of_term(term: u64, epoch: u64, active: &[u16]) -> Body {
         active: active.to_vec(),
         serving: active.to_vec(),
         probing: active.to_vec(),
+        gateways: Vec::new(),
     })
 }
 
@@ -156,6 +157,20 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
         client_counters.get(ControlCounter::MembershipRefused) == 1
     });
 
+    // Authentic but malformed: a gateway address for a pair the push does not name. Refused
+    // before the epoch is looked at, counted, not acknowledged; the applied epoch stays.
+    let mut malformed = membership(5, &[1]);
+    if let Body::Membership(m) = &mut malformed {
+        m.gateways.push(PairGateway {
+            pair: 7,
+            geneve: "198.18.20.17:6081".parse().unwrap(),
+        });
+    }
+    server.send(&demux, &malformed).unwrap();
+    eventually("malformed push counted", || {
+        client_counters.rejected(ControlError::Malformed) == 1
+    });
+
     // Forged pushes: sealed with another cluster's key, and sealed with gateway a1's own
     // role key (which a compromised gateway holds), echoing the demux's life so only the key
     // can give them away. Both counted, neither applied.
@@ -189,8 +204,15 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
         }
     }
 
-    // A later push still works.
-    server.send(&demux, &membership(3, &[2])).unwrap();
+    // A later push still works, with the gateways' addresses.
+    let mut with_addresses = membership(3, &[2]);
+    if let Body::Membership(m) = &mut with_addresses {
+        m.gateways.push(PairGateway {
+            pair: 2,
+            geneve: "198.18.20.12:6081".parse().unwrap(),
+        });
+    }
+    server.send(&demux, &with_addresses).unwrap();
     assert_eq!(wait_for(&mut server, ack_of), 3);
 
     // The controller restarts (a new life, the same keys): the daemon's heartbeats are unfresh

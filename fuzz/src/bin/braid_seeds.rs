@@ -316,6 +316,7 @@ fn control_seeds(corpus: &mut Corpus) {
             active: vec![1, 2, 3],
             serving: vec![1, 3],
             probing: vec![2],
+            gateways: Vec::new(),
         }),
         Body::MembershipAck { epoch: 7, term: 3 },
         Body::Hello,
