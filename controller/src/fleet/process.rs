@@ -124,6 +124,10 @@ pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
         }
         None => Command::new(&spec.program),
     };
+    // The daemons speak for themselves, never as the controller's service.
+    for name in braid_core::service::NOTIFY_ENV {
+        cmd.env_remove(name);
+    }
     cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(out)
