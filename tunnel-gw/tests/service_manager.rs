@@ -1,7 +1,9 @@
 //! `braid-gw` under a service manager: a real unix datagram socket plays systemd's end of
 //! `sd_notify`. The gateway says `READY=1` once serving, then feeds the watchdog at half the
 //! `WATCHDOG_USEC` it was given, and says `STOPPING=1` on SIGTERM; a `WATCHDOG_PID` naming
-//! another process means the watchdog is not its business.
+//! another process means the watchdog is not its business. Its keys can come from
+//! `$CREDENTIALS_DIRECTORY` laid out as systemd does (group-readable through an ACL), while the
+//! same mode on the configured key file is still refused.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,10 +82,14 @@ pairs:
 
 fn start_gateway(scratch: &mut Scratch, listener: &NotifyListener, env: &[(&str, &str)]) -> u32 {
     let config = cluster(&scratch.dir, &scratch.name);
+    start_with(scratch, &config, listener, env)
+}
+
+fn start_with(scratch: &mut Scratch, config: &Path, listener: &NotifyListener, env: &[(&str, &str)]) -> u32 {
     let mut command = Command::new(env!("CARGO_BIN_EXE_braid-gw"));
     command
         .args(["--site", "a", "--pair", "1", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("NOTIFY_SOCKET", listener.path())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -197,6 +203,49 @@ fn a_watchdog_meant_for_another_process_gets_no_pings() {
             .all(|(_, lines)| !lines.contains(&"WATCHDOG=1".to_string())),
         "{messages:?}"
     );
+    sigterm(pid);
+    let child = scratch.children.last_mut().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn keys_come_from_the_credentials_directory_and_a_group_readable_key_file_does_not_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut scratch = Scratch::new("credentials");
+    let listener = NotifyListener::bind(scratch.dir.join("notify.sock")).unwrap();
+    let config = cluster(&scratch.dir, &scratch.name);
+    // What LoadCredential= makes: the keys under fixed names, 0440 (systemd's ACL shows as group
+    // read). The files the cluster file names become group-readable too, and then unusable.
+    let credentials = scratch.dir.join("credentials");
+    fs::create_dir(&credentials).unwrap();
+    let role_key = braid_core::keys::role_key_file(&scratch.dir.join("secret.key"), "gw/a/1");
+    for (name, from) in [
+        ("private-key", scratch.dir.join("a.key")),
+        ("role-key", role_key.clone()),
+    ] {
+        fs::copy(&from, credentials.join(name)).unwrap();
+        fs::set_permissions(credentials.join(name), fs::Permissions::from_mode(0o440)).unwrap();
+        fs::set_permissions(&from, fs::Permissions::from_mode(0o440)).unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_braid-gw"))
+        .args(["--site", "a", "--pair", "1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a 0440 key file outside credentials was accepted"
+    );
+    assert!(stderr.contains("a.key") && stderr.contains("0440"), "{stderr}");
+
+    let pid = start_with(
+        &mut scratch,
+        &config,
+        &listener,
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    );
+    wait_ready(&listener, &scratch.dir.join("gw.log"));
     sigterm(pid);
     let child = scratch.children.last_mut().unwrap();
     assert!(child.wait().unwrap().success());
