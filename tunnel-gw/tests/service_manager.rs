@@ -90,6 +90,8 @@ fn start_with(scratch: &mut Scratch, config: &Path, listener: &NotifyListener, e
     command
         .args(["--site", "a", "--pair", "1", "--config"])
         .arg(config)
+        .arg("--status-file")
+        .arg(scratch.dir.join("status.json"))
         .env("NOTIFY_SOCKET", listener.path())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -146,6 +148,13 @@ fn the_gateway_says_ready_pings_at_half_the_watchdog_interval_and_says_stopping(
         &[("WATCHDOG_USEC", &watchdog.as_micros().to_string())],
     );
     let ready = wait_ready(&listener, &scratch.dir.join("gw.log"));
+    let status_file = scratch.dir.join("status.json");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !status_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status: serde_json::Value = serde_json::from_str(&fs::read_to_string(&status_file).unwrap()).unwrap();
+    assert_eq!(status["progressing"], true, "{status}");
     let status = ready
         .iter()
         .find(|l| l.starts_with("STATUS="))
