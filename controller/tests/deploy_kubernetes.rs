@@ -204,6 +204,9 @@ fn gateways_run_on_their_labelled_node_in_its_network_and_one_controller_runs() 
                 assert_eq!(&command[..2], ["braid", "up"]);
                 assert!(command.contains(&"--no-launch"));
                 assert_eq!(deployment["spec"]["replicas"], 1, "one controller");
+                // It binds controller.address: an address of its node.
+                assert_eq!(pod["hostNetwork"], true);
+                assert_eq!(pod["nodeSelector"]["braid.dev/controller"], "true");
                 let probe = &pod["containers"][0]["readinessProbe"]["httpGet"];
                 assert_eq!(probe["path"], "/status");
             }
