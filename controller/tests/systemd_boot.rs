@@ -1,11 +1,12 @@
-//! The gateway unit (`examples/systemd/braid-gw@.service`, only its program path changed) under
+//! The gateway and demux units (`examples/systemd/`, only their program paths changed) under
 //! a real systemd: a container booted with `systemd-nspawn` from this host's own `/usr` on an
 //! empty, volatile root, with the example's sysusers.d file, a cluster file and the gateway's
-//! keys as root-only files that reach the daemon only as credentials. Inside, a script starts
-//! `braid-gw@1` and records what systemd says; the test then checks that the start waited for
-//! `READY=1` and shows the daemon's `STATUS=`, that the watchdog was fed for seconds and fired
-//! once the daemon was frozen (SIGSTOP), that a dozen SIGKILLs in a row never exhausted the
-//! start limit, and that the daemon stopped cleanly. Needs root and `systemd-nspawn` (Debian's
+//! keys as root-only files that reach the daemons only as credentials. Inside, a script starts
+//! `braid-demux` and `braid-gw@1` and records what systemd says; the test then checks that each
+//! start waited for `READY=1` and shows the daemon's `STATUS=`, that the demux (user `braid`,
+//! `CAP_NET_ADMIN` only) brought its TUN up and installed its route, that the watchdog was fed
+//! for seconds and fired once the gateway was frozen (SIGSTOP), that a dozen SIGKILLs in a row
+//! never exhausted the start limit, and that the daemons stopped cleanly. Needs root and `systemd-nspawn` (Debian's
 //! `systemd-container`, which `.ci/run` installs); skipped loudly otherwise. Creates a network
 //! namespace: run it under the lab lock like the lab tests.
 
@@ -28,14 +29,19 @@ const CHECK: &str = r#"#!/bin/bash
 # Runs inside the container; every line of /out/results is key=value.
 out=/out/results
 show() {
-  systemctl show braid-gw@1 -p ActiveState -p StatusText -p NRestarts -p MainPID -p WatchdogUSec -p User \
+  systemctl show ${2:-braid-gw@1} -p ActiveState -p StatusText -p NRestarts -p MainPID -p WatchdogUSec -p User \
     | sed "s/^/$1./" >> $out
 }
+systemctl start braid-demux.service; echo "demux_start=$?" >> $out
+show demux braid-demux
+echo "tun=$(ip -o link show braid0 | grep -c 'UP')" >> $out
+echo "route=$(ip route show 198.18.2.0/24 | grep -c 'dev braid0')" >> $out
 systemctl start braid-gw@1.service; echo "start=$?" >> $out
 show started
 stat -c 'credential=%a %U %n' /run/credentials/braid-gw@1.service/* >> $out
 sleep 7
 show fed
+show demux_fed braid-demux
 kill -STOP "$(systemctl show -p MainPID --value braid-gw@1)"
 sleep 7
 show frozen
@@ -51,14 +57,15 @@ sleep 4
 show crashlooped
 systemctl stop braid-gw@1.service; echo "stop=$?" >> $out
 show stopped
+systemctl stop braid-demux.service; echo "demux_stop=$?" >> $out
 journalctl -u braid-gw@1 --no-pager -o cat | grep -c -i 'watchdog timeout' | sed 's/^/watchdog_timeouts=/' >> $out
-journalctl -u braid-gw@1 --no-pager -o cat > /out/journal.txt
+journalctl -u braid-gw@1 -u braid-demux --no-pager -o cat > /out/journal.txt
 echo done=1 >> $out
 systemctl poweroff --no-block
 "#;
 
 fn skip(why: &str) -> bool {
-    eprintln!("SKIPPED: the_gateway_unit_under_a_real_systemd: {why}");
+    eprintln!("SKIPPED: the_gateway_and_demux_units_under_a_real_systemd: {why}");
     true
 }
 
@@ -74,6 +81,9 @@ fn cannot_run() -> bool {
     {
         return skip("systemd-nspawn is not installed (apt-get install systemd-container)");
     }
+    if !Path::new("/dev/net/tun").exists() {
+        return skip("no /dev/net/tun for the demux");
+    }
     if !Path::new("/usr/lib/systemd/systemd").exists() && !Path::new("/lib/systemd/systemd").exists() {
         return skip("no systemd in /usr to boot (apt-get install systemd)");
     }
@@ -84,6 +94,7 @@ fn cannot_run() -> bool {
 fn stage(dir: &Path) {
     for sub in [
         "etc-braid/gw/1",
+        "etc-braid/demux",
         "system/multi-user.target.wants",
         "sysusers",
         "bin",
@@ -93,13 +104,15 @@ fn stage(dir: &Path) {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let release = Path::new(env!("CARGO_BIN_EXE_braid")).parent().unwrap();
-    let gw = release.join("braid-gw");
-    assert!(
-        gw.exists(),
-        "{} is missing: cargo build --release --workspace --bins",
-        gw.display()
-    );
-    fs::copy(&gw, dir.join("bin/braid-gw")).unwrap();
+    for program in ["braid-gw", "braid-demux"] {
+        let path = release.join(program);
+        assert!(
+            path.exists(),
+            "{} is missing: cargo build --release --workspace --bins",
+            path.display()
+        );
+        fs::copy(&path, dir.join("bin").join(program)).unwrap();
+    }
 
     let keys = dir.join("keys");
     write_secret_file(&keys.join("secret.key"), &ClusterSecret::generate().to_base64()).unwrap();
@@ -141,15 +154,19 @@ pairs:
     fs::write(etc.join("site.env"), "BRAID_SITE=a\n").unwrap();
     fs::copy(keys.join("a1.key"), etc.join("gw/1/private-key")).unwrap();
     fs::copy(keys.join("role-keys/gw-a-1.key"), etc.join("gw/1/role-key")).unwrap();
+    fs::copy(keys.join("role-keys/demux-a.key"), etc.join("demux/role-key")).unwrap();
+    fs::copy(keys.join("role-keys/flow-hash.key"), etc.join("demux/flow-hash-key")).unwrap();
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/systemd");
-    let unit = fs::read_to_string(examples.join("braid-gw@.service")).unwrap();
-    assert!(unit.contains("/usr/local/bin/braid-gw "));
-    fs::write(
-        dir.join("system/braid-gw@.service"),
-        unit.replace("/usr/local/bin/", "/opt/braid/"),
-    )
-    .unwrap();
+    for name in ["braid-gw@.service", "braid-demux.service"] {
+        let unit = fs::read_to_string(examples.join(name)).unwrap();
+        assert!(unit.contains("ExecStart=/usr/local/bin/braid-"), "{name}");
+        fs::write(
+            dir.join("system").join(name),
+            unit.replace("/usr/local/bin/", "/opt/braid/"),
+        )
+        .unwrap();
+    }
     fs::copy(examples.join("braid.sysusers.conf"), dir.join("sysusers/braid.conf")).unwrap();
     fs::write(
         dir.join("system/braid-check.service"),
@@ -166,7 +183,7 @@ pairs:
 }
 
 #[test]
-fn the_gateway_unit_under_a_real_systemd() {
+fn the_gateway_and_demux_units_under_a_real_systemd() {
     if cannot_run() {
         return;
     }
@@ -193,7 +210,7 @@ fn the_gateway_unit_under_a_real_systemd() {
             "--volatile=yes",
             "--register=no",
         ])
-        .args(["--keep-unit", "--private-network", "--quiet"])
+        .args(["--keep-unit", "--private-network", "--quiet", "--bind=/dev/net/tun"])
         .arg(bind("etc-braid", "/etc/braid", false))
         .arg(bind("system", "/etc/systemd/system", false))
         .arg(bind("sysusers", "/etc/sysusers.d", false))
@@ -220,6 +237,22 @@ fn the_gateway_unit_under_a_real_systemd() {
     let get = |key: &str| *got.get(key).unwrap_or_else(|| panic!("no {key} recorded\n{context}"));
     let restarts = |phase: &str| get(&format!("{phase}.NRestarts")).parse::<u32>().unwrap();
     assert_eq!(get("done"), "1", "{context}");
+
+    // The demux: ready as user braid with its TUN up and its route in, its watchdog fed.
+    assert_eq!(get("demux_start"), "0", "{context}");
+    assert_eq!(get("demux.ActiveState"), "active", "{context}");
+    assert_eq!(get("demux.User"), "braid");
+    assert!(
+        get("demux.StatusText").starts_with("site a: braid0 on 127.0.0.1:46081"),
+        "{context}"
+    );
+    assert_eq!((get("tun"), get("route")), ("1", "1"), "{context}");
+    assert_eq!(
+        (get("demux_fed.ActiveState"), get("demux_fed.NRestarts")),
+        ("active", "0"),
+        "{context}"
+    );
+    assert_eq!(get("demux_stop"), "0");
 
     // Type=notify: `systemctl start` returned once READY=1 came, with the daemon's STATUS=.
     assert_eq!(get("start"), "0", "{context}");
