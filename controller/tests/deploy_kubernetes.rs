@@ -91,8 +91,15 @@ fn the_schema_check_fails_on_broken_manifests() {
         return;
     }
     let text = fs::read_to_string(example("braid.yaml")).unwrap();
-    let dir = std::env::temp_dir().join(format!("braid-k8s-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let scratch = Scratch(std::env::temp_dir().join(format!("braid-k8s-{}", std::process::id())));
+    let dir = &scratch.0;
+    fs::create_dir_all(dir).unwrap();
     for (what, broken) in [
         ("unknown field", text.replacen("nodeSelector:", "nodeSelektor:", 1)),
         ("wrong type", text.replacen("replicas: 1", "replicas: one", 1)),
@@ -111,7 +118,6 @@ fn the_schema_check_fails_on_broken_manifests() {
         let result = validate(&path);
         assert!(result.is_err(), "{what}: a broken manifest passed");
     }
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
