@@ -105,24 +105,30 @@ impl StatusWriter {
     }
 }
 
-/// Calls `status` and writes its result every `period` until `stop` is raised, then once more
-/// so the file shows the final counters. Write failures are logged, never fatal.
+/// Every `period` until `stop` is raised, then once more: calls `each_round` (the daemon's own
+/// upkeep, such as its service-manager notifications) and, with a `writer`, writes the result
+/// of `status` (so the file ends with the final counters). Write failures are logged once per
+/// run of failures, never fatal.
 pub fn run_reporter(
-    writer: &StatusWriter,
+    writer: Option<&StatusWriter>,
     period: Duration,
     stop: &StopFlag,
     mut status: impl FnMut() -> serde_json::Value,
+    mut each_round: impl FnMut(),
 ) {
     let mut failing = false;
     loop {
         let stopping = stop.sleep(period);
-        match writer.write(&status()) {
-            Ok(()) => failing = false,
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(path = %writer.path().display(), error = %err, "cannot write status file");
+        each_round();
+        if let Some(writer) = writer {
+            match writer.write(&status()) {
+                Ok(()) => failing = false,
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(path = %writer.path().display(), error = %err, "cannot write status file");
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
         }
         if stopping {
             return;
@@ -227,16 +233,24 @@ mod tests {
         let stop = StopFlag::new();
         let stopper = stop.clone();
         let mut calls = 0u32;
+        let mut rounds = 0u32;
         let handle = thread::spawn(move || {
             thread::sleep(Duration::from_millis(120));
             stopper.stop();
         });
-        run_reporter(&writer, Duration::from_millis(30), &stop, || {
-            calls += 1;
-            serde_json::json!({ "calls": calls })
-        });
+        run_reporter(
+            Some(&writer),
+            Duration::from_millis(30),
+            &stop,
+            || {
+                calls += 1;
+                serde_json::json!({ "calls": calls })
+            },
+            || rounds += 1,
+        );
         handle.join().unwrap();
         assert!(calls >= 3, "wrote {calls} times");
+        assert_eq!(rounds, calls, "one round per write");
         let read: serde_json::Value = serde_json::from_str(&fs::read_to_string(writer.path()).unwrap()).unwrap();
         assert_eq!(read["calls"], calls);
         fs::remove_dir_all(dir).unwrap();

@@ -5,7 +5,9 @@
 //! what `wg genkey` and `wg pubkey` print, so keys move freely between braid and
 //! wireguard-tools. A private key or the cluster secret lives in its own file, one line, and
 //! [`PrivateKey::load`] / [`ClusterSecret::load`] / [`AdminKey::load`] refuse a file that its group or other users
-//! could read or write (the rule `wg` and OpenSSH apply), naming the fix.
+//! could read or write (the rule `wg` and OpenSSH apply), naming the fix. Under systemd or
+//! Kubernetes a key may come from the service manager instead, as a credential that its group
+//! may read ([`credentials`]); every key loads through that one path.
 //!
 //! The IPsec suite's [`PresharedKey`] is different in kind: IKEv2 (RFC 7296 §2.15) takes the
 //! pre-shared key as an octet string, and strongSwan's `secret = "..."` takes it as text. Its
@@ -24,7 +26,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -78,6 +80,7 @@ macro_rules! secret_key {
     };
 }
 
+pub mod credentials;
 pub mod provision;
 pub mod role;
 pub use role::{flow_hash_key_file, role_key_dir, role_key_file, FlowHashKey, RoleKey};
@@ -91,8 +94,6 @@ pub const KEY_BASE64_LEN: usize = 44;
 const LONGEST_DECODED_BASE64: usize = 88;
 /// Largest key file read; a key file holds one 44-character line.
 const KEY_FILE_MAX_BYTES: usize = 256;
-/// Mode bits that let the group or other users at a key file.
-const GROUP_OR_OTHER_ACCESS: u32 = 0o077;
 /// Longest pre-shared key, in bytes (without the line ending).
 pub const PSK_MAX_LEN: usize = 512;
 /// Largest pre-shared key file read: the longest key and a `\r\n`.
@@ -152,6 +153,23 @@ pub enum KeyError {
         path.display()
     )]
     Permissions { kind: KeyKind, path: PathBuf, mode: u32 },
+    #[error(
+        "{}: permissions {mode:04o} of this {kind} credential let other users read it or its group \
+         write it; a credential may be readable by its owner and group only (0400 or 0440)",
+        path.display()
+    )]
+    CredentialPermissions { kind: KeyKind, path: PathBuf, mode: u32 },
+    #[error(
+        "{}: this {kind} credential belongs to uid {owner}, neither root nor the user this daemon \
+         runs as (uid {euid})",
+        path.display()
+    )]
+    CredentialOwner {
+        kind: KeyKind,
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
     #[error("{}: {problem}", path.display())]
     InFile { path: PathBuf, problem: Box<KeyError> },
     #[error("pre-shared key: empty (expected one line of text)")]
@@ -347,7 +365,8 @@ impl PresharedKey {
     /// Reads a pre-shared key file, refusing one that group or other users can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let kind = KeyKind::PresharedKey;
-        let mut file = open_key_file(kind, path)?;
+        let (mut file, path) = open_key_file(kind, path)?;
+        let path = path.as_path();
         let mut content = [0u8; PSK_FILE_MAX_BYTES + 1];
         let result = read_up_to(&mut file, &mut content)
             .map_err(|source| unreadable(kind, path, source))
@@ -469,29 +488,29 @@ fn unreadable(kind: KeyKind, path: &Path, source: io::Error) -> KeyError {
     }
 }
 
-/// Opens a key file, refusing anything but a regular file that only its owner can access.
-fn open_key_file(kind: KeyKind, path: &Path) -> Result<File, KeyError> {
-    let file = File::open(path).map_err(|source| unreadable(kind, path, source))?;
+/// Opens the key of `kind` configured at `path`: the service manager's credential of that kind
+/// if there is one ([`credentials`]), else the file. Refuses anything but a regular file, with
+/// the permission rule of where it comes from. Returns the file and the path actually opened.
+fn open_key_file(kind: KeyKind, path: &Path) -> Result<(File, PathBuf), KeyError> {
+    open_key_file_in(credentials::credentials_directory().as_deref(), kind, path)
+}
+
+/// [`open_key_file`] with the credentials directory given.
+fn open_key_file_in(credentials: Option<&Path>, kind: KeyKind, path: &Path) -> Result<(File, PathBuf), KeyError> {
+    let (path, source) = credentials::resolve(credentials, kind, path);
+    let file = File::open(&path).map_err(|source| unreadable(kind, &path, source))?;
     // The mode of the file actually opened, so a swap between check and read changes nothing.
-    let metadata = file.metadata().map_err(|source| unreadable(kind, path, source))?;
+    let metadata = file.metadata().map_err(|source| unreadable(kind, &path, source))?;
     if !metadata.is_file() {
-        return Err(KeyError::NotAFile {
-            path: path.to_path_buf(),
-        });
+        return Err(KeyError::NotAFile { path });
     }
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & GROUP_OR_OTHER_ACCESS != 0 {
-        return Err(KeyError::Permissions {
-            kind,
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(file)
+    credentials::check(kind, &path, source, &metadata)?;
+    Ok((file, path))
 }
 
 fn load_key_file(kind: KeyKind, path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
-    let mut file = open_key_file(kind, path)?;
+    let (mut file, path) = open_key_file(kind, path)?;
+    let path = path.as_path();
     let mut content = [0u8; KEY_FILE_MAX_BYTES + 1];
     let result = read_up_to(&mut file, &mut content)
         .map_err(|source| unreadable(kind, path, source))
@@ -540,6 +559,7 @@ fn wipe(bytes: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::process::{Command, Stdio};
 
     /// A scratch directory removed when dropped.

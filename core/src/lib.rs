@@ -25,6 +25,7 @@ pub mod counters;
 pub mod daemon;
 pub mod flow;
 pub mod keys;
+pub mod service;
 pub mod status;
 pub mod wire;
 

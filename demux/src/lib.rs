@@ -8,7 +8,9 @@
 //! sans-IO [`datapath::processor`]), [`tun`] the device (re-exported from `braid-sys`, which
 //! holds every system call that needs unsafe code; this crate has none), [`offload`]
 //! segmentation and coalescing in userspace, [`settings`] what a demux is told by the cluster
-//! configuration.
+//! configuration. Each data thread marks a progress stamp every canary round
+//! ([`datapath::DataPath::progress`]); the binary's main thread feeds systemd's watchdog only
+//! while every stamp is fresh ([`braid_core::service`]).
 
 #![forbid(unsafe_code)]
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use braid_core::config::ClusterConfig;
 use braid_core::control::{ControlClient, DaemonId, Keyring};
-use braid_core::daemon::{self, StatusWriter, StopFlag};
+use braid_core::daemon::{self, run_reporter, StatusWriter, StopFlag};
+use braid_core::service::{all_progressing, all_started, Progress, ServiceNotifier};
 use braid_core::udp;
 use braid_demux::canary::Canary;
 use braid_demux::control::DemuxControl;
@@ -155,6 +156,7 @@ fn run(args: &Args) -> Result<()> {
         }),
         stats: StatsSet::new(threads),
         published: (0..threads).map(|_| Mutex::new(Published::default())).collect(),
+        progress: (0..threads).map(|_| Progress::new()).collect(),
         busy_poll: Duration::from_micros(args.busy_poll_us),
         udp_coalescing: offload && !args.no_udp_coalescing,
         stop: stop.clone(),
@@ -200,29 +202,44 @@ fn run(args: &Args) -> Result<()> {
         let lane = Lane::new(id, path.clone(), LaneIo { tun, socket }, processor);
         workers.push(spawn(&format!("demux-data-{id}"), move || lane.run())?);
     }
-    let control = start_control(&settings, &args.config, path.clone(), &stop)?;
+    let control_progress = Progress::every(Duration::from_millis(settings.heartbeat_ms));
+    let control = start_control(&settings, &args.config, path.clone(), &stop, control_progress.clone())?;
     let status = args.status_file.clone().map(StatusWriter::new);
     // The interface may predate this demux: count only what it drops from now on.
     let tun_drops_at_start = braid_demux::tun::queue_drops(&settings.tun_name);
-    while !stop.is_stopped() {
-        if let (Some(start), Some(now)) = (tun_drops_at_start, braid_demux::tun::queue_drops(&settings.tun_name)) {
-            path.stats
-                .tun_queue_drops
-                .store(now.saturating_sub(start), std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(writer) = &status {
+    let mut notifier = ServiceNotifier::from_env();
+    let markers: Vec<&Progress> = path.progress.iter().chain([&control_progress]).collect();
+    run_reporter(
+        status.as_ref(),
+        notifier.loop_period(Duration::from_millis(500)),
+        &stop,
+        || {
             let mut json = path.stats.to_json(&path.views());
             json["role"] = "demux".into();
             json["site"] = settings.site.clone().into();
             json["pid"] = std::process::id().into();
             json["epoch"] = path.epoch().into();
             json["data_threads"] = threads.into();
-            if let Err(e) = writer.write(&json) {
-                tracing::warn!("cannot write the status file: {e}");
+            // What the watchdog goes by, for supervisors without one (a Kubernetes probe).
+            json["progressing"] = all_progressing(markers.iter().copied()).into();
+            json
+        },
+        || {
+            if let (Some(start), Some(now)) = (tun_drops_at_start, braid_demux::tun::queue_drops(&settings.tun_name)) {
+                path.stats
+                    .tun_queue_drops
+                    .store(now.saturating_sub(start), std::sync::atomic::Ordering::Relaxed);
             }
-        }
-        stop.sleep(Duration::from_millis(500));
-    }
+            let healthy = all_progressing(markers.iter().copied());
+            let line = status_line(&settings, &path, threads, healthy);
+            if all_started(markers.iter().copied()) {
+                notifier.ready(&line);
+            }
+            notifier.status(&line);
+            notifier.tick(healthy);
+        },
+    );
+    notifier.stopping("stopping");
     tracing::info!("stopping");
     for worker in workers {
         let _ = worker.join();
@@ -237,6 +254,7 @@ fn start_control(
     config: &std::path::Path,
     path: Arc<DataPath>,
     stop: &StopFlag,
+    progress: Progress,
 ) -> Result<std::thread::JoinHandle<()>> {
     let me = DaemonId::demux(&settings.site);
     let local = settings.controllers[0].local_for(&format!("demux-{}", settings.site));
@@ -253,8 +271,25 @@ fn start_control(
     let period = Duration::from_millis(settings.heartbeat_ms);
     let stop = stop.clone();
     spawn("demux-control", move || {
-        client.run(&stop, period, || control.heartbeat(), |m| control.apply(m))
+        let report = || {
+            progress.mark();
+            control.heartbeat()
+        };
+        client.run(&stop, period, report, |m| control.apply(m))
     })
+}
+
+/// The one-line state the service manager shows (`systemctl status`).
+fn status_line(settings: &DemuxSettings, path: &DataPath, threads: usize, healthy: bool) -> String {
+    let pairs = path.views().len();
+    let stalled = if healthy { "" } else { "; a thread is stalled" };
+    format!(
+        "site {}: {} on {}, {pairs} pairs, membership epoch {}, {threads} data threads{stalled}",
+        settings.site,
+        settings.tun_name,
+        settings.geneve_bind,
+        path.epoch()
+    )
 }
 
 fn idle_timeouts(t: &braid_core::config::Timeouts) -> IdleTimeouts {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_core::daemon::StopFlag;
+use braid_core::service::Progress;
 use braid_core::udp::{bind_data_socket, poll_readable, RecvBatch, SendBatch, SendReport, SocketBuffers};
 use braid_core::wire::geneve::{
     self, write_header, GeneveData, GeneveRefusal, InnerProtocol, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GENEVE_HEADER_LEN,
@@ -208,6 +209,7 @@ pub struct DataPath<S: TunnelSuite> {
     limiter: HandshakeLimiter,
     counters: Arc<GatewayCounters>,
     session: Arc<SharedSession>,
+    progress: Progress,
 }
 
 impl<S: TunnelSuite> DataPath<S> {
@@ -225,6 +227,7 @@ impl<S: TunnelSuite> DataPath<S> {
             policy: Policy::new(settings),
             counters: Arc::default(),
             session: Arc::default(),
+            progress: Progress::new(),
         })
     }
 
@@ -253,6 +256,11 @@ impl<S: TunnelSuite> DataPath<S> {
         Arc::clone(&self.session)
     }
 
+    /// The data thread's progress marker, marked every tick (the daemon's watchdog reads it).
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
     /// Runs until `stop` is raised. Starts the session handshake at once. Returns an error only
     /// if waiting on the sockets fails, which no input can cause.
     pub fn run(mut self, stop: &StopFlag) -> io::Result<()> {
@@ -271,6 +279,7 @@ impl<S: TunnelSuite> DataPath<S> {
             if Instant::now() >= next_tick {
                 self.run_timer_action(Timer::Tick);
                 self.session.publish(self.suite.session());
+                self.progress.mark();
                 next_tick = Instant::now() + TIMER_TICK;
             }
             self.lan.flush(&self.counters, Side::Lan);

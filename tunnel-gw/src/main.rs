@@ -5,6 +5,11 @@
 //! [`GatewaySettings`] to the library. The data path runs on its own thread; the main thread
 //! writes the status file every 500 ms until SIGTERM or SIGINT, then the data thread finishes
 //! its current batch and the process exits 0. Key material is never logged.
+//!
+//! Under systemd (`Type=notify`) the main thread also speaks `sd_notify`
+//! ([`braid_core::service`]): `READY=1` once the data thread has started the session and the
+//! control thread has sent its first heartbeat, `STATUS=` with the session state, `WATCHDOG=1`
+//! only while both threads keep finishing rounds, `STOPPING=1` on the way out.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +26,7 @@ use braid_core::daemon::{init_logging, run_reporter, StatusWriter, StopFlag};
 use braid_core::flow::PairId;
 use braid_core::keys::PresharedKey;
 use braid_core::keys::{PrivateKey, RoleKey};
+use braid_core::service::{all_progressing, all_started, Progress, ServiceNotifier};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
 use braid_gw::counters::HANDSHAKE_LIMIT_DROPS;
 use braid_gw::datapath::DataPath;
@@ -138,31 +144,55 @@ fn serve<S: TunnelSuite + Send + 'static>(
 
     let counters = datapath.counters();
     let session = datapath.session();
+    let data_progress = datapath.progress();
     let data_stop = stop.clone();
     let data_thread = thread::Builder::new()
         .name(format!("braid-gw-{}", args.pair))
         .spawn(move || {
             let result = datapath.run(&data_stop);
-            // However the data path ends, the rest of the process ends with it.
             data_stop.stop();
             result
         })
         .context("cannot start the data thread")?;
 
     let started = Instant::now();
-    let control = start_control(config, args, counters.clone(), session.clone(), started, stop)?;
-    match &args.status_file {
-        Some(path) => {
-            let writer = StatusWriter::new(path);
-            let me = DaemonId::gateway(&args.site, args.pair);
-            run_reporter(&writer, STATUS_PERIOD, stop, || {
-                let totals = counters.to_json();
-                let hb = heartbeat(&me, config.cluster.suite, started, session.get(), &totals);
-                status_document(&hb, totals)
-            });
-        }
-        None => while !stop.sleep(STATUS_PERIOD) {},
-    }
+    let control_progress = Progress::every(Duration::from_millis(config.controller.heartbeat_ms));
+    let control = start_control(
+        config,
+        args,
+        counters.clone(),
+        session.clone(),
+        started,
+        stop,
+        control_progress.clone(),
+    )?;
+    let writer = args.status_file.as_ref().map(StatusWriter::new);
+    let me = DaemonId::gateway(&args.site, args.pair);
+    let mut notifier = ServiceNotifier::from_env();
+    let threads = [&data_progress, &control_progress];
+    run_reporter(
+        writer.as_ref(),
+        notifier.loop_period(STATUS_PERIOD),
+        stop,
+        || {
+            let totals = counters.to_json();
+            let hb = heartbeat(&me, config.cluster.suite, started, session.get(), &totals);
+            let mut status = status_document(&hb, totals);
+            // What the watchdog goes by, for supervisors without one (a Kubernetes probe).
+            status["progressing"] = all_progressing(threads).into();
+            status
+        },
+        || {
+            let healthy = all_progressing(threads);
+            let line = status_line(args, config.cluster.suite, session.get().established, healthy);
+            if all_started(threads) {
+                notifier.ready(&line);
+            }
+            notifier.status(&line);
+            notifier.tick(healthy);
+        },
+    );
+    notifier.stopping("stopping");
     data_thread
         .join()
         .map_err(|_| anyhow!("the data thread panicked"))?
@@ -180,6 +210,7 @@ fn start_control(
     session: std::sync::Arc<braid_gw::datapath::SharedSession>,
     started: Instant,
     stop: &StopFlag,
+    progress: Progress,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
     let me = DaemonId::gateway(&args.site, args.pair);
     let role_key_file = config.role_key_file(&me);
@@ -197,7 +228,10 @@ fn start_control(
     thread::Builder::new()
         .name("gw-control".into())
         .spawn(move || {
-            let report = || heartbeat(&me, suite, started, session.get(), &counters.to_json());
+            let report = || {
+                progress.mark();
+                heartbeat(&me, suite, started, session.get(), &counters.to_json())
+            };
             // Gateways receive no membership; a push addressed to one is refused.
             client.run(&stop, period, report, |_| false)
         })
@@ -206,6 +240,18 @@ fn start_control(
 
 /// This gateway's report: its session (suite, SA ages, rekeys), traffic and drops, from the
 /// state the data thread published and the counters as JSON (`totals`).
+/// The one-line state the service manager shows (`systemctl status`).
+fn status_line(args: &Args, suite: Suite, established: bool, healthy: bool) -> String {
+    let session = if established { "established" } else { "not established" };
+    let threads = if healthy { "" } else { "; a thread is stalled" };
+    format!(
+        "pair {} of site {}: {} session {session}{threads}",
+        args.pair,
+        args.site,
+        suite.as_str()
+    )
+}
+
 fn heartbeat(
     me: &DaemonId,
     suite: Suite,

@@ -124,6 +124,12 @@ pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
         }
         None => Command::new(&spec.program),
     };
+    // The daemons speak for themselves, never as the controller's service, and read their own
+    // keys, not the controller's credentials.
+    for name in braid_core::service::NOTIFY_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.env_remove(braid_core::keys::credentials::CREDENTIALS_DIRECTORY);
     cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(out)

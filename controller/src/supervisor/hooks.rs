@@ -121,11 +121,11 @@ impl RestartHooks {
 
 fn spawn(command: &str) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
-    Command::new("sh")
-        .args(["-c", command])
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
+    let mut cmd = Command::new("sh");
+    for name in braid_core::service::NOTIFY_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.args(["-c", command]).stdin(Stdio::null()).process_group(0).spawn()
 }
 
 /// SIGKILL to the hook's process group (its shell leads it: our unreaped child, so the group

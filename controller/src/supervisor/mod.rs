@@ -13,7 +13,10 @@
 //!    GENEVE address of every named pair's gateway in the receiving site;
 //! 6. operator commands from the admin channel ([`crate::admin`]: the local socket, and the
 //!    signed TCP channel if configured), SIGHUP reloads, and a status snapshot for readers
-//!    (served read-only over HTTP).
+//!    (served read-only over HTTP);
+//! 7. under systemd, `sd_notify` ([`braid_core::service`]): `READY=1` after the first turn,
+//!    `STATUS=` with the pairs and epoch, `WATCHDOG=1` from this loop only (a wedged loop stops
+//!    the pings), `STOPPING=1` once it ends. Launched daemons do not inherit `NOTIFY_SOCKET`.
 //!
 //! The data plane never depends on this loop: daemons run in their own process groups and keep
 //! forwarding with their last membership if the controller dies; a new controller adopts them
@@ -38,6 +41,7 @@ use braid_core::control::{Body, ControlServer, DaemonId, Inbound, Keyring, PairG
 use braid_core::daemon::StopFlag;
 use braid_core::flow::PairId;
 use braid_core::keys::{AdminKey, ClusterSecret};
+use braid_core::service::ServiceNotifier;
 
 use crate::admin::{self, Command, CommandRequest};
 use crate::fleet::{self, spec};
@@ -376,6 +380,9 @@ impl Supervisor {
 
     fn run_loop(&mut self, stop: &StopFlag, commands: &Receiver<CommandRequest>) -> Result<()> {
         let mut last_snapshot = 0;
+        // This loop is the controller's own progress: each turn (≤ 10 ms) may feed the watchdog,
+        // so a wedged loop stops the pings.
+        let mut notifier = ServiceNotifier::from_env();
         while !stop.is_stopped() {
             if signals::take_reload_request() {
                 let _ = self.reload();
@@ -396,8 +403,13 @@ impl Supervisor {
                 self.publish_snapshot();
                 self.save_pids();
                 self.save_admin();
+                let line = self.status_line();
+                notifier.ready(&line);
+                notifier.status(&line);
             }
+            notifier.tick(true);
         }
+        notifier.stopping("stopping the controller");
         Ok(())
     }
 
@@ -436,6 +448,29 @@ impl Supervisor {
                 .unwrap_or_else(|e| e.into_inner())
                 .leading(self.now_ms())
                 == self.acting_term
+    }
+
+    /// The one-line state the service manager shows (`systemctl status`).
+    fn status_line(&self) -> String {
+        let membership = self.membership.current();
+        let pairs = self.cfg.pairs.len();
+        let converged = if self.membership.converged() {
+            "acknowledged"
+        } else {
+            "being pushed"
+        };
+        let role = match (&self.cfg.controller.etcd, self.acting_term) {
+            (None, _) => String::new(),
+            (Some(_), Some(term)) => format!(" (member {} leading, term {term})", self.opts.member),
+            (Some(_), None) => format!(" (member {} standing by)", self.opts.member),
+        };
+        format!(
+            "cluster {}{role}: {} of {pairs} pairs active, membership epoch {} {converged}, {} heartbeats",
+            self.cfg.cluster.name,
+            membership.active.len(),
+            membership.epoch,
+            self.heartbeats
+        )
     }
 
     fn receive_control(&mut self) {

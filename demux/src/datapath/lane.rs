@@ -111,6 +111,7 @@ impl Lane {
                 self.next_probe_ms = now + CANARY_INTERVAL_MS;
                 self.probe_owned_pairs(&mut bufs.send, now);
                 self.publish();
+                self.path.progress[self.id].mark();
             }
             let more_out = if offload {
                 self.read_offloaded(&mut bufs.send, &mut bufs.read_scratch, now)

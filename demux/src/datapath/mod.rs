@@ -69,6 +69,7 @@ use braid_core::control::PairReport;
 use braid_core::counters::CounterSet;
 use braid_core::daemon::StopFlag;
 use braid_core::flow::{Classified, PairId};
+use braid_core::service::Progress;
 use braid_core::wire::{geneve, WireError};
 
 use crate::canary::PairCanary;
@@ -116,6 +117,9 @@ pub struct DataPath {
     pub rules: Arc<Rules>,
     pub stats: StatsSet,
     pub published: Vec<Mutex<Published>>,
+    /// Each thread's progress marker, marked every [`CANARY_INTERVAL_MS`] (the watchdog reads
+    /// them).
+    pub progress: Vec<Progress>,
     /// How long an idle data thread keeps polling its queue, socket and inbox without
     /// sleeping (zero: it sleeps in `poll` at once). Spinning trades a core for latency and
     /// wake-ups.
