@@ -2,7 +2,8 @@
 //! of its own) electing their leader through a real three-member etcd cluster, under traffic.
 //!
 //! The leader is killed (`kill -9`), then its successor is frozen (SIGSTOP) past its lease and
-//! woken again. Each time a standby must lead within 2 s, exactly one controller may call
+//! woken again, then the next one is cut off from etcd (its namespace loses the route) and
+//! reconnected. Each time a standby must lead within 2 s, exactly one controller may call
 //! itself the leader afterwards, the woken one must not act (it stands by, and the demuxes
 //! refuse anything from its old term), a gateway killed after each takeover must be restarted
 //! exactly once (one new process, one restart counted), and flows on the healthy pairs must
@@ -107,7 +108,7 @@ fn gateway_restarted_once_by(info: &LabInfo, c: &LabController, site: &str, pair
 }
 
 #[test]
-fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_or_freezing_and_the_old_one_cannot_act() {
+fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_freezing_or_losing_etcd_and_the_old_one_cannot_act() {
     if skip_without_lab("lab_ha") {
         return;
     }
@@ -177,6 +178,37 @@ fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_or_freezing_and_t
     let log = std::fs::read_to_string(&second.log).unwrap_or_default();
     assert!(log.contains("standing by"), "the woken controller says it stands by");
     gateway_restarted_once_by(info, &third, "b", 2);
+
+    // 3. Cut the leader off from etcd (its own namespace loses the route; its daemons and its
+    //    HTTP stay reachable) under UDP load: a standby leads within 2 s, the cut-off one stops
+    //    acting on its own, no flow loses anything, and reconnected it stands by.
+    let load = start_bench(info, UDP_LOAD);
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    braid_lab::controller_set::cut_off_from_etcd(&info.name, third.index, true).expect("cut off");
+    let others: Vec<u16> = alive.iter().copied().filter(|&i| i != third.index).collect();
+    let (fourth, fourth_term, took) = wait_takeover(info, third.index, &others, cut);
+    eprintln!(
+        "MEASURED leader {} cut off from etcd: controller {} leads after {took:?} (term {fourth_term})",
+        third.index, fourth.index
+    );
+    assert!(took < TAKEOVER_BUDGET, "takeover after the cut took {took:?}");
+    assert!(fourth_term > third_term);
+    assert_eq!(
+        leaders(info, &alive),
+        [(fourth.index, fourth_term)],
+        "exactly one leader while the old one is cut off (it no longer calls itself leader)"
+    );
+    let run = finish_bench(load);
+    assert_udp_lossless(&run, "UDP across the leader's cut from etcd");
+    braid_lab::controller_set::cut_off_from_etcd(&info.name, third.index, false).expect("reconnect");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        leaders(info, &alive),
+        [(fourth.index, fourth_term)],
+        "exactly one leader once the cut-off one is back"
+    );
+    gateway_restarted_once_by(info, &fourth, "b", 1);
 
     // Every controller's /metrics agrees: one leader in the set.
     let leading: f64 = alive

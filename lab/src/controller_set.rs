@@ -1,16 +1,25 @@
 //! A lab's controller set (`braid lab up --controllers K`, K ≥ 2): a three-member etcd cluster
-//! and K controllers electing their leader through it, each a process of its own like on K
-//! hosts, so a test can kill, freeze or restart one alone.
+//! and K controllers electing their leader through it, each a process of its own in a network
+//! namespace of its own like on K hosts, so a test can kill, freeze or cut off one alone.
 //!
-//! Everything listens on loopback in the root namespace (etcd's client and peer ports, each
-//! controller's HTTP); daemons reach the controllers over unix sockets in the lab's state
-//! directory, like the lone controller's. etcd runs with a 50 ms heartbeat and a 500 ms
-//! election timeout, which lets the controllers' leases last 1 s: a dead leader is replaced
-//! within about a second. Every controller shares the lab's runtime directory (daemon logs
-//! and status files), with a log, pid file, admin socket and persistent state of its own.
+//! ```text
+//!  ns <lab>.c0  eth0 198.18.40.10 ─┐
+//!  ns <lab>.c1  eth0 198.18.40.11 ─┼── ns <lab>.ctl: bridge ctl0 198.18.40.1 (etcd's client
+//!  ...                             │   and peer ports)
+//!  root ns  bc-<lab> 198.18.40.254 ┘   (the lab's own commands read /status and /metrics)
+//! ```
+//!
+//! Each controller serves `/metrics` and `/status` on its own address; daemons reach the
+//! controllers over unix sockets in the lab's state directory (a namespace does not separate
+//! those), like the lone controller's. [`cut_off_from_etcd`] blackholes one controller's route
+//! to etcd and nothing else. etcd runs with a 50 ms heartbeat and a 500 ms election timeout,
+//! which lets the controllers' leases last 1 s: a dead leader is replaced within about a
+//! second. Every controller shares the lab's runtime directory (daemon logs and status files),
+//! with a log, pid file, admin socket and persistent state of its own. The control network's
+//! addresses are fixed, so one host runs one such lab at a time.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::controller::free_loopback_port;
+use crate::netns::{ip, ip_in};
+use crate::topology::ns_prefix;
 
 /// etcd members in a lab's controller set.
 pub const ETCD_MEMBERS: usize = 3;
@@ -27,6 +37,35 @@ pub const ETCD_MEMBERS: usize = 3;
 pub const LEASE_TTL_S: u64 = 1;
 /// Where a lab records its controller set.
 const PLAN_FILE: &str = "controller-set.json";
+/// etcd's address on the control network.
+const ETCD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 1);
+/// The root namespace's address on the control network.
+const ROOT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 254);
+/// The control network's bridge, in the hub namespace.
+const BRIDGE: &str = "ctl0";
+/// A controller's metrics port, on its own address.
+const METRICS_PORT: u16 = 9477;
+
+/// Controller `index`'s address on the control network.
+fn controller_addr(index: u16) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 40, 10 + index as u8)
+}
+
+/// The namespace of lab `name`'s controller `index`.
+pub fn controller_ns(name: &str, index: u16) -> String {
+    format!("{}c{index}", ns_prefix(name))
+}
+
+/// The namespace of lab `name`'s control network and etcd.
+pub fn hub_ns(name: &str) -> String {
+    format!("{}ctl", ns_prefix(name))
+}
+
+/// The root namespace's end of lab `name`'s control network (at most 15 bytes: names are at
+/// most 12).
+fn root_link(name: &str) -> String {
+    format!("bc-{name}")
+}
 
 /// Where one etcd member listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,6 +79,9 @@ pub struct EtcdMember {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LabController {
     pub index: u16,
+    /// Its network namespace.
+    #[serde(default)]
+    pub netns: String,
     /// Its `/metrics` and `/status`.
     pub metrics: SocketAddr,
     pub admin_socket: PathBuf,
@@ -52,34 +94,80 @@ pub struct LabController {
 /// The addresses of a lab's controller set, chosen before anything starts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ControllerSet {
+    /// The lab's name.
+    #[serde(default)]
+    pub lab: String,
     pub etcd: Vec<EtcdMember>,
     pub controllers: Vec<LabController>,
 }
 
 impl ControllerSet {
-    /// Free loopback ports for `k` controllers and three etcd members, state under `dir`.
-    pub fn plan(dir: &Path, k: u16) -> Result<Self> {
-        let etcd = (0..ETCD_MEMBERS)
-            .map(|i| {
-                Ok(EtcdMember {
-                    name: format!("etcd{i}"),
-                    client: free_loopback_port()?,
-                    peer: free_loopback_port()?,
-                })
+    /// Addresses for `k` controllers and three etcd members of lab `name`, state under `dir`.
+    pub fn plan(name: &str, dir: &Path, k: u16) -> Result<Self> {
+        if !(2..=16).contains(&k) {
+            bail!("a controller set has 2 to 16 controllers, not {k}");
+        }
+        let etcd = (0..ETCD_MEMBERS as u16)
+            .map(|i| EtcdMember {
+                name: format!("etcd{i}"),
+                client: SocketAddr::from((ETCD_ADDR, 2379 + 2 * i)),
+                peer: SocketAddr::from((ETCD_ADDR, 2380 + 2 * i)),
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let controllers = (0..k)
-            .map(|index| {
-                Ok(LabController {
-                    index,
-                    metrics: free_loopback_port()?,
-                    admin_socket: dir.join(format!("admin-{index}.sock")),
-                    log: dir.join("logs").join(format!("controller-{index}.log")),
-                    pid: 0,
-                })
+            .map(|index| LabController {
+                index,
+                netns: controller_ns(name, index),
+                metrics: SocketAddr::from((controller_addr(index), METRICS_PORT)),
+                admin_socket: dir.join(format!("admin-{index}.sock")),
+                log: dir.join("logs").join(format!("controller-{index}.log")),
+                pid: 0,
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ControllerSet { etcd, controllers })
+            .collect();
+        Ok(ControllerSet {
+            lab: name.to_string(),
+            etcd,
+            controllers,
+        })
+    }
+
+    /// Builds the control network: the hub namespace with its bridge, the root namespace's
+    /// link to it, and one namespace per controller.
+    pub fn build_network(&self) -> Result<()> {
+        let hub = hub_ns(&self.lab);
+        ip(&["netns", "add", &hub])?;
+        ip_in(&hub, &["link", "set", "dev", "lo", "up"])?;
+        ip_in(&hub, &["link", "add", "name", BRIDGE, "type", "bridge"])?;
+        ip_in(&hub, &["addr", "add", &format!("{ETCD_ADDR}/24"), "dev", BRIDGE])?;
+        ip_in(&hub, &["link", "set", "dev", BRIDGE, "up"])?;
+        let root = root_link(&self.lab);
+        ip(&[
+            "link", "add", "name", &root, "type", "veth", "peer", "name", "root", "netns", &hub,
+        ])
+        .context("linking the root namespace to the control network")?;
+        ip_in(&hub, &["link", "set", "dev", "root", "master", BRIDGE, "up"])?;
+        ip(&["addr", "add", &format!("{ROOT_ADDR}/24"), "dev", &root]).context(
+            "198.18.40.0/24 is taken in the root namespace: another lab with a controller set runs (`braid lab down` it)",
+        )?;
+        ip(&["link", "set", "dev", &root, "up"])?;
+        for c in &self.controllers {
+            ip(&["netns", "add", &c.netns])?;
+            ip_in(&c.netns, &["link", "set", "dev", "lo", "up"])?;
+            let port = format!("c{}", c.index);
+            crate::veth(&c.netns, "eth0", &hub, &port)?;
+            ip_in(&hub, &["link", "set", "dev", &port, "master", BRIDGE])?;
+            ip_in(
+                &c.netns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", controller_addr(c.index)),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Records the set in the lab's state directory, where [`ControllerSet::load`] finds it
@@ -133,7 +221,9 @@ impl ControllerSet {
             .collect();
         for m in &self.etcd {
             let log = open_log(&dir.join("logs").join(format!("{}.log", m.name)))?;
-            let child = Command::new(&etcd)
+            let child = Command::new("ip")
+                .args(["netns", "exec", &hub_ns(&self.lab)])
+                .arg(&etcd)
                 .arg("--name")
                 .arg(&m.name)
                 .arg("--data-dir")
@@ -151,12 +241,14 @@ impl ControllerSet {
                 .args(["--initial-cluster-state", "new", "--initial-cluster-token"])
                 .arg(dir.display().to_string())
                 .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                // The leader rewrites its key four times a second: keep an hour of history.
+                .args(["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h"])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .process_group(0)
                 .spawn()
-                .with_context(|| format!("cannot start {}", etcd.display()))?;
+                .with_context(|| format!("cannot start {} (ip netns exec)", etcd.display()))?;
             std::fs::write(dir.join(format!("{}.pid", m.name)), child.id().to_string())?;
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -180,7 +272,9 @@ impl ControllerSet {
             .get(usize::from(index))
             .with_context(|| format!("the lab has no controller {index}"))?;
         let log = open_log(&c.log)?;
-        let child = Command::new(bin_dir.join("braid"))
+        let child = Command::new("ip")
+            .args(["netns", "exec", &c.netns])
+            .arg(bin_dir.join("braid"))
             .args(["up", "--config"])
             .arg(config)
             .arg("--state-dir")
@@ -194,10 +288,18 @@ impl ControllerSet {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .with_context(|| format!("cannot start {}", bin_dir.join("braid").display()))?;
+            .with_context(|| format!("cannot start {} (ip netns exec)", bin_dir.join("braid").display()))?;
         std::fs::write(dir.join(format!("controller-{index}.pid")), child.id().to_string())?;
         Ok(child.id())
     }
+}
+
+/// Cuts controller `index` of lab `name` off from etcd (`cut`), or reconnects it: a blackhole
+/// route to etcd's address in its namespace. Its daemons and its HTTP stay reachable.
+pub fn cut_off_from_etcd(name: &str, index: u16, cut: bool) -> Result<()> {
+    let route = format!("{ETCD_ADDR}/32");
+    let verb = if cut { "add" } else { "del" };
+    ip_in(&controller_ns(name, index), &["route", verb, "blackhole", &route])
 }
 
 /// Stops every controller of a set, then its etcd members (SIGTERM, then SIGKILL after a few
@@ -275,5 +377,51 @@ pub fn wait_for_leader(
             bail!("timed out after {} s ({last})", timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_stays_in_the_benchmarking_range_with_distinct_addresses_and_lab_namespaces() {
+        let set = ControllerSet::plan("abcdefghijkl", Path::new("/run/braid/lab"), 16).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let addrs = set
+            .etcd
+            .iter()
+            .flat_map(|m| [m.client, m.peer])
+            .chain(set.controllers.iter().map(|c| c.metrics));
+        for a in addrs {
+            let std::net::IpAddr::V4(ip) = a.ip() else {
+                panic!("{a} is not IPv4")
+            };
+            let o = ip.octets();
+            assert!(o[0] == 198 && (o[1] == 18 || o[1] == 19), "{a} outside 198.18.0.0/15");
+            assert!(seen.insert(a), "{a} planned twice");
+        }
+        assert!(set
+            .controllers
+            .iter()
+            .all(|c| c.metrics.ip() != ROOT_ADDR && c.metrics.ip() != ETCD_ADDR));
+        let prefix = ns_prefix("abcdefghijkl");
+        let mut names: Vec<&str> = set.controllers.iter().map(|c| c.netns.as_str()).collect();
+        let hub = hub_ns("abcdefghijkl");
+        names.push(&hub);
+        assert!(
+            names.iter().all(|n| n.starts_with(&prefix)),
+            "lab down finds them: {names:?}"
+        );
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 17);
+        assert!(root_link("abcdefghijkl").len() <= 15, "an interface name fits IFNAMSIZ");
+    }
+
+    #[test]
+    fn a_plan_needs_two_to_sixteen_controllers() {
+        assert!(ControllerSet::plan("ha", Path::new("/tmp"), 1).is_err());
+        assert!(ControllerSet::plan("ha", Path::new("/tmp"), 17).is_err());
     }
 }

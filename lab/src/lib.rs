@@ -372,13 +372,16 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
             bail!("--controllers: expected 1 to 16, got {}", opts.controllers);
         }
         let set = (opts.controllers > 1)
-            .then(|| controller_set::ControllerSet::plan(&dir, opts.controllers))
+            .then(|| controller_set::ControllerSet::plan(&topo.name, &dir, opts.controllers))
             .transpose()?;
         if let Some(set) = &set {
             set.save(&dir)?;
         }
         let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes, opts.data_threads)?;
         build_network(topo, topo.pair_ids())?;
+        if let Some(set) = &set {
+            set.build_network()?;
+        }
         config
     };
     if opts.external_peer && opts.controllers > 1 {
@@ -496,7 +499,7 @@ pub fn refresh_processes(info: &mut LabInfo, controller_pid: u32) -> Result<()> 
                 site: String::new(),
                 index: c.index,
                 pid: c.pid,
-                netns: String::new(),
+                netns: c.netns.clone(),
                 status_file: PathBuf::new(),
                 log: c.log.clone(),
             })
@@ -510,7 +513,7 @@ pub fn refresh_processes(info: &mut LabInfo, controller_pid: u32) -> Result<()> 
                     .ok()
                     .and_then(|t| t.trim().parse().ok())
                     .unwrap_or(0),
-                netns: String::new(),
+                netns: controller_set::hub_ns(&info.name),
                 status_file: PathBuf::new(),
                 log: dir.join("logs").join(format!("{}.log", m.name)),
             }

@@ -4,8 +4,11 @@
 //!
 //! Every request has a deadline of a quarter of the lease TTL; a failure only marks etcd
 //! unreachable (a leader's validity then runs out by itself). The leader key's value is the
-//! member index; its create revision is the term. On a clean stop the lease is revoked, which
-//! deletes the key, so a standby takes over at its next poll instead of after a TTL.
+//! member index; its create revision is the term. A leader's round is: read the key (or create
+//! it), rewrite it on condition that it still carries this member's lease, renew the lease; a
+//! standby's round reads the key and deletes it once its revision stood still for a TTL
+//! ([`Silence`]). On a clean stop the lease is revoked, which deletes the key, so a standby
+//! takes over at its next poll.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ use braid_core::config::EtcdConfig;
 use braid_core::daemon::StopFlag;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 
+use super::silence::Silence;
 use super::{Leader, Leadership};
 
 /// How often a standby looks at the leader key.
@@ -113,8 +117,10 @@ impl Driver {
             .await
             .context("cannot keep the lease alive")?;
         let key = leader_key(&self.etcd);
-        let renew_every = Duration::from_millis(self.etcd.lease_ttl_s * 1000 / 4);
+        let ttl_ms = self.etcd.lease_ttl_s * 1000;
+        let renew_every = Duration::from_millis(ttl_ms / 4);
         let mut was_leading = false;
+        let mut silence = Silence::default();
         let result = async {
             while !self.stop.is_stopped() {
                 let sent = self.now_ms();
@@ -131,8 +137,9 @@ impl Driver {
                     .context("campaign timed out")?
                     .context("campaign failed")?;
                 let holder = if response.succeeded() {
-                    let term = response.header().map_or(0, |h| h.revision()) as u64;
-                    Some((Leader { member: self.me, term }, lease))
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    let term = revision as u64;
+                    Some((Leader { member: self.me, term }, lease, revision))
                 } else {
                     response.op_responses().into_iter().find_map(|op| match op {
                         TxnOpResponse::Get(get) => get.kvs().first().map(|kv| {
@@ -147,14 +154,34 @@ impl Driver {
                                     term: kv.create_revision() as u64,
                                 },
                                 kv.lease(),
+                                kv.mod_revision(),
                             )
                         }),
                         _ => None,
                     })
                 };
                 let leading = match holder {
-                    Some((leader, held_with)) if leader.member == self.me && held_with == lease => {
-                        // Ours: created just now, or still held with our lease. Renew.
+                    Some((leader, held_with, _)) if leader.member == self.me && held_with == lease => {
+                        // Ours: created just now, or still held with our lease. Rewrite it (the
+                        // standbys time its revision), then renew the lease.
+                        silence.reset();
+                        if !response.succeeded() {
+                            let rewrite = Txn::new()
+                                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                                .and_then([TxnOp::put(
+                                    key.clone(),
+                                    self.me.to_string(),
+                                    Some(PutOptions::new().with_lease(lease)),
+                                )]);
+                            let rewritten = tokio::time::timeout(deadline, client.txn(rewrite))
+                                .await
+                                .context("leader key rewrite timed out")?
+                                .context("leader key rewrite failed")?;
+                            if !rewritten.succeeded() {
+                                self.update(Leadership::lost);
+                                anyhow::bail!("the leader key no longer carries this member's lease");
+                            }
+                        }
                         tokio::time::timeout(deadline, keeper.keep_alive())
                             .await
                             .context("lease renewal timed out")?
@@ -180,14 +207,38 @@ impl Driver {
                             }
                         }
                     }
-                    other => {
-                        self.update(|l| l.observed(other.map(|(leader, _)| leader)));
+                    Some((leader, _, revision)) => {
+                        if let Some(revision) = silence.observe(revision, self.now_ms(), ttl_ms) {
+                            let depose = Txn::new()
+                                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+                                .and_then([TxnOp::delete(key.clone(), None)]);
+                            let deposed = tokio::time::timeout(deadline, client.txn(depose))
+                                .await
+                                .context("deleting a silent leader's key timed out")?
+                                .context("deleting a silent leader's key failed")?;
+                            silence.reset();
+                            if deposed.succeeded() {
+                                tracing::warn!(
+                                    member = leader.member,
+                                    term = leader.term,
+                                    "the leader's key stood still for a lease TTL: deleted it to campaign"
+                                );
+                                self.update(|l| l.observed(None));
+                                continue;
+                            }
+                        }
+                        self.update(|l| l.observed(Some(leader)));
+                        false
+                    }
+                    None => {
+                        silence.reset();
+                        self.update(|l| l.observed(None));
                         false
                     }
                 };
                 if leading != was_leading {
                     match holder {
-                        Some((leader, _)) if leading => {
+                        Some((leader, _, _)) if leading => {
                             tracing::warn!(term = leader.term, "this controller leads the set")
                         }
                         _ => tracing::warn!("this controller no longer leads the set"),

@@ -4,16 +4,18 @@
 //! Design. A controller set elects its leader through etcd ([`etcd`] is the driver): a member
 //! holding an etcd lease creates the leader key `<prefix>/leader` if it does not exist; the
 //! etcd revision of that creation is the member's **term**, which only grows from one leader to
-//! the next. The leader renews its lease every quarter of its TTL; when it dies, freezes or
-//! loses etcd, the lease runs out, etcd deletes the key, and a standby (polling every 100 ms)
-//! creates it under a newer term.
+//! the next. The leader renews its lease and rewrites its key every quarter of its TTL; when
+//! it dies, freezes or loses etcd, the rewrites stop, and a standby (polling every 100 ms) that
+//! sees the key unchanged for a TTL deletes it and creates it under a newer term ([`silence`]:
+//! sooner than etcd, which deletes the key once the lease runs out).
 //!
 //! [`Leadership`] is the pure core of that protocol, in milliseconds of one monotonic clock:
 //!
-//! * a member **leads** only while its last confirmed renewal is recent: until the moment it
-//!   *sent* that renewal plus three quarters of the TTL. etcd keeps the lease at least a TTL
-//!   after it *received* the renewal, so a leader stops acting before any standby can take over,
-//!   whatever happens to it meanwhile (a frozen process that wakes up sees its validity gone
+//! * a member **leads** only while its last confirmed renewal (lease and key rewrite) is
+//!   recent: until the moment it *sent* that renewal plus three quarters of the TTL. etcd keeps
+//!   the lease at least a TTL after it *received* the renewal, and a standby deletes the key
+//!   only a TTL after it read the last rewrite, so a leader stops acting before any standby can
+//!   take over, whatever happens to it meanwhile (a frozen process that wakes up sees its validity gone
 //!   before it does anything; a member cut off from etcd stops renewing and runs out);
 //! * the term travels with every membership push, and daemons apply pushes in `(term, epoch)`
 //!   order, so a deposed leader that still sends is refused once its successor has spoken
@@ -22,6 +24,7 @@
 //! Without etcd the lone controller always leads, under term 0.
 
 pub mod etcd;
+pub mod silence;
 
 /// Who leads, as one member sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
