@@ -242,7 +242,12 @@ impl ControllerSet {
                 .arg(dir.display().to_string())
                 .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
                 // The leader rewrites its key four times a second: keep an hour of history.
-                .args(["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h"])
+                .args([
+                    "--auto-compaction-mode",
+                    "periodic",
+                    "--auto-compaction-retention",
+                    "1h",
+                ])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

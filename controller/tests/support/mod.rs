@@ -642,8 +642,20 @@ pub fn watch_recovery(
     loop {
         let text = metrics_text(info);
         let pairs_up = metric(&text, "braid_pairs_up").expect("/metrics exports braid_pairs_up");
-        min_pairs_up = min_pairs_up.min(pairs_up);
         let s = status(info);
+        if pairs_up < min_pairs_up {
+            min_pairs_up = pairs_up;
+            let states: Vec<String> = s
+                .pairs
+                .iter()
+                .map(|p| format!("{}:{}({:?})", p.index, p.state, p.last_failure))
+                .collect();
+            eprintln!(
+                "watch_recovery: braid_pairs_up {pairs_up} at {:?}, pairs {}",
+                since.elapsed(),
+                states.join(" ")
+            );
+        }
         let g = gateway(&s, site, index);
         if new_pid.is_none() && g.pid.is_some_and(|p| p != old_pid) {
             new_pid = Some((since.elapsed(), g.pid.unwrap_or(0)));
