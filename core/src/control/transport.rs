@@ -6,6 +6,11 @@
 //! A unix socket file is created mode 0600 in a directory made on demand; a leftover file from
 //! a dead process is replaced, but a socket another live process is bound to is not, and a
 //! socket removes its file when dropped (if the file is still its own).
+//!
+//! A send never waits long: a unix datagram sender blocks while the receiver's queue is full
+//! (`net.unix.max_dgram_qlen`, 10 by default), which a frozen peer never empties. Every send
+//! gives up after [`SEND_WAIT`], so a frozen controller costs its heartbeats, not the control
+//! thread of every daemon that heartbeats to it (nor the other controllers' heartbeats).
 
 use std::fmt;
 use std::fs;
@@ -22,6 +27,8 @@ use serde::{Deserialize, Serialize};
 const UNIX_PREFIX: &str = "unix:";
 /// Socket timeouts are whole microseconds, and zero means "block forever": the shortest wait.
 const MIN_WAIT: Duration = Duration::from_millis(1);
+/// The longest a send waits for room in the receiver's queue.
+pub const SEND_WAIT: Duration = MIN_WAIT;
 
 /// Where a control socket listens or sends.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -123,6 +130,7 @@ impl ControlSocket {
         match local {
             ControlAddr::Udp(addr) => {
                 let socket = UdpSocket::bind(addr)?;
+                socket.set_write_timeout(Some(SEND_WAIT))?;
                 let local = ControlAddr::Udp(socket.local_addr()?);
                 Ok(ControlSocket {
                     socket: Socket::Udp(socket),
@@ -135,6 +143,7 @@ impl ControlSocket {
                 }
                 remove_stale_socket(path)?;
                 let socket = UnixDatagram::bind(path)?;
+                socket.set_write_timeout(Some(SEND_WAIT))?;
                 fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
                 let metadata = fs::symlink_metadata(path)?;
                 Ok(ControlSocket {
@@ -150,7 +159,8 @@ impl ControlSocket {
         &self.local
     }
 
-    /// Sends one datagram to `to`, which must be of the socket's kind.
+    /// Sends one datagram to `to`, which must be of the socket's kind. A receiver whose queue
+    /// stays full for [`SEND_WAIT`] makes it fail (`WouldBlock`) instead of waiting.
     pub fn send_to(&self, datagram: &[u8], to: &ControlAddr) -> io::Result<()> {
         let sent = match (&self.socket, to) {
             (Socket::Udp(socket), ControlAddr::Udp(addr)) => socket.send_to(datagram, addr)?,
@@ -308,6 +318,36 @@ mod tests {
 
         drop(socket);
         assert!(!path.exists(), "a dropped socket removes its file");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_receiver_that_stopped_reading_costs_dropped_sends_not_a_stalled_sender() {
+        let dir = temp_dir("frozen");
+        let frozen = ControlSocket::bind(&ControlAddr::Unix(dir.join("frozen.sock"))).unwrap();
+        let alive = ControlSocket::bind(&ControlAddr::Unix(dir.join("alive.sock"))).unwrap();
+        let sender = ControlSocket::bind(&ControlAddr::Unix(dir.join("sender.sock"))).unwrap();
+        // Far more than any receive queue holds: without a bounded send this never returns.
+        let mut refused = 0;
+        for _ in 0..200 {
+            match sender.send_to(b"heartbeat", frozen.local_addr()) {
+                Ok(()) => {}
+                Err(e) => {
+                    assert!(is_timeout(&e), "a full queue fails as a timeout, not {e:?}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            refused > 0,
+            "the frozen receiver's queue filled and later sends were refused"
+        );
+        // The sender still reaches a receiver that reads.
+        sender.send_to(b"heartbeat", alive.local_addr()).unwrap();
+        let mut buf = [0u8; 64];
+        let got = alive.recv_from(&mut buf, Duration::from_secs(5)).unwrap();
+        assert_eq!(got.map(|(len, _)| &buf[..len]), Some(&b"heartbeat"[..]));
+        drop((frozen, alive, sender));
         fs::remove_dir_all(&dir).unwrap();
     }
 
