@@ -93,6 +93,11 @@ fn gateway_restarted_once_by(info: &LabInfo, c: &LabController, site: &str, pair
         "MEASURED gateway {site}{pair} killed under controller {}: {recovery:?}",
         c.index
     );
+    assert!(
+        recovery.min_pairs_up_metric >= f64::from(info.gateways - 1),
+        "only the killed gateway's pair goes down under controller {}: {recovery:?}",
+        c.index
+    );
     // Give any second restarter time to show itself.
     std::thread::sleep(Duration::from_secs(2));
     let running = gateway_processes(info, site, pair);
@@ -177,6 +182,10 @@ fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_freezing_or_losin
     assert!(!me.leader, "the woken controller stands by: {me:?}");
     let log = std::fs::read_to_string(&second.log).unwrap_or_default();
     assert!(log.contains("standing by"), "the woken controller says it stands by");
+    assert!(
+        log.contains("did not run for"),
+        "the woken controller knows it was not watching, and holds that silence against nobody"
+    );
     gateway_restarted_once_by(info, &third, "b", 2);
 
     // 3. Cut the leader off from etcd (its own namespace loses the route; its daemons and its

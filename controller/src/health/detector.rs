@@ -29,6 +29,13 @@
 //!   demuxes' own probes must confirm a failure before an up pair is taken out (a down pair
 //!   does not come up while its gateway is unheard). When the site is heard again, daemons
 //!   still silent die of [`FailureReason::NoHeartbeat`] and are handled as usual.
+//! * **A monitor that did not run is no witness.** When the detector's clock jumps by more
+//!   than `pause_ms` between two calls (the controller was frozen, suspended or starved), nobody
+//!   was watched meanwhile: every heartbeat, canary and recovery clock is moved forward by the
+//!   gap before anything is judged, so a controller that wakes up (a standby most often, once its
+//!   heartbeats queued up and were dropped) neither fails daemons and pairs for its own silence
+//!   nor carries those false failures (and their flap penalty) into its next term as leader.
+//!   It reports [`HealthEvent::MonitorPaused`].
 //! * An **external** site ([`Detector::with_external_site`]) runs no braid: its gateways are
 //!   standard IPsec endpoints that send no heartbeats. A pair's health is then its one braid
 //!   gateway (alive, session established and fresh) plus the canaries, which are ICMP echoes
@@ -64,6 +71,9 @@ pub struct DetectorConfig {
     pub max_recovery_ms: u64,
     /// An up period this long forgives earlier flaps.
     pub stable_ms: u64,
+    /// A gap this long between two calls means the detector itself did not run (`u64::MAX`,
+    /// the default: never, for callers that do not call on a timer).
+    pub pause_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -78,6 +88,7 @@ impl Default for DetectorConfig {
             recovery_ms: 1_000,
             max_recovery_ms: 30_000,
             stable_ms: 30_000,
+            pause_ms: u64::MAX,
         }
     }
 }
@@ -107,6 +118,11 @@ pub enum HealthEvent {
     },
     DaemonAlive {
         daemon: DaemonKey,
+    },
+    /// The detector did not run for `gap_ms` (see the module docs); that silence was not held
+    /// against anyone.
+    MonitorPaused {
+        gap_ms: u64,
     },
     /// Most of `site`'s daemons went silent together: the controller lost sight of the site.
     SiteUnreachable {
@@ -206,6 +222,8 @@ pub struct Detector {
     /// site was heard again (the others then have a failure timeout to speak up).
     unreachable: BTreeMap<SiteIndex, Option<u64>>,
     events: Vec<HealthEvent>,
+    /// The latest time any call passed in.
+    latest_ms: Option<u64>,
 }
 
 impl Detector {
@@ -217,6 +235,7 @@ impl Detector {
             pairs: BTreeMap::new(),
             unreachable: BTreeMap::new(),
             events: Vec::new(),
+            latest_ms: None,
         }
     }
 
@@ -274,6 +293,7 @@ impl Detector {
     /// A heartbeat from `daemon`. Returns false when it was ignored: an unknown daemon, or one
     /// whose process exited and has not been started again.
     pub fn observe_heartbeat(&mut self, daemon: DaemonKey, now_ms: u64, facts: GatewayFacts) -> bool {
+        self.catch_up(now_ms);
         let Some(d) = self.daemons.get_mut(&daemon) else {
             return false;
         };
@@ -296,6 +316,7 @@ impl Detector {
 
     /// The supervisor saw `daemon`'s process exit: dead at once.
     pub fn observe_process_exit(&mut self, daemon: DaemonKey, now_ms: u64) {
+        self.catch_up(now_ms);
         self.mark_dead(daemon, now_ms, FailureReason::ProcessExited);
         self.evaluate_daemon_pair(daemon, now_ms);
     }
@@ -303,6 +324,7 @@ impl Detector {
     /// The supervisor (re)started `daemon`: its heartbeats count again and it must send the
     /// first one within the failure timeout.
     pub fn observe_process_started(&mut self, daemon: DaemonKey, now_ms: u64) {
+        self.catch_up(now_ms);
         if let Some(d) = self.daemons.get_mut(&daemon) {
             if d.liveness != Liveness::Alive {
                 *d = Daemon {
@@ -316,6 +338,7 @@ impl Detector {
 
     /// The result of one canary probe through `pair`.
     pub fn observe_canary(&mut self, pair: PairId, now_ms: u64, ok: bool, rtt_us: u32) {
+        self.catch_up(now_ms);
         let Some(p) = self.pairs.get_mut(&pair) else {
             return;
         };
@@ -335,6 +358,7 @@ impl Detector {
     /// Applies the timeouts at `now_ms` and returns every event since the previous tick, daemon
     /// events before the pair events they cause.
     pub fn tick(&mut self, now_ms: u64) -> Vec<HealthEvent> {
+        self.catch_up(now_ms);
         let timeout = self.config.failure_timeout_ms;
         let first_timeout = timeout.max(self.config.startup_grace_ms);
         let silent: Vec<(DaemonKey, u64)> = self
@@ -364,6 +388,37 @@ impl Detector {
             self.evaluate_pair(pair, now_ms);
         }
         std::mem::take(&mut self.events)
+    }
+
+    /// Moves every clock forward by the gap when the detector did not run for `pause_ms` or more
+    /// before `now_ms` (see the module docs).
+    fn catch_up(&mut self, now_ms: u64) {
+        let Some(latest) = self.latest_ms.replace(now_ms.max(self.latest_ms.unwrap_or(0))) else {
+            return;
+        };
+        let gap = now_ms.saturating_sub(latest);
+        if gap < self.config.pause_ms {
+            return;
+        }
+        for d in self.daemons.values_mut() {
+            match d.last_heartbeat_ms.as_mut() {
+                Some(last) => *last += gap,
+                None if d.liveness != Liveness::Dead => d.since_ms += gap,
+                None => {}
+            }
+        }
+        for p in self.pairs.values_mut() {
+            if let Some(t) = p.canary.last_ok_ms.as_mut() {
+                *t += gap;
+            }
+            if let Some(t) = p.healthy_since_ms.as_mut() {
+                *t += gap;
+            }
+        }
+        for heard in self.unreachable.values_mut().flatten() {
+            *heard += gap;
+        }
+        self.events.push(HealthEvent::MonitorPaused { gap_ms: gap });
     }
 
     /// The sites the controller has lost sight of, in order.

@@ -24,7 +24,11 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
-        let mut det = Detector::new(DetectorConfig::default());
+        Sim::with(DetectorConfig::default())
+    }
+
+    fn with(config: DetectorConfig) -> Self {
+        let mut det = Detector::new(config);
         det.watch_pair(PAIR, 0);
         Sim {
             det,
@@ -70,7 +74,11 @@ impl Sim {
 
     /// Brings the fresh pair up: healthy from the first heartbeat at 100 ms, up at 1100 ms.
     fn up() -> Self {
-        let mut sim = Sim::new();
+        Sim::up_with(DetectorConfig::default())
+    }
+
+    fn up_with(config: DetectorConfig) -> Self {
+        let mut sim = Sim::with(config);
         sim.run(1_200, |_| true);
         assert_eq!(sim.pair_events(), [(1_100, HealthEvent::PairUp { pair: PAIR })]);
         sim.events.clear();
@@ -634,4 +642,68 @@ fn a_site_heard_again_hands_its_still_silent_daemons_to_the_ordinary_rules() {
         .map(|p| p.pair)
         .collect();
     assert_eq!(up, [1, 2]);
+}
+
+fn pausing() -> DetectorConfig {
+    DetectorConfig {
+        pause_ms: 200,
+        ..DetectorConfig::default()
+    }
+}
+
+#[test]
+fn a_detector_that_did_not_run_holds_nobody_responsible_for_its_own_silence() {
+    // Up at 1_200, then the controller is frozen for 5 s: no call at all until 6_200.
+    let mut sim = Sim::up_with(pausing());
+    sim.tick(6_200);
+    assert_eq!(sim.events, [(6_200, HealthEvent::MonitorPaused { gap_ms: 5_000 })]);
+    assert_eq!(sim.pair().state, PairState::Up);
+    // It watches again from where it left off: healthy traffic keeps the pair up ...
+    sim.run(7_000, |_| true);
+    assert_eq!(sim.pair_events(), []);
+    assert!(sim.det.daemons(7_000).iter().all(|d| d.liveness == Liveness::Alive));
+}
+
+#[test]
+fn after_a_pause_a_real_failure_is_still_caught_within_its_usual_time() {
+    let mut sim = Sim::up_with(pausing());
+    // Frozen from 1_200 to 6_200; on waking, the daemons stay silent and no canary comes.
+    for t in (6_200..=6_800).step_by(10) {
+        sim.tick(t);
+    }
+    // Before the pause the last heartbeats were at 1_200: they run out after the failure
+    // timeout (400 ms) of watched time, so 400 ms after waking, never at once.
+    assert_eq!(
+        sim.pair_events(),
+        [(
+            6_600,
+            HealthEvent::PairDown {
+                pair: PAIR,
+                reason: FailureReason::NoHeartbeat { silent_ms: 400 },
+                gateway_site: Some(0)
+            }
+        )],
+        "{:?}",
+        sim.events
+    );
+}
+
+#[test]
+fn a_stale_heartbeat_read_first_on_waking_takes_nothing_down() {
+    let mut sim = Sim::up_with(pausing());
+    // The first call after the freeze is the heartbeat that was queued: the pause is seen there.
+    for site in SITES {
+        sim.det.observe_heartbeat(gw(site), 6_200, up_facts());
+    }
+    sim.tick(6_200);
+    assert_eq!(sim.events, [(6_200, HealthEvent::MonitorPaused { gap_ms: 5_000 })]);
+    assert_eq!(sim.pair().state, PairState::Up);
+}
+
+#[test]
+fn time_that_went_nowhere_or_back_is_no_pause() {
+    let mut sim = Sim::up_with(pausing());
+    sim.tick(1_150);
+    sim.tick(1_390);
+    assert_eq!(sim.events, [], "a 190 ms gap (from 1_200) is within pause_ms");
 }

@@ -198,6 +198,9 @@ pub fn run(opts: UpOptions, stop: StopFlag) -> Result<()> {
         heartbeat_ms: settings.heartbeat_ms,
         recovery_ms: settings.recovery_ms,
         max_handshake_age_ms: max_sa_age_ms(&cfg),
+        // The loop calls the detector every few tens of ms; half a failure timeout without a
+        // call means this controller was not running.
+        pause_ms: settings.failure_timeout_ms / 2,
         ..DetectorConfig::default()
     })
     .with_external_site(external_site);
@@ -596,6 +599,11 @@ impl Supervisor {
                     "site unreachable: most of its daemons went silent at once; its pairs stay in \
                      service while the other site's canaries cross them, and its daemons are \
                      neither killed nor restarted until it is heard again"
+                ),
+                HealthEvent::MonitorPaused { gap_ms } => tracing::warn!(
+                    gap_ms,
+                    "this controller did not run for {gap_ms} ms (frozen, suspended or starved): \
+                     that silence is not held against any daemon or pair"
                 ),
                 HealthEvent::SiteReachable { site } => {
                     tracing::warn!(site = spec::site_name(&self.cfg, site), "site heard again")
