@@ -199,46 +199,74 @@ impl Target {
 }
 
 /// Which controller to administer, and how: its admin socket (found through a lab, a cluster
-/// file, or given), or its signed remote channel with the admin key.
+/// file, or given), or its signed remote channel with the admin key. With a controller set
+/// (several members), a reload goes to every member and any other command to the leader,
+/// found by asking the members in turn (a standby refuses and names the leader).
 #[derive(clap::Args, Debug, Clone)]
 struct AdminTarget {
-    /// A lab's controller, by lab name (its admin socket is in the lab's directory).
+    /// A lab's controller (or every member of its controller set), by lab name (the admin
+    /// sockets are in the lab's directory).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["config", "admin_socket", "remote"])]
     lab: Option<String>,
-    /// The cluster file: administer its controller over `controller.admin_socket`.
+    /// The cluster file: administer its controller over `controller.admin_socket`, or the
+    /// members of its set over their `admin_socket`s (those on this host).
     #[arg(short, long, value_name = "FILE", conflicts_with_all = ["admin_socket", "remote"])]
     config: Option<PathBuf>,
     /// The controller's admin socket itself.
     #[arg(long, value_name = "PATH", conflicts_with = "remote")]
     admin_socket: Option<PathBuf>,
     /// A controller's signed admin channel (its `controller.admin_listen`); needs --admin-key.
+    /// Repeat it, member 0 first, to reach a controller set on several hosts.
     #[arg(long, value_name = "HOST:PORT", requires = "admin_key")]
-    remote: Option<String>,
+    remote: Vec<String>,
     /// The admin key file (mode 0600) that signs requests to --remote.
     #[arg(long, value_name = "FILE", requires = "remote")]
     admin_key: Option<PathBuf>,
 }
 
 impl AdminTarget {
-    fn channel(&self) -> anyhow::Result<Channel> {
+    /// The channel to each member (one for a lone controller), member 0 first.
+    fn channels(&self) -> anyhow::Result<Vec<Channel>> {
         use std::net::ToSocketAddrs;
-        if let (Some(remote), Some(key_file)) = (&self.remote, &self.admin_key) {
-            let addr = remote
-                .to_socket_addrs()
-                .map_err(|e| anyhow::anyhow!("--remote {remote}: {e}"))?
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("--remote {remote}: no address"))?;
-            return Channel::remote(addr, key_file);
+        if let Some(key_file) = &self.admin_key {
+            return self
+                .remote
+                .iter()
+                .map(|remote| {
+                    let addr = remote
+                        .to_socket_addrs()
+                        .map_err(|e| anyhow::anyhow!("--remote {remote}: {e}"))?
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("--remote {remote}: no address"))?;
+                    Channel::remote(addr, key_file)
+                })
+                .collect();
         }
         if let Some(path) = &self.admin_socket {
-            return Ok(Channel::Local(path.clone()));
+            return Ok(vec![Channel::Local(path.clone())]);
         }
         if let Some(name) = &self.lab {
-            return Ok(Channel::Local(lab::load_info(name)?.admin_socket()));
+            let info = lab::load_info(name)?;
+            if info.controllers.is_empty() {
+                return Ok(vec![Channel::Local(info.admin_socket())]);
+            }
+            return Ok(info
+                .controllers
+                .iter()
+                .map(|c| Channel::Local(c.admin_socket.clone()))
+                .collect());
         }
         if let Some(config) = &self.config {
             let cfg = braid_core::config::ClusterConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            return Ok(Channel::Local(cfg.controller.admin_socket));
+            if cfg.controller.members.is_empty() {
+                return Ok(vec![Channel::Local(cfg.controller.admin_socket)]);
+            }
+            return Ok(cfg
+                .controller
+                .members
+                .iter()
+                .map(|m| Channel::Local(m.admin_socket.clone()))
+                .collect());
         }
         anyhow::bail!(
             "say which controller: --lab NAME, --config FILE (its controller.admin_socket), --admin-socket PATH, \
@@ -247,7 +275,7 @@ impl AdminTarget {
     }
 
     fn send(&self, command: AdminCommand) -> anyhow::Result<()> {
-        println!("{}", admin_client::send(&self.channel()?, &command)?.trim());
+        println!("{}", admin_client::send_to_set(&self.channels()?, &command)?.trim());
         Ok(())
     }
 }

@@ -7,7 +7,8 @@
 //! itself the leader afterwards, the woken one must not act (it stands by, and the demuxes
 //! refuse anything from its old term), a gateway killed after each takeover must be restarted
 //! exactly once (one new process, one restart counted), and flows on the healthy pairs must
-//! not lose a datagram across the takeovers.
+//! not lose a datagram across the takeovers. Last, `braid gateway drain|activate --lab` finds
+//! the leader among the members.
 
 mod support;
 
@@ -218,6 +219,35 @@ fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_freezing_or_losin
         "exactly one leader once the cut-off one is back"
     );
     gateway_restarted_once_by(info, &fourth, "b", 1);
+
+    // Operator commands find the leader of the set: `--lab` asks the members in turn (the first
+    // leader is dead, a standby names the leader), and only the leader drains.
+    let gateway_cmd = |verb: &str| {
+        let out = std::process::Command::new(bin_dir().join("braid"))
+            .args(["gateway", verb, "--pair", "2", "--lab", &info.name])
+            .output()
+            .expect("run braid gateway");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "braid gateway {verb} --lab: {said}");
+        said
+    };
+    let said = gateway_cmd("drain");
+    assert!(said.contains("draining"), "{said}");
+    let view = through(info, &fourth);
+    wait_status(&view, Duration::from_secs(5), |s| {
+        s.pairs
+            .iter()
+            .any(|p| p.index == 2 && p.state == "draining")
+            .then_some(())
+    });
+    gateway_cmd("activate");
+    wait_status(&view, Duration::from_secs(5), |s| {
+        s.pairs.iter().all(|p| p.state == "up").then_some(())
+    });
 
     // Every controller's /metrics agrees: one leader in the set.
     let leading: f64 = alive

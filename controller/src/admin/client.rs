@@ -60,6 +60,59 @@ pub fn send(channel: &Channel, command: &Command) -> Result<String> {
     }
 }
 
+/// Runs `command` on a controller set, `channels[i]` reaching member `i`. A reload goes to
+/// every member (each re-reads its file). Any other command goes to the leader: members are
+/// asked in turn, a standby's refusal names the leader, which is asked next; the first member
+/// that accepts answers. A member that is down or refuses changes nothing, so asking several
+/// is safe. Fails with every member's answer when none accepted.
+pub fn send_to_set(channels: &[Channel], command: &Command) -> Result<String> {
+    if let [only] = channels {
+        return send(only, command);
+    }
+    if *command == Command::Reload {
+        let answers: Vec<(usize, Result<String>)> = channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, send(c, command)))
+            .collect();
+        let lines: Vec<String> = answers
+            .iter()
+            .map(|(i, a)| match a {
+                Ok(message) => format!("member {i}: {}", message.trim()),
+                Err(e) => format!("member {i}: {e:#}"),
+            })
+            .collect();
+        if answers.iter().any(|(_, a)| a.is_ok()) {
+            return Ok(lines.join("\n"));
+        }
+        bail!("no member of the controller set reloaded:\n{}", lines.join("\n"));
+    }
+    let mut asked = vec![false; channels.len()];
+    let mut next = Some(0);
+    let mut refusals = Vec::new();
+    while let Some(i) = next {
+        asked[i] = true;
+        match send(&channels[i], command) {
+            Ok(message) => return Ok(message),
+            Err(e) => {
+                let hint = named_leader(&format!("{e:#}")).filter(|&n| n < channels.len() && !asked[n]);
+                refusals.push(format!("member {i}: {e:#}"));
+                next = hint.or_else(|| asked.iter().position(|&a| !a));
+            }
+        }
+    }
+    bail!(
+        "no member of the controller set took the command:\n{}",
+        refusals.join("\n")
+    )
+}
+
+/// The leader a standby's refusal names ("... member N leads ...").
+fn named_leader(refusal: &str) -> Option<usize> {
+    let (before, _) = refusal.split_once(" leads")?;
+    before.rsplit_once("member ")?.1.trim().parse().ok()
+}
+
 fn connect_local(path: &Path) -> Result<UnixStream> {
     let shown = path.display();
     match UnixStream::connect(path) {
@@ -107,4 +160,93 @@ fn nonce() -> Result<String> {
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_standby_refusal_names_the_leader() {
+        let refusal = "the controller answered: this controller (member 0) stands by: member 2 leads (term 9); send the command there";
+        assert_eq!(named_leader(refusal), Some(2));
+        assert_eq!(named_leader("member 1: no admin socket at /x"), None);
+        assert_eq!(named_leader("stands by and no leader is known yet"), None);
+    }
+
+    /// A fake member on a unix socket: answers one request with `answer`; returns how many it
+    /// served (0 when nobody asked within 5 s).
+    fn member(dir: &Path, i: usize, answer: &'static str) -> (PathBuf, std::thread::JoinHandle<usize>) {
+        let path = dir.join(format!("admin-{i}.sock"));
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut served = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while served == 0 && std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let mut line = Vec::new();
+                        BufReader::new(&mut stream).read_until(b'\n', &mut line).unwrap();
+                        stream.write_all(format!("{}\n", answer.trim_end()).as_bytes()).unwrap();
+                        served += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            served
+        });
+        (path, handle)
+    }
+
+    fn answer(ok: bool, message: &str) -> &'static str {
+        Box::leak(
+            Response {
+                ok,
+                message: message.into(),
+            }
+            .encode()
+            .into_boxed_str(),
+        )
+    }
+
+    #[test]
+    fn a_command_reaches_the_leader_through_a_standby_and_past_a_dead_member() {
+        let dir = std::env::temp_dir().join(format!("braid-admin-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Member 0 stands by and names member 2; member 1 is down (no socket); member 2 leads.
+        let standby = answer(
+            false,
+            "this controller (member 0) stands by: member 2 leads (term 9); send the command there",
+        );
+        let (s0, h0) = member(&dir, 0, standby);
+        let (s2, h2) = member(&dir, 2, answer(true, "pair 1 draining (deadline 30 s)"));
+        let channels = [
+            Channel::Local(s0),
+            Channel::Local(dir.join("admin-1.sock")),
+            Channel::Local(s2),
+        ];
+        let got = send_to_set(&channels, &Command::Drain(1)).unwrap();
+        assert_eq!(got, "pair 1 draining (deadline 30 s)");
+        assert_eq!((h0.join().unwrap(), h2.join().unwrap()), (1, 1), "each asked once");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_leader_every_members_answer_is_reported() {
+        let dir = std::env::temp_dir().join(format!("braid-admin-noleader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let none = answer(false, "this controller (member 0) stands by and no leader is known yet");
+        let (s0, h0) = member(&dir, 0, none);
+        let channels = [Channel::Local(s0), Channel::Local(dir.join("admin-1.sock"))];
+        let err = format!("{:#}", send_to_set(&channels, &Command::Remove(2)).unwrap_err());
+        assert!(err.contains("member 0:") && err.contains("no leader is known"), "{err}");
+        assert!(err.contains("member 1:") && err.contains("no admin socket"), "{err}");
+        assert_eq!(h0.join().unwrap(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
