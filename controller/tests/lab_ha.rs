@@ -8,7 +8,7 @@
 //! refuse anything from its old term), a gateway killed after each takeover must be restarted
 //! exactly once (one new process, one restart counted), and flows on the healthy pairs must
 //! not lose a datagram across the takeovers. Last, `braid gateway drain|activate --lab` finds
-//! the leader among the members.
+//! the leader among the members, and a drain ordered to one leader is carried on by the next.
 
 mod support;
 
@@ -237,13 +237,27 @@ fn a_standby_takes_over_within_two_seconds_of_the_leader_dying_freezing_or_losin
     };
     let said = gateway_cmd("drain");
     assert!(said.contains("draining"), "{said}");
-    let view = through(info, &fourth);
-    wait_status(&view, Duration::from_secs(5), |s| {
-        s.pairs
-            .iter()
-            .any(|p| p.index == 2 && p.state == "draining")
-            .then_some(())
+    let draining = |s: &braid::status::StatusSnapshot| s.pairs.iter().any(|p| p.index == 2 && p.state == "draining");
+    wait_status(&through(info, &fourth), Duration::from_secs(5), |s| {
+        draining(s).then_some(())
     });
+    // The order outlives the leader that took it: the next leader drains the pair too.
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    signal(fourth.pid, libc::SIGKILL);
+    alive.retain(|&i| i != fourth.index);
+    let (fifth, _, took) = wait_takeover(info, fourth.index, &alive, killed);
+    eprintln!(
+        "MEASURED kill -9 of leader {} after a drain: controller {} leads after {took:?}",
+        fourth.index, fifth.index
+    );
+    let view = through(info, &fifth);
+    wait_status(&view, Duration::from_secs(5), |s| draining(s).then_some(()));
+    let log = std::fs::read_to_string(&fifth.log).unwrap_or_default();
+    assert!(
+        log.contains("as the operator ordered under an earlier leader"),
+        "the new leader says whose order it carries out"
+    );
     gateway_cmd("activate");
     wait_status(&view, Duration::from_secs(5), |s| {
         s.pairs.iter().all(|p| p.state == "up").then_some(())

@@ -29,6 +29,11 @@ pub fn leader_key(etcd: &EtcdConfig) -> String {
     format!("{}/leader", etcd.prefix)
 }
 
+/// The key of the operator's standing orders (see the module docs of [`super`]).
+pub fn orders_key(etcd: &EtcdConfig) -> String {
+    format!("{}/orders", etcd.prefix)
+}
+
 /// Starts the driver for member `me`; `origin` is the clock of `shared` (milliseconds since).
 pub fn spawn(
     etcd: EtcdConfig,
@@ -95,6 +100,31 @@ impl Driver {
         }
     }
 
+    /// Stores the supervisor's new standing orders, on condition that the leader key is still
+    /// the one this member created under `term` (a deposed leader's write fails).
+    async fn store_orders(&self, client: &mut Client, key: &str, orders: &str, term: u64) -> Result<()> {
+        let pending = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .orders_to_store()
+            .map(<[u8]>::to_vec);
+        let Some(record) = pending else {
+            return Ok(());
+        };
+        let store = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, term as i64)])
+            .and_then([TxnOp::put(orders, record.clone(), None)]);
+        let stored = tokio::time::timeout(self.deadline(), client.txn(store))
+            .await
+            .context("storing the standing orders timed out")?
+            .context("storing the standing orders failed")?;
+        if stored.succeeded() {
+            self.update(|l| l.orders_stored(&record));
+        }
+        Ok(())
+    }
+
     /// One connection and lease: campaigns, leads or watches until the stop flag (Ok) or an
     /// error that needs a new connection or lease.
     async fn session(&mut self) -> Result<()> {
@@ -117,6 +147,7 @@ impl Driver {
             .await
             .context("cannot keep the lease alive")?;
         let key = leader_key(&self.etcd);
+        let orders = orders_key(&self.etcd);
         let ttl_ms = self.etcd.lease_ttl_s * 1000;
         let renew_every = Duration::from_millis(ttl_ms / 4);
         let mut was_leading = false;
@@ -126,23 +157,35 @@ impl Driver {
                 let sent = self.now_ms();
                 let campaign = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key.clone(),
-                        self.me.to_string(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    )])
-                    .or_else([TxnOp::get(key.clone(), None)]);
+                    .and_then([
+                        TxnOp::put(
+                            key.clone(),
+                            self.me.to_string(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        ),
+                        TxnOp::get(orders.clone(), None),
+                    ])
+                    .or_else([TxnOp::get(key.clone(), None), TxnOp::get(orders.clone(), None)]);
                 let response = tokio::time::timeout(deadline, client.txn(campaign))
                     .await
                     .context("campaign timed out")?
                     .context("campaign failed")?;
+                let stored_orders = response.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get
+                        .kvs()
+                        .iter()
+                        .find(|kv| kv.key() == orders.as_bytes())
+                        .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+                    _ => None,
+                });
+                self.update(|l| l.observed_orders(stored_orders));
                 let holder = if response.succeeded() {
                     let revision = response.header().map_or(0, |h| h.revision());
                     let term = revision as u64;
                     Some((Leader { member: self.me, term }, lease, revision))
                 } else {
                     response.op_responses().into_iter().find_map(|op| match op {
-                        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| {
+                        TxnOpResponse::Get(get) => get.kvs().iter().find(|kv| kv.key() == key.as_bytes()).map(|kv| {
                             let member = kv
                                 .value_str()
                                 .ok()
@@ -199,6 +242,7 @@ impl Driver {
                                         l.renewed(sent);
                                     }
                                 });
+                                self.store_orders(&mut client, &key, &orders, leader.term).await?;
                                 true
                             }
                             _ => {

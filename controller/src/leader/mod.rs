@@ -21,6 +21,13 @@
 //!   order, so a deposed leader that still sends is refused once its successor has spoken
 //!   (fencing; see `braid_core::control::client`).
 //!
+//! The operator's standing orders (pairs drained or removed) travel through etcd too: the
+//! leader stores each new record under `<prefix>/orders`, fenced by its term (the write
+//! succeeds only while its leader key stands), every member reads the key in each round, and a
+//! member that takes over applies the last record stored, so a drain outlives the leader that
+//! was ordered to do it. [`Leadership`] carries the records between the driver and the
+//! supervisor.
+//!
 //! Without etcd the lone controller always leads, under term 0.
 
 pub mod etcd;
@@ -48,6 +55,10 @@ pub struct Leadership {
     seen: Option<Leader>,
     /// Whether the last exchange with etcd succeeded.
     store_reachable: bool,
+    /// Standing orders the supervisor wants stored, not yet confirmed stored.
+    orders_to_store: Option<Vec<u8>>,
+    /// The standing orders last read from etcd, with their modification revision.
+    stored_orders: Option<(i64, Vec<u8>)>,
 }
 
 impl Leadership {
@@ -60,6 +71,8 @@ impl Leadership {
             mine: None,
             seen: Some(Leader { member: 0, term: 0 }),
             store_reachable: true,
+            orders_to_store: None,
+            stored_orders: None,
         }
     }
 
@@ -72,6 +85,8 @@ impl Leadership {
             mine: None,
             seen: None,
             store_reachable: false,
+            orders_to_store: None,
+            stored_orders: None,
         }
     }
 
@@ -139,6 +154,33 @@ impl Leadership {
             }
             other => other,
         }
+    }
+
+    /// The leader's new standing orders, to be stored (the latest replaces any not yet stored).
+    pub fn store_orders(&mut self, record: Vec<u8>) {
+        self.orders_to_store = Some(record);
+    }
+
+    /// The orders waiting to be stored, if any.
+    pub fn orders_to_store(&self) -> Option<&[u8]> {
+        self.orders_to_store.as_deref()
+    }
+
+    /// `record` was stored: it no longer waits (unless newer orders replaced it meanwhile).
+    pub fn orders_stored(&mut self, record: &[u8]) {
+        if self.orders_to_store.as_deref() == Some(record) {
+            self.orders_to_store = None;
+        }
+    }
+
+    /// etcd holds `record` under the orders key, written at `revision` (`None`: no record).
+    pub fn observed_orders(&mut self, stored: Option<(i64, Vec<u8>)>) {
+        self.stored_orders = stored;
+    }
+
+    /// The standing orders last read from etcd.
+    pub fn stored_orders(&self) -> Option<&[u8]> {
+        self.stored_orders.as_ref().map(|(_, r)| r.as_slice())
     }
 
     /// This member's index.
@@ -228,5 +270,23 @@ mod tests {
         assert!(!l.store_reachable());
         l.observed(None);
         assert_eq!(l.leader(0), None);
+    }
+
+    #[test]
+    fn orders_wait_until_stored_and_newer_orders_replace_older_ones() {
+        let mut l = Leadership::elected(0, 1_000);
+        assert_eq!(l.orders_to_store(), None);
+        l.store_orders(b"drain 2".to_vec());
+        l.store_orders(b"drain 2, remove 3".to_vec());
+        assert_eq!(l.orders_to_store(), Some(&b"drain 2, remove 3"[..]));
+        // Storing the older record (in flight when the newer came) leaves the newer waiting.
+        l.orders_stored(b"drain 2");
+        assert_eq!(l.orders_to_store(), Some(&b"drain 2, remove 3"[..]));
+        l.orders_stored(b"drain 2, remove 3");
+        assert_eq!(l.orders_to_store(), None);
+        l.observed_orders(Some((40, b"drain 2, remove 3".to_vec())));
+        assert_eq!(l.stored_orders(), Some(&b"drain 2, remove 3"[..]));
+        l.observed_orders(None);
+        assert_eq!(l.stored_orders(), None);
     }
 }

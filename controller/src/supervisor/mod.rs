@@ -334,17 +334,29 @@ impl Supervisor {
     /// deadline. Orders about pairs the cluster file no longer has are dropped.
     fn restore_admin(&mut self) {
         let record = fleet::load_admin(&self.cfg.controller.state_dir);
+        self.apply_orders(record, "before the restart");
+    }
+
+    /// Carries out standing orders recorded elsewhere (`when` says where they were given):
+    /// removed pairs stay removed, draining pairs drain (again), and a pair draining here that
+    /// the record does not name is active again (the orders changed under another leader).
+    fn apply_orders(&mut self, record: fleet::AdminRecord, when: &str) {
         let now = self.now_ms();
         let timeout = self.cfg.controller.drain_timeout_s * 1000;
         for &pair in &record.removed {
             if self.membership.admin_state(pair).is_some() {
-                tracing::info!(pair, "pair stays removed, as the operator ordered before the restart");
+                tracing::info!(pair, "pair stays removed, as the operator ordered {when}");
                 self.retire_pair(pair);
             }
         }
-        for &pair in &record.draining {
-            if self.membership.drain(pair, now, timeout).is_ok() {
-                tracing::info!(pair, "pair drains again, as the operator ordered before the restart");
+        for pair in self.cfg.pairs.iter().map(|p| p.id).collect::<Vec<_>>() {
+            let draining = matches!(self.membership.admin_state(pair), Some(AdminState::Draining { .. }));
+            if record.draining.contains(&pair) {
+                if !draining && self.membership.drain(pair, now, timeout).is_ok() {
+                    tracing::info!(pair, "pair drains, as the operator ordered {when}");
+                }
+            } else if draining && !self.leaving.contains(&pair) && self.membership.reactivate(pair).is_ok() {
+                tracing::info!(pair, "pair active again, as the operator ordered {when}");
             }
         }
         self.saved_admin = record;
@@ -366,6 +378,16 @@ impl Supervisor {
         }
         if record == self.saved_admin {
             return;
+        }
+        if self.cfg.controller.etcd.is_some() {
+            match serde_json::to_vec(&record) {
+                Ok(bytes) => self
+                    .leadership
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .store_orders(bytes),
+                Err(e) => tracing::warn!("cannot encode the operator's orders: {e}"),
+            }
         }
         match fleet::save_admin(&self.cfg.controller.state_dir, &record) {
             Ok(()) => self.saved_admin = record,
@@ -424,6 +446,7 @@ impl Supervisor {
         if term == self.acting_term {
             return;
         }
+        self.acting_term = term;
         match term {
             Some(term) => {
                 tracing::warn!(
@@ -431,6 +454,26 @@ impl Supervisor {
                     member = self.opts.member,
                     "acting as the leader of the controller set"
                 );
+                let stored = self
+                    .leadership
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stored_orders()
+                    .map(serde_json::from_slice::<fleet::AdminRecord>);
+                match stored {
+                    Some(Ok(record)) => self.apply_orders(record, "under an earlier leader"),
+                    Some(Err(e)) => tracing::error!("the standing orders in etcd are unreadable, ignored: {e}"),
+                    // None stored yet: this member's own record (from its state directory) is.
+                    None if self.saved_admin != fleet::AdminRecord::default() => {
+                        if let Ok(bytes) = serde_json::to_vec(&self.saved_admin) {
+                            self.leadership
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .store_orders(bytes);
+                        }
+                    }
+                    None => {}
+                }
                 self.membership.republish();
             }
             None => tracing::warn!(
@@ -438,7 +481,6 @@ impl Supervisor {
                 "standing by: another controller leads (or etcd cannot confirm this one does)"
             ),
         }
-        self.acting_term = term;
     }
 
     /// Whether this controller may act now (see [`crate::leader`]): checked again right before
