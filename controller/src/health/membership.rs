@@ -29,6 +29,10 @@ use braid_core::flow::PairId;
 use super::types::SiteIndex;
 
 /// The operator's intent for one pair.
+/// How long after a drain begins a demux's pinned-flow report is sure to come from a census
+/// taken after it began: the census period (1 s) plus a heartbeat period and slack.
+pub const CENSUS_LAG_MS: u64 = 1_500;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AdminState {
     /// Takes new flows while healthy.
@@ -216,11 +220,16 @@ impl MembershipMachine {
         Ok(())
     }
 
-    /// `demux` reports `count` flows pinned to `pair`. Only reports during a drain matter.
-    pub fn observe_pinned_flows(&mut self, demux: SiteIndex, pair: PairId, count: u64) {
+    /// `demux` reports, at `now_ms`, `count` flows pinned to `pair`. Only reports during a drain
+    /// matter, and only from [`CENSUS_LAG_MS`] after it began: a demux counts its flows once a
+    /// second, so an earlier report may be a census from before the drain, taken before the
+    /// flows that the drain must wait for were pinned.
+    pub fn observe_pinned_flows(&mut self, demux: SiteIndex, pair: PairId, count: u64, now_ms: u64) {
         if let Some(p) = self.pairs.get_mut(&pair) {
-            if matches!(p.admin, AdminState::Draining { .. }) {
-                p.pinned_since_drain.insert(demux, count);
+            if let AdminState::Draining { since_ms, .. } = p.admin {
+                if now_ms >= since_ms.saturating_add(CENSUS_LAG_MS) {
+                    p.pinned_since_drain.insert(demux, count);
+                }
             }
         }
     }

@@ -132,17 +132,24 @@ fn added_pair_joins_only_once_healthy() {
 #[test]
 fn drain_leaves_active_at_once_and_serving_when_idle_everywhere() {
     let mut m = machine([1, 2]);
-    m.observe_pinned_flows(0, 2, 0);
-    m.observe_pinned_flows(1, 2, 0);
+    m.observe_pinned_flows(0, 2, 0, 900);
+    m.observe_pinned_flows(1, 2, 0, 900);
     m.drain(2, 1_000, 10_000).unwrap();
     assert_eq!(sets(&m), (vec![1], vec![1, 2]));
     assert!(m.tick(1_000).is_empty(), "reports from before the drain do not count");
-    m.observe_pinned_flows(0, 2, 0);
-    m.observe_pinned_flows(1, 2, 12);
-    assert!(m.tick(1_500).is_empty());
-    m.observe_pinned_flows(1, 2, 0);
+    // Within the census lag a zero may be a census from before the drain: not counted.
+    m.observe_pinned_flows(0, 2, 0, 1_000 + CENSUS_LAG_MS - 1);
+    m.observe_pinned_flows(1, 2, 0, 1_000 + CENSUS_LAG_MS - 1);
+    assert!(
+        m.tick(1_000 + CENSUS_LAG_MS - 1).is_empty(),
+        "a census that may predate the drain"
+    );
+    m.observe_pinned_flows(0, 2, 0, 2_500);
+    m.observe_pinned_flows(1, 2, 12, 2_500);
+    assert!(m.tick(2_500).is_empty());
+    m.observe_pinned_flows(1, 2, 0, 3_000);
     assert_eq!(
-        m.tick(2_000),
+        m.tick(3_000),
         [DrainFinished {
             pair: 2,
             end: DrainEnd::Idle
@@ -163,7 +170,7 @@ fn drain_ends_at_the_deadline_with_flows_still_pinned() {
             deadline_ms: 6_000
         })
     );
-    m.observe_pinned_flows(0, 2, 3);
+    m.observe_pinned_flows(0, 2, 3, 3_000);
     assert!(m.tick(5_999).is_empty());
     assert_eq!(
         m.tick(6_000),
@@ -263,9 +270,9 @@ fn scale_four_to_six_to_three() {
     }
     record(&mut m);
     for d in DEMUXES {
-        m.observe_pinned_flows(d, 4, 1);
-        m.observe_pinned_flows(d, 5, 0);
-        m.observe_pinned_flows(d, 6, 0);
+        m.observe_pinned_flows(d, 4, 1, 12_000);
+        m.observe_pinned_flows(d, 5, 0, 12_000);
+        m.observe_pinned_flows(d, 6, 0, 12_000);
     }
     let done = m.tick(12_000);
     assert_eq!(done.iter().map(|f| f.pair).collect::<Vec<_>>(), [5, 6]);

@@ -577,7 +577,7 @@ impl Supervisor {
                     }
                     for report in &hb.pairs {
                         self.membership
-                            .observe_pinned_flows(key.site, report.id, report.pinned_flows);
+                            .observe_pinned_flows(key.site, report.id, report.pinned_flows, now);
                         let (answered, lost) = d.canary_progress(report);
                         for _ in 0..lost.min(8) {
                             self.detector.observe_canary(report.id, now, false, 0);
