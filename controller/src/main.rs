@@ -349,7 +349,8 @@ enum LabCommand {
         data_threads: Option<u16>,
         /// Controllers (1-16). With 2 or more the lab also runs a three-member etcd cluster
         /// (Debian etcd-server) and the controllers elect one leader through it; each is a
-        /// process of its own (`braid up --member N`), listed in --json's processes.
+        /// process of its own (`braid up --member N`) in a namespace of its own, listed in
+        /// --json's processes, and daemons heartbeat to them over a management network.
         #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         controllers: u16,
         /// Put site a's gateways behind a 1:1 NAT, as on a cloud with elastic/external IPs:

@@ -4,15 +4,18 @@
 //!
 //! ```text
 //!  ns <lab>.c0  eth0 198.18.40.10 ─┐
-//!  ns <lab>.c1  eth0 198.18.40.11 ─┼── ns <lab>.ctl: bridge ctl0 198.18.40.1 (etcd's client
-//!  ...                             │   and peer ports)
+//!  ns <lab>.c1  eth0 198.18.40.11 ─┤
+//!  ...                             ├── ns <lab>.ctl: bridge ctl0 198.18.40.1 (etcd's client
+//!  ns <lab>.da  mgmt 198.18.40.101 ┤   and peer ports)
+//!  ns <lab>.db  mgmt 198.18.40.102 ┤
 //!  root ns  bc-<lab> 198.18.40.254 ┘   (the lab's own commands read /status and /metrics)
 //! ```
 //!
-//! Each controller serves `/metrics` and `/status` on its own address; daemons reach the
-//! controllers over unix sockets in the lab's state directory (a namespace does not separate
-//! those), like the lone controller's. [`cut_off_from_etcd`] blackholes one controller's route
-//! to etcd and nothing else. etcd runs with a 50 ms heartbeat and a 500 ms election timeout,
+//! The control network is the sites' management network too: each site's demux has a link to
+//! it (`mgmt`) and routes for its gateways, which reach it through their demux. Daemons send
+//! heartbeats to the controllers' UDP control addresses (`198.18.40.<10+i>:7400`), so a site
+//! can be cut off from every controller while its data path runs on ([`partition_site`]), and
+//! [`cut_off_from_etcd`] blackholes one controller's route to etcd and nothing else. etcd runs with a 50 ms heartbeat and a 500 ms election timeout,
 //! which lets the controllers' leases last 1 s: a dead leader is replaced within about a
 //! second. Every controller shares the lab's runtime directory (daemon logs and status files),
 //! with a log, pid file, admin socket and persistent state of its own. The control network's
@@ -29,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{ip, ip_in};
-use crate::topology::ns_prefix;
+use crate::topology::{ns_prefix, Topology, SITES};
 
 /// etcd members in a lab's controller set.
 pub const ETCD_MEMBERS: usize = 3;
@@ -45,6 +48,26 @@ const ROOT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 254);
 const BRIDGE: &str = "ctl0";
 /// A controller's metrics port, on its own address.
 const METRICS_PORT: u16 = 9477;
+/// A controller's UDP control port, on its own address.
+const CONTROL_PORT: u16 = 7400;
+/// The control network.
+const CONTROL_NET: &str = "198.18.40.0/24";
+
+/// Site `n`'s (1 or 2) demux address on the control network.
+fn site_mgmt_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 40, 100 + n)
+}
+
+/// The subnet of `lan` (a /24), as `ip route` wants it.
+fn subnet_of(lan: Ipv4Addr) -> String {
+    let [a, b, c, _] = lan.octets();
+    format!("{a}.{b}.{c}.0/24")
+}
+
+/// The hub's end of site `site`'s management link.
+fn site_port(site: &str) -> String {
+    format!("s{site}")
+}
 
 /// Controller `index`'s address on the control network.
 fn controller_addr(index: u16) -> Ipv4Addr {
@@ -132,8 +155,9 @@ impl ControllerSet {
     }
 
     /// Builds the control network: the hub namespace with its bridge, the root namespace's
-    /// link to it, and one namespace per controller.
-    pub fn build_network(&self) -> Result<()> {
+    /// link to it, one namespace per controller, and each site's management link (its demux
+    /// namespace must exist; gateways get their route in [`route_gateway`]).
+    pub fn build_network(&self, topo: &Topology) -> Result<()> {
         let hub = hub_ns(&self.lab);
         ip(&["netns", "add", &hub])?;
         ip_in(&hub, &["link", "set", "dev", "lo", "up"])?;
@@ -166,6 +190,19 @@ impl ControllerSet {
                     "eth0",
                 ],
             )?;
+        }
+        for (n, site) in (1u8..).zip(SITES) {
+            let demux = topo.demux_ns(site);
+            let port = site_port(site);
+            crate::veth(&demux, "mgmt", &hub, &port)?;
+            ip_in(&hub, &["link", "set", "dev", &port, "master", BRIDGE])?;
+            let mgmt = format!("{}/24", site_mgmt_addr(n));
+            ip_in(&demux, &["addr", "add", &mgmt, "dev", "mgmt"])?;
+            let lan = subnet_of(topo.site(site).lan);
+            let via = site_mgmt_addr(n).to_string();
+            for c in &self.controllers {
+                ip_in(&c.netns, &["route", "add", &lan, "via", &via])?;
+            }
         }
         Ok(())
     }
@@ -201,8 +238,8 @@ impl ControllerSet {
         for c in &self.controllers {
             let _ = writeln!(
                 yaml,
-                "    - address: unix:{}\n      metrics: {}\n      admin_socket: {}\n      state_dir: {}",
-                dir.join(format!("control-{}.sock", c.index)).display(),
+                "    - address: \"{}:{CONTROL_PORT}\"\n      metrics: {}\n      admin_socket: {}\n      state_dir: {}",
+                controller_addr(c.index),
                 c.metrics,
                 c.admin_socket.display(),
                 dir.join(format!("state-{}", c.index)).display(),
@@ -297,6 +334,23 @@ impl ControllerSet {
         std::fs::write(dir.join(format!("controller-{index}.pid")), child.id().to_string())?;
         Ok(child.id())
     }
+}
+
+/// Gives gateway `site``pair` of a lab with a controller set its route to the control network,
+/// through its site's demux.
+pub fn route_gateway(topo: &Topology, site: &str, pair: u16) -> Result<()> {
+    let via = topo.site(site).lan.to_string();
+    ip_in(
+        &topo.gateway_ns(site, pair),
+        &["route", "add", CONTROL_NET, "via", &via],
+    )
+}
+
+/// Cuts site `site` of lab `name` off from every controller and from etcd (`cut`: its
+/// management link goes down), or reconnects it. Its data path is untouched.
+pub fn partition_site(name: &str, site: &str, cut: bool) -> Result<()> {
+    let state = if cut { "down" } else { "up" };
+    ip_in(&hub_ns(name), &["link", "set", "dev", &site_port(site), state])
 }
 
 /// Cuts controller `index` of lab `name` off from etcd (`cut`), or reconnects it: a blackhole

@@ -380,7 +380,7 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes, opts.data_threads)?;
         build_network(topo, topo.pair_ids())?;
         if let Some(set) = &set {
-            set.build_network()?;
+            set.build_network(topo)?;
         }
         config
     };
@@ -606,6 +606,7 @@ fn wan_bridge(wan: &str) -> Result<()> {
 /// Builds the namespaces and links of the gateways of `pairs` (both sites).
 fn build_gateways(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> Result<()> {
     let wan = topo.wan_ns();
+    let controller_set = controller_set::ControllerSet::load(&state_dir(&topo.name))?.is_some();
     for site in SITES {
         let demux = topo.demux_ns(site);
         for pair in pairs.clone() {
@@ -639,6 +640,9 @@ fn build_gateways(topo: &Topology, pairs: impl Iterator<Item = u16> + Clone) -> 
             if private.is_some() {
                 let router = topology::NAT_ROUTER.to_string();
                 ip_in(&gw, &["route", "add", "default", "via", &router, "dev", "wan"])?;
+            }
+            if controller_set {
+                controller_set::route_gateway(topo, site, pair)?;
             }
         }
     }
