@@ -521,6 +521,16 @@ impl Cluster {
         }
     }
 
+    /// The pairs up now.
+    fn up_pairs(&self) -> Vec<PairId> {
+        self.det
+            .pairs(self.now)
+            .iter()
+            .filter(|p| p.state == PairState::Up)
+            .map(|p| p.pair)
+            .collect()
+    }
+
     fn downs(&self) -> Vec<(PairId, FailureReason)> {
         self.events
             .iter()
@@ -566,14 +576,7 @@ fn a_site_gone_silent_at_once_is_unreachable_and_only_canaries_take_its_pairs_do
     );
     // Pairs 1 and 2 stayed up (their canaries cross); pair 3 went down once, confirmed by them.
     assert_eq!(c.downs(), [(3, FailureReason::CanaryLost)]);
-    let up: Vec<PairId> = c
-        .det
-        .pairs(c.now)
-        .iter()
-        .filter(|p| p.state == PairState::Up)
-        .map(|p| p.pair)
-        .collect();
-    assert_eq!(up, [1, 2]);
+    assert_eq!(c.up_pairs(), [1, 2]);
 }
 
 #[test]
@@ -634,14 +637,7 @@ fn a_site_heard_again_hands_its_still_silent_daemons_to_the_ordinary_rules() {
         matches!(dead[0], (d, FailureReason::NoHeartbeat { .. }) if d == dead_gw),
         "{dead:?}"
     );
-    let up: Vec<PairId> = c
-        .det
-        .pairs(c.now)
-        .iter()
-        .filter(|p| p.state == PairState::Up)
-        .map(|p| p.pair)
-        .collect();
-    assert_eq!(up, [1, 2]);
+    assert_eq!(c.up_pairs(), [1, 2]);
 }
 
 fn pausing() -> DetectorConfig {

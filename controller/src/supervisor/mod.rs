@@ -380,18 +380,23 @@ impl Supervisor {
             return;
         }
         if self.cfg.controller.etcd.is_some() {
-            match serde_json::to_vec(&record) {
-                Ok(bytes) => self
-                    .leadership
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .store_orders(bytes),
-                Err(e) => tracing::warn!("cannot encode the operator's orders: {e}"),
-            }
+            self.share_orders(&record);
         }
         match fleet::save_admin(&self.cfg.controller.state_dir, &record) {
             Ok(()) => self.saved_admin = record,
             Err(e) => tracing::warn!("cannot record the operator's orders: {e}"),
+        }
+    }
+
+    /// Hands standing orders to the etcd driver, which stores them while this member leads.
+    fn share_orders(&self, record: &fleet::AdminRecord) {
+        match serde_json::to_vec(record) {
+            Ok(bytes) => self
+                .leadership
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .store_orders(bytes),
+            Err(e) => tracing::warn!("cannot encode the operator's orders: {e}"),
         }
     }
 
@@ -465,12 +470,7 @@ impl Supervisor {
                     Some(Err(e)) => tracing::error!("the standing orders in etcd are unreadable, ignored: {e}"),
                     // None stored yet: this member's own record (from its state directory) is.
                     None if self.saved_admin != fleet::AdminRecord::default() => {
-                        if let Ok(bytes) = serde_json::to_vec(&self.saved_admin) {
-                            self.leadership
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .store_orders(bytes);
-                        }
+                        self.share_orders(&self.saved_admin);
                     }
                     None => {}
                 }
