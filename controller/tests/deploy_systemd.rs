@@ -195,7 +195,7 @@ fn the_units_are_notify_services_with_a_watchdog_credentials_and_no_start_limit(
     );
     assert_eq!(
         value("braid-demux.service", "Service", "CapabilityBoundingSet"),
-        "CAP_NET_ADMIN"
+        "CAP_NET_ADMIN CAP_BPF"
     );
     assert_eq!(
         value("braid-demux.service", "Service", "DeviceAllow"),

@@ -3,7 +3,9 @@
 //! With two data threads per demux (set in the lab's cluster file), many TCP streams (every
 //! byte verified, both ways) and sequence-numbered UDP flows cross the cluster: no flow is split
 //! over two pairs (told from captures of the GENEVE traffic on each site's LAN), nothing is
-//! reordered, both demuxes handed packets between their threads, and every pair carried a share.
+//! reordered, every pair carried a share, and the kernel queued (nearly) every packet a site
+//! sent for the thread owning its flow (the demux's eBPF steering program), while what came
+//! back from the gateways, delivered by gateway rather than by flow, was handed between threads.
 //!
 //! Then the thread count changes under load, as an operator would change it: `data_threads`
 //! edited in the cluster file, each demux stopped (SIGTERM) and restarted by the controller,
@@ -112,8 +114,15 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
             Some(2),
             "demux {site} runs the two data threads the cluster file sets"
         );
+        assert_eq!(
+            demux_status(info, site)["kernel_steering"].as_bool(),
+            Some(true),
+            "demux {site} has the kernel queue each packet for its owner thread"
+        );
     }
     let handed_before = ["a", "b"].map(|site| counter(info, "demux", site, 0, "handed_off_packets"));
+    let from_tun_before = ["a", "b"].map(|site| counter(info, "demux", site, 0, "handed_off_from_tun_packets"));
+    let tun_rx_before = ["a", "b"].map(|site| counter(info, "demux", site, 0, "tun_rx_packets"));
     let tx_before = ["a", "b"].map(|site| pair_tx_packets(info, site));
 
     let lan_a = capture_site_lan(info, "a", "share-a.pcap");
@@ -167,6 +176,16 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
         .zip(handed_before)
         .map(|(site, before)| counter(info, "demux", site, 0, "handed_off_packets") - before)
         .collect();
+    let from_tun: Vec<(u64, u64)> = ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, site)| {
+            (
+                counter(info, "demux", site, 0, "handed_off_from_tun_packets") - from_tun_before[i],
+                counter(info, "demux", site, 0, "tun_rx_packets") - tun_rx_before[i],
+            )
+        })
+        .collect();
     let drops_after_udp = handoff_drops(info);
     let mut spread = Vec::new();
     for (site, before) in ["a", "b"].iter().zip(&tx_before) {
@@ -181,7 +200,8 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
         spread.push((site.to_string(), delta));
     }
     eprintln!(
-        "MEASURED 2 threads: handed off a {} b {}; handoff drops after the TCP runs \
+        "MEASURED 2 threads: handed off a {} b {}, of which read from the TUN (handed off / read) \
+         {from_tun:?}; handoff drops after the TCP runs \
          {drops_after_tcp:?}, after the UDP run {drops_after_udp:?}; tx packets per pair {spread:?}; \
          flows per pair {flows_per_pair:?} ({tcp_flows} TCP, {} UDP); TCP {} / {} Mbit/s; {:?} in all",
         handed[0],
@@ -191,6 +211,17 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
         reverse["aggregate_mbps"],
         started.elapsed()
     );
+    // The kernel queued what each site sent for the thread owning its flow (a flow the kernel
+    // and the demux place differently would be handed over every time); what came back from
+    // the gateways arrives by gateway, not by flow, and is handed over.
+    for (site, (handed_from_tun, read)) in ["a", "b"].iter().zip(&from_tun) {
+        assert!(*read > 10_000, "demux {site} read the traffic from its TUN: {read}");
+        assert!(
+            *handed_from_tun * 1000 <= *read,
+            "demux {site}: {handed_from_tun} of {read} packets read from the TUN reached a thread that \
+             does not own their flow"
+        );
+    }
     for (site, n) in ["a", "b"].iter().zip(&handed) {
         assert!(*n > 0, "demux {site} handed packets between its threads");
     }

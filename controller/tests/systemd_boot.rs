@@ -4,7 +4,8 @@
 //! keys as root-only files that reach the daemons only as credentials. Inside, a script starts
 //! `braid-demux` and `braid-gw@1` and records what systemd says; the test then checks that each
 //! start waited for `READY=1` and shows the daemon's `STATUS=`, that the demux (user `braid`,
-//! `CAP_NET_ADMIN` only) brought its TUN up and installed its route, that the watchdog was fed
+//! `CAP_NET_ADMIN` and `CAP_BPF` only) brought its TUN up, installed its route and steers
+//! packets to its two data threads in the kernel, that the watchdog was fed
 //! for seconds and fired once the gateway was frozen (SIGSTOP), that a dozen SIGKILLs in a row
 //! never exhausted the start limit, and that the daemons stopped cleanly. Needs root and `systemd-nspawn` (Debian's
 //! `systemd-container`, which `.ci/run` installs); skipped loudly otherwise. Creates a network
@@ -122,7 +123,7 @@ fn stage(dir: &Path) {
         format!(
             r#"cluster: {{ name: sdboot, secret_file: {secret} }}
 sites:
-  a: {{ prefixes: [198.18.1.0/24], demux: {{ tun: braid0, geneve: "127.0.0.1:46081" }} }}
+  a: {{ prefixes: [198.18.1.0/24], demux: {{ tun: braid0, geneve: "127.0.0.1:46081", data_threads: 2 }} }}
   b: {{ prefixes: [198.18.2.0/24], demux: {{ tun: braid0, geneve: "127.0.0.2:46081" }} }}
 pairs:
   - id: 1
@@ -211,6 +212,9 @@ fn the_gateway_and_demux_units_under_a_real_systemd() {
             "--register=no",
         ])
         .args(["--keep-unit", "--private-network", "--quiet", "--bind=/dev/net/tun"])
+        // nspawn keeps CAP_BPF and the bpf() call from its containers unless asked; the unit
+        // then decides what the demux gets.
+        .args(["--capability=CAP_BPF", "--system-call-filter=bpf"])
         .arg(bind("etc-braid", "/etc/braid", false))
         .arg(bind("system", "/etc/systemd/system", false))
         .arg(bind("sysusers", "/etc/sysusers.d", false))
@@ -247,6 +251,8 @@ fn the_gateway_and_demux_units_under_a_real_systemd() {
         "{context}"
     );
     assert_eq!((get("tun"), get("route")), ("1", "1"), "{context}");
+    // With the unit's CAP_BPF, its two data threads get packets queued by flow owner.
+    assert!(journal.contains("data_threads=2 kernel_steering=true"), "{context}");
     assert_eq!(
         (get("demux_fed.ActiveState"), get("demux_fed.NRestarts")),
         ("active", "0"),

@@ -80,3 +80,13 @@ pub enum Classified {
     /// A fragment with a non-zero offset: no transport header, so no ports.
     LaterFragment { frag: FragmentId },
 }
+
+impl Classified {
+    /// The packet's 5-tuple, if it carries one (a later fragment does not).
+    pub fn tuple(&self) -> Option<&FiveTuple> {
+        match self {
+            Classified::Whole { tuple, .. } | Classified::FirstFragment { tuple, .. } => Some(tuple),
+            Classified::LaterFragment { .. } => None,
+        }
+    }
+}

@@ -25,6 +25,7 @@ use braid_demux::steer::{
     FlowHasher, FragmentTable, IdleTimeouts, MaglevTable, Steering, DEFAULT_FRAGMENT_CAPACITY, DEFAULT_FRAGMENT_TTL_MS,
 };
 use braid_demux::tun::Tun;
+use braid_sys::steer::OwnerProgram;
 use clap::Parser;
 
 /// braid-demux owns a TUN device for one site. Every packet routed into it is hashed on its
@@ -63,6 +64,11 @@ struct Args {
     /// `demux.data_threads`; default one per CPU core).
     #[arg(long, env = "BRAID_DEMUX_DATA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     data_threads: Option<u16>,
+    /// Let the kernel pick each outgoing packet's TUN queue by its own hash instead of by the
+    /// flow's owner thread (an eBPF program, which needs CAP_BPF): about half the packets then
+    /// reach a thread that hands them to their owner. For measuring; the default steers.
+    #[arg(long, env = "BRAID_DEMUX_NO_KERNEL_STEERING", value_parser = clap::builder::BoolishValueParser::new())]
+    no_kernel_steering: bool,
     /// Microseconds an idle data thread keeps polling before it sleeps (0: sleep at once).
     /// Lowers latency and wake-ups on a host with cores to spare; burns a core per thread
     /// while traffic trickles.
@@ -108,6 +114,7 @@ fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("cannot open another queue of {}", settings.tun_name))?;
         queues.push(queue);
     }
+    let kernel_steering = threads > 1 && !args.no_kernel_steering && steer_to_owners(&queues[0], threads);
     if !args.no_routes {
         for prefix in &settings.peer_prefixes {
             install_route(&prefix.to_string(), &settings.tun_name)?;
@@ -164,7 +171,7 @@ fn run(args: &Args) -> Result<()> {
     });
     tracing::info!(
         site = %settings.site, tun = %settings.tun_name, geneve = %settings.geneve_bind,
-        pairs = pair_ids.len(), mtu = settings.mtu, offload, data_threads = threads,
+        pairs = pair_ids.len(), mtu = settings.mtu, offload, data_threads = threads, kernel_steering,
         controller = %settings.controllers[0], controllers = settings.controllers.len(), "demux running"
     );
 
@@ -220,6 +227,7 @@ fn run(args: &Args) -> Result<()> {
             json["pid"] = std::process::id().into();
             json["epoch"] = path.epoch().into();
             json["data_threads"] = threads.into();
+            json["kernel_steering"] = kernel_steering.into();
             // What the watchdog goes by, for supervisors without one (a Kubernetes probe).
             json["progressing"] = all_progressing(markers.iter().copied()).into();
             json
@@ -319,4 +327,24 @@ fn install_route(prefix: &str, dev: &str) -> Result<()> {
     }
     tracing::info!(%prefix, %dev, "route installed");
     Ok(())
+}
+
+/// Makes the kernel queue each packet the site sends on the TUN queue of the thread owning its
+/// flow ([`braid_sys::steer`]). Without the privilege or kernel support for it, says why and
+/// leaves the kernel's choice: the threads then hand packets to each other.
+fn steer_to_owners(tun: &Tun, threads: usize) -> bool {
+    let attached = u32::try_from(threads)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        .and_then(OwnerProgram::load)
+        .and_then(|program| program.steer_tun(tun));
+    match attached {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "the kernel will pick TUN queues by its own hash, so the data threads hand about half the \
+                 packets to each other: {e}"
+            );
+            false
+        }
+    }
 }

@@ -14,11 +14,14 @@
 //! * [`memory`]: large fixed arrays advised onto transparent huge pages (`madvise`) and CPU
 //!   prefetch hints.
 //! * [`signal`]: the SIGTERM/SIGINT handler that asks a daemon to stop (`sigaction`).
+//! * [`steer`]: the eBPF program that makes the kernel deliver each packet to the data thread
+//!   owning its flow (`bpf(2)`, `TUNSETSTEERINGEBPF`, `SO_ATTACH_REUSEPORT_EBPF`).
 //!
 //! Nothing here allocates per packet. Tooling outside the data path (the controller's lab and
 //! supervisor, the bench harness) keeps its own, separately reviewed, unsafe code.
 
 pub mod memory;
 pub mod signal;
+pub mod steer;
 pub mod tun;
 pub mod udp;

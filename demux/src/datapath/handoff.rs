@@ -1,13 +1,14 @@
 //! Handing a packet to the data thread that owns its flow.
 //!
-//! Every flow has one owner thread ([`super::owner_of`], from the flow hash), and only the
+//! Every flow has one owner thread ([`super::owner_of`], from its 5-tuple), and only the
 //! owner touches the flow's entry in its flow table, so no table is shared and none is locked.
 //! The kernel decides which thread *reads* a packet (the TUN queue it lands on, the GENEVE
 //! socket `SO_REUSEPORT` picks); a thread that reads a packet it does not own copies it into a
-//! [`Parcel`] and pushes it into the owner's inbox. Once the owner has written a flow's packets
-//! to its own TUN queue, the kernel queues that flow's replies to the same queue (the TUN's
-//! flow steering follows the last writer), so the established flows of a busy link mostly
-//! arrive at their owner already.
+//! [`Parcel`] and pushes it into the owner's inbox. On the TUN side that is the exception: the
+//! demux's steering program ([`braid_sys::steer`]) has the kernel queue every packet for its
+//! owner, so only a packet the program places differently (or every other packet, on a kernel
+//! or host that refused the program) comes here. On the GENEVE side it is the rule for half
+//! the packets of two threads: the kernel spreads datagrams by gateway, not by flow.
 //!
 //! Order: one flow's packets reach its owner through one path — the owner's own queue or
 //! socket, or one reader's inbox, which is first in, first out — so a flow is never reordered

@@ -160,6 +160,9 @@ impl Lane {
         let counter = match self.path.mesh.send(self.id, owner, direction, bytes) {
             Ok(()) => {
                 self.proc.stats.counters.add(c::HANDED_OFF, packets);
+                if direction == Direction::Outbound {
+                    self.proc.stats.counters.add(c::HANDED_OFF_FROM_TUN, packets);
+                }
                 self.wake[owner] = true;
                 return true;
             }

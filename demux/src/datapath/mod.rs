@@ -4,9 +4,12 @@
 //!
 //! The TUN is opened multi-queue and every data thread owns one queue of it, one GENEVE socket
 //! (all bound to the same address with `SO_REUSEPORT`), its own flow table and its own
-//! counters. Every flow has one owner, picked from its keyed flow hash ([`owner_of`]), and only
+//! counters. Every flow has one owner, picked from its 5-tuple ([`owner_of`]), and only
 //! the owner steers it, learns it and writes it to the TUN; a thread that reads a packet of a
-//! flow it does not own hands it over ([`handoff`]) before touching any state. So the flow
+//! flow it does not own hands it over ([`handoff`]) before touching any state. The kernel runs
+//! the same owner function ([`braid_sys::steer`]) to pick the TUN queue and the GENEVE socket
+//! of every packet, so handoffs are the exception: packets the kernel could not place (IPv6
+//! extension headers, a receive coalescing several flows) or a kernel that refused the program. So the flow
 //! table is consistent for both directions of a flow with no lock, and a flow keeps one path
 //! through the demux (its owner) whichever queue or socket the kernel delivers it on. Later
 //! fragments (no 5-tuple) are handled where they are read: the fragment cache is the one
@@ -56,11 +59,13 @@ pub mod handoff;
 mod inbound;
 mod lane;
 mod outbound;
+#[cfg(test)]
+mod owner_tests;
 pub mod processor;
 pub mod snapshot;
 mod stats;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -68,9 +73,10 @@ use braid_core::config::Prefix;
 use braid_core::control::PairReport;
 use braid_core::counters::CounterSet;
 use braid_core::daemon::StopFlag;
-use braid_core::flow::{Classified, PairId};
+use braid_core::flow::{proto, Classified, FiveTuple, PairId};
 use braid_core::service::Progress;
 use braid_core::wire::{geneve, WireError};
+use braid_sys::steer::OWNER_MIX;
 
 use crate::canary::PairCanary;
 
@@ -90,13 +96,33 @@ const HEADROOM: usize = geneve::GENEVE_HEADER_LEN;
 /// census and canary results.
 pub const CANARY_INTERVAL_MS: u64 = 100;
 
-/// The owner thread of a flow, out of `threads`, from its flow hash. The hash is mixed first
-/// (Fibonacci hashing) so the owner does not correlate with the hash bits that pick flow-table
-/// buckets and tags: every thread's table sees uniformly spread hashes.
+/// The owner thread of a flow, out of `threads`: the function the kernel runs to steer packets
+/// ([`braid_sys::steer`]), so a flow's packets are read by its owner whenever the kernel
+/// steers them. The 32-bit words of both addresses and, for TCP and UDP, `source port ^
+/// destination port` are xored (so both directions of a flow agree), multiplied by
+/// [`OWNER_MIX`], and the top 16 bits taken modulo `threads`.
+///
+/// It is not keyed: someone choosing both ends of many flows can make them share one thread,
+/// which costs that thread's share of the work and nothing else (which *pair* a flow takes is
+/// still decided by the keyed flow hash, like a NIC's receive-side scaling with a known key).
 #[inline]
-pub fn owner_of(hash: u64, threads: usize) -> usize {
-    let mixed = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-    ((mixed * threads as u64) >> 32) as usize
+pub fn owner_of(tuple: &FiveTuple, threads: usize) -> usize {
+    let mut folded = fold_address(tuple.src) ^ fold_address(tuple.dst);
+    if matches!(tuple.proto, proto::TCP | proto::UDP) {
+        folded ^= u32::from(tuple.src_port ^ tuple.dst_port);
+    }
+    (folded.wrapping_mul(OWNER_MIX) >> 16) as usize % threads.max(1)
+}
+
+fn fold_address(addr: IpAddr) -> u32 {
+    match addr {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => v6
+            .octets()
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .fold(0, |a, w| a ^ w),
+    }
 }
 
 /// What one data thread publishes for the control thread, every [`CANARY_INTERVAL_MS`].

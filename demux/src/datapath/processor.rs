@@ -149,8 +149,8 @@ impl Processor {
         };
         let flow = self.steering.flow_of(&class);
         if may_hand_off {
-            if let Some((hash, _)) = flow {
-                let owner = owner_of(hash, self.threads);
+            if let (Some(tuple), Some(_)) = (class.tuple(), flow) {
+                let owner = owner_of(tuple, self.threads);
                 if owner != self.id {
                     return Claim::Theirs(owner);
                 }
@@ -313,7 +313,7 @@ impl Processor {
     /// Returns the datagram's length and the gateway to send it to.
     pub fn probe(&mut self, pair: PairId, now_ms: u64, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let owner = match self.canary.probe_tuple(pair) {
-            Some(tuple) => owner_of(self.steering.hash_tuple(&tuple), self.threads),
+            Some(tuple) => owner_of(&tuple, self.threads),
             None => 0,
         };
         if owner != self.id || out.len() <= HEADROOM {

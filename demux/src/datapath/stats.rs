@@ -43,6 +43,7 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "drop_handoff_no_buffer",
     "drop_handoff_inbox_full",
     "drop_geneve_oam",
+    "handed_off_from_tun_packets",
 ];
 
 /// Indices into [`DEMUX_COUNTERS`].
@@ -77,6 +78,9 @@ pub mod c {
     pub const DROP_HANDOFF_INBOX_FULL: usize = 23;
     /// From a gateway: a GENEVE control (OAM) packet.
     pub const DROP_GENEVE_OAM: usize = 24;
+    /// The part of [`HANDED_OFF`] read from the TUN: what kernel steering did not place on the
+    /// owner's queue.
+    pub const HANDED_OFF_FROM_TUN: usize = 25;
 }
 
 /// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).

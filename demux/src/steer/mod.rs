@@ -309,11 +309,7 @@ impl Steering {
 
     /// The hash and canonical key of a packet that carries a 5-tuple.
     pub fn flow_of(&self, packet: &Classified) -> Option<(u64, FlowKey)> {
-        let tuple = match packet {
-            Classified::Whole { tuple, .. } | Classified::FirstFragment { tuple, .. } => tuple,
-            Classified::LaterFragment { .. } => return None,
-        };
-        let key = FlowKey::new(tuple);
+        let key = FlowKey::new(packet.tuple()?);
         Some((self.hasher.hash_key(&key), key))
     }
 
