@@ -258,9 +258,7 @@ impl AdminTarget {
         }
         if let Some(config) = &self.config {
             let cfg = braid_core::config::ClusterConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if cfg.controller.members.is_empty() {
-                return Ok(vec![Channel::Local(cfg.controller.admin_socket)]);
-            }
+            // A lone controller is a set of one: `members` always lists it.
             return Ok(cfg
                 .controller
                 .members

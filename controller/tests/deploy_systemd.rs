@@ -11,6 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use braid_core::keys::credentials::credential_name;
+use braid_core::keys::KeyKind;
+
 const UNITS: [&str; 3] = ["braid-gw@.service", "braid-demux.service", "braid-controller.service"];
 const INSTALLED_AT: &str = "/usr/local/bin/";
 
@@ -159,15 +162,7 @@ fn the_units_are_notify_services_with_a_watchdog_credentials_and_no_start_limit(
         for credential in values(unit, "Service", "LoadCredential") {
             let name = credential.split(':').next().unwrap();
             assert!(
-                [
-                    "private-key",
-                    "role-key",
-                    "psk",
-                    "cluster-secret",
-                    "flow-hash-key",
-                    "admin-key"
-                ]
-                .contains(&name),
+                KeyKind::ALL.map(credential_name).contains(&name),
                 "{unit}: credential {name} is not one braid reads"
             );
         }

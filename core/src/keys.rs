@@ -111,6 +111,19 @@ pub enum KeyKind {
     FlowHashKey,
 }
 
+impl KeyKind {
+    /// Every kind of key braid reads.
+    pub const ALL: [KeyKind; 7] = [
+        KeyKind::PrivateKey,
+        KeyKind::PublicKey,
+        KeyKind::ClusterSecret,
+        KeyKind::AdminKey,
+        KeyKind::PresharedKey,
+        KeyKind::RoleKey,
+        KeyKind::FlowHashKey,
+    ];
+}
+
 impl fmt::Display for KeyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -187,6 +187,9 @@ impl Lane {
     fn take_parcels(&mut self, bufs: &mut Buffers, now: u64) -> bool {
         let mut held = std::mem::take(&mut bufs.held);
         let mut taken = 0;
+        // Shared by the round's parcels, as `receive` shares them among a batch's datagrams.
+        let mut reply = [0u8; HEADROOM + 128];
+        let now_us = self.path.now_us();
         while taken < BATCH {
             let Some(mut parcel) = self.path.mesh.receive(self.id) else {
                 break;
@@ -202,8 +205,6 @@ impl Lane {
                     self.path.mesh.recycle(parcel);
                 }
                 Direction::Inbound { pair, from } => {
-                    let mut reply = [0u8; HEADROOM + 128];
-                    let now_us = self.path.now_us();
                     match self
                         .proc
                         .inbound_inner(parcel.bytes_mut(), pair, now, now_us, &mut reply)
