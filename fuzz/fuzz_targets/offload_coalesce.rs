@@ -2,7 +2,8 @@
 //! the inbound thread pushes them (inner packets of accepted GENEVE datagrams).
 //!
 //! Input: a mode byte (bit 0: fill in every packet's TCP/UDP checksum first, so mutated
-//! segments still qualify for merging), then up to 64 packets, each a u16 LE length (modulo
+//! segments still qualify for merging; bit 1: merge UDP datagrams too, as the demux does on a
+//! kernel that takes UDP super-packets), then up to 64 packets, each a u16 LE length (modulo
 //! 2049) and that many bytes.
 //!
 //! Checks (`braid_fuzz::offload::coalesce_and_check`): every pushed packet is emitted exactly
@@ -10,8 +11,9 @@
 //! pushed, has a valid vnet header (TCP GSO, NEEDS_CSUM, `csum_start` at the TCP header, the
 //! pseudo-header sum in the checksum field, `hdr_len` the headers), and segments again into
 //! exactly its `segments` packets, each a valid TCP packet that equals a pushed one in flow,
-//! sequence number and payload; `wire_bytes` is the length of those members. Per flow, the
-//! payload emitted is the payload pushed, in the same order.
+//! sequence number and payload; `wire_bytes` is the length of those members. A UDP
+//! super-packet, split as the kernel splits it, gives back its member datagrams byte for byte.
+//! Per flow, the payload emitted is the payload pushed, in the same order.
 
 #![no_main]
 
@@ -37,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         }
         packets.push(p);
     }
-    let wire = coalesce_and_check(&packets);
+    let wire = coalesce_and_check(&packets, mode & 2 != 0);
     assert_eq!(
         flow_payloads(&wire),
         flow_payloads(&packets),

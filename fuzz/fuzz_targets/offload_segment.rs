@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     // In batches as the inbound thread receives them (one `recvmmsg` of up to BATCH).
     let again: Vec<u8> = segments
         .chunks(BATCH)
-        .flat_map(coalesce_and_check)
+        .flat_map(|batch| coalesce_and_check(batch, true))
         .flat_map(|p| Segment::locate(&p).unwrap().tcp_payload(&p).unwrap().to_vec())
         .collect();
     assert_eq!(again, payload, "re-coalesced payload differs");

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use braid_demux::offload::kernel_model::split_udp_super_packet;
 use braid_demux::offload::{Coalescer, Emit, GsoType, Segmenter, VnetHeader, MAX_SUPER_PACKET, VNET_HEADER_LEN};
 
 use crate::packet::{fold, ipv4_header_ok, Segment, TCP};
@@ -44,9 +45,14 @@ fn seq(packet: &[u8], s: &Segment) -> [u8; 4] {
 
 /// Coalesces `packets` as one batch and checks the plan; returns what the TUN would carry, in
 /// emission order, with every super-packet segmented again.
-pub fn coalesce_and_check(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+///
+/// With `udp`, runs of UDP datagrams are merged too, and each UDP super-packet is split again
+/// by the kernel's rules (`kernel_model`): the pieces must be its member datagrams, byte for
+/// byte and in order.
+pub fn coalesce_and_check(packets: &[Vec<u8>], udp: bool) -> Vec<Vec<u8>> {
     let n = packets.len();
     let mut coalescer = Coalescer::new(n.max(1));
+    coalescer.set_udp(udp);
     coalescer.start_batch(n);
     for (i, p) in packets.iter().enumerate() {
         coalescer.push(i, p);
@@ -66,6 +72,35 @@ pub fn coalesce_and_check(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
     for e in emits {
         match e {
             Emit::Packet(i) => wire.push(packets[i].clone()),
+            Emit::SuperPacket { run, segments } if coalescer.is_udp(run) => {
+                assert!(udp, "UDP merged with UDP merging off");
+                let len = coalescer.assemble(run, |i| &packets[i][..], &mut scratch);
+                let pieces = split_udp_super_packet(&scratch[..len]);
+                let members: Vec<usize> = coalescer.members(run).collect();
+                assert_eq!(pieces.len(), segments);
+                assert_eq!(members.len(), segments);
+                for (piece, &i) in pieces.iter().zip(&members) {
+                    // The datagram pushed ends where its IP length says (the kernel trims what
+                    // follows). DF is set on every merged IPv4 datagram, so the kernel
+                    // renumbers their identifications (and so their header checksums):
+                    // everything else must be the datagram pushed.
+                    let end = Segment::locate(&packets[i])
+                        .expect("a merged datagram is plain UDP")
+                        .end;
+                    let pushed = &packets[i][..end];
+                    let (got, pushed) = if piece[0] >> 4 == 4 {
+                        assert!(ipv4_header_ok(piece), "a UDP piece's IPv4 header checksum");
+                        (without_ipv4_ident(piece), without_ipv4_ident(pushed))
+                    } else {
+                        (piece.clone(), pushed.to_vec())
+                    };
+                    assert_eq!(got, pushed, "a UDP piece differs from datagram {i}");
+                    assert!(!used[i], "datagram {i} emitted twice");
+                    used[i] = true;
+                }
+                assert_eq!(coalescer.wire_bytes(run), pieces.iter().map(Vec::len).sum::<usize>());
+                wire.extend(pieces);
+            }
             Emit::SuperPacket { run, segments } => {
                 assert!(segments >= 2);
                 let len = coalescer.assemble(run, |i| &packets[i][..], &mut scratch);
@@ -87,6 +122,11 @@ pub fn coalesce_and_check(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
     }
     assert!(used.iter().all(|&u| u), "a pushed packet was never emitted");
     wire
+}
+
+/// An IPv4 packet without its identification and header checksum.
+fn without_ipv4_ident(packet: &[u8]) -> Vec<u8> {
+    [&packet[..4], &packet[6..10], &packet[12..]].concat()
 }
 
 /// Splits an assembled super-packet (vnet header first) back into its `segments` segments.

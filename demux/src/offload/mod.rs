@@ -16,6 +16,7 @@
 //! path counts as a drop reason.
 
 pub mod coalesce;
+pub mod kernel_model;
 mod layout;
 pub mod segment;
 pub mod vnet;

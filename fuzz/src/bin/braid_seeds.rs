@@ -297,6 +297,30 @@ fn offload_seeds(segment: &mut Corpus, coalesce: &mut Corpus) {
         batch[0] = 0;
         coalesce.add(batch);
     }
+    // UDP merging on (mode bit 1): runs of one flow's datagrams, IPv4 and IPv6, the last of a
+    // run shorter, a datagram of another flow in between.
+    for size in [200usize, 1200] {
+        let mut batch = vec![3u8];
+        let mut push = |p: &[u8]| {
+            batch.extend_from_slice(&(p.len() as u16).to_le_bytes());
+            batch.extend_from_slice(p);
+        };
+        for v6 in [false, true] {
+            for i in 0..5usize {
+                let len = if i == 4 { size / 2 } else { size };
+                let datagram = udp(5000, 5201, &payload[i * 7..i * 7 + len]);
+                push(&if v6 {
+                    ipv6(A6, B6, UDP, &datagram)
+                } else {
+                    ipv4(A4, B4, UDP, &[], &datagram)
+                });
+                if i == 2 && !v6 {
+                    push(&ipv4(A4, B4, UDP, &[], &udp(5001, 5201, &payload[..size])));
+                }
+            }
+        }
+        coalesce.add(batch);
+    }
 }
 
 fn control_seeds(corpus: &mut Corpus) {
@@ -322,7 +346,11 @@ fn control_seeds(corpus: &mut Corpus) {
         Body::Hello,
     ];
     for (i, body) in bodies.iter().enumerate() {
-        let sender = if i == 0 { DaemonId::gateway("a", 1) } else { DaemonId::demux("a") };
+        let sender = if i == 0 {
+            DaemonId::gateway("a", 1)
+        } else {
+            DaemonId::demux("a")
+        };
         let header = Header {
             incarnation: 0x1234_5678_9abc_def0 + i as u64,
             seq: i as u64,
@@ -336,7 +364,9 @@ fn control_seeds(corpus: &mut Corpus) {
                 .expect("fixed secret")
                 .role_key(&sender.wire_name()),
         );
-        let key = daemon.sealing_key(&DaemonId::controller()).expect("a daemon seals to the controller");
+        let key = daemon
+            .sealing_key(&DaemonId::controller())
+            .expect("a daemon seals to the controller");
         let sealed = seal(key, &header, body).expect("small body");
         debug_assert!(keys.opening_key(&sender).is_some());
         // Signed by the target (mode 1: the tag is left off) and as sent (mode 0).
