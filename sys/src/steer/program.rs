@@ -113,6 +113,24 @@ impl Assembler {
     fn exit(&mut self) {
         self.push(insn(JMP | EXIT, 0, 0, 0, 0));
     }
+    /// r8 = the xor of the 32-bit words at r7 + each of `offsets`.
+    fn fold_words(&mut self, offsets: &[i32]) {
+        for (i, &at) in offsets.iter().enumerate() {
+            self.load_inner(W, at);
+            if i == 0 {
+                self.mov64_x(R8, R0);
+            } else {
+                self.alu32_x(XOR, R8, R0);
+            }
+        }
+    }
+    /// Goes on to `ports` if the protocol byte at r7 + `at` is TCP or UDP, else to the finish.
+    fn on_tcp_or_udp(&mut self, at: i32, ports: Label) {
+        self.load_inner(B, at);
+        self.jump_if(JEQ, R0, 6, ports);
+        self.jump_if(JEQ, R0, 17, ports);
+        self.jump(Label::Finish);
+    }
     fn place(&mut self, label: Label) {
         self.labels.push((label, self.insns.len()));
     }
@@ -143,14 +161,8 @@ pub fn owner_program(threads: u32) -> Vec<Insn> {
     a.exit();
 
     a.place(Label::V4);
-    a.load_inner(W, 12);
-    a.mov64_x(R8, R0);
-    a.load_inner(W, 16);
-    a.alu32_x(XOR, R8, R0);
-    a.load_inner(B, 9);
-    a.jump_if(JEQ, R0, 6, Label::V4Ports);
-    a.jump_if(JEQ, R0, 17, Label::V4Ports);
-    a.jump(Label::Finish);
+    a.fold_words(&[12, 16]);
+    a.on_tcp_or_udp(9, Label::V4Ports);
     a.place(Label::V4Ports);
     a.load_inner(H, 6);
     a.alu32_k(AND, R0, 0x1fff);
@@ -163,18 +175,8 @@ pub fn owner_program(threads: u32) -> Vec<Insn> {
     a.jump(Label::Ports);
 
     a.place(Label::V6);
-    for word in 0..8 {
-        a.load_inner(W, 8 + 4 * word);
-        if word == 0 {
-            a.mov64_x(R8, R0);
-        } else {
-            a.alu32_x(XOR, R8, R0);
-        }
-    }
-    a.load_inner(B, 6);
-    a.jump_if(JEQ, R0, 6, Label::V6Ports);
-    a.jump_if(JEQ, R0, 17, Label::V6Ports);
-    a.jump(Label::Finish);
+    a.fold_words(&[8, 12, 16, 20, 24, 28, 32, 36]);
+    a.on_tcp_or_udp(6, Label::V6Ports);
     a.place(Label::V6Ports);
     a.load_inner(W, 40);
 
