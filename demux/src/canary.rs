@@ -21,6 +21,10 @@ use std::net::IpAddr;
 
 use braid_core::flow::{proto, Classified, FiveTuple, PairId};
 use braid_core::wire::checksum;
+use braid_core::wire::icmp::{icmpv4_type, icmpv6_type, IcmpPacket, ICMP_HEADER_LEN};
+use braid_core::wire::ipv4::{Ipv4Packet, IPV4_MIN_HEADER_LEN};
+use braid_core::wire::ipv6::{Ipv6Packet, IPV6_HEADER_LEN};
+use braid_core::wire::udp::{UdpPacket, UDP_HEADER_LEN};
 
 /// The UDP port canaries travel on (both ends).
 pub const CANARY_PORT: u16 = 6082;
@@ -209,92 +213,48 @@ impl Canary {
     }
 }
 
-const ICMPV4_ECHO_REQUEST: u8 = 8;
-const ICMPV4_ECHO_REPLY: u8 = 0;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
-
 /// Builds an ICMP (v4) or ICMPv6 echo request: identifier the pair, sequence number the low 16
 /// bits of `seq`, and the canary payload (kind probe, pair, seq, sent_ms), which the reply
 /// echoes. 0 if `out` is too small or the families differ.
 fn write_echo(out: &mut [u8], src: IpAddr, dst: IpAddr, pair: PairId, seq: u64, sent_ms: u64) -> usize {
-    let ip_len = if src.is_ipv4() { 20 } else { 40 };
-    let icmp_len = 8 + PAYLOAD_LEN;
-    let total = ip_len + icmp_len;
-    if out.len() < total || src.is_ipv4() != dst.is_ipv4() {
+    let icmp_len = ICMP_HEADER_LEN + PAYLOAD_LEN;
+    let protocol = if src.is_ipv4() { proto::ICMP } else { proto::ICMPV6 };
+    let Some((ip_len, pseudo)) = write_ip_header(out, src, dst, protocol, icmp_len) else {
         return 0;
-    }
-    {
-        let icmp = &mut out[ip_len..total];
-        icmp[0] = if src.is_ipv4() {
-            ICMPV4_ECHO_REQUEST
-        } else {
-            ICMPV6_ECHO_REQUEST
-        };
-        icmp[1] = 0;
-        icmp[2..4].fill(0);
-        icmp[4..6].copy_from_slice(&pair.to_be_bytes());
-        icmp[6..8].copy_from_slice(&(seq as u16).to_be_bytes());
-        let payload = &mut icmp[8..];
-        payload[..8].copy_from_slice(MAGIC);
-        payload[8] = KIND_PROBE;
-        payload[9..11].copy_from_slice(&pair.to_be_bytes());
-        payload[11..19].copy_from_slice(&seq.to_be_bytes());
-        payload[19..27].copy_from_slice(&sent_ms.to_be_bytes());
-    }
-    let start = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            write_ipv4_header(&mut out[..20], total, proto::ICMP, s, d);
-            0
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ip = &mut out[..40];
-            ip.fill(0);
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
-            ip[6] = proto::ICMPV6;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            checksum::pseudo_header_v6(s, d, proto::ICMPV6, icmp_len as u32)
-        }
-        _ => return 0,
     };
-    let sum = checksum::finish(checksum::accumulate(start, &out[ip_len..total]));
-    out[ip_len + 2..ip_len + 4].copy_from_slice(&sum.to_be_bytes());
-    total
+    let mut icmp = IcmpPacket::new_unchecked(&mut out[ip_len..ip_len + icmp_len]);
+    icmp.set_msg_type(if src.is_ipv4() {
+        icmpv4_type::ECHO_REQUEST
+    } else {
+        icmpv6_type::ECHO_REQUEST
+    });
+    icmp.set_code(0);
+    icmp.set_echo_ident(pair);
+    icmp.set_echo_seq(seq as u16);
+    write_payload(icmp.payload_mut(), KIND_PROBE, pair, seq, sent_ms);
+    // ICMPv4's checksum covers the message alone.
+    icmp.fill_checksum(if src.is_ipv4() { 0 } else { pseudo });
+    ip_len + icmp_len
 }
 
 /// (pair, seq, sent_ms) when `packet` is an echo reply to one of our echo canaries, addressed
 /// to `local`.
 fn parse_echo_reply(packet: &[u8], local: IpAddr) -> Option<(PairId, u64, u64)> {
-    let version = packet.first()? >> 4;
-    let (ip_len, dst, is_reply) = match version {
-        4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-            let is_reply = *packet.get(9)? == proto::ICMP && *packet.get(ihl)? == ICMPV4_ECHO_REPLY;
-            (ihl, IpAddr::from(dst), is_reply)
-        }
-        6 => {
-            let dst: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-            let is_reply = *packet.get(6)? == proto::ICMPV6 && *packet.get(40)? == ICMPV6_ECHO_REPLY;
-            (40, IpAddr::from(dst), is_reply)
-        }
+    let (protocol, message) = addressed_to(packet, local)?;
+    let reply = match protocol {
+        proto::ICMP => icmpv4_type::ECHO_REPLY,
+        proto::ICMPV6 => icmpv6_type::ECHO_REPLY,
         _ => return None,
     };
-    if dst != local || !is_reply {
+    let icmp = IcmpPacket::new_checked(message).ok()?;
+    if icmp.msg_type() != reply {
         return None;
     }
-    let icmp = packet.get(ip_len..ip_len + 8 + PAYLOAD_LEN)?;
-    let p = &icmp[8..];
-    let id = u16::from_be_bytes([icmp[4], icmp[5]]);
-    let pair = u16::from_be_bytes([p[9], p[10]]);
-    let seq = u64::from_be_bytes(p[11..19].try_into().ok()?);
-    if &p[..8] != MAGIC || p[8] != KIND_PROBE || id != pair || u16::from_be_bytes([icmp[6], icmp[7]]) != seq as u16 {
+    let (kind, pair, seq, sent_ms) = read_payload(icmp.payload())?;
+    if kind != KIND_PROBE || icmp.echo_ident() != pair || icmp.echo_seq() != seq as u16 {
         return None;
     }
-    Some((pair, seq, u64::from_be_bytes(p[19..27].try_into().ok()?)))
+    Some((pair, seq, sent_ms))
 }
 
 fn expire(state: &mut PairCanary, now_ms: u64) {
@@ -310,92 +270,115 @@ fn expire(state: &mut PairCanary, now_ms: u64) {
 
 /// Builds an IPv4 or IPv6 UDP canary packet; 0 if `out` is too small or the families differ.
 fn write_packet(out: &mut [u8], src: IpAddr, dst: IpAddr, kind: u8, pair: PairId, seq: u64, sent_ms: u64) -> usize {
-    let ip_len = if src.is_ipv4() { 20 } else { 40 };
-    let total = ip_len + 8 + PAYLOAD_LEN;
-    if out.len() < total || src.is_ipv4() != dst.is_ipv4() {
+    let udp_len = UDP_HEADER_LEN + PAYLOAD_LEN;
+    let Some((ip_len, pseudo)) = write_ip_header(out, src, dst, proto::UDP, udp_len) else {
         return 0;
-    }
-    let payload = &mut out[ip_len + 8..total];
-    payload[..8].copy_from_slice(MAGIC);
-    payload[8] = kind;
-    payload[9..11].copy_from_slice(&pair.to_be_bytes());
-    payload[11..19].copy_from_slice(&seq.to_be_bytes());
-    payload[19..27].copy_from_slice(&sent_ms.to_be_bytes());
-    let udp_len = (8 + PAYLOAD_LEN) as u16;
-    {
-        let udp = &mut out[ip_len..ip_len + 8];
-        udp[0..2].copy_from_slice(&CANARY_PORT.to_be_bytes());
-        udp[2..4].copy_from_slice(&CANARY_PORT.to_be_bytes());
-        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-        udp[6..8].fill(0);
-    }
-    let pseudo = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            write_ipv4_header(&mut out[..20], total, proto::UDP, s, d);
-            checksum::pseudo_header_v4(s, d, proto::UDP, udp_len)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ip = &mut out[..40];
-            ip.fill(0);
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            ip[6] = proto::UDP;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            checksum::pseudo_header_v6(s, d, proto::UDP, u32::from(udp_len))
-        }
-        _ => return 0,
     };
-    let sum = checksum::finish(checksum::accumulate(pseudo, &out[ip_len..total]));
-    let sum = if sum == 0 { 0xffff } else { sum };
-    out[ip_len + 6..ip_len + 8].copy_from_slice(&sum.to_be_bytes());
-    total
+    let mut udp = UdpPacket::new_unchecked(&mut out[ip_len..ip_len + udp_len]);
+    udp.set_src_port(CANARY_PORT);
+    udp.set_dst_port(CANARY_PORT);
+    udp.set_len(udp_len as u16);
+    write_payload(udp.payload_mut(), kind, pair, seq, sent_ms);
+    udp.fill_checksum(pseudo);
+    ip_len + udp_len
 }
 
 /// (kind, pair, seq, sent_ms) when `packet` is a canary addressed to `local`.
 fn parse(packet: &[u8], local: IpAddr) -> Option<(u8, PairId, u64, u64)> {
-    let version = packet.first()? >> 4;
-    let (ip_len, proto_at, dst) = match version {
+    let (protocol, segment) = addressed_to(packet, local)?;
+    if protocol != proto::UDP {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(segment).ok()?;
+    if udp.dst_port() != CANARY_PORT {
+        return None;
+    }
+    read_payload(udp.payload())
+}
+
+/// Writes an IP header from `src` to `dst` for a `transport_len`-byte `protocol` segment at the
+/// start of `out`: IPv4 without options, DF, TTL 64 and its checksum; IPv6 with hop limit 64.
+/// Returns the header's length and the transport's pseudo-header sum; `None` if `out` cannot
+/// hold the packet or the families differ.
+fn write_ip_header(
+    out: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    transport_len: usize,
+) -> Option<(usize, u64)> {
+    let ip_len = if src.is_ipv4() {
+        IPV4_MIN_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    let header = out.get_mut(..ip_len + transport_len)?.get_mut(..ip_len)?;
+    header.fill(0);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip = Ipv4Packet::new_unchecked(header);
+            ip.set_version_and_header_len(ip_len);
+            ip.set_total_len((ip_len + transport_len) as u16);
+            ip.set_fragment(true, false, 0);
+            ip.set_ttl(64);
+            ip.set_protocol(protocol);
+            ip.set_src_addr(s);
+            ip.set_dst_addr(d);
+            ip.fill_checksum();
+            Some((ip_len, checksum::pseudo_header_v4(s, d, protocol, transport_len as u16)))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut ip = Ipv6Packet::new_unchecked(header);
+            ip.set_version_class_label(0, 0);
+            ip.set_payload_len(transport_len as u16);
+            ip.set_next_header(protocol);
+            ip.set_hop_limit(64);
+            ip.set_src_addr(s);
+            ip.set_dst_addr(d);
+            Some((ip_len, checksum::pseudo_header_v6(s, d, protocol, transport_len as u32)))
+        }
+        _ => None,
+    }
+}
+
+/// The protocol and transport bytes of a well-formed IP packet addressed to `local`.
+fn addressed_to(packet: &[u8], local: IpAddr) -> Option<(u8, &[u8])> {
+    match packet.first()? >> 4 {
         4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-            (ihl, 9, IpAddr::from(dst))
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            let transport = packet.get(ip.header_len()..usize::from(ip.total_len()))?;
+            (IpAddr::V4(ip.dst_addr()) == local).then_some((ip.protocol(), transport))
         }
         6 => {
-            let dst: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-            (40, 6, IpAddr::from(dst))
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            let transport = packet.get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + usize::from(ip.payload_len()))?;
+            (IpAddr::V6(ip.dst_addr()) == local).then_some((ip.next_header(), transport))
         }
-        _ => return None,
-    };
-    if dst != local || *packet.get(proto_at)? != proto::UDP {
+        _ => None,
+    }
+}
+
+/// The canary payload: magic, kind, pair, seq, sent_ms.
+fn write_payload(p: &mut [u8], kind: u8, pair: PairId, seq: u64, sent_ms: u64) {
+    p[..8].copy_from_slice(MAGIC);
+    p[8] = kind;
+    p[9..11].copy_from_slice(&pair.to_be_bytes());
+    p[11..19].copy_from_slice(&seq.to_be_bytes());
+    p[19..27].copy_from_slice(&sent_ms.to_be_bytes());
+}
+
+/// (kind, pair, seq, sent_ms) from a canary payload, `None` without the magic.
+fn read_payload(p: &[u8]) -> Option<(u8, PairId, u64, u64)> {
+    let p = p.get(..PAYLOAD_LEN)?;
+    if &p[..8] != MAGIC {
         return None;
     }
-    let udp = packet.get(ip_len..ip_len + 8 + PAYLOAD_LEN)?;
-    if u16::from_be_bytes([udp[2], udp[3]]) != CANARY_PORT || &udp[8..16] != MAGIC {
-        return None;
-    }
-    let p = &udp[8..];
     Some((
         p[8],
         u16::from_be_bytes([p[9], p[10]]),
         u64::from_be_bytes(p[11..19].try_into().ok()?),
         u64::from_be_bytes(p[19..27].try_into().ok()?),
     ))
-}
-
-/// A 20-byte IPv4 header (DF, TTL 64, checksum filled in) for a `total`-byte packet.
-fn write_ipv4_header(ip: &mut [u8], total: usize, protocol: u8, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) {
-    ip.fill(0);
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = protocol;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let sum = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -498,7 +481,7 @@ mod tests {
             let (s, d) = (reply[12..16].to_vec(), reply[16..20].to_vec());
             reply[12..16].copy_from_slice(&d);
             reply[16..20].copy_from_slice(&s);
-            reply[20] = ICMPV4_ECHO_REPLY;
+            reply[20] = icmpv4_type::ECHO_REPLY;
             reply[22..24].fill(0);
             let sum = checksum::checksum(&reply[20..]);
             reply[22..24].copy_from_slice(&sum.to_be_bytes());
@@ -506,7 +489,7 @@ mod tests {
             let (s, d) = (reply[8..24].to_vec(), reply[24..40].to_vec());
             reply[8..24].copy_from_slice(&d);
             reply[24..40].copy_from_slice(&s);
-            reply[40] = ICMPV6_ECHO_REPLY;
+            reply[40] = icmpv6_type::ECHO_REPLY;
             reply[42..44].fill(0);
             let src: [u8; 16] = reply[8..24].try_into().unwrap();
             let dst: [u8; 16] = reply[24..40].try_into().unwrap();
@@ -527,7 +510,7 @@ mod tests {
         assert!(n > 0);
         let packet = &probe[..n];
         assert!(wire::classify(packet).is_ok());
-        assert_eq!((packet[9], packet[20]), (proto::ICMP, ICMPV4_ECHO_REQUEST));
+        assert_eq!((packet[9], packet[20]), (proto::ICMP, icmpv4_type::ECHO_REQUEST));
         assert_eq!(checksum::checksum(&packet[..20]), 0, "IPv4 header checksum");
         assert_eq!(checksum::checksum(&packet[20..]), 0, "ICMP checksum");
         assert_eq!(&packet[24..26], &2u16.to_be_bytes(), "the identifier is the pair");
