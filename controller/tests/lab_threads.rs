@@ -225,6 +225,31 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
     for (site, n) in ["a", "b"].iter().zip(&handed) {
         assert!(*n > 0, "demux {site} handed packets between its threads");
     }
+    // Both threads of each demux read a share of what its site sent and hold flows of their
+    // own: the owner function spreads the flows, and the kernel follows it.
+    for site in ["a", "b"] {
+        let threads = demux_status(info, site)["threads"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(threads.len(), 2, "demux {site} reports each thread: {threads:?}");
+        let read: Vec<u64> = threads
+            .iter()
+            .map(|t| t["tun_rx_packets"].as_u64().unwrap_or(0))
+            .collect();
+        let total: u64 = read.iter().sum();
+        eprintln!("MEASURED demux {site}: packets read from the TUN per thread {read:?}");
+        for (i, n) in read.iter().enumerate() {
+            assert!(
+                *n * 10 >= total,
+                "demux {site}: thread {i} read under 10 % of the TUN's packets: {read:?}"
+            );
+            assert!(
+                threads[i]["flows"].as_u64().unwrap_or(0) > 0,
+                "demux {site}: thread {i} holds no flow"
+            );
+        }
+    }
     for (site, delta) in &spread {
         let total: u64 = delta.iter().map(|(_, n)| n).sum();
         assert_eq!(delta.len(), usize::from(PAIRS), "demux {site} reports every pair");

@@ -251,7 +251,7 @@ impl StatsSet {
             .sum()
     }
 
-    /// The status JSON: every counter, per-pair figures, live flows.
+    /// The status JSON: every counter, per-pair figures, live flows, per-thread figures.
     pub fn to_json(&self, pairs: &[PairReport]) -> serde_json::Value {
         let pairs: Vec<serde_json::Value> = pairs
             .iter()
@@ -275,6 +275,24 @@ impl StatsSet {
             "pairs": pairs,
             "flows": self.live_flows(),
             "flow_capacity": self.flow_capacity(),
+            "threads": self.per_thread_json(),
         })
+    }
+
+    /// What each data thread did, in thread order: how the work is spread, and how much of it
+    /// crossed between threads.
+    fn per_thread_json(&self) -> Vec<serde_json::Value> {
+        self.threads
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "tun_rx_packets": t.counters.get(c::TUN_RX_PACKETS),
+                    "geneve_rx_packets": t.counters.get(c::GENEVE_RX_PACKETS),
+                    "tun_tx_packets": t.counters.get(c::TUN_TX_PACKETS),
+                    "handed_off_packets": t.counters.get(c::HANDED_OFF),
+                    "flows": t.live_flows.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 }
