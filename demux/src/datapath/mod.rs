@@ -7,11 +7,13 @@
 //! counters. Every flow has one owner, picked from its 5-tuple ([`owner_of`]), and only
 //! the owner steers it, learns it and writes it to the TUN; a thread that reads a packet of a
 //! flow it does not own hands it over ([`handoff`]) before touching any state. The kernel runs
-//! the same owner function ([`braid_sys::steer`]) to pick the TUN queue and the GENEVE socket
-//! of every packet, so handoffs are the exception: packets the kernel could not place (IPv6
-//! extension headers, a receive coalescing several flows) or a kernel that refused the program. So the flow
-//! table is consistent for both directions of a flow with no lock, and a flow keeps one path
-//! through the demux (its owner) whichever queue or socket the kernel delivers it on. Later
+//! the same owner function ([`braid_sys::steer`]) to pick the TUN queue of every packet the
+//! site sends, so on that side a handoff is the exception (a packet the program places
+//! differently, such as one with IPv6 extension headers, or a kernel that refused the
+//! program); what comes back from the gateways is spread over the sockets by gateway, and about
+//! half of it is handed over. So the flow table is consistent for both directions of a flow
+//! with no lock, and a flow keeps one path through the demux (its owner) whichever queue or
+//! socket the kernel delivers it on. Later
 //! fragments (no 5-tuple) are handled where they are read: the fragment cache is the one
 //! table the threads share, behind a mutex taken for fragments only.
 //!

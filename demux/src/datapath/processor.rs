@@ -149,7 +149,7 @@ impl Processor {
         };
         let flow = self.steering.flow_of(&class);
         if may_hand_off {
-            if let (Some(tuple), Some(_)) = (class.tuple(), flow) {
+            if let Some(tuple) = class.tuple() {
                 let owner = owner_of(tuple, self.threads);
                 if owner != self.id {
                     return Claim::Theirs(owner);
