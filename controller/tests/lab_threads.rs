@@ -262,8 +262,9 @@ fn two_data_threads_share_the_work_and_keep_every_flow_on_one_pair_in_order() {
     }
 }
 
-/// Stops demux `site` (SIGTERM) and waits until the controller has started it again from the
-/// cluster file with `threads` data threads and every pair is up; returns how long that took.
+/// Stops demux `site` (SIGTERM) and waits until the controller has started it again and reports
+/// it alive with every pair up; returns how long that took. Then checks that the new demux read
+/// `threads` data threads from the cluster file (its status file, not part of the time).
 fn restart_demux(info: &LabInfo, site: &str, threads: u64) -> Duration {
     let s = status(info);
     let d = s
@@ -279,6 +280,7 @@ fn restart_demux(info: &LabInfo, site: &str, threads: u64) -> Duration {
         let pid = d.pid.filter(|p| *p != old)?;
         braid_lab::controller::all_up(s, 1..=PAIRS).then_some(pid)
     });
+    let back = stopped.elapsed();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = demux_status(info, site);
@@ -293,7 +295,7 @@ fn restart_demux(info: &LabInfo, site: &str, threads: u64) -> Duration {
         assert!(Instant::now() < deadline, "demux {site} (pid {new}) wrote no status");
         std::thread::sleep(Duration::from_millis(100));
     }
-    stopped.elapsed()
+    back
 }
 
 #[test]

@@ -105,10 +105,11 @@ impl StatusWriter {
     }
 }
 
-/// Every `period` until `stop` is raised, then once more: calls `each_round` (the daemon's own
-/// upkeep, such as its service-manager notifications) and, with a `writer`, writes the result
-/// of `status` (so the file ends with the final counters). Write failures are logged once per
-/// run of failures, never fatal.
+/// At once, then every `period` until `stop` is raised, then once more: calls `each_round` (the
+/// daemon's own upkeep, such as its service-manager notifications) and, with a `writer`, writes
+/// the result of `status`. Writing at once replaces a previous instance's file (its pid and
+/// counters) as soon as a restarted daemon runs; the last write leaves the final counters.
+/// Write failures are logged once per run of failures, never fatal.
 pub fn run_reporter(
     writer: Option<&StatusWriter>,
     period: Duration,
@@ -117,8 +118,8 @@ pub fn run_reporter(
     mut each_round: impl FnMut(),
 ) {
     let mut failing = false;
+    let mut stopping = false;
     loop {
-        let stopping = stop.sleep(period);
         each_round();
         if let Some(writer) = writer {
             match writer.write(&status()) {
@@ -133,6 +134,7 @@ pub fn run_reporter(
         if stopping {
             return;
         }
+        stopping = stop.sleep(period);
     }
 }
 
@@ -223,6 +225,36 @@ mod tests {
         assert_eq!(read, serde_json::json!({"n": 2, "role": "gw"}));
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reporter_writes_at_once_not_after_a_period() {
+        let dir = temp_dir("reporter-at-once");
+        let writer = StatusWriter::new(dir.join("s.json"));
+        let stop = StopFlag::new();
+        let stopper = stop.clone();
+        let path = writer.path().to_path_buf();
+        let watcher = thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !path.exists() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let written = path.exists();
+            stopper.stop();
+            written
+        });
+        run_reporter(
+            Some(&writer),
+            Duration::from_secs(3600),
+            &stop,
+            || serde_json::json!({}),
+            || {},
+        );
+        assert!(
+            watcher.join().unwrap(),
+            "no status file within 5 s of start with a one-hour period"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
