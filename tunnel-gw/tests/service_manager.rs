@@ -149,11 +149,19 @@ fn the_gateway_says_ready_pings_at_half_the_watchdog_interval_and_says_stopping(
     );
     let ready = wait_ready(&listener, &scratch.dir.join("gw.log"));
     let status_file = scratch.dir.join("status.json");
+    // The file is written at start (threads not yet running: "progressing": false) and every
+    // 500 ms; the round after READY=1 says the threads progress.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !status_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status: serde_json::Value = serde_json::from_str(&fs::read_to_string(&status_file).unwrap()).unwrap();
+    let status = loop {
+        let status: Option<serde_json::Value> = fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        match status {
+            Some(status) if status["progressing"] == true || Instant::now() >= deadline => break status,
+            None if Instant::now() >= deadline => panic!("no status file 2 s after READY=1"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
     assert_eq!(status["progressing"], true, "{status}");
     let status = ready
         .iter()
