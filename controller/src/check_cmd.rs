@@ -128,6 +128,14 @@ fn print_ipsec(ipsec: &IpsecConfig) {
         "    lifetimes IKE {} s, CHILD {} s; replay window {} packets; liveness check every {} s",
         ipsec.ike_lifetime_s, ipsec.child_lifetime_s, ipsec.replay_window, ipsec.liveness_s
     );
+    println!(
+        "    data threads per gateway: {}",
+        if ipsec.seal_thread {
+            "2 (ESP sealed on a thread of its own)"
+        } else {
+            "1"
+        }
+    );
 }
 
 fn check_private_keys(path: &Path, cfg: &ClusterConfig) -> Result<()> {

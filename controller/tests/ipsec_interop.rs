@@ -274,6 +274,8 @@ struct BraidSide {
     initiators: &'static str,
     child_lifetime_s: u64,
     ike_lifetime_s: u64,
+    /// The gateway seals ESP on a thread of its own.
+    seal_thread: bool,
 }
 
 impl Default for BraidSide {
@@ -285,6 +287,7 @@ impl Default for BraidSide {
             initiators: "[a]",
             child_lifetime_s: 3600,
             ike_lifetime_s: 14400,
+            seal_thread: false,
         }
     }
 }
@@ -311,13 +314,18 @@ impl BraidGateway {
         let yaml = format!(
             "cluster:\n  name: interop\n  secret_file: secret.key\n  suite: ipsec\n\
              ipsec:\n  psk_file: ipsec.psk\n  ike_proposals: {}\n  esp_proposals: {}\n  \
-             initiators: {}\n  child_lifetime_s: {}\n  ike_lifetime_s: {}\n\
+             initiators: {}\n  child_lifetime_s: {}\n  ike_lifetime_s: {}\n  seal_thread: {}\n\
              controller:\n  address: 127.0.0.1:7400\n\
              sites:\n  a:\n    prefixes: [{BRAID_SITE}]\n    demux: {{tun: braid0, geneve: \"{DEMUX}\"}}\n  \
              b:\n    prefixes: [{SS_SITE}]\n    demux: {{tun: braid0, geneve: \"127.0.0.2:6081\"}}\n\
              pairs:\n  - id: 1\n    gateways:\n      a: {{geneve: \"{GW_LAN}\", wan: \"{GW_WAN}:4500\"}}\n      \
              b: {{geneve: \"127.0.0.2:6082\", wan: \"{SS_WAN}:4500\"}}\n",
-            side.ike_proposals, side.esp_proposals, side.initiators, side.child_lifetime_s, side.ike_lifetime_s
+            side.ike_proposals,
+            side.esp_proposals,
+            side.initiators,
+            side.child_lifetime_s,
+            side.ike_lifetime_s,
+            side.seal_thread
         );
         let config = dir.join("cluster.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -609,12 +617,14 @@ fn rekeys_started_by_either_side_lose_nothing() {
         &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
     ));
     let demux = FakeDemux::bind(&net);
-    // braid rekeys its CHILD SA about every 8.5 s and its IKE SA after about 17 s.
+    // braid rekeys its CHILD SA about every 8.5 s and its IKE SA after about 17 s. It seals on
+    // a thread of its own, so every new outbound SA crosses from the IKE thread to the sealer.
     let gw = BraidGateway::start(
         &net,
         &BraidSide {
             child_lifetime_s: 10,
             ike_lifetime_s: 20,
+            seal_thread: true,
             ..BraidSide::default()
         },
     );
@@ -651,6 +661,10 @@ fn rekeys_started_by_either_side_lose_nothing() {
         "braid started CHILD and IKE rekeys (CREATE_CHILD_SA requests strongSwan received)"
     );
     assert!(gw.log().contains("IKE SA rekeyed"));
+    assert!(
+        gw.log().contains("data_threads=2"),
+        "the gateway sealed on a thread of its own"
+    );
     assert_eq!(ss.sas().len(), 1, "one IKE SA left: {}", ss.list_sas());
 }
 

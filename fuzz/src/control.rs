@@ -44,7 +44,9 @@ fn link_key(name: &str) -> hmac::Key {
 /// `unsigned` followed by its tag, with the link key of the member it claims to come from
 /// (the first member when it names none).
 pub fn sign(unsigned: &[u8]) -> Vec<u8> {
-    let name = claimed_sender(unsigned).filter(|n| MEMBERS.contains(n)).unwrap_or(MEMBERS[0]);
+    let name = claimed_sender(unsigned)
+        .filter(|n| MEMBERS.contains(n))
+        .unwrap_or(MEMBERS[0]);
     let tag = hmac::sign(&link_key(name), unsigned);
     [unsigned, tag.as_ref()].concat()
 }

@@ -378,6 +378,7 @@ fn lan_settings() -> GatewaySettings {
         mtu: MTU,
         batch_size: 32,
         socket_buffer_bytes: 0,
+        seal_thread: false,
     }
 }
 

@@ -12,15 +12,24 @@
 //! resets at every rekey, as a WireGuard handshake age does). The engine is told of ESP from
 //! the peer once per tick, so an active tunnel needs no liveness exchanges. An outbound SA
 //! nearing the end of its sequence numbers asks the engine for a rekey long before it runs out.
+//!
+//! Sealing is the [`EspSealer`]'s: it owns the outbound SA it sends on, takes a new one from
+//! the suite when IKE activates it (a channel, read once per round by [`Seal::sync`]) and
+//! reports back what the suite's timers need (whether it sent, how many sequence numbers are
+//! left) through two atomics. The suite keeps the sealer and syncs it itself until
+//! [`TunnelSuite::split_sealer`] hands it to a thread of its own; the code is the same both
+//! ways.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
 use braid_ipsec::ike::{Engine, Event, IkeConfig, IkeDrop, NewChild};
 use braid_ipsec::port::{classify, Datagram, NAT_KEEPALIVE, NON_ESP_MARKER};
 
-use crate::suite::{Action, Decapsulated, Proof, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+use crate::suite::{Action, Decapsulated, Proof, Seal, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
 
 /// An outbound SA with fewer sequence numbers than this left is rekeyed (2^31 packets: at a
 /// million packets a second, half an hour of margin).
@@ -28,18 +37,103 @@ const REKEY_REMAINING: u64 = 1 << 31;
 /// With nothing sent for this long, a NAT keepalive keeps the path's mappings open.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
+/// What the suite tells its sealer.
+enum SealerUpdate {
+    /// Seal with this SA from now on, in place of the one before.
+    Activate(OutboundSa),
+    /// Stop sealing with the SA of this SPI (deleted with no successor).
+    Retire(u32),
+}
+
+/// What the sealer tells the suite, published once per round.
+#[derive(Debug, Default)]
+struct SealerReport {
+    /// Whether the sealer sent anything since the suite last looked (keepalive timing).
+    sent: AtomicBool,
+    /// The SPI the sealer seals with in the high 32 bits, and its sequence numbers left
+    /// (capped to `u32::MAX`) in the low 32; 0 when it has no SA (no SA has SPI 0).
+    sealing: AtomicU64,
+}
+
+impl SealerReport {
+    /// The SPI sealed with and its sequence numbers left (at most `u32::MAX`), if any.
+    fn sealing(&self) -> Option<(u32, u64)> {
+        let word = self.sealing.load(Ordering::Relaxed);
+        (word != 0).then(|| ((word >> 32) as u32, word & u64::from(u32::MAX)))
+    }
+}
+
+/// The sealing half of an [`IpsecSuite`]: ESP with the active outbound SA.
+pub struct EspSealer {
+    sa: Option<OutboundSa>,
+    updates: mpsc::Receiver<SealerUpdate>,
+    report: Arc<SealerReport>,
+    sent: bool,
+}
+
+impl std::fmt::Debug for EspSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EspSealer")
+            .field("spi", &self.sa.as_ref().map(OutboundSa::spi))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seal for EspSealer {
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
+        let Some(sa) = &mut self.sa else {
+            return Action::Drop(SuiteError::NoSession);
+        };
+        match sa.seal(inner, out) {
+            Ok(len) => {
+                self.sent = true;
+                Action::SendToPeer { len }
+            }
+            Err(EspError::BufferTooSmall) => Action::Drop(SuiteError::BufferTooSmall),
+            Err(EspError::SequenceExhausted) => Action::Drop(SuiteError::SessionExpired),
+            Err(_) => Action::Drop(SuiteError::InvalidInnerPacket),
+        }
+    }
+
+    fn sync(&mut self) {
+        while let Ok(update) = self.updates.try_recv() {
+            match update {
+                SealerUpdate::Activate(sa) => self.sa = Some(sa),
+                SealerUpdate::Retire(spi) => {
+                    if self.sa.as_ref().is_some_and(|sa| sa.spi() == spi) {
+                        self.sa = None;
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut self.sent) {
+            self.report.sent.store(true, Ordering::Relaxed);
+        }
+        let sealing = self.sa.as_ref().map_or(0, |sa| {
+            (u64::from(sa.spi()) << 32) | sa.remaining().min(u64::from(u32::MAX))
+        });
+        self.report.sealing.store(sealing, Ordering::Relaxed);
+    }
+}
+
 /// An IPsec tunnel to one peer.
 pub struct IpsecSuite {
     engine: Engine,
     inbound: Vec<InboundSa>,
-    outbound: Vec<OutboundSa>,
-    /// Index into `outbound` of the SA we send on.
-    active: Option<usize>,
+    /// Outbound SAs installed but not sealed with yet (the next one, across a rekey).
+    standby: Vec<OutboundSa>,
+    /// The SPI of the outbound SA handed to the sealer.
+    active: Option<u32>,
     active_since: Option<Instant>,
     esp_received: bool,
+    /// Whether IKE sent anything since the last tick (ESP is the sealer's to report).
     sent: bool,
     last_sent: Instant,
     rekey_requested: bool,
+    to_sealer: mpsc::Sender<SealerUpdate>,
+    report: Arc<SealerReport>,
+    /// The sealer, while this suite seals on its own thread (until it is split off).
+    sealer: Option<EspSealer>,
 }
 
 impl std::fmt::Debug for IpsecSuite {
@@ -47,6 +141,7 @@ impl std::fmt::Debug for IpsecSuite {
         f.debug_struct("IpsecSuite")
             .field("session", &self.session())
             .field("inbound_sas", &self.inbound.len())
+            .field("split", &self.sealer.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -57,16 +152,26 @@ impl IpsecSuite {
     pub fn new(config: IkeConfig) -> std::io::Result<Self> {
         let now = Instant::now();
         let engine = Engine::new(config, now).map_err(std::io::Error::other)?;
+        let (to_sealer, updates) = mpsc::channel();
+        let report = Arc::<SealerReport>::default();
         Ok(IpsecSuite {
             engine,
             inbound: Vec::new(),
-            outbound: Vec::new(),
+            standby: Vec::new(),
             active: None,
             active_since: None,
             esp_received: false,
             sent: false,
             last_sent: now,
             rekey_requested: false,
+            to_sealer,
+            sealer: Some(EspSealer {
+                sa: None,
+                updates,
+                report: Arc::clone(&report),
+                sent: false,
+            }),
+            report,
         })
     }
 
@@ -85,14 +190,16 @@ impl IpsecSuite {
                         activate,
                     } = *child;
                     self.inbound.push(inbound);
-                    self.outbound.push(outbound);
                     if activate {
-                        self.activate(self.outbound.len() - 1, now);
+                        self.activate(outbound, now);
+                    } else {
+                        self.standby.push(outbound);
                     }
                 }
                 Event::ActivateOutbound { outbound_spi } => {
-                    if let Some(i) = self.outbound.iter().position(|o| o.spi() == outbound_spi) {
-                        self.activate(i, now);
+                    if let Some(i) = self.standby.iter().position(|o| o.spi() == outbound_spi) {
+                        let outbound = self.standby.swap_remove(i);
+                        self.activate(outbound, now);
                     }
                 }
                 Event::ChildRemoved {
@@ -100,21 +207,35 @@ impl IpsecSuite {
                     outbound_spi,
                 } => {
                     self.inbound.retain(|sa| sa.spi() != inbound_spi);
-                    let active_spi = self.active.map(|i| self.outbound[i].spi());
-                    self.outbound.retain(|sa| sa.spi() != outbound_spi);
-                    self.active = active_spi.and_then(|spi| self.outbound.iter().position(|o| o.spi() == spi));
-                    if self.active.is_none() {
+                    self.standby.retain(|sa| sa.spi() != outbound_spi);
+                    if self.active == Some(outbound_spi) {
+                        self.active = None;
                         self.active_since = None;
+                        self.tell_sealer(SealerUpdate::Retire(outbound_spi));
                     }
                 }
             }
         }
+        self.sync_own_sealer();
     }
 
-    fn activate(&mut self, index: usize, now: Instant) {
-        self.active = Some(index);
+    fn activate(&mut self, outbound: OutboundSa, now: Instant) {
+        self.active = Some(outbound.spi());
         self.active_since = Some(now);
         self.rekey_requested = false;
+        self.tell_sealer(SealerUpdate::Activate(outbound));
+    }
+
+    /// A sealer that has exited (its thread ended) needs no more keys.
+    fn tell_sealer(&self, update: SealerUpdate) {
+        let _ = self.to_sealer.send(update);
+    }
+
+    /// Brings the sealer this suite still owns up to date (nothing once it is split off).
+    fn sync_own_sealer(&mut self) {
+        if let Some(sealer) = &mut self.sealer {
+            sealer.sync();
+        }
     }
 
     /// Writes the engine's next message (behind the non-ESP marker) to `out`.
@@ -196,7 +317,22 @@ fn inner_source(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
+impl Seal for IpsecSuite {
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
+        match &mut self.sealer {
+            Some(sealer) => sealer.encapsulate(inner, out),
+            None => Action::Drop(SuiteError::Protocol),
+        }
+    }
+}
+
 impl TunnelSuite for IpsecSuite {
+    type Sealer = EspSealer;
+
+    fn split_sealer(&mut self) -> Option<EspSealer> {
+        self.sealer.take()
+    }
+
     fn overhead(&self) -> usize {
         ESP_MAX_OVERHEAD
     }
@@ -206,22 +342,6 @@ impl TunnelSuite for IpsecSuite {
         self.engine.handle_timeout(now);
         self.apply_events(now);
         self.next_transmit(out, None)
-    }
-
-    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
-        let Some(index) = self.active else {
-            return Action::Drop(SuiteError::NoSession);
-        };
-        let sa = &mut self.outbound[index];
-        match sa.seal(inner, out) {
-            Ok(len) => {
-                self.sent = true;
-                Action::SendToPeer { len }
-            }
-            Err(EspError::BufferTooSmall) => Action::Drop(SuiteError::BufferTooSmall),
-            Err(EspError::SequenceExhausted) => Action::Drop(SuiteError::SessionExpired),
-            Err(_) => Action::Drop(SuiteError::InvalidInnerPacket),
-        }
     }
 
     fn is_handshake(&self, datagram: &[u8]) -> bool {
@@ -268,14 +388,15 @@ impl TunnelSuite for IpsecSuite {
         if std::mem::take(&mut self.esp_received) {
             self.engine.peer_alive(now);
         }
-        if std::mem::take(&mut self.sent) {
+        self.sync_own_sealer();
+        if std::mem::take(&mut self.sent) | self.report.sent.swap(false, Ordering::Relaxed) {
             self.last_sent = now;
         }
-        if let Some(index) = self.active {
-            let sa = &self.outbound[index];
-            if sa.remaining() < REKEY_REMAINING && !self.rekey_requested {
+        // The sealer's figures count only once it seals with the SA this suite activated last.
+        if let (Some(active), Some((sealing, remaining))) = (self.active, self.report.sealing()) {
+            if sealing == active && remaining < REKEY_REMAINING && !self.rekey_requested {
                 self.rekey_requested = true;
-                self.engine.rekey_child(sa.spi(), now);
+                self.engine.rekey_child(active, now);
             }
         }
         self.engine.handle_timeout(now);
@@ -398,6 +519,75 @@ mod tests {
         );
     }
 
+    /// An inner IPv4 packet from site 0 to site 1.
+    fn inner_packet() -> [u8; 60] {
+        let mut inner = [0u8; 60];
+        inner[0] = 0x45;
+        inner[2..4].copy_from_slice(&60u16.to_be_bytes());
+        inner[9] = 17;
+        inner[12..16].copy_from_slice(&[198, 18, 1, 5]);
+        inner[16..20].copy_from_slice(&[198, 18, 2, 9]);
+        inner
+    }
+
+    /// The SPI an ESP datagram was sealed with.
+    fn spi_of(action: Action, out: &[u8]) -> u32 {
+        u32::from_be_bytes(out[..len_of(action)][..4].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_split_sealer_takes_up_new_keys_at_its_next_sync() {
+        let mut pair = [suite(0), suite(1)];
+        let mut sealer = pair[0].split_sealer().expect("IPsec splits");
+        assert!(pair[0].split_sealer().is_none(), "only once");
+        let mut out = [0u8; 4096];
+        let inner = inner_packet();
+        assert_eq!(
+            pair[0].encapsulate(&inner, &mut out),
+            Action::Drop(SuiteError::Protocol),
+            "a split suite no longer seals"
+        );
+
+        let start = pair[0].start(&mut out);
+        exchange(&mut pair, 0, start, &out);
+        assert!(pair[0].session().established);
+        assert_eq!(
+            sealer.encapsulate(&inner, &mut out),
+            Action::Drop(SuiteError::NoSession),
+            "the new SA reaches the sealer at its next sync, not before"
+        );
+        sealer.sync();
+        let sealed = sealer.encapsulate(&inner, &mut out);
+        let first_spi = spi_of(sealed, &out);
+        assert_eq!(Some(first_spi), pair[0].active);
+        let esp = out[..len_of(sealed)].to_vec();
+        let got = pair[1].decapsulate(ADDRS[0].parse().unwrap(), &esp, &mut out);
+        assert!(matches!(got.action, Action::Deliver { len: 60, .. }), "{got:?}");
+
+        // A CHILD SA rekey: the old SA seals until the sealer syncs, then the new one.
+        pair[0].engine.rekey_child(first_spi, Instant::now());
+        let rekey = pair[0].timers(&mut out);
+        exchange(&mut pair, 0, rekey, &out);
+        let new_spi = pair[0].active.unwrap();
+        assert_ne!(new_spi, first_spi);
+        let sealed = sealer.encapsulate(&inner, &mut out);
+        assert_eq!(spi_of(sealed, &out), first_spi, "not synced yet");
+        sealer.sync();
+        let sealed = sealer.encapsulate(&inner, &mut out);
+        assert_eq!(spi_of(sealed, &out), new_spi);
+        let esp = out[..len_of(sealed)].to_vec();
+        let got = pair[1].decapsulate(ADDRS[0].parse().unwrap(), &esp, &mut out);
+        assert!(matches!(got.action, Action::Deliver { len: 60, .. }), "{got:?}");
+
+        // The sealer reports what it seals with and what it sent, for the suite's timers.
+        assert_eq!(
+            pair[0].report.sealing().map(|(spi, _)| spi),
+            Some(new_spi),
+            "published at sync"
+        );
+        assert!(pair[0].report.sent.load(Ordering::Relaxed));
+    }
+
     fn len_of(action: Action) -> usize {
         match action {
             Action::SendToPeer { len } | Action::ReplyToSender { len } => len,
@@ -426,7 +616,7 @@ mod tests {
             assert_eq!((session.rekeys, session.ike_rekeys), (0, Some(0)), "the first SAs");
         }
 
-        let spi = pair[0].outbound[pair[0].active.unwrap()].spi();
+        let spi = pair[0].active.unwrap();
         pair[0].engine.rekey_child(spi, Instant::now());
         let rekey = pair[0].timers(&mut out);
         exchange(&mut pair, 0, rekey, &out);

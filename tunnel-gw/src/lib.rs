@@ -9,7 +9,8 @@
 //!   ESP plug into the same data loop.
 //! * [`wireguard`]: the WireGuard suite over boringtun.
 //! * [`ipsec`]: the IPsec suite: IKEv2 and ESP in UDP over braid-ipsec's sans-IO engine.
-//! * [`datapath`]: the single data thread: batched I/O, policy checks, counters.
+//! * [`datapath`]: the data thread (and IPsec's optional sealing thread): batched I/O, policy
+//!   checks, counters.
 //! * [`handshake_limit`]: per-source and global rate limits on handshakes before the suite.
 //! * [`settings`]: the plain-data configuration the library runs from.
 //! * [`counters`]: traffic and drop counters, one per reason.

@@ -2,9 +2,10 @@
 //!
 //! Design: the binary is glue. It reads the cluster YAML, finds this gateway (`--site`,
 //! `--pair`) and its peer in the other site, loads and checks the private key, and hands plain
-//! [`GatewaySettings`] to the library. The data path runs on its own thread; the main thread
-//! writes the status file every 500 ms until SIGTERM or SIGINT, then the data thread finishes
-//! its current batch and the process exits 0. Key material is never logged.
+//! [`GatewaySettings`] to the library. The data path runs on its own thread (two with IPsec's
+//! `seal_thread`); the main thread writes the status file every 500 ms until SIGTERM or SIGINT,
+//! then the data threads finish their current batch and the process exits 0. Key material is
+//! never logged.
 //!
 //! Under systemd (`Type=notify`) the main thread also speaks `sd_notify`
 //! ([`braid_core::service`]): `READY=1` once the data thread has started the session and the
@@ -128,6 +129,7 @@ fn serve<S: TunnelSuite + Send + 'static>(
         wan = %settings.wan_bind,
         peer = %settings.peer_endpoint,
         mtu = settings.mtu,
+        data_threads = datapath.threads(),
         "gateway starting"
     );
     for (side, granted) in [("LAN", lan_buffers), ("WAN", wan_buffers)] {
@@ -145,6 +147,7 @@ fn serve<S: TunnelSuite + Send + 'static>(
     let counters = datapath.counters();
     let session = datapath.session();
     let data_progress = datapath.progress();
+    let data_threads = datapath.threads();
     let data_stop = stop.clone();
     let data_thread = thread::Builder::new()
         .name(format!("braid-gw-{}", args.pair))
@@ -169,7 +172,7 @@ fn serve<S: TunnelSuite + Send + 'static>(
     let writer = args.status_file.as_ref().map(StatusWriter::new);
     let me = DaemonId::gateway(&args.site, args.pair);
     let mut notifier = ServiceNotifier::from_env();
-    let threads = [&data_progress, &control_progress];
+    let threads: Vec<&Progress> = data_progress.iter().chain([&control_progress]).collect();
     run_reporter(
         writer.as_ref(),
         notifier.loop_period(STATUS_PERIOD),
@@ -178,14 +181,15 @@ fn serve<S: TunnelSuite + Send + 'static>(
             let totals = counters.to_json();
             let hb = heartbeat(&me, config.cluster.suite, started, session.get(), &totals);
             let mut status = status_document(&hb, totals);
+            status["data_threads"] = data_threads.into();
             // What the watchdog goes by, for supervisors without one (a Kubernetes probe).
-            status["progressing"] = all_progressing(threads).into();
+            status["progressing"] = all_progressing(threads.iter().copied()).into();
             status
         },
         || {
-            let healthy = all_progressing(threads);
+            let healthy = all_progressing(threads.iter().copied());
             let line = status_line(args, config.cluster.suite, session.get().established, healthy);
-            if all_started(threads) {
+            if all_started(threads.iter().copied()) {
                 notifier.ready(&line);
             }
             notifier.status(&line);
@@ -391,6 +395,7 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
         mtu: usize::from(config.cluster.mtu),
         batch_size: DEFAULT_BATCH_SIZE,
         socket_buffer_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
+        seal_thread: config.cluster.ipsec.as_ref().is_some_and(|ipsec| ipsec.seal_thread),
     })
 }
 

@@ -57,6 +57,9 @@ pub struct GatewaySettings {
     pub batch_size: usize,
     /// Kernel buffer requested for each socket, in bytes.
     pub socket_buffer_bytes: usize,
+    /// Seal on a thread of its own, beside the thread that opens and runs the handshakes
+    /// (IPsec only: see [`crate::suite`]).
+    pub seal_thread: bool,
 }
 
 impl GatewaySettings {

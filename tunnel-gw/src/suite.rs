@@ -9,9 +9,16 @@
 //!
 //! Buffer contract: every method writes its output at the start of `out` and reports its length
 //! in the [`Action`]. `out` must be at least [`TunnelSuite::overhead`] bytes longer than the
-//! inner packet for [`TunnelSuite::encapsulate`], at least as long as the datagram for
+//! inner packet for [`Seal::encapsulate`], at least as long as the datagram for
 //! [`TunnelSuite::decapsulate`], and at least [`MIN_CONTROL_BUFFER`] bytes for every call. A
 //! suite given a shorter buffer returns [`SuiteError::BufferTooSmall`]; it never panics.
+//!
+//! Threads: a suite is driven by one data thread, unless it can hand its [`Seal`] half to a
+//! thread of its own ([`TunnelSuite::split_sealer`]). IPsec can: its outbound SA is independent
+//! of everything inbound, so one thread seals while another opens ESP and runs IKE, and the
+//! only traffic between them is the outbound SA moving to the sealer when IKE installs one
+//! (checked once per round, never per packet). WireGuard cannot: boringtun's `Tunn` is one
+//! `&mut` state for both directions, and sharing it would take a lock per packet.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -146,18 +153,44 @@ pub struct SessionState {
     pub ike_rekeys: Option<u64>,
 }
 
-/// A tunnel protocol core, owned and driven by one data thread.
-pub trait TunnelSuite {
+/// Protecting inner packets for the peer: what the LAN → WAN direction needs of a suite.
+pub trait Seal {
+    /// Protects one inner IP packet from the LAN for the peer. Before a session exists the
+    /// suite may queue the packet and return a handshake to send instead.
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action;
+
+    /// Catches up with the rest of the suite (keys it installed, figures it reads). The thread
+    /// that seals calls it once per round, before the round's packets; never per packet.
+    fn sync(&mut self) {}
+}
+
+/// The sealer of a suite that cannot split ([`TunnelSuite::split_sealer`] returns `None`).
+#[derive(Debug)]
+pub enum NoSealer {}
+
+impl Seal for NoSealer {
+    fn encapsulate(&mut self, _: &[u8], _: &mut [u8]) -> Action {
+        match *self {}
+    }
+}
+
+/// A tunnel protocol core, owned and driven by one data thread (and, split, a sealing one).
+pub trait TunnelSuite: Seal {
+    /// What [`TunnelSuite::split_sealer`] hands to a sealing thread.
+    type Sealer: Seal + Send + 'static;
+
+    /// Hands the sealing half to a thread of its own, if this suite can split: from then on
+    /// only the returned sealer encapsulates (the suite's own [`Seal::encapsulate`] drops
+    /// with [`SuiteError::Protocol`]), and the suite keeps everything else. `None` if it
+    /// cannot split, or already has.
+    fn split_sealer(&mut self) -> Option<Self::Sealer>;
+
     /// Bytes the suite adds to an inner packet on the WAN (headers, tag, padding bound).
     fn overhead(&self) -> usize;
 
     /// Starts the session so the pair comes up without waiting for traffic. Returns what to
     /// send (a handshake) or [`Action::Done`].
     fn start(&mut self, out: &mut [u8]) -> Action;
-
-    /// Protects one inner IP packet from the LAN for the peer. Before a session exists the
-    /// suite may queue the packet and return a handshake to send instead.
-    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action;
 
     /// Whether `datagram` is a handshake (key exchange) message rather than transport data:
     /// the caller rate-limits handshakes per source before [`TunnelSuite::decapsulate`], and

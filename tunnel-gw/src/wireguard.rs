@@ -43,7 +43,9 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
-use crate::suite::{Action, Decapsulated, Proof, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER};
+use crate::suite::{
+    Action, Decapsulated, NoSealer, Proof, Seal, SessionState, SuiteError, TunnelSuite, MIN_CONTROL_BUFFER,
+};
 
 /// Bytes WireGuard adds to an inner packet: 16-byte header and 16-byte Poly1305 tag.
 pub const WIREGUARD_OVERHEAD: usize = 32;
@@ -112,7 +114,27 @@ impl WireGuardSuite {
     }
 }
 
+impl Seal for WireGuardSuite {
+    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
+        if !self.can_encapsulate(inner.len(), out) {
+            return Action::Drop(SuiteError::BufferTooSmall);
+        }
+        self.largest_inner = self.largest_inner.max(inner.len());
+        let base = out.as_ptr() as usize;
+        let result = self.tunnel.encapsulate(inner, out);
+        place(to_action(result, base), out)
+    }
+}
+
 impl TunnelSuite for WireGuardSuite {
+    /// boringtun's `Tunn` is one state for both directions: a WireGuard gateway seals on the
+    /// thread that opens.
+    type Sealer = NoSealer;
+
+    fn split_sealer(&mut self) -> Option<NoSealer> {
+        None
+    }
+
     fn overhead(&self) -> usize {
         WIREGUARD_OVERHEAD
     }
@@ -123,16 +145,6 @@ impl TunnelSuite for WireGuardSuite {
         }
         let base = out.as_ptr() as usize;
         let result = self.tunnel.format_handshake_initiation(out, false);
-        place(to_action(result, base), out)
-    }
-
-    fn encapsulate(&mut self, inner: &[u8], out: &mut [u8]) -> Action {
-        if !self.can_encapsulate(inner.len(), out) {
-            return Action::Drop(SuiteError::BufferTooSmall);
-        }
-        self.largest_inner = self.largest_inner.max(inner.len());
-        let base = out.as_ptr() as usize;
-        let result = self.tunnel.encapsulate(inner, out);
         place(to_action(result, base), out)
     }
 

@@ -81,6 +81,7 @@ fn reordered(suite: Suite, replay_window: u32) -> Options {
         suite,
         replay_window,
         reorder: Some(REORDER),
+        seal_thread: false,
     }
 }
 

@@ -12,12 +12,47 @@ use support::*;
 #[test]
 fn packets_cross_both_ways_encrypted_and_intact() {
     for suite in Suite::ALL {
-        packets_cross_both_ways(suite);
+        packets_cross_both_ways(Options::new(suite));
     }
 }
 
-fn packets_cross_both_ways(suite: Suite) {
-    let lab = Lab::start(suite);
+#[test]
+fn ipsec_gateways_sealing_on_threads_of_their_own_carry_both_ways_and_follow_a_roaming_peer() {
+    let options = Options {
+        seal_thread: true,
+        ..Options::new(Suite::Ipsec)
+    };
+    packets_cross_both_ways(options);
+
+    let lab = Lab::start_with(options);
+    assert_eq!((lab.a.threads, lab.b.threads), (2, 2));
+    let a_to_b = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 1);
+    assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &a_to_b);
+    // B seems to move: its ESP reaches A from a new address, and A's datagrams to the old one
+    // are lost from now on.
+    lab.moved.store(true, std::sync::atomic::Ordering::Relaxed);
+    let b_to_a = ipv4_udp(Ipv4Addr::new(198, 19, 0, 9), Ipv4Addr::new(198, 18, 0, 5), 2);
+    assert_forwarded(&lab.demux_b, &lab.b, &lab.demux_a, &lab.a, ETHERTYPE_IPV4, &b_to_a);
+    wait_for("A follows B to its new address", || {
+        counter(&lab.a, "wan_endpoint_roamed") == 1
+    });
+    // A's sealing thread now sends to B's new address: only there does anything reach B.
+    let a_to_b = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 3);
+    assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &a_to_b);
+    assert_eq!(
+        counter(&lab.a, "wan_endpoint_roamed"),
+        1,
+        "moved once, to {}",
+        lab.moved_b
+    );
+    lab.stop();
+}
+
+fn packets_cross_both_ways(options: Options) {
+    let suite = options.suite;
+    let lab = Lab::start_with(options);
+    let threads = if options.seal_thread { 2 } else { 1 };
+    assert_eq!((lab.a.threads, lab.b.threads), (threads, threads), "{options:?}");
     let a_to_b = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 1);
     assert_forwarded(&lab.demux_a, &lab.a, &lab.demux_b, &lab.b, ETHERTYPE_IPV4, &a_to_b);
     let b_to_a = ipv4_udp(Ipv4Addr::new(198, 19, 0, 9), Ipv4Addr::new(198, 18, 0, 5), 2);

@@ -265,6 +265,7 @@ impl ClusterConfig {
                 replay_window: Some(u64::from(ipsec.replay_window)),
                 liveness_s: Some(ipsec.liveness_s),
                 initiators: Some(ipsec.initiators.clone()),
+                seal_thread: Some(ipsec.seal_thread),
             }),
         }
     }

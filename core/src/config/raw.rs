@@ -50,6 +50,8 @@ pub(super) struct RawIpsec {
     pub liveness_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiators: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_thread: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -528,6 +528,10 @@ fn ipsec_defaults() {
     assert_eq!(ipsec.replay_window, 8192);
     assert_eq!(ipsec.liveness_s, 5);
     assert_eq!(ipsec.initiators, ["a", "b"], "every site initiates by default");
+    assert!(
+        !ipsec.seal_thread,
+        "a gateway seals on the thread that opens by default"
+    );
     let mut defaults = IpsecConfig::with_psk_file(PathBuf::from("conf/ipsec.psk"));
     defaults.initiators = vec!["a".into(), "b".into()];
     assert_eq!(*ipsec, defaults);
@@ -543,7 +547,7 @@ fn ipsec_settings() {
     let section = "ipsec:\n  psk_file: /etc/braid/ipsec.psk\n  \
         ike_proposals: [chacha20poly1305-prfsha256-ecp256, aes256gcm16-prfsha256-x25519]\n  \
         esp_proposals: [chacha20poly1305-esn-noesn, aes256gcm16]\n  ike_lifetime_s: 60\n  \
-        child_lifetime_s: 10\n  replay_window: 65536\n  liveness_s: 3600\n";
+        child_lifetime_s: 10\n  replay_window: 65536\n  liveness_s: 3600\n  seal_thread: true\n";
     let text = ipsec_with(section)
         .replace(
             "        wan: 198.19.0.11:51820\n",
@@ -572,6 +576,7 @@ fn ipsec_settings() {
         ),
         (60, 10, 65536, 3600)
     );
+    assert!(ipsec.seal_thread);
     assert_eq!(
         cfg.gateway("a", 1).unwrap().ike_id.as_deref(),
         Some("@gw-a1.example.net")

@@ -233,6 +233,7 @@ impl Checker<'_> {
             )?,
             liveness_s: self.number("ipsec.liveness_s", raw.liveness_s, default.liveness_s, LIVENESS_S_RANGE)?,
             initiators: self.initiators(raw.initiators, sites)?,
+            seal_thread: raw.seal_thread.unwrap_or(default.seal_thread),
         })
     }
 

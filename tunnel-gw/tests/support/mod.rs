@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub wan: SocketAddr,
     pub counters: Arc<GatewayCounters>,
     pub session: Arc<SharedSession>,
+    /// Data threads the gateway runs (2 when it seals on a thread of its own).
+    pub threads: usize,
     thread: JoinHandle<()>,
 }
 
@@ -65,20 +68,28 @@ fn is_data(suite: Suite, datagram: &[u8]) -> bool {
 }
 
 /// Copies datagrams between the two gateways' WAN sockets and records each one.
+///
+/// Once `moved` is raised, B seems to roam: what B sends reaches A from a second socket (a
+/// new address for B, as after a NAT rebinding), what A sends there reaches B, and what A
+/// still sends to B's old address is lost (the old NAT mapping is gone).
 struct Relay {
     facing_a: UdpSocket,
+    facing_a_moved: UdpSocket,
     facing_b: UdpSocket,
     captured: Arc<Mutex<Vec<Vec<u8>>>>,
     held: Arc<Mutex<usize>>,
+    moved: Arc<AtomicBool>,
 }
 
 impl Relay {
     fn bind() -> Relay {
         Relay {
             facing_a: UdpSocket::bind(LOOPBACK).unwrap(),
+            facing_a_moved: UdpSocket::bind(LOOPBACK).unwrap(),
             facing_b: UdpSocket::bind(LOOPBACK).unwrap(),
             captured: Arc::default(),
             held: Arc::default(),
+            moved: Arc::default(),
         }
     }
 
@@ -96,16 +107,27 @@ impl Relay {
             // Held datagrams and the count of later data messages after which each goes.
             let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
             while !stop.is_stopped() {
-                let ready = poll_readable([&self.facing_a, &self.facing_b], Duration::from_millis(50)).unwrap();
+                let sockets = [&self.facing_a, &self.facing_b, &self.facing_a_moved];
+                let ready = poll_readable(sockets, Duration::from_millis(50)).unwrap();
                 if ready[1] {
                     let (len, _) = self.facing_b.recv_from(&mut buf).unwrap();
                     self.captured.lock().unwrap().push(buf[..len].to_vec());
-                    self.facing_a.send_to(&buf[..len], gw_a).unwrap();
+                    let towards_a = if self.moved.load(Ordering::Relaxed) {
+                        &self.facing_a_moved
+                    } else {
+                        &self.facing_a
+                    };
+                    towards_a.send_to(&buf[..len], gw_a).unwrap();
                 }
-                if !ready[0] {
+                let from_a = match ready {
+                    [true, _, _] => &self.facing_a,
+                    [_, _, true] => &self.facing_a_moved,
+                    _ => continue,
+                };
+                let (len, _) = from_a.recv_from(&mut buf).unwrap();
+                if self.moved.load(Ordering::Relaxed) && std::ptr::eq(from_a, &self.facing_a) {
                     continue;
                 }
-                let (len, _) = self.facing_a.recv_from(&mut buf).unwrap();
                 let datagram = buf[..len].to_vec();
                 self.captured.lock().unwrap().push(datagram.clone());
                 if let (Some(r), true) = (reorder, is_data(suite, &datagram)) {
@@ -133,6 +155,8 @@ pub struct Options {
     /// IPsec only: the anti-replay window of every inbound SA.
     pub replay_window: u32,
     pub reorder: Option<Reorder>,
+    /// Both gateways seal on a thread of their own (IPsec only).
+    pub seal_thread: bool,
 }
 
 impl Options {
@@ -141,6 +165,7 @@ impl Options {
             suite,
             replay_window: braid_ipsec::replay::DEFAULT_REPLAY_WINDOW,
             reorder: None,
+            seal_thread: false,
         }
     }
 }
@@ -154,6 +179,9 @@ pub struct Lab {
     pub captured: Arc<Mutex<Vec<Vec<u8>>>>,
     /// How many datagrams the relay held back to reorder them.
     pub held: Arc<Mutex<usize>>,
+    /// Raise to make B seem to roam (see [`Relay`]); `moved_b` is where A then sees B.
+    pub moved: Arc<AtomicBool>,
+    pub moved_b: SocketAddr,
     stop: StopFlag,
     relay: JoinHandle<()>,
 }
@@ -179,12 +207,24 @@ impl Lab {
         let tunnel_a = tunnel(&options, &key_a, &key_b, &site_a, &site_b, &relay.facing_a, true);
         let tunnel_b = tunnel(&options, &key_b, &key_a, &site_b, &site_a, &relay.facing_b, false);
         let a = spawn_gateway(
-            settings(tunnel_a, a_claims, site_b.clone(), &demux_a, &relay.facing_a),
+            settings(
+                tunnel_a,
+                a_claims,
+                site_b.clone(),
+                &demux_a,
+                &relay.facing_a,
+                options.seal_thread,
+            ),
             &stop,
         );
-        let b = spawn_gateway(settings(tunnel_b, site_b, site_a, &demux_b, &relay.facing_b), &stop);
+        let b = spawn_gateway(
+            settings(tunnel_b, site_b, site_a, &demux_b, &relay.facing_b, options.seal_thread),
+            &stop,
+        );
         let captured = Arc::clone(&relay.captured);
         let held = Arc::clone(&relay.held);
+        let moved = Arc::clone(&relay.moved);
+        let moved_b = relay.facing_a_moved.local_addr().unwrap();
         let relay = relay.spawn(a.wan, b.wan, options.suite, options.reorder, stop.clone());
         let lab = Lab {
             demux_a,
@@ -193,6 +233,8 @@ impl Lab {
             b,
             captured,
             held,
+            moved,
+            moved_b,
             stop,
             relay,
         };
@@ -255,6 +297,7 @@ fn settings(
     peer_prefixes: Vec<Prefix>,
     demux: &UdpSocket,
     relay: &UdpSocket,
+    seal_thread: bool,
 ) -> GatewaySettings {
     GatewaySettings {
         pair_id: PAIR,
@@ -268,6 +311,7 @@ fn settings(
         mtu: 1420,
         batch_size: 16,
         socket_buffer_bytes: 4 << 20,
+        seal_thread,
     }
 }
 
@@ -281,6 +325,7 @@ fn spawn_gateway(settings: GatewaySettings, stop: &StopFlag) -> Gateway {
                 wan: datapath.wan_addr().unwrap(),
                 counters: datapath.counters(),
                 session: datapath.session(),
+                threads: datapath.threads(),
                 thread: thread::spawn(move || datapath.run(&stop).unwrap()),
             }
         }};
