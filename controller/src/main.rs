@@ -335,6 +335,10 @@ enum LabCommand {
         /// IPsec IKE SA lifetime in seconds (20-604800; default 14400); --suite ipsec only.
         #[arg(long, value_name = "SECS")]
         ike_lifetime: Option<u64>,
+        /// Every gateway seals ESP on a thread of its own (`ipsec.seal_thread`); --suite ipsec
+        /// only.
+        #[arg(long)]
+        seal_thread: bool,
         /// Make site b a site that runs no braid: `strongswan` runs one strongSwan charon per
         /// site-b gateway, host b behind them (needs --suite ipsec).
         #[arg(long, value_parser = ["strongswan"])]
@@ -467,15 +471,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     suite,
                     child_lifetime,
                     ike_lifetime,
+                    seal_thread,
                     external_peer,
                     data_threads,
                     controllers,
                     nat,
                 },
         } => {
-            let lifetimes = lab::IpsecLifetimes {
+            let ipsec = lab::IpsecLabOptions {
                 child_lifetime_s: child_lifetime,
                 ike_lifetime_s: ike_lifetime,
+                seal_thread,
             };
             let opts = lab::UpOptions {
                 external_peer: external_peer.is_some(),
@@ -485,7 +491,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 nat,
                 ..up_options(name, gateways, timeout, suite)
             };
-            let info = lab::up_with(&opts, lifetimes)?;
+            let info = lab::up_with(&opts, ipsec)?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {

@@ -2,7 +2,8 @@
 //! suite: TCP both ways with every byte verified, UDP flows never reordered, every pair used,
 //! and a WAN capture that holds only the suite's own messages (WireGuard; or ESP in UDP, IKE
 //! and NAT keepalives, with no ESP sequence number twice on one SA) and never the plaintext the
-//! hosts sent.
+//! hosts sent. The IPsec gateways seal on a thread of their own (`ipsec.seal_thread`); the
+//! other IPsec lab tests run them on one thread.
 
 mod support;
 
@@ -29,7 +30,7 @@ fn wireguard_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan()
         return;
     }
     let _one = one_lab_at_a_time();
-    three_pairs_end_to_end(Suite::WireGuard, "e2e");
+    three_pairs_end_to_end(Lab::up_with("e2e", 3, Suite::WireGuard), Suite::WireGuard);
 }
 
 #[test]
@@ -38,11 +39,20 @@ fn ipsec_pairs_carry_verified_tcp_and_unreordered_udp_encrypted_on_the_wan() {
         return;
     }
     let _one = one_lab_at_a_time();
-    three_pairs_end_to_end(Suite::Ipsec, "e2e-ipsec");
+    let lab = Lab::up_ipsec_sealing("e2e-ipsec", 3);
+    for gw in lab.info.processes.iter().filter(|p| p.role == "gw") {
+        let status = braid_lab::read_status(&gw.status_file)
+            .unwrap_or_else(|| panic!("gateway {}{} wrote no status", gw.site, gw.index));
+        assert_eq!(
+            status["data_threads"], 2,
+            "gateway {}{} seals on a thread of its own",
+            gw.site, gw.index
+        );
+    }
+    three_pairs_end_to_end(lab, Suite::Ipsec);
 }
 
-fn three_pairs_end_to_end(suite: Suite, name: &str) {
-    let lab = Lab::up_with(name, 3, suite);
+fn three_pairs_end_to_end(lab: Lab, suite: Suite) {
     let info = &lab.info;
     let bin = bin_dir();
     let _server = BenchServer::start(info, &bin);

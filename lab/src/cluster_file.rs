@@ -4,7 +4,7 @@
 //!
 //! A WireGuard lab gets one private key per gateway; an IPsec lab gets one pre-shared key for
 //! the whole cluster ([`PSK_FILE`]) and no WireGuard keys, and its gateways listen on port 4500.
-//! An IPsec lab may also set its SA lifetimes ([`IpsecLifetimes`]); their ranges are checked by
+//! An IPsec lab may also set its SA lifetimes ([`IpsecLabOptions`]); their ranges are checked by
 //! the configuration's own validation when the file is loaded back.
 //!
 //! The file is generated as text in the documented schema and then loaded back through
@@ -39,28 +39,39 @@ pub fn controller_section(dir: &Path, metrics: SocketAddr) -> String {
     )
 }
 
-/// The IPsec SA lifetimes a lab's cluster file sets in its `ipsec:` section
-/// (`child_lifetime_s`, `ike_lifetime_s`, seconds). `None` leaves the field out, so the
-/// configuration's default applies (CHILD 1 h, IKE 4 h). Only an IPsec lab takes them.
+/// What an IPsec lab's cluster file sets in its `ipsec:` section: the SA lifetimes
+/// (`child_lifetime_s`, `ike_lifetime_s`, seconds; `None` leaves the field out, so the
+/// configuration's default applies: CHILD 1 h, IKE 4 h) and whether gateways seal on a thread
+/// of their own (`seal_thread`, written only when set). Only an IPsec lab takes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IpsecLifetimes {
+pub struct IpsecLabOptions {
     pub child_lifetime_s: Option<u64>,
     pub ike_lifetime_s: Option<u64>,
+    pub seal_thread: bool,
 }
 
-impl IpsecLifetimes {
+impl IpsecLabOptions {
     /// Whether either lifetime is set.
     pub fn is_set(&self) -> bool {
         self.child_lifetime_s.is_some() || self.ike_lifetime_s.is_some()
     }
 
-    /// Refuses lifetimes for a suite that has none to set: WireGuard rekeys on the protocol's
-    /// fixed timers.
+    /// Refuses IPsec options for a suite they do not apply to: WireGuard rekeys on the
+    /// protocol's fixed timers, and its session is one state on one thread.
     pub fn check_suite(&self, suite: Suite) -> Result<()> {
-        if self.is_set() && suite != Suite::Ipsec {
+        if suite == Suite::Ipsec {
+            return Ok(());
+        }
+        if self.is_set() {
             bail!(
                 "--child-lifetime and --ike-lifetime set IPsec SA lifetimes and need --suite ipsec; \
                  a {suite} lab has none to set (WireGuard rekeys on its own fixed 120 s timer)"
+            );
+        }
+        if self.seal_thread {
+            bail!(
+                "--seal-thread needs --suite ipsec: a {suite} gateway seals and opens on one thread \
+                 (boringtun's session is one state for both directions)"
             );
         }
         Ok(())
@@ -69,14 +80,15 @@ impl IpsecLifetimes {
     /// What a lab's cluster file says, as the lifetimes to write again when it is rewritten
     /// (a scale): a lifetime equal to the configuration's default is left out, as it means the
     /// same either way.
-    pub fn of(config: &ClusterConfig) -> IpsecLifetimes {
+    pub fn of(config: &ClusterConfig) -> IpsecLabOptions {
         use braid_core::config::{DEFAULT_CHILD_LIFETIME_S, DEFAULT_IKE_LIFETIME_S};
         let Some(ipsec) = config.cluster.ipsec.as_ref() else {
-            return IpsecLifetimes::default();
+            return IpsecLabOptions::default();
         };
-        IpsecLifetimes {
+        IpsecLabOptions {
             child_lifetime_s: Some(ipsec.child_lifetime_s).filter(|s| *s != DEFAULT_CHILD_LIFETIME_S),
             ike_lifetime_s: Some(ipsec.ike_lifetime_s).filter(|s| *s != DEFAULT_IKE_LIFETIME_S),
+            seal_thread: ipsec.seal_thread,
         }
     }
 }
@@ -102,8 +114,8 @@ pub fn data_threads_of(config: &ClusterConfig) -> Result<Option<u16>> {
 
 /// Writes (or rewrites, for a scale) `cluster.yaml` under `dir` for a lab of `suite`, with the
 /// cluster secret and the suite's keys (one private key per WireGuard gateway, or one IPsec
-/// pre-shared key) created on first use and kept afterwards, the IPsec SA `lifetimes` if set
-/// (refused for WireGuard), each site's demux running `data_threads` data threads if set (else
+/// pre-shared key) created on first use and kept afterwards, the IPsec options in `ipsec` if
+/// set (refused for WireGuard), each site's demux running `data_threads` data threads if set (else
 /// the configuration's default, one per CPU core; the range is checked when the file is loaded
 /// back), and the controller listening on a unix socket in `dir` with its HTTP endpoint on
 /// `metrics`, its admin socket and its state directory in `dir` too — or, in a lab with a
@@ -114,10 +126,10 @@ pub fn write_lab_cluster(
     dir: &Path,
     metrics: SocketAddr,
     suite: Suite,
-    lifetimes: IpsecLifetimes,
+    ipsec: IpsecLabOptions,
     data_threads: Option<u16>,
 ) -> Result<PathBuf> {
-    lifetimes.check_suite(suite)?;
+    ipsec.check_suite(suite)?;
     if suite == Suite::WireGuard {
         let keys_dir = dir.join("keys");
         fs::create_dir_all(&keys_dir).with_context(|| format!("cannot create {}", keys_dir.display()))?;
@@ -138,11 +150,14 @@ pub fn write_lab_cluster(
     if suite == Suite::Ipsec {
         preshared_key(&dir.join(PSK_FILE))?;
         let _ = writeln!(yaml, "ipsec:\n  psk_file: {PSK_FILE}");
-        if let Some(seconds) = lifetimes.child_lifetime_s {
+        if let Some(seconds) = ipsec.child_lifetime_s {
             let _ = writeln!(yaml, "  child_lifetime_s: {seconds}");
         }
-        if let Some(seconds) = lifetimes.ike_lifetime_s {
+        if let Some(seconds) = ipsec.ike_lifetime_s {
             let _ = writeln!(yaml, "  ike_lifetime_s: {seconds}");
+        }
+        if ipsec.seal_thread {
+            let _ = writeln!(yaml, "  seal_thread: true");
         }
     }
     let controller = match super::controller_set::ControllerSet::load(dir)? {
@@ -248,7 +263,7 @@ mod tests {
             &dir.0,
             METRICS.parse().unwrap(),
             Suite::Ipsec,
-            IpsecLifetimes::default(),
+            IpsecLabOptions::default(),
             None,
         )
         .unwrap();
@@ -279,7 +294,7 @@ mod tests {
             &dir.0,
             METRICS.parse().unwrap(),
             Suite::Ipsec,
-            IpsecLifetimes::default(),
+            IpsecLabOptions::default(),
             None,
         )
         .unwrap();
@@ -296,7 +311,7 @@ mod tests {
             &dir.0,
             METRICS.parse().unwrap(),
             Suite::WireGuard,
-            IpsecLifetimes::default(),
+            IpsecLabOptions::default(),
             None,
         )
         .unwrap();
@@ -326,7 +341,7 @@ mod tests {
                 &dir.0,
                 METRICS.parse().unwrap(),
                 Suite::WireGuard,
-                IpsecLifetimes::default(),
+                IpsecLabOptions::default(),
                 threads,
             )
             .map(|path| ClusterConfig::load(&path).unwrap())

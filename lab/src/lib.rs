@@ -42,7 +42,7 @@ pub mod topology;
 
 /// The tunnel suite of a lab's pairs, for users of the lab that do not depend on braid-core.
 pub use braid_core::config::Suite;
-pub use cluster_file::IpsecLifetimes;
+pub use cluster_file::IpsecLabOptions;
 pub use scale::scale;
 
 use std::fs;
@@ -137,12 +137,15 @@ pub struct LabGateway {
     pub wan: SocketAddr,
 }
 
-/// The SA lifetimes an IPsec lab's gateways run with, in seconds: what the lab's cluster file
-/// says, the configuration's defaults where it says nothing.
+/// The SA lifetimes an IPsec lab's gateways run with, in seconds, and whether they seal on a
+/// thread of their own: what the lab's cluster file says, the configuration's defaults where
+/// it says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabIpsec {
     pub child_lifetime_s: u64,
     pub ike_lifetime_s: u64,
+    #[serde(default)]
+    pub seal_thread: bool,
 }
 
 impl LabIpsec {
@@ -151,6 +154,7 @@ impl LabIpsec {
         config.cluster.ipsec.as_ref().map(|ipsec| LabIpsec {
             child_lifetime_s: ipsec.child_lifetime_s,
             ike_lifetime_s: ipsec.ike_lifetime_s,
+            seal_thread: ipsec.seal_thread,
         })
     }
 }
@@ -259,14 +263,14 @@ pub fn load_info(name: &str) -> Result<LabInfo> {
 /// Builds lab `opts.name` and returns once every gateway pair carries traffic. On any failure
 /// everything built so far is removed again.
 pub fn up(opts: &UpOptions) -> Result<LabInfo> {
-    up_with(opts, IpsecLifetimes::default())
+    up_with(opts, IpsecLabOptions::default())
 }
 
-/// [`up`], with the IPsec SA lifetimes written into the lab's `ipsec:` section. Lifetimes are
-/// refused for a WireGuard lab; out-of-range values are refused by the configuration's
+/// [`up`], with the IPsec options (SA lifetimes, the gateways' sealing thread) written into the
+/// lab's `ipsec:` section. They are refused for a WireGuard lab; out-of-range values are refused by the configuration's
 /// validation (CHILD 10..=604800 s, IKE 20..=604800 s) before any namespace exists.
-pub fn up_with(opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
-    lifetimes.check_suite(opts.suite)?;
+pub fn up_with(opts: &UpOptions, ipsec: IpsecLabOptions) -> Result<LabInfo> {
+    ipsec.check_suite(opts.suite)?;
     netns::check_privileges()?;
     let topo = Topology::new(&opts.name, opts.gateways)
         .map_err(anyhow::Error::msg)?
@@ -297,7 +301,7 @@ pub fn up_with(opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
         name: topo.name.clone(),
         armed: true,
     };
-    let info = build(&topo, opts, lifetimes)?;
+    let info = build(&topo, opts, ipsec)?;
     guard.armed = false;
     Ok(info)
 }
@@ -345,7 +349,7 @@ impl Drop for TeardownGuard {
     }
 }
 
-fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result<LabInfo> {
+fn build(topo: &Topology, opts: &UpOptions, ipsec: IpsecLabOptions) -> Result<LabInfo> {
     let dir = state_dir(&topo.name);
     for sub in ["logs", "status"] {
         fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -356,8 +360,8 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         if opts.suite != Suite::Ipsec {
             bail!("--external-peer strongswan needs --suite ipsec");
         }
-        if lifetimes != IpsecLifetimes::default() {
-            bail!("--child-lifetime and --ike-lifetime are not supported with --external-peer (the strongSwan side keeps its own)");
+        if ipsec != IpsecLabOptions::default() {
+            bail!("--child-lifetime, --ike-lifetime and --seal-thread are not supported with --external-peer (the strongSwan side keeps its own)");
         }
         if opts.data_threads.is_some() {
             bail!("--data-threads is not supported with --external-peer");
@@ -377,7 +381,7 @@ fn build(topo: &Topology, opts: &UpOptions, lifetimes: IpsecLifetimes) -> Result
         if let Some(set) = &set {
             set.save(&dir)?;
         }
-        let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, lifetimes, opts.data_threads)?;
+        let config = cluster_file::write_lab_cluster(topo, &dir, metrics, opts.suite, ipsec, opts.data_threads)?;
         build_network(topo, topo.pair_ids())?;
         if let Some(set) = &set {
             set.build_network(topo)?;
@@ -745,6 +749,7 @@ mod tests {
             ipsec: (suite == Suite::Ipsec).then_some(LabIpsec {
                 child_lifetime_s: 60,
                 ike_lifetime_s: 240,
+                seal_thread: false,
             }),
             hosts: Hosts {
                 a: HostInfo {
@@ -776,7 +781,7 @@ mod tests {
         assert_eq!(json["suite"], "ipsec");
         assert_eq!(
             json["ipsec"],
-            serde_json::json!({"child_lifetime_s": 60, "ike_lifetime_s": 240})
+            serde_json::json!({"child_lifetime_s": 60, "ike_lifetime_s": 240, "seal_thread": false})
         );
         assert_eq!(
             json["pairs"][1],
@@ -839,10 +844,11 @@ mod tests {
         }
     }
 
-    fn lifetimes(child: Option<u64>, ike: Option<u64>) -> IpsecLifetimes {
-        IpsecLifetimes {
+    fn lifetimes(child: Option<u64>, ike: Option<u64>) -> IpsecLabOptions {
+        IpsecLabOptions {
             child_lifetime_s: child,
             ike_lifetime_s: ike,
+            seal_thread: false,
         }
     }
 
@@ -862,23 +868,29 @@ mod tests {
             &dir.0,
             metrics,
             Suite::Ipsec,
-            lifetimes(Some(60), Some(240)),
+            IpsecLabOptions {
+                seal_thread: true,
+                ..lifetimes(Some(60), Some(240))
+            },
             None,
         )
         .unwrap();
         let yaml = fs::read_to_string(&path).unwrap();
         assert!(
-            yaml.contains("ipsec:\n  psk_file: ipsec.psk\n  child_lifetime_s: 60\n  ike_lifetime_s: 240\n"),
+            yaml.contains(
+                "ipsec:\n  psk_file: ipsec.psk\n  child_lifetime_s: 60\n  ike_lifetime_s: 240\n  seal_thread: true\n"
+            ),
             "{yaml}"
         );
         let expected = LabIpsec {
             child_lifetime_s: 60,
             ike_lifetime_s: 240,
+            seal_thread: true,
         };
         assert_eq!(running(&path), (Suite::Ipsec, Some(expected)));
 
         // `braid scale` rewrites the file from the topology (grow, then shrink): the lifetimes
-        // stay, as the suite does.
+        // and the sealing thread stay, as the suite does.
         let mut lab = info(Suite::Ipsec);
         (lab.state_dir, lab.config, lab.metrics) = (dir.0.clone(), path.clone(), metrics);
         for pairs in [3, 1] {
@@ -901,6 +913,7 @@ mod tests {
         let defaults = Some(LabIpsec {
             child_lifetime_s: braid_core::config::DEFAULT_CHILD_LIFETIME_S,
             ike_lifetime_s: 30,
+            seal_thread: false,
         });
         assert_eq!(running(&path).1, defaults);
         assert!(!fs::read_to_string(&path).unwrap().contains("child_lifetime_s"));
@@ -909,7 +922,7 @@ mod tests {
 
         // No flags: the file is what it always was, and a WireGuard lab has no lifetimes.
         let path =
-            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLifetimes::default(), None)
+            cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLabOptions::default(), None)
                 .unwrap();
         assert!(!fs::read_to_string(&path).unwrap().contains("_lifetime_s"));
         let wg_dir = ScratchDir::new("lifetimes-wg");
@@ -918,7 +931,7 @@ mod tests {
             &wg_dir.0,
             metrics,
             Suite::WireGuard,
-            IpsecLifetimes::default(),
+            IpsecLabOptions::default(),
             None,
         )
         .unwrap();
@@ -935,7 +948,7 @@ mod tests {
             &dir.0,
             metrics,
             Suite::WireGuard,
-            IpsecLifetimes::default(),
+            IpsecLabOptions::default(),
             Some(2),
         )
         .unwrap();
@@ -995,7 +1008,7 @@ mod tests {
     }
 
     #[test]
-    fn ipsec_lifetimes_are_refused_for_a_wireguard_lab() {
+    fn ipsec_options_are_refused_for_a_wireguard_lab() {
         let opts = UpOptions {
             name: "g-never".into(),
             gateways: 1,
@@ -1031,6 +1044,12 @@ mod tests {
             assert!(format!("{error:#}").contains("need --suite ipsec"), "{error:#}");
             assert!(!dir.0.join("cluster.yaml").exists());
         }
+        let seal = IpsecLabOptions {
+            seal_thread: true,
+            ..IpsecLabOptions::default()
+        };
+        let error = format!("{:#}", up_with(&opts, seal).unwrap_err());
+        assert!(error.contains("--seal-thread needs --suite ipsec"), "{error}");
         assert!(!state_dir("g-never").exists());
     }
 }

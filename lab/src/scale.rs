@@ -18,7 +18,7 @@ use braid_core::config::ClusterConfig;
 
 use super::topology::Topology;
 use super::{
-    build_gateways, cluster_file, controller, lab_pairs, load_cluster, load_info, refresh_processes, IpsecLifetimes,
+    build_gateways, cluster_file, controller, lab_pairs, load_cluster, load_info, refresh_processes, IpsecLabOptions,
     LabInfo, LabIpsec,
 };
 use anyhow::{bail, Context, Result};
@@ -73,7 +73,7 @@ pub fn scale(name: &str, bin_dir: &Path, gateways: u16, timeout: Duration) -> Re
 /// (`running`, the file as it was): its suite, its IPsec SA lifetimes and its demuxes' data
 /// threads; the keys are kept by [`cluster_file::write_lab_cluster`].
 pub(super) fn rewrite_cluster_file(running: &ClusterConfig, info: &LabInfo, topo: &Topology) -> Result<PathBuf> {
-    let (suite, lifetimes) = (running.cluster.suite, IpsecLifetimes::of(running));
+    let (suite, ipsec) = (running.cluster.suite, IpsecLabOptions::of(running));
     let data_threads = cluster_file::data_threads_of(running)?;
-    cluster_file::write_lab_cluster(topo, &info.state_dir, info.metrics, suite, lifetimes, data_threads)
+    cluster_file::write_lab_cluster(topo, &info.state_dir, info.metrics, suite, ipsec, data_threads)
 }

@@ -116,10 +116,23 @@ impl Lab {
         }
     }
 
+    /// An IPsec lab whose gateways seal ESP on a thread of their own (`ipsec.seal_thread`).
+    pub fn up_ipsec_sealing(name: &str, gateways: u16) -> Lab {
+        let ipsec = lab::IpsecLabOptions {
+            seal_thread: true,
+            ..lab::IpsecLabOptions::default()
+        };
+        Lab::up_full(Lab::options(name, gateways, Suite::Ipsec), ipsec)
+    }
+
     fn up_opts(opts: UpOptions) -> Lab {
+        Lab::up_full(opts, lab::IpsecLabOptions::default())
+    }
+
+    fn up_full(opts: UpOptions, ipsec: lab::IpsecLabOptions) -> Lab {
         let name = opts.name.clone();
         let _ = lab::down(&name);
-        let info = lab::up(&opts).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
+        let info = lab::up_with(&opts, ipsec).unwrap_or_else(|e| panic!("lab up failed: {e:#}"));
         Lab { info }
     }
 }
