@@ -495,13 +495,7 @@ mod tests {
         assert!(pair[0].is_handshake(&out[..len_of(start)]), "IKE_SA_INIT");
         exchange(&mut pair, 0, start, &out);
 
-        let mut inner = [0u8; 60];
-        inner[0] = 0x45;
-        inner[2..4].copy_from_slice(&60u16.to_be_bytes());
-        inner[9] = 17;
-        inner[12..16].copy_from_slice(&[198, 18, 1, 5]);
-        inner[16..20].copy_from_slice(&[198, 18, 2, 9]);
-        let Action::SendToPeer { len } = pair[0].encapsulate(&inner, &mut out) else {
+        let Action::SendToPeer { len } = pair[0].encapsulate(&inner_packet(), &mut out) else {
             panic!("no ESP")
         };
         let esp = out[..len].to_vec();
