@@ -34,14 +34,21 @@ use braid_core::flow::PairId;
 use crossbeam_queue::ArrayQueue;
 use rustix::event::{eventfd, EventfdFlags};
 
+use super::processor::Claimed;
+
 /// Which way a handed-off packet goes, and what the reader learnt about it already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     /// Read from the TUN (in offload mode, with its vnet header), bound for a gateway.
     Outbound,
     /// An inner packet that arrived in GENEVE from pair `pair`'s gateway at `from` (already
-    /// checked to be that pair's gateway with that pair's VNI), bound for the TUN.
-    Inbound { pair: PairId, from: SocketAddr },
+    /// checked to be that pair's gateway with that pair's VNI), bound for the TUN, with what
+    /// the receiving thread learnt of it.
+    Inbound {
+        pair: PairId,
+        from: SocketAddr,
+        claimed: Claimed,
+    },
 }
 
 /// One packet in transit between two data threads.
@@ -268,16 +275,7 @@ mod tests {
     fn a_sleeper_with_mail_does_not_sleep_and_a_sender_wakes_a_sleeper() {
         let mesh = Mesh::new(2, sizes()).unwrap();
         assert!(mesh.may_sleep(1));
-        mesh.send(
-            0,
-            1,
-            Direction::Inbound {
-                pair: 3,
-                from: "198.18.0.1:1".parse().unwrap(),
-            },
-            b"z",
-        )
-        .unwrap();
+        mesh.send(0, 1, inbound_from_pair_3(), b"z").unwrap();
         mesh.wake(1);
         let mut fds = [rustix::event::PollFd::from_borrowed_fd(
             mesh.wake_fd(1),
@@ -301,12 +299,24 @@ mod tests {
         );
         assert!(!mesh.may_sleep(1), "mail is waiting");
         let parcel = mesh.receive(1).unwrap();
-        assert_eq!(
-            parcel.direction,
-            Direction::Inbound {
-                pair: 3,
-                from: "198.18.0.1:1".parse().unwrap()
-            }
-        );
+        assert_eq!(parcel.direction, inbound_from_pair_3(), "with what the reader learnt");
+    }
+
+    /// An inbound parcel's direction: from pair 3, a later fragment as the reader classified it.
+    fn inbound_from_pair_3() -> Direction {
+        let frag = braid_core::flow::FragmentId {
+            src: "198.18.2.9".parse().unwrap(),
+            dst: "198.18.1.5".parse().unwrap(),
+            proto: 17,
+            id: 77,
+        };
+        Direction::Inbound {
+            pair: 3,
+            from: "198.18.0.1:1".parse().unwrap(),
+            claimed: Claimed {
+                class: braid_core::flow::Classified::LaterFragment { frag },
+                flow: None,
+            },
+        }
     }
 }

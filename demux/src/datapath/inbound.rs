@@ -44,8 +44,14 @@ impl Lane {
                         self.write_tun(|tun| tun.write(inner), 1, inner.len());
                     }
                 }
-                InboundVerdict::HandOff { owner, pair, inner_at } => {
-                    self.hand_off(owner, Direction::Inbound { pair, from }, &datagram[inner_at..], 1);
+                InboundVerdict::HandOff {
+                    owner,
+                    pair,
+                    inner_at,
+                    claimed,
+                } => {
+                    let direction = Direction::Inbound { pair, from, claimed };
+                    self.hand_off(owner, direction, &datagram[inner_at..], 1);
                 }
                 verdict => self.answer(verdict, &reply, from),
             }

@@ -204,10 +204,10 @@ impl Lane {
                     }
                     self.path.mesh.recycle(parcel);
                 }
-                Direction::Inbound { pair, from } => {
+                Direction::Inbound { pair, from, claimed } => {
                     match self
                         .proc
-                        .inbound_inner(parcel.bytes_mut(), pair, now, now_us, &mut reply)
+                        .inbound_inner(parcel.bytes_mut(), &claimed, pair, now, now_us, &mut reply)
                     {
                         InboundVerdict::Deliver { .. } => held.push(parcel),
                         verdict => {

@@ -5,7 +5,7 @@ use braid_core::udp::SendBatch;
 use braid_core::wire::geneve;
 
 use super::handoff::Direction;
-use super::processor::{Claim, OutboundVerdict, Processor};
+use super::processor::{Claim, Claimed, OutboundVerdict, Processor};
 use super::{c, Lane, Route, HEADROOM};
 use crate::offload::{complete_checksum, GsoType, OffloadError, Segmenter, VnetHeader, VNET_HEADER_LEN};
 
@@ -83,9 +83,9 @@ impl Lane {
                 return;
             }
         };
-        let (class, flow) = match self.proc.claim(&raw[VNET_HEADER_LEN..], may_hand_off) {
-            Claim::Mine(class, flow) => (class, flow),
-            Claim::Theirs(owner) => {
+        let Claimed { class, flow } = match self.proc.claim(&raw[VNET_HEADER_LEN..], may_hand_off) {
+            Claim::Mine(claimed) => claimed,
+            Claim::Theirs(owner, _) => {
                 self.hand_off_read(owner, raw);
                 return;
             }

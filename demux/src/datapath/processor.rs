@@ -39,15 +39,34 @@ pub struct Rules {
     pub mtu: u16,
 }
 
+/// What [`Processor::claim`] learnt of a packet: its classification and, if it has a
+/// 5-tuple, its flow (hash and key). A packet handed to its owner carries it, so the owner
+/// does not parse and hash the same bytes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub class: Classified,
+    pub flow: Option<(u64, FlowKey)>,
+}
+
 /// Whether a packet is this thread's to process.
 #[derive(Debug)]
 pub enum Claim {
-    /// Ours: its classification and, if it has a 5-tuple, its flow (hash and key).
-    Mine(Classified, Option<(u64, FlowKey)>),
-    /// Thread `owner`'s.
-    Theirs(usize),
+    /// Ours.
+    Mine(Claimed),
+    /// Thread `owner`'s (the first field).
+    Theirs(usize, Claimed),
     /// Not a well-formed packet (not yet counted).
     Malformed(WireError),
+}
+
+impl Claim {
+    /// What was learnt of a packet this thread claims, if it does.
+    pub fn mine(self) -> Option<Claimed> {
+        match self {
+            Claim::Mine(claimed) => Some(claimed),
+            Claim::Theirs(..) | Claim::Malformed(_) => None,
+        }
+    }
 }
 
 /// What to do with a packet read from the TUN.
@@ -68,11 +87,12 @@ pub enum InboundVerdict {
     /// its MSS clamped).
     Deliver { inner_at: usize },
     /// Thread `owner` owns its flow: hand it the inner packet (from `inner_at`), which came
-    /// from pair `pair`.
+    /// from pair `pair`, with what this thread learnt of it.
     HandOff {
         owner: usize,
         pair: PairId,
         inner_at: usize,
+        claimed: Claimed,
     },
     /// A canary probe: send the `len`-byte GENEVE datagram written into the reply buffer back
     /// to the gateway it came from.
@@ -147,24 +167,27 @@ impl Processor {
             Ok(class) => class,
             Err(e) => return Claim::Malformed(e),
         };
-        let flow = self.steering.flow_of(&class);
+        let claimed = Claimed {
+            class,
+            flow: self.steering.flow_of(&class),
+        };
         if may_hand_off {
             if let Some(tuple) = class.tuple() {
                 let owner = owner_of(tuple, self.threads);
                 if owner != self.id {
-                    return Claim::Theirs(owner);
+                    return Claim::Theirs(owner, claimed);
                 }
             }
         }
-        Claim::Mine(class, flow)
+        Claim::Mine(claimed)
     }
 
     /// One ordinary packet read from the TUN: where it goes. A forwarded packet has had its
     /// MSS clamped. The caller has counted it as read.
     pub fn outbound(&mut self, packet: &mut [u8], may_hand_off: bool, now_ms: u64) -> OutboundVerdict {
-        let (class, flow) = match self.claim(packet, may_hand_off) {
-            Claim::Mine(class, flow) => (class, flow),
-            Claim::Theirs(owner) => return OutboundVerdict::HandOff(owner),
+        let Claimed { class, flow } = match self.claim(packet, may_hand_off) {
+            Claim::Mine(claimed) => claimed,
+            Claim::Theirs(owner, _) => return OutboundVerdict::HandOff(owner),
             Claim::Malformed(e) => {
                 self.stats.tun_wire.inc(e.counter_index());
                 return OutboundVerdict::Dropped;
@@ -268,13 +291,14 @@ impl Processor {
             return InboundVerdict::Consumed;
         };
         let inner = &mut datagram[header_len..];
-        let (class, flow) = match self.claim(inner, may_hand_off) {
-            Claim::Mine(class, flow) => (class, flow),
-            Claim::Theirs(owner) => {
+        let claimed = match self.claim(inner, may_hand_off) {
+            Claim::Mine(claimed) => claimed,
+            Claim::Theirs(owner, claimed) => {
                 return InboundVerdict::HandOff {
                     owner,
                     pair,
                     inner_at: header_len,
+                    claimed,
                 }
             }
             Claim::Malformed(e) => {
@@ -282,30 +306,25 @@ impl Processor {
                 return InboundVerdict::Consumed;
             }
         };
-        match self.accept(inner, &class, flow, pair, now_ms, now_us, reply) {
+        match self.accept(inner, &claimed, pair, now_ms, now_us, reply) {
             InboundVerdict::Deliver { .. } => InboundVerdict::Deliver { inner_at: header_len },
             other => other,
         }
     }
 
-    /// An inner packet from pair `pair` whose flow this thread owns (handed over by the thread
-    /// that received it): checked, learnt and clamped like one received here.
+    /// An inner packet from pair `pair` whose flow this thread owns, handed over by the thread
+    /// that received it with what that thread learnt of these same bytes (`claimed`): checked,
+    /// learnt and clamped like one received here.
     pub fn inbound_inner(
         &mut self,
         inner: &mut [u8],
+        claimed: &Claimed,
         pair: PairId,
         now_ms: u64,
         now_us: u64,
         reply: &mut [u8],
     ) -> InboundVerdict {
-        match self.claim(inner, false) {
-            Claim::Mine(class, flow) => self.accept(inner, &class, flow, pair, now_ms, now_us, reply),
-            Claim::Malformed(e) => {
-                count_wire(&self.stats.lan_wire, e);
-                InboundVerdict::Consumed
-            }
-            Claim::Theirs(_) => InboundVerdict::Consumed,
-        }
+        self.accept(inner, claimed, pair, now_ms, now_us, reply)
     }
 
     /// Writes a canary probe for `pair` into `out` (GENEVE header included) if this thread
@@ -372,17 +391,16 @@ impl Processor {
     /// The owner's checks on an inner packet from pair `pair` — from the peer site to this
     /// one ([`super::filter`]) — answers it if it is a canary, else learns its flow's pair and
     /// clamps its MSS.
-    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         inner: &mut [u8],
-        class: &Classified,
-        flow: Option<(u64, FlowKey)>,
+        claimed: &Claimed,
         pair: PairId,
         now_ms: u64,
         now_us: u64,
         reply: &mut [u8],
     ) -> InboundVerdict {
+        let Claimed { ref class, flow } = *claimed;
         match self.rules.inbound_filter.check(class) {
             Verdict::Accept => {}
             Verdict::CanaryOnly(refused) => {

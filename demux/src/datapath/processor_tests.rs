@@ -167,14 +167,24 @@ fn a_flow_learnt_from_a_pair_goes_back_through_it_even_when_handed_over() {
                 assert_eq!(inner_at, HEADROOM);
                 None
             }
-            InboundVerdict::HandOff { owner, pair, inner_at } => {
+            InboundVerdict::HandOff {
+                owner,
+                pair,
+                inner_at,
+                claimed,
+            } => {
                 assert_eq!((owner, pair, inner_at), (1, 2, HEADROOM));
-                Some(datagram[inner_at..].to_vec())
+                assert_eq!(
+                    a.threads[1].claim(&datagram[inner_at..], false).mine(),
+                    Some(claimed),
+                    "flow {n}: the owner would have learnt the same of these bytes"
+                );
+                Some((datagram[inner_at..].to_vec(), claimed))
             }
             other => panic!("flow {n}: {other:?}"),
         };
-        let owner = if let Some(mut inner) = inner {
-            let verdict = a.threads[1].inbound_inner(&mut inner, 2, T0, 0, &mut reply);
+        let owner = if let Some((mut inner, claimed)) = inner {
+            let verdict = a.threads[1].inbound_inner(&mut inner, &claimed, 2, T0, 0, &mut reply);
             assert_eq!(verdict, InboundVerdict::Deliver { inner_at: 0 });
             1
         } else {
@@ -295,10 +305,11 @@ fn canaries_are_probed_by_the_owner_of_their_flow_and_answered_through_the_same_
                 owner,
                 pair: via,
                 inner_at,
+                claimed,
             } => {
                 assert_eq!((owner, via), (1, pair));
                 let mut inner = datagram[inner_at..].to_vec();
-                match b.threads[1].inbound_inner(&mut inner, pair, T0, 0, &mut reply) {
+                match b.threads[1].inbound_inner(&mut inner, &claimed, pair, T0, 0, &mut reply) {
                     InboundVerdict::Reply { len } => len,
                     other => panic!("pair {pair}: {other:?}"),
                 }
