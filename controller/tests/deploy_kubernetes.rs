@@ -16,6 +16,7 @@ use std::process::Command;
 
 use braid_core::config::ClusterConfig;
 use braid_core::control::{ControlAddr, Role};
+use braid_core::testing::ScratchDir;
 use serde_yaml_ng::Value;
 
 const CREDENTIAL_NAMES: [&str; 6] = [
@@ -144,13 +145,7 @@ fn the_schema_check_fails_on_broken_manifests() {
         return;
     }
     let text = fs::read_to_string(example("braid.yaml")).unwrap();
-    struct Scratch(PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    let scratch = Scratch(std::env::temp_dir().join(format!("braid-k8s-{}", std::process::id())));
+    let scratch = ScratchDir::new("k8s");
     let dir = &scratch.0;
     fs::create_dir_all(dir).unwrap();
     for (what, broken) in [

@@ -13,17 +13,10 @@ use std::process::Command;
 
 use braid_core::keys::credentials::credential_name;
 use braid_core::keys::KeyKind;
+use braid_core::testing::ScratchDir;
 
 const UNITS: [&str; 3] = ["braid-gw@.service", "braid-demux.service", "braid-controller.service"];
 const INSTALLED_AT: &str = "/usr/local/bin/";
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/systemd")
@@ -41,9 +34,9 @@ fn have_systemd_analyze(test: &str) -> bool {
 }
 
 /// A directory holding the example units with their programs replaced by stubs in `bin/`.
-fn stage(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("braid-units-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+fn stage(name: &str) -> ScratchDir {
+    let scratch = ScratchDir::new(&format!("units-{name}"));
+    let dir = scratch.0.clone();
     fs::create_dir_all(dir.join("bin")).unwrap();
     for program in ["braid", "braid-gw", "braid-demux"] {
         let stub = dir.join("bin").join(program);
@@ -59,7 +52,7 @@ fn stage(name: &str) -> Scratch {
         let staged = text.replace(INSTALLED_AT, &format!("{}/bin/", dir.display()));
         fs::write(dir.join(unit), staged).unwrap();
     }
-    Scratch(dir)
+    scratch
 }
 
 /// Runs `systemd-analyze verify` on `units` (names in `dir`); any complaint about them is an

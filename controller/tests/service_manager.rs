@@ -6,16 +6,17 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use braid_core::keys::{ClusterSecret, PrivateKey};
 use braid_core::service::NotifyListener;
+use braid_core::testing::{free_tcp_port, free_udp_port, ScratchDir};
 
+/// The `braid up` under test, killed before its scratch directory goes.
 struct Scratch {
-    dir: PathBuf,
     child: Option<Child>,
+    _dir: ScratchDir,
 }
 
 impl Drop for Scratch {
@@ -24,34 +25,17 @@ impl Drop for Scratch {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
 fn the_controller_says_ready_pings_its_watchdog_and_says_stopping() {
-    let dir = std::env::temp_dir().join(format!("braid-up-notify-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+    let scratch_dir = ScratchDir::new("up-notify");
+    let dir = scratch_dir.0.clone();
     fs::create_dir_all(dir.join("credentials")).unwrap();
     let mut scratch = Scratch {
-        dir: dir.clone(),
         child: None,
+        _dir: scratch_dir,
     };
     // The secret exists only as a credential, group-readable as systemd's ACL shows it; the
     // path the cluster file names does not exist.
@@ -61,7 +45,7 @@ fn the_controller_says_ready_pings_its_watchdog_and_says_stopping() {
     let keys: Vec<String> = (0..2)
         .map(|_| PrivateKey::generate().public_key().to_base64())
         .collect();
-    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| udp_port());
+    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| free_udp_port());
     let yaml = format!(
         r#"
 cluster: {{ name: up-notify, secret_file: absent/secret.key }}
@@ -80,7 +64,7 @@ pairs:
       b: {{ geneve: "127.0.0.1:{lan_b}", wan: "127.0.0.1:{wan_b}", public_key: "{kb}" }}
 "#,
         dir = dir.display(),
-        metrics = free_port(),
+        metrics = free_tcp_port(),
         ka = keys[0],
         kb = keys[1],
     );

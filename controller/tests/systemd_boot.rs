@@ -13,18 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use braid_core::keys::{provision, write_secret_file, ClusterSecret, PrivateKey};
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use braid_core::testing::ScratchDir;
 
 const CHECK: &str = r#"#!/bin/bash
 # Runs inside the container; every line of /out/results is key=value.
@@ -188,9 +181,8 @@ fn the_gateway_and_demux_units_under_a_real_systemd() {
     if cannot_run() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("braid-sdboot-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    let scratch = Scratch(dir.clone());
+    let scratch = ScratchDir::new("sdboot");
+    let dir = scratch.0.clone();
     stage(&dir);
     let bind = |from: &str, to: &str, rw: bool| {
         format!(

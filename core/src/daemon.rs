@@ -170,11 +170,10 @@ pub fn init_logging(verbosity: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ScratchDir;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("braid-daemon-{name}-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("daemon-{name}"))
     }
 
     #[test]
@@ -225,7 +224,6 @@ mod tests {
         assert_eq!(read, serde_json::json!({"n": 2, "role": "gw"}));
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -255,7 +253,6 @@ mod tests {
             watcher.join().unwrap(),
             "no status file within 5 s of start with a one-hour period"
         );
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -285,6 +282,5 @@ mod tests {
         assert_eq!(rounds, calls, "one round per write");
         let read: serde_json::Value = serde_json::from_str(&fs::read_to_string(writer.path()).unwrap()).unwrap();
         assert_eq!(read["calls"], calls);
-        fs::remove_dir_all(dir).unwrap();
     }
 }

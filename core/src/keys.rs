@@ -572,26 +572,9 @@ fn wipe(bytes: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ScratchDir;
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Command, Stdio};
-
-    /// A scratch directory removed when dropped.
-    struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("braid-keys-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            ScratchDir(dir)
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn hex(text: &str) -> [u8; 32] {
         let mut out = [0u8; 32];
@@ -607,7 +590,7 @@ mod tests {
 
     #[test]
     fn an_admin_key_round_trips_and_its_file_must_be_private() {
-        let dir = ScratchDir::new("admin");
+        let dir = ScratchDir::new("keys-admin");
         let key = AdminKey::generate();
         assert_eq!(key.to_base64().len(), KEY_BASE64_LEN);
         assert_eq!(format!("{key:?}"), "AdminKey(<redacted>)");
@@ -712,7 +695,7 @@ mod tests {
 
     #[test]
     fn write_then_load_with_private_permissions() {
-        let dir = ScratchDir::new("write-load");
+        let dir = ScratchDir::new("keys-write-load");
         let path = dir.0.join("gw.key");
         let key = PrivateKey::generate();
         write_secret_file(&path, &key.to_base64()).unwrap();
@@ -740,7 +723,7 @@ mod tests {
 
     #[test]
     fn load_refuses_a_file_others_can_read() {
-        let dir = ScratchDir::new("perms");
+        let dir = ScratchDir::new("keys-perms");
         let path = dir.0.join("open.key");
         std::fs::write(&path, format!("{}\n", PrivateKey::generate().to_base64())).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -759,7 +742,7 @@ mod tests {
 
     #[test]
     fn load_names_the_file_and_problem() {
-        let dir = ScratchDir::new("problems");
+        let dir = ScratchDir::new("keys-problems");
         let missing = dir.0.join("absent.key");
         let error = PrivateKey::load(&missing).unwrap_err();
         assert_eq!(
@@ -833,7 +816,7 @@ mod tests {
 
     #[test]
     fn preshared_key_generate_write_load() {
-        let dir = ScratchDir::new("psk");
+        let dir = ScratchDir::new("keys-psk");
         let path = dir.0.join("ipsec.psk");
         let psk = PresharedKey::generate();
         assert_eq!(psk.as_bytes().len(), KEY_BASE64_LEN);
@@ -852,7 +835,7 @@ mod tests {
 
     #[test]
     fn preshared_key_load_names_the_file_and_problem() {
-        let dir = ScratchDir::new("psk-problems");
+        let dir = ScratchDir::new("keys-psk-problems");
         let write = |name: &str, content: &[u8], mode: u32| {
             let path = dir.0.join(name);
             std::fs::write(&path, content).unwrap();

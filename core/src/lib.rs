@@ -13,6 +13,7 @@
 //! * [`udp`]: batched UDP socket I/O (`recvmmsg`/`sendmmsg`) for the data-path threads,
 //!   re-exported from `braid-sys`, where the system calls live.
 //! * [`daemon`]: what every daemon shares: stop on SIGTERM/SIGINT, atomic status files, logging.
+//! * [`testing`]: what the crates' tests share (scratch directories, free loopback ports).
 //!
 //! Nothing here allocates per packet or touches an async runtime, and nothing here is unsafe:
 //! system calls that need unsafe code live in `braid-sys`.
@@ -27,6 +28,7 @@ pub mod flow;
 pub mod keys;
 pub mod service;
 pub mod status;
+pub mod testing;
 pub mod wire;
 
 pub use braid_sys::udp;

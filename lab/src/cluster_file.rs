@@ -229,24 +229,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-
-    /// A scratch state directory removed when dropped.
-    struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("braid-lab-file-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            ScratchDir(dir)
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use braid_core::testing::ScratchDir;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -256,7 +239,7 @@ mod tests {
 
     #[test]
     fn ipsec_lab_file_validates_with_port_4500_and_a_private_psk() {
-        let dir = ScratchDir::new("ipsec");
+        let dir = ScratchDir::new("lab-file-ipsec");
         let topo = Topology::new("t", 2).unwrap();
         let path = write_lab_cluster(
             &topo,
@@ -304,7 +287,7 @@ mod tests {
 
     #[test]
     fn wireguard_lab_file_validates_with_port_51820_and_keys() {
-        let dir = ScratchDir::new("wg");
+        let dir = ScratchDir::new("lab-file-wg");
         let topo = Topology::new("t", 2).unwrap();
         let path = write_lab_cluster(
             &topo,
@@ -333,7 +316,7 @@ mod tests {
 
     #[test]
     fn data_threads_reach_every_demux_and_are_read_back_for_a_rewrite() {
-        let dir = ScratchDir::new("threads");
+        let dir = ScratchDir::new("lab-file-threads");
         let topo = Topology::new("t", 2).unwrap();
         let write = |threads| {
             write_lab_cluster(

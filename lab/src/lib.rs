@@ -737,6 +737,7 @@ fn silent_pairs(topo: &Topology, status_file: &Path) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use braid_core::testing::ScratchDir;
 
     fn info(suite: Suite) -> LabInfo {
         let topo = Topology::new("t", 2).unwrap();
@@ -826,24 +827,6 @@ mod tests {
         assert_eq!(read.ipsec, None);
     }
 
-    /// A scratch state directory removed when dropped.
-    struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("braid-lab-mod-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            ScratchDir(dir)
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn lifetimes(child: Option<u64>, ike: Option<u64>) -> IpsecLabOptions {
         IpsecLabOptions {
             child_lifetime_s: child,
@@ -860,7 +843,7 @@ mod tests {
 
     #[test]
     fn ipsec_lifetimes_reach_the_cluster_file_and_survive_a_scale() {
-        let dir = ScratchDir::new("lifetimes");
+        let dir = ScratchDir::new("lab-mod-lifetimes");
         let metrics: SocketAddr = "127.0.0.1:19478".parse().unwrap();
         let topo = Topology::new("t", 2).unwrap();
         let path = cluster_file::write_lab_cluster(
@@ -925,7 +908,7 @@ mod tests {
             cluster_file::write_lab_cluster(&topo, &dir.0, metrics, Suite::Ipsec, IpsecLabOptions::default(), None)
                 .unwrap();
         assert!(!fs::read_to_string(&path).unwrap().contains("_lifetime_s"));
-        let wg_dir = ScratchDir::new("lifetimes-wg");
+        let wg_dir = ScratchDir::new("lab-mod-lifetimes-wg");
         let path = cluster_file::write_lab_cluster(
             &topo,
             &wg_dir.0,
@@ -940,7 +923,7 @@ mod tests {
 
     #[test]
     fn data_threads_survive_a_scale() {
-        let dir = ScratchDir::new("threads");
+        let dir = ScratchDir::new("lab-mod-threads");
         let metrics: SocketAddr = "127.0.0.1:19481".parse().unwrap();
         let topo = Topology::new("t", 2).unwrap();
         let path = cluster_file::write_lab_cluster(
@@ -969,7 +952,7 @@ mod tests {
 
     #[test]
     fn ipsec_lifetimes_out_of_range_are_refused_with_the_field_and_range() {
-        let dir = ScratchDir::new("ranges");
+        let dir = ScratchDir::new("lab-mod-ranges");
         let metrics: SocketAddr = "127.0.0.1:19479".parse().unwrap();
         let topo = Topology::new("t", 1).unwrap();
         let write = |child, ike| {
@@ -1031,7 +1014,7 @@ mod tests {
                 error.contains("--child-lifetime and --ike-lifetime set IPsec SA lifetimes and need --suite ipsec"),
                 "{error}"
             );
-            let dir = ScratchDir::new("wg-refused");
+            let dir = ScratchDir::new("lab-mod-wg-refused");
             let error = cluster_file::write_lab_cluster(
                 &Topology::new("t", 1).unwrap(),
                 &dir.0,

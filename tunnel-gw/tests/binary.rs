@@ -3,35 +3,13 @@
 //! error that names the file and the field.
 
 use std::fs;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use braid_core::keys::{write_secret_file, ClusterSecret, PrivateKey};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("braid-gw-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use braid_core::testing::{free_udp_port, ScratchDir};
 
 /// Writes a two-site, one-pair cluster file. `a_public` overrides site a's published key;
 /// `b_key_file` false leaves site b's private_key_file out.
@@ -42,7 +20,7 @@ fn write_cluster(dir: &Path, a_public: Option<String>, b_key_file: bool) -> Path
     write_secret_file(&dir.join("b.key"), &b.to_base64()).unwrap();
     let a_public = a_public.unwrap_or_else(|| a.public_key().to_base64());
     let b_key_line = if b_key_file { "private_key_file: b.key" } else { "" };
-    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| free_port());
+    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| free_udp_port());
     let yaml = format!(
         r#"
 cluster:
@@ -115,7 +93,7 @@ fn terminate(child: &mut Child) -> Output {
 
 #[test]
 fn two_gateway_processes_bring_the_pair_up_and_stop_on_sigterm() {
-    let dir = Dir::new("up");
+    let dir = ScratchDir::new("gw-up");
     let config = write_cluster(&dir.0, None, true);
     let (status_a, status_b) = (dir.0.join("a.json"), dir.0.join("b.json"));
     let mut a = gateway(&config, "a", Some(&status_a)).spawn().unwrap();
@@ -149,7 +127,7 @@ fn two_gateway_processes_bring_the_pair_up_and_stop_on_sigterm() {
 
 #[test]
 fn a_private_key_that_does_not_match_the_published_key_is_refused() {
-    let dir = Dir::new("mismatch");
+    let dir = ScratchDir::new("gw-mismatch");
     let config = write_cluster(&dir.0, Some(PrivateKey::generate().public_key().to_base64()), true);
     let output = gateway(&config, "a", None).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -160,7 +138,7 @@ fn a_private_key_that_does_not_match_the_published_key_is_refused() {
 
 #[test]
 fn a_gateway_without_its_private_key_file_is_refused() {
-    let dir = Dir::new("nokey");
+    let dir = ScratchDir::new("gw-nokey");
     let config = write_cluster(&dir.0, None, false);
     let output = gateway(&config, "b", None).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

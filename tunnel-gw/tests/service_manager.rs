@@ -12,23 +12,26 @@ use std::time::{Duration, Instant};
 
 use braid_core::keys::{provision, write_secret_file, ClusterSecret, PrivateKey};
 use braid_core::service::NotifyListener;
+use braid_core::testing::{free_udp_port, ScratchDir};
 
+/// A test's gateways, killed before their scratch directory goes.
 struct Scratch {
-    dir: PathBuf,
-    name: String,
     children: Vec<Child>,
+    name: String,
+    dir: ScratchDir,
 }
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("braid-gw-notify-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
         Scratch {
-            dir,
-            name: name.to_string(),
             children: Vec::new(),
+            name: name.to_string(),
+            dir: ScratchDir::new(&format!("gw-notify-{name}")),
         }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
     }
 }
 
@@ -38,16 +41,7 @@ impl Drop for Scratch {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A one-pair cluster on loopback; returns the cluster file.
@@ -55,7 +49,7 @@ fn cluster(dir: &Path, name: &str) -> PathBuf {
     write_secret_file(&dir.join("secret.key"), &ClusterSecret::generate().to_base64()).unwrap();
     let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
     write_secret_file(&dir.join("a.key"), &a.to_base64()).unwrap();
-    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| free_port());
+    let [demux_a, demux_b, lan_a, lan_b, wan_a, wan_b] = [(); 6].map(|_| free_udp_port());
     let yaml = format!(
         r#"
 cluster: {{ name: notify-{name}, secret_file: secret.key }}
@@ -81,7 +75,7 @@ pairs:
 }
 
 fn start_gateway(scratch: &mut Scratch, listener: &NotifyListener, env: &[(&str, &str)]) -> u32 {
-    let config = cluster(&scratch.dir, &scratch.name);
+    let config = cluster(scratch.dir.path(), &scratch.name);
     start_with(scratch, &config, listener, env)
 }
 
@@ -91,11 +85,11 @@ fn start_with(scratch: &mut Scratch, config: &Path, listener: &NotifyListener, e
         .args(["--site", "a", "--pair", "1", "--config"])
         .arg(config)
         .arg("--status-file")
-        .arg(scratch.dir.join("status.json"))
+        .arg(scratch.path("status.json"))
         .env("NOTIFY_SOCKET", listener.path())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(scratch.dir.join("gw.log")).unwrap());
+        .stderr(fs::File::create(scratch.path("gw.log")).unwrap());
     let child = command.spawn().unwrap();
     let pid = child.id();
     scratch.children.push(child);
@@ -140,15 +134,15 @@ fn sigterm(pid: u32) {
 #[test]
 fn the_gateway_says_ready_pings_at_half_the_watchdog_interval_and_says_stopping() {
     let mut scratch = Scratch::new("ready");
-    let listener = NotifyListener::bind(scratch.dir.join("notify.sock")).unwrap();
+    let listener = NotifyListener::bind(scratch.path("notify.sock")).unwrap();
     let watchdog = Duration::from_millis(800);
     let pid = start_gateway(
         &mut scratch,
         &listener,
         &[("WATCHDOG_USEC", &watchdog.as_micros().to_string())],
     );
-    let ready = wait_ready(&listener, &scratch.dir.join("gw.log"));
-    let status_file = scratch.dir.join("status.json");
+    let ready = wait_ready(&listener, &scratch.path("gw.log"));
+    let status_file = scratch.path("status.json");
     // The file is written at start (threads not yet running: "progressing": false) and every
     // 500 ms; the round after READY=1 says the threads progress.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -206,13 +200,13 @@ fn the_gateway_says_ready_pings_at_half_the_watchdog_interval_and_says_stopping(
 #[test]
 fn a_watchdog_meant_for_another_process_gets_no_pings() {
     let mut scratch = Scratch::new("otherpid");
-    let listener = NotifyListener::bind(scratch.dir.join("notify.sock")).unwrap();
+    let listener = NotifyListener::bind(scratch.path("notify.sock")).unwrap();
     let pid = start_gateway(
         &mut scratch,
         &listener,
         &[("WATCHDOG_USEC", "400000"), ("WATCHDOG_PID", "1")],
     );
-    wait_ready(&listener, &scratch.dir.join("gw.log"));
+    wait_ready(&listener, &scratch.path("gw.log"));
     let messages = collect(&listener, Duration::from_millis(1500));
     assert!(
         messages
@@ -229,17 +223,14 @@ fn a_watchdog_meant_for_another_process_gets_no_pings() {
 fn keys_come_from_the_credentials_directory_and_a_group_readable_key_file_does_not_load() {
     use std::os::unix::fs::PermissionsExt;
     let mut scratch = Scratch::new("credentials");
-    let listener = NotifyListener::bind(scratch.dir.join("notify.sock")).unwrap();
-    let config = cluster(&scratch.dir, &scratch.name);
+    let listener = NotifyListener::bind(scratch.path("notify.sock")).unwrap();
+    let config = cluster(scratch.dir.path(), &scratch.name);
     // What LoadCredential= makes: the keys under fixed names, 0440 (systemd's ACL shows as group
     // read). The files the cluster file names become group-readable too, and then unusable.
-    let credentials = scratch.dir.join("credentials");
+    let credentials = scratch.path("credentials");
     fs::create_dir(&credentials).unwrap();
-    let role_key = braid_core::keys::role_key_file(&scratch.dir.join("secret.key"), "gw/a/1");
-    for (name, from) in [
-        ("private-key", scratch.dir.join("a.key")),
-        ("role-key", role_key.clone()),
-    ] {
+    let role_key = braid_core::keys::role_key_file(&scratch.path("secret.key"), "gw/a/1");
+    for (name, from) in [("private-key", scratch.path("a.key")), ("role-key", role_key.clone())] {
         fs::copy(&from, credentials.join(name)).unwrap();
         fs::set_permissions(credentials.join(name), fs::Permissions::from_mode(0o440)).unwrap();
         fs::set_permissions(&from, fs::Permissions::from_mode(0o440)).unwrap();
@@ -262,7 +253,7 @@ fn keys_come_from_the_credentials_directory_and_a_group_readable_key_file_does_n
         &listener,
         &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
     );
-    wait_ready(&listener, &scratch.dir.join("gw.log"));
+    wait_ready(&listener, &scratch.path("gw.log"));
     sigterm(pid);
     let child = scratch.children.last_mut().unwrap();
     assert!(child.wait().unwrap().success());

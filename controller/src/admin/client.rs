@@ -214,16 +214,15 @@ mod tests {
 
     #[test]
     fn a_command_reaches_the_leader_through_a_standby_and_past_a_dead_member() {
-        let dir = std::env::temp_dir().join(format!("braid-admin-set-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = braid_core::testing::ScratchDir::new("admin-set");
+        let dir = scratch.path();
         // Member 0 stands by and names member 2; member 1 is down (no socket); member 2 leads.
         let standby = answer(
             false,
             "this controller (member 0) stands by: member 2 leads (term 9); send the command there",
         );
-        let (s0, h0) = member(&dir, 0, standby);
-        let (s2, h2) = member(&dir, 2, answer(true, "pair 1 draining (deadline 30 s)"));
+        let (s0, h0) = member(dir, 0, standby);
+        let (s2, h2) = member(dir, 2, answer(true, "pair 1 draining (deadline 30 s)"));
         let channels = [
             Channel::Local(s0),
             Channel::Local(dir.join("admin-1.sock")),
@@ -232,21 +231,18 @@ mod tests {
         let got = send_to_set(&channels, &Command::Drain(1)).unwrap();
         assert_eq!(got, "pair 1 draining (deadline 30 s)");
         assert_eq!((h0.join().unwrap(), h2.join().unwrap()), (1, 1), "each asked once");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn without_a_leader_every_members_answer_is_reported() {
-        let dir = std::env::temp_dir().join(format!("braid-admin-noleader-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = braid_core::testing::ScratchDir::new("admin-noleader");
+        let dir = scratch.path();
         let none = answer(false, "this controller (member 0) stands by and no leader is known yet");
-        let (s0, h0) = member(&dir, 0, none);
+        let (s0, h0) = member(dir, 0, none);
         let channels = [Channel::Local(s0), Channel::Local(dir.join("admin-1.sock"))];
         let err = format!("{:#}", send_to_set(&channels, &Command::Remove(2)).unwrap_err());
         assert!(err.contains("member 0:") && err.contains("no leader is known"), "{err}");
         assert!(err.contains("member 1:") && err.contains("no admin socket"), "{err}");
         assert_eq!(h0.join().unwrap(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -84,31 +84,29 @@ mod tests {
 
     #[test]
     fn the_admin_record_round_trips_and_survives_damage() {
-        let dir = std::env::temp_dir().join(format!("braid-admin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(load_admin(&dir), AdminRecord::default());
+        let scratch = braid_core::testing::ScratchDir::new("fleet-admin");
+        let dir = scratch.path();
+        assert_eq!(load_admin(dir), AdminRecord::default());
         let record = AdminRecord {
             draining: vec![2],
             removed: vec![3, 4],
         };
-        save_admin(&dir, &record).unwrap();
-        assert_eq!(load_admin(&dir), record);
+        save_admin(dir, &record).unwrap();
+        assert_eq!(load_admin(dir), record);
         std::fs::write(dir.join("admin.json"), "{\"draining\": [").unwrap();
-        assert_eq!(load_admin(&dir), AdminRecord::default());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load_admin(dir), AdminRecord::default());
     }
 
     #[test]
     fn the_epoch_record_round_trips_and_survives_damage() {
-        let dir = std::env::temp_dir().join(format!("braid-epoch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(load_epoch(&dir), 0);
-        save_epoch(&dir, 42).unwrap();
-        assert_eq!(load_epoch(&dir), 42);
-        save_epoch(&dir, 1 << 40).unwrap();
-        assert_eq!(load_epoch(&dir), 1 << 40);
+        let scratch = braid_core::testing::ScratchDir::new("fleet-epoch");
+        let dir = scratch.path();
+        assert_eq!(load_epoch(dir), 0);
+        save_epoch(dir, 42).unwrap();
+        assert_eq!(load_epoch(dir), 42);
+        save_epoch(dir, 1 << 40).unwrap();
+        assert_eq!(load_epoch(dir), 1 << 40);
         std::fs::write(dir.join("membership-epoch"), "garbage").unwrap();
-        assert_eq!(load_epoch(&dir), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load_epoch(dir), 0);
     }
 }

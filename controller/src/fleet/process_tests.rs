@@ -1,14 +1,18 @@
 //! Real processes through both kinds of [`Running`]: started here, and adopted by pid.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::health::DaemonKey;
 
+/// A daemon whose log and status file would go in `/nonexistent` (for tests that start none).
 fn spec(program: &str, args: &[&str]) -> DaemonSpec {
-    let dir = std::env::temp_dir().join(format!("braid-process-tests-{}", std::process::id()));
+    spec_in(Path::new("/nonexistent"), program, args)
+}
+
+fn spec_in(dir: &Path, program: &str, args: &[&str]) -> DaemonSpec {
     DaemonSpec {
         key: DaemonKey::demux(0),
         site: "a".into(),
@@ -115,7 +119,8 @@ fn a_process_that_exited_before_adoption_is_not_adopted() {
 
 #[test]
 fn a_started_daemon_is_signalled_reaped_and_then_left_alone() {
-    let s = spec("sleep", &["60.104"]);
+    let dir = braid_core::testing::ScratchDir::new("process-started");
+    let s = spec_in(dir.path(), "sleep", &["60.104"]);
     let mut r = start(&s).unwrap();
     assert!(!r.is_adopted());
     assert!(!r.has_exited());

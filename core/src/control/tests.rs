@@ -7,7 +7,6 @@
 //! daemon heartbeats to every member and applies pushes in (term, epoch) order, so a deposed
 //! leader is fenced off.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::daemon::StopFlag;
 use crate::keys::ClusterSecret;
+use crate::testing::ScratchDir;
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -236,10 +236,8 @@ fn exchange(server_addr: ControlAddr, client_addr: ControlAddr, attacker_addr: C
     assert!(server.counters().get(ControlCounter::Accepted) >= 2);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("braid-control-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("control-{name}"))
 }
 
 #[test]
@@ -247,7 +245,6 @@ fn exchange_over_unix_datagram_sockets() {
     let dir = temp_dir("unix");
     let unix = |name: &str| ControlAddr::Unix(dir.join(name));
     exchange(unix("ctl/control.sock"), unix("demux-a.sock"), unix("attacker.sock"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -425,5 +422,4 @@ fn a_daemon_heartbeats_to_every_member_and_fences_off_a_deposed_leader() {
 
     stop.stop();
     daemon.join().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

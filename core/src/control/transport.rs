@@ -259,6 +259,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ScratchDir;
 
     #[test]
     fn addresses_parse_and_display_round_trip() {
@@ -288,10 +289,8 @@ mod tests {
         }
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("braid-transport-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+    fn temp_dir(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("transport-{name}"))
     }
 
     #[test]
@@ -318,7 +317,6 @@ mod tests {
 
         drop(socket);
         assert!(!path.exists(), "a dropped socket removes its file");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -348,7 +346,6 @@ mod tests {
         let got = alive.recv_from(&mut buf, Duration::from_secs(5)).unwrap();
         assert_eq!(got.map(|(len, _)| &buf[..len]), Some(&b"heartbeat"[..]));
         drop((frozen, alive, sender));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -376,7 +373,6 @@ mod tests {
         let error = unix_b.recv_from(&mut buf, Duration::from_secs(5)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         drop((unix_a, unix_b));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
