@@ -16,6 +16,8 @@ use support::*;
 const LAB: &str = "rc-scale";
 /// Many short new flows, so every pair of six gets some: a given pair misses all 64 with
 /// p = (5/6)^64 ≈ 1e-5 (with 32 flows it was 0.3 %, and it happened).
+/// The bench server ports of the two fresh runs (the established load uses the usual one).
+const FRESH_PORTS: [u16; 2] = [5211, 5212];
 const FRESH_UDP: &[&str] = &["--udp", "--rate", "40M", "--size", "1000", "-P", "64", "-t", "2"];
 
 /// Bytes demux a sent into each pair of `pairs` while `run` ran. Status files refresh every
@@ -35,8 +37,13 @@ fn bytes_per_pair_during(info: &LabInfo, pairs: &[u16], run: impl FnOnce() -> Va
     (grown, result)
 }
 
-fn fresh_run(info: &LabInfo) -> Value {
-    let run = braid_lab::demo::bench_client(info, &bin_dir(), FRESH_UDP).expect("fresh UDP run");
+/// New UDP flows to a server port no earlier flow used. Flows to the usual port would pick
+/// random source ports, and one that happened to take the 5-tuple of an earlier flow still
+/// pinned to a removed pair would rightly keep that pair: a flow the demux cannot tell from the
+/// old one.
+fn fresh_run(info: &LabInfo, port: u16) -> Value {
+    let _server = BenchServer::start_on(info, &bin_dir(), port).expect("fresh bench server");
+    let run = braid_lab::demo::bench_client_on(info, &bin_dir(), port, FRESH_UDP).expect("fresh UDP run");
     for f in run["flows"].as_array().expect("flows") {
         assert_eq!(f["reordered"].as_u64(), Some(0), "a new flow was reordered: {f}");
         assert!(
@@ -76,7 +83,7 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(su
     let run = finish_bench(established);
     assert_udp_lossless(&run, "established flows across 4 → 6");
     assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across 4 → 6");
-    let (new_pairs, _) = bytes_per_pair_during(&grown, &[5, 6], || fresh_run(&grown));
+    let (new_pairs, _) = bytes_per_pair_during(&grown, &[5, 6], || fresh_run(&grown, FRESH_PORTS[0]));
     eprintln!("MEASURED scale 4 → 6: {grow_time:?} until the new pairs were up; new flows' bytes on pairs 5, 6: {new_pairs:?}");
     for (id, bytes) in &new_pairs {
         assert!(*bytes > 100_000, "new flows use new pair {id}: {bytes} bytes");
@@ -100,7 +107,7 @@ fn scaling_four_to_six_to_three_under_load_keeps_established_flows_whole_with(su
     assert_udp_lossless(&run, "established flows across 6 → 3");
     assert_tcp_flowing(&finish_bench(tcp), TCP_PACED_STREAMS, "TCP across 6 → 3");
     let all: Vec<u16> = (1..=6).collect();
-    let (per_pair, fresh) = bytes_per_pair_during(&shrunk, &all, || fresh_run(&shrunk));
+    let (per_pair, fresh) = bytes_per_pair_during(&shrunk, &all, || fresh_run(&shrunk, FRESH_PORTS[1]));
     let total: u64 = per_pair.iter().map(|(_, b)| b).sum();
     let on_removed: u64 = per_pair.iter().filter(|(id, _)| *id > 3).map(|(_, b)| b).sum();
     eprintln!(

@@ -66,12 +66,19 @@ fn suite_label(suite: Suite) -> &'static str {
 pub struct BenchServer(Child);
 
 impl BenchServer {
+    /// A server on [`BENCH_PORT`].
     pub fn start(info: &LabInfo, bin_dir: &Path) -> Result<BenchServer> {
-        let log = info.state_dir.join("logs").join("bench-server.log");
+        BenchServer::start_on(info, bin_dir, BENCH_PORT)
+    }
+
+    /// A server on `port` (TCP and UDP), for flows that must not share a 5-tuple with any
+    /// flow sent to another server before.
+    pub fn start_on(info: &LabInfo, bin_dir: &Path, port: u16) -> Result<BenchServer> {
+        let log = info.state_dir.join("logs").join(format!("bench-server-{port}.log"));
         let child = netns::spawn_in(
             &info.hosts.b.netns,
             &bin_dir.join("braid-bench"),
-            &["server".into(), "--port".into(), BENCH_PORT.to_string()],
+            &["server".into(), "--port".into(), port.to_string()],
             &log,
         )?;
         std::thread::sleep(Duration::from_millis(300));
@@ -88,12 +95,17 @@ impl Drop for BenchServer {
 
 /// Runs `braid-bench client ARGS --json` in host a against host b and parses its JSON.
 pub fn bench_client(info: &LabInfo, bin_dir: &Path, extra: &[&str]) -> Result<Value> {
+    bench_client_on(info, bin_dir, BENCH_PORT, extra)
+}
+
+/// [`bench_client`] against a server on `port` ([`BenchServer::start_on`]).
+pub fn bench_client_on(info: &LabInfo, bin_dir: &Path, port: u16, extra: &[&str]) -> Result<Value> {
     let mut args: Vec<String> = vec![
         "client".into(),
         "-c".into(),
         info.hosts.b.addr.to_string(),
         "--port".into(),
-        BENCH_PORT.to_string(),
+        port.to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--json".into());

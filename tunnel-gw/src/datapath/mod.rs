@@ -13,9 +13,7 @@
 //! keeps everything else: the WAN inbox, the LAN outbox, handshakes, timers. The two share no
 //! lock; the sealer takes new keys once per round ([`crate::suite::Seal::sync`]).
 //!
-//! LAN → WAN: accept GENEVE only from the configured demux, parse it as untrusted input,
-//! require this pair's VNI and an inner source inside the local site, then encrypt straight
-//! into the WAN send batch for the peer's current endpoint.
+//! LAN → WAN: one walk for both shapes, in [`sealing`].
 //!
 //! WAN → LAN: the suite decrypts straight into the LAN send batch behind room for the GENEVE
 //! header; the inner source must lie inside the peer site (the suite authenticates the peer,
