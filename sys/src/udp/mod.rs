@@ -190,7 +190,7 @@ pub fn poll_readable<const N: usize>(sockets: [&UdpSocket; N], timeout: Duration
         events: libc::POLLIN,
         revents: 0,
     });
-    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let timeout_ms = poll_timeout_ms(timeout);
     // SAFETY: `fds` is a valid array of `N` pollfd structs for the duration of the call.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
     if rc < 0 {
@@ -203,6 +203,14 @@ pub fn poll_readable<const N: usize>(sockets: [&UdpSocket; N], timeout: Duration
     }
     // An error or hang-up condition also counts as readable: the next receive reports it.
     Ok(fds.map(|fd| fd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
+}
+
+/// `poll`'s timeout for a wait of `timeout`: whole milliseconds, rounded up. Rounding down
+/// would turn the last millisecond before a deadline into a busy loop of zero-timeout polls
+/// (a caller waiting for its next timer tick would spin there on every tick).
+fn poll_timeout_ms(timeout: Duration) -> libc::c_int {
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    libc::c_int::try_from(millis).unwrap_or(libc::c_int::MAX)
 }
 
 fn unspecified_addr() -> SocketAddr {

@@ -91,6 +91,28 @@ fn batch_round_trips_over_ipv6_loopback() {
 }
 
 #[test]
+fn poll_timeouts_round_up_to_whole_milliseconds() {
+    assert_eq!(poll_timeout_ms(Duration::ZERO), 0);
+    assert_eq!(poll_timeout_ms(Duration::from_nanos(1)), 1);
+    assert_eq!(poll_timeout_ms(Duration::from_micros(300)), 1);
+    assert_eq!(poll_timeout_ms(Duration::from_millis(1)), 1);
+    assert_eq!(poll_timeout_ms(Duration::from_micros(1_001)), 2);
+    assert_eq!(poll_timeout_ms(Duration::from_millis(100)), 100);
+    assert_eq!(poll_timeout_ms(Duration::MAX), libc::c_int::MAX);
+}
+
+/// A wait shorter than a millisecond on an idle socket sleeps instead of returning at once
+/// (which, in a loop waiting for a timer tick, would spin until the tick).
+#[test]
+fn an_idle_sub_millisecond_wait_sleeps_its_timeout() {
+    let (idle, _) = bind_data_socket(loopback(Ipv4Addr::LOCALHOST.into()), 1 << 16).unwrap();
+    let wait = Duration::from_micros(300);
+    let start = Instant::now();
+    assert_eq!(poll_readable([&idle], wait).unwrap(), [false]);
+    assert!(start.elapsed() >= wait, "returned after {:?}", start.elapsed());
+}
+
+#[test]
 fn oversize_datagram_is_flagged_truncated() {
     let (receiver, _) = bind_data_socket(loopback(Ipv4Addr::LOCALHOST.into()), 1 << 20).unwrap();
     let (sender, _) = bind_data_socket(loopback(Ipv4Addr::LOCALHOST.into()), 1 << 20).unwrap();
