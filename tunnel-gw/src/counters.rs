@@ -1,10 +1,14 @@
 //! The gateway's counters: traffic per side and one counter per drop reason.
 //!
-//! Design: three fixed [`CounterSet`]s written by the data thread without locks and read by
-//! the status reporter: the gateway's own counters ([`Counter`]), malformed GENEVE or inner
-//! packets from the LAN by [`WireError`] reason (the gateway parses wire formats only on the
-//! LAN side), and packets the tunnel suite refused by [`SuiteError`] reason. Names are unique
-//! across the three, so they merge into one flat JSON object.
+//! Design: each data thread counts into its own [`ThreadCounters`] (no cache line is written
+//! by two threads), and the status reporter reads [`GatewayCounters`], which sums the threads'
+//! blocks when read. A block is three fixed [`CounterSet`]s written without locks: the
+//! gateway's own counters ([`Counter`]), malformed GENEVE or inner packets from the LAN by
+//! [`WireError`] reason (the gateway parses wire formats only on the LAN side), and packets
+//! the tunnel suite refused by [`SuiteError`] reason. Names are unique across the three, so
+//! they merge into one flat JSON object.
+
+use std::sync::Arc;
 
 use braid_core::counters::CounterSet;
 use braid_core::wire::{WireError, WIRE_DROP_COUNTERS};
@@ -117,17 +121,17 @@ pub const GATEWAY_COUNTERS: &[&str] = &[
     "drop_handshake_global_rate",
 ];
 
-/// Every counter a gateway keeps.
+/// Every counter a gateway keeps, as counted by one data thread.
 #[derive(Debug)]
-pub struct GatewayCounters {
+pub struct ThreadCounters {
     gateway: CounterSet,
     wire: CounterSet,
     suite: CounterSet,
 }
 
-impl Default for GatewayCounters {
+impl Default for ThreadCounters {
     fn default() -> Self {
-        GatewayCounters {
+        ThreadCounters {
             gateway: CounterSet::new(GATEWAY_COUNTERS),
             wire: CounterSet::new(WIRE_DROP_COUNTERS),
             suite: CounterSet::new(&SUITE_DROP_COUNTERS),
@@ -135,7 +139,7 @@ impl Default for GatewayCounters {
     }
 }
 
-impl GatewayCounters {
+impl ThreadCounters {
     /// Adds `n` to a gateway counter.
     #[inline]
     pub fn add(&self, counter: Counter, n: u64) {
@@ -160,25 +164,53 @@ impl GatewayCounters {
         self.suite.inc(error.counter_index());
     }
 
-    /// A gateway counter's value.
+    /// Every counter's name and current value, the three sets in turn.
+    fn snapshot(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        [&self.gateway, &self.wire, &self.suite]
+            .into_iter()
+            .flat_map(|set| set.snapshot())
+    }
+}
+
+/// What the reporter reads: every data thread's [`ThreadCounters`], summed when read.
+#[derive(Clone, Debug)]
+pub struct GatewayCounters {
+    threads: Arc<[Arc<ThreadCounters>]>,
+}
+
+impl GatewayCounters {
+    /// The totals of `threads`' blocks.
+    pub fn new(threads: Vec<Arc<ThreadCounters>>) -> Self {
+        GatewayCounters {
+            threads: threads.into(),
+        }
+    }
+
+    /// A gateway counter's value, summed over the data threads.
     pub fn get(&self, counter: Counter) -> u64 {
-        self.gateway.get(counter as usize)
+        self.threads.iter().map(|t| t.gateway.get(counter as usize)).sum()
     }
 
-    /// Any counter's value by name.
+    /// Any counter's value by name, summed over the data threads.
     pub fn get_by_name(&self, name: &str) -> Option<u64> {
-        self.gateway
-            .get_by_name(name)
-            .or_else(|| self.wire.get_by_name(name))
-            .or_else(|| self.suite.get_by_name(name))
+        self.threads
+            .iter()
+            .map(|t| {
+                t.gateway
+                    .get_by_name(name)
+                    .or_else(|| t.wire.get_by_name(name))
+                    .or_else(|| t.suite.get_by_name(name))
+            })
+            .sum()
     }
 
-    /// Every counter as one flat JSON object `{name: value}`.
+    /// Every counter as one flat JSON object `{name: value}`, summed over the data threads.
     pub fn to_json(&self) -> serde_json::Value {
         let mut all = serde_json::Map::new();
-        for set in [&self.gateway, &self.wire, &self.suite] {
-            for (name, value) in set.snapshot() {
-                all.insert(name.to_string(), value.into());
+        for thread in self.threads.iter() {
+            for (name, value) in thread.snapshot() {
+                let total = all.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0) + value;
+                all.insert(name.to_string(), total.into());
             }
         }
         serde_json::Value::Object(all)
@@ -191,7 +223,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_across_all_sets() {
-        let counters = GatewayCounters::default();
+        let counters = GatewayCounters::new(vec![Arc::default()]);
         let json = counters.to_json();
         let total = GATEWAY_COUNTERS.len() + WIRE_DROP_COUNTERS.len() + SUITE_DROP_COUNTERS.len();
         assert_eq!(json.as_object().unwrap().len(), total);
@@ -199,13 +231,14 @@ mod tests {
 
     #[test]
     fn enum_indexes_its_name() {
-        let counters = GatewayCounters::default();
+        let thread = Arc::<ThreadCounters>::default();
+        let counters = GatewayCounters::new(vec![Arc::clone(&thread)]);
         assert_eq!(GATEWAY_COUNTERS.len(), Counter::DropHandshakeGlobalRate as usize + 1);
-        counters.inc(Counter::DropInnerSrcNotPeerSite);
-        counters.add(Counter::WanRxBytes, 7);
-        counters.wire_drop(WireError::GeneveBadVersion);
-        counters.suite_drop(SuiteError::Replay);
-        counters.inc(Refusal::Overflow.into());
+        thread.inc(Counter::DropInnerSrcNotPeerSite);
+        thread.add(Counter::WanRxBytes, 7);
+        thread.wire_drop(WireError::GeneveBadVersion);
+        thread.suite_drop(SuiteError::Replay);
+        thread.inc(Refusal::Overflow.into());
         assert_eq!(counters.get_by_name("drop_handshake_overflow_rate"), Some(1));
         for counter in HANDSHAKE_LIMIT_DROPS {
             assert!(counter.name().starts_with("drop_handshake_"));
@@ -215,5 +248,27 @@ mod tests {
         assert_eq!(counters.get_by_name("drop_geneve_bad_version"), Some(1));
         assert_eq!(counters.get_by_name("drop_suite_replay"), Some(1));
         assert_eq!(counters.get(Counter::DropInnerSrcNotPeerSite), 1);
+        assert_eq!(counters.get_by_name("no_such_counter"), None);
+    }
+
+    #[test]
+    fn every_reading_sums_the_threads() {
+        let (main, sealing) = (Arc::<ThreadCounters>::default(), Arc::<ThreadCounters>::default());
+        let counters = GatewayCounters::new(vec![Arc::clone(&main), Arc::clone(&sealing)]);
+        main.add(Counter::WanRxPackets, 3);
+        sealing.add(Counter::WanTxPackets, 5);
+        main.add(Counter::WanTxPackets, 2);
+        sealing.suite_drop(SuiteError::Replay);
+        main.suite_drop(SuiteError::Replay);
+        sealing.wire_drop(WireError::GeneveBadVersion);
+        assert_eq!(counters.get(Counter::WanTxPackets), 7);
+        assert_eq!(counters.get(Counter::WanRxPackets), 3);
+        assert_eq!(counters.get_by_name("drop_suite_replay"), Some(2));
+        let json = counters.to_json();
+        assert_eq!(json["wan_tx_packets"], 7);
+        assert_eq!(json["drop_geneve_bad_version"], 1);
+        assert_eq!(json["lan_rx_packets"], 0);
+        let total = GATEWAY_COUNTERS.len() + WIRE_DROP_COUNTERS.len() + SUITE_DROP_COUNTERS.len();
+        assert_eq!(json.as_object().unwrap().len(), total);
     }
 }

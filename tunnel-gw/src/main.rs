@@ -210,7 +210,7 @@ fn serve<S: TunnelSuite + Send + 'static>(
 fn start_control(
     config: &ClusterConfig,
     args: &Args,
-    counters: std::sync::Arc<braid_gw::counters::GatewayCounters>,
+    counters: braid_gw::counters::GatewayCounters,
     session: std::sync::Arc<braid_gw::datapath::SharedSession>,
     started: Instant,
     stop: &StopFlag,
@@ -441,13 +441,17 @@ fn check_key_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use braid_gw::counters::{GatewayCounters, ThreadCounters};
+    use std::sync::Arc;
 
     #[test]
     fn heartbeat_and_status_file_report_suite_sa_ages_rekeys_and_replay_drops() {
-        let counters = braid_gw::counters::GatewayCounters::default();
-        counters.suite_drop(SuiteError::Replay);
-        counters.suite_drop(SuiteError::Replay);
-        counters.suite_drop(SuiteError::TooOld);
+        // Two data threads (a gateway with a sealing thread): the reports sum them.
+        let (main, sealing) = (Arc::<ThreadCounters>::default(), Arc::<ThreadCounters>::default());
+        let counters = GatewayCounters::new(vec![Arc::clone(&main), Arc::clone(&sealing)]);
+        main.suite_drop(SuiteError::Replay);
+        sealing.suite_drop(SuiteError::Replay);
+        main.suite_drop(SuiteError::TooOld);
         let state = SessionState {
             established: true,
             last_handshake_age: Some(Duration::from_millis(42_000)),
@@ -486,7 +490,7 @@ mod tests {
             rekeys: 2,
             ..SessionState::default()
         };
-        let counters = braid_gw::counters::GatewayCounters::default().to_json();
+        let counters = GatewayCounters::new(vec![Arc::default()]).to_json();
         let hb = heartbeat(
             &DaemonId::gateway("b", 1),
             Suite::WireGuard,

@@ -29,7 +29,7 @@
 //! flood cheap enough that one thread serves handshakes and data: a flood costs a table
 //! look-up per datagram, not a Diffie-Hellman or a cookie reply.
 //!
-//! Every packet that is not forwarded is counted under its reason in [`GatewayCounters`];
+//! Every packet that is not forwarded is counted under its reason in the thread's [`ThreadCounters`];
 //! malformed input never panics and never stops the loop.
 
 use std::io;
@@ -43,7 +43,7 @@ use braid_core::service::Progress;
 use braid_core::udp::{poll_readable, SocketBuffers};
 use braid_core::wire::geneve::{write_header, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GENEVE_HEADER_LEN};
 
-use crate::counters::{Counter, GatewayCounters};
+use crate::counters::{Counter, GatewayCounters, ThreadCounters};
 use crate::handshake_limit::HandshakeLimiter;
 use crate::settings::GatewaySettings;
 use crate::suite::{Action, Proof, SuiteError, TunnelSuite};
@@ -79,7 +79,10 @@ pub struct DataPath<S: TunnelSuite> {
     /// Where the sealing thread reads the peer's endpoint from (split data paths only).
     shared_peer: Option<Arc<ArcSwap<SocketAddr>>>,
     limiter: HandshakeLimiter,
-    counters: Arc<GatewayCounters>,
+    /// This thread's counters.
+    counters: Arc<ThreadCounters>,
+    /// Every data thread's counters, summed when read.
+    totals: GatewayCounters,
     session: Arc<SharedSession>,
     progress: Progress,
     lan_addr: SocketAddr,
@@ -96,7 +99,7 @@ impl<S: TunnelSuite> DataPath<S> {
         let lan = Bound::bind(settings.lan_bind, &settings)?;
         let wan = Bound::bind(settings.wan_bind, &settings)?;
         let lan_inbox = lan.inbox(Side::Lan, &settings, sizes.lan_recv)?;
-        let counters = Arc::<GatewayCounters>::default();
+        let counters = Arc::<ThreadCounters>::default();
         let policy = Arc::new(Policy::new(settings.clone()));
         let (lan_inbox, sealing, shared_peer) = if settings.seal_thread {
             let sealer = suite.split_sealer().ok_or_else(|| {
@@ -112,13 +115,15 @@ impl<S: TunnelSuite> DataPath<S> {
                 sealer,
                 policy: Arc::clone(&policy),
                 peer: Arc::clone(&peer),
-                counters: Arc::clone(&counters),
+                counters: Arc::default(),
                 progress: Progress::new(),
             };
             (None, Some(sealing), Some(peer))
         } else {
             (Some(lan_inbox), None, None)
         };
+        let mut threads = vec![Arc::clone(&counters)];
+        threads.extend(sealing.as_ref().map(|s| Arc::clone(&s.counters)));
         Ok(DataPath {
             suite,
             lan: lan_inbox,
@@ -131,6 +136,7 @@ impl<S: TunnelSuite> DataPath<S> {
             shared_peer,
             limiter: HandshakeLimiter::new(Instant::now()),
             counters,
+            totals: GatewayCounters::new(threads),
             session: Arc::default(),
             progress: Progress::new(),
             lan_addr: lan.socket.local_addr()?,
@@ -154,9 +160,9 @@ impl<S: TunnelSuite> DataPath<S> {
         self.buffers
     }
 
-    /// The counters, shared with the data threads.
-    pub fn counters(&self) -> Arc<GatewayCounters> {
-        Arc::clone(&self.counters)
+    /// The counters of every data thread, summed when read.
+    pub fn counters(&self) -> GatewayCounters {
+        self.totals.clone()
     }
 
     /// The session state, published by the data thread every tick.

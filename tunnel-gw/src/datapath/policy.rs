@@ -8,7 +8,7 @@ use braid_core::wire::ipv4::Ipv4Packet;
 use braid_core::wire::ipv6::Ipv6Packet;
 use braid_core::wire::WireError;
 
-use crate::counters::{Counter, GatewayCounters};
+use crate::counters::{Counter, ThreadCounters};
 use crate::settings::GatewaySettings;
 
 /// What the data threads check packets against. Public (hidden) only so the fuzz targets can
@@ -29,7 +29,7 @@ pub enum LanDrop {
 }
 
 impl LanDrop {
-    pub(super) fn count(self, counters: &GatewayCounters) {
+    pub(super) fn count(self, counters: &ThreadCounters) {
         match self {
             LanDrop::Counter(counter) => counters.inc(counter),
             LanDrop::Wire(error) => counters.wire_drop(error),

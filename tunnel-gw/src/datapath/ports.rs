@@ -1,7 +1,7 @@
 //! A gateway's two sockets, each seen as an inbox (a receive batch) and an outbox (a send
 //! batch), so the thread that receives on a socket need not be the one that sends on it.
 //!
-//! Every figure goes to [`GatewayCounters`] under its side: packets and bytes received and
+//! Every figure goes to the thread's [`ThreadCounters`] under its side: packets and bytes received and
 //! sent, what the kernel refused, receive errors. Nothing here fails the loop.
 
 use std::io;
@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 
 use braid_core::udp::{bind_data_socket, RecvBatch, SendBatch, SendReport, SocketBuffers};
 
-use crate::counters::{Counter, GatewayCounters};
+use crate::counters::{Counter, ThreadCounters};
 use crate::settings::GatewaySettings;
 
 /// Which socket: towards the demux (GENEVE) or towards the peer gateway.
@@ -61,7 +61,7 @@ pub(super) struct Inbox {
 
 impl Inbox {
     /// Receives one batch; errors are counted, and the loop goes on.
-    pub fn receive(&mut self, counters: &GatewayCounters) -> usize {
+    pub fn receive(&mut self, counters: &ThreadCounters) -> usize {
         let (packets, bytes, errors) = match self.side {
             Side::Lan => (Counter::LanRxPackets, Counter::LanRxBytes, Counter::LanSocketErrors),
             Side::Wan => (Counter::WanRxPackets, Counter::WanRxBytes, Counter::WanSocketErrors),
@@ -92,7 +92,7 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Sends the pending batch, counting what went out and what the kernel refused.
-    pub fn flush(&mut self, counters: &GatewayCounters) {
+    pub fn flush(&mut self, counters: &ThreadCounters) {
         if self.batch.is_empty() {
             return;
         }
@@ -111,7 +111,7 @@ impl Outbox {
     }
 
     /// Flushes first if the send batch is full, so a slot is always free afterwards.
-    pub fn make_room(&mut self, counters: &GatewayCounters) {
+    pub fn make_room(&mut self, counters: &ThreadCounters) {
         if self.batch.is_full() {
             self.flush(counters);
         }

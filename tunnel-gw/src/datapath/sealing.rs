@@ -17,7 +17,7 @@ use braid_core::udp::poll_readable;
 
 use super::ports::{Inbox, Outbox};
 use super::{Policy, TIMER_TICK};
-use crate::counters::{Counter, GatewayCounters};
+use crate::counters::{Counter, ThreadCounters};
 use crate::suite::{Action, Seal, SuiteError};
 
 /// Seals one batch received on `lan` into `to_wan`, for the peer at `peer`.
@@ -27,7 +27,7 @@ pub(super) fn seal_batch(
     policy: &Policy,
     sealer: &mut impl Seal,
     peer: SocketAddr,
-    counters: &GatewayCounters,
+    counters: &ThreadCounters,
 ) {
     let count = lan.receive(counters);
     for i in 0..count {
@@ -66,7 +66,7 @@ pub struct Sealing<E> {
     pub(super) policy: Arc<Policy>,
     /// The peer's WAN endpoint, replaced by the main data thread when the peer roams.
     pub(super) peer: Arc<ArcSwap<SocketAddr>>,
-    pub(super) counters: Arc<GatewayCounters>,
+    pub(super) counters: Arc<ThreadCounters>,
     /// Marked every round (at least every [`TIMER_TICK`]).
     pub(super) progress: Progress,
 }

@@ -42,7 +42,7 @@ pub fn prefix(text: &str) -> Prefix {
 pub struct Gateway {
     pub lan: SocketAddr,
     pub wan: SocketAddr,
-    pub counters: Arc<GatewayCounters>,
+    pub counters: GatewayCounters,
     pub session: Arc<SharedSession>,
     /// Data threads the gateway runs (2 when it seals on a thread of its own).
     pub threads: usize,
