@@ -1,6 +1,6 @@
 //! Flow-steering throughput with 1 M live flows: flow-table lookups of established flows,
 //! inserts of new flows, and the whole `Steering::steer` path (canonical key, SipHash, table),
-//! packet by packet and in prefetching batches.
+//! packet by packet and in prefetching batches; and a pass of the expiry sweep.
 //!
 //! `cargo bench -p braid-demux --bench flow_table -- --warm-up-time 1 --measurement-time 3`
 
@@ -207,5 +207,20 @@ fn bench_steer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_flow_table, bench_steer);
+/// One full sweep pass (`FlowTable::expire` over every slot, nothing expiring) of a table sized
+/// for 1 M flows: empty (an idle site), at 1 % and full. A demux makes one pass a second.
+fn bench_sweep(c: &mut Criterion) {
+    let maglev = MaglevTable::build(&PAIRS, DEFAULT_TABLE_SIZE).unwrap();
+    let mut group = c.benchmark_group("sweep_pass_1M_table");
+    for (name, fill) in [("empty", 0), ("one_percent", LIVE_FLOWS / 100), ("full", LIVE_FLOWS)] {
+        let mut table = FlowTable::new(LIVE_FLOWS as usize, IdleTimeouts::default());
+        assert_eq!(pin_all(&mut table, &maglev, &flows(fill, proto::TCP), NOW), 0);
+        let slots = table.slots();
+        group.throughput(Throughput::Elements(slots as u64));
+        group.bench_function(name, |b| b.iter(|| black_box(table.expire(NOW, slots))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_flow_table, bench_steer, bench_sweep);
 criterion_main!(benches);

@@ -401,10 +401,15 @@ impl FlowTable {
     /// controller can tell when a draining pair has no flows left without a stop-the-world scan.
     pub fn expire(&mut self, now_ms: u64, budget: usize) -> usize {
         let mut freed = 0;
-        for _ in 0..budget.min(self.tags.len()) {
-            let slot = self.sweep_cursor;
-            self.sweep_cursor = if slot + 1 == self.tags.len() { 0 } else { slot + 1 };
-            if self.tags[slot] != 0 {
+        let mut left = budget.min(self.tags.len());
+        while left > 0 {
+            // The budget's slots up to the end of the table; vacant ones are skipped a group of
+            // tags at a time (an idle or lightly loaded table is mostly vacant).
+            let start = self.sweep_cursor;
+            let end = (start + left).min(self.tags.len());
+            let mut slot = start;
+            while let Some(found) = next_occupied(&self.tags[slot..end]) {
+                slot += found;
                 let entry = &self.entries[slot];
                 if entry.is_live(now_ms) {
                     self.census[usize::from(entry.pair)] += 1;
@@ -414,7 +419,10 @@ impl FlowTable {
                     self.occupied -= 1;
                     freed += 1;
                 }
+                slot += 1;
             }
+            left -= end - start;
+            self.sweep_cursor = if end == self.tags.len() { 0 } else { end };
             if self.sweep_cursor == 0 {
                 std::mem::swap(&mut self.census, &mut self.pinned_per_pair);
                 self.census.fill(0);
@@ -568,6 +576,19 @@ impl std::fmt::Debug for FlowTable {
             .field("timeouts", &self.timeouts)
             .finish()
     }
+}
+
+/// The index of the first occupied (non-zero) tag in `tags`, testing a group of 16 tags at a
+/// time.
+fn next_occupied(tags: &[u8]) -> Option<usize> {
+    const GROUP: usize = std::mem::size_of::<u128>();
+    let mut groups = tags.chunks_exact(GROUP);
+    let vacant = groups
+        .by_ref()
+        .take_while(|group| u128::from_ne_bytes((*group).try_into().expect("a group of tags")) == 0)
+        .count();
+    let at = vacant * GROUP;
+    tags[at..].iter().position(|&tag| tag != 0).map(|i| at + i)
 }
 
 const LOW7: u128 = u128::from_le_bytes([0x7f; 16]);

@@ -185,6 +185,55 @@ fn expire_sweeps_incrementally_within_its_budget() {
 }
 
 #[test]
+fn next_occupied_finds_the_first_occupied_tag_across_groups() {
+    assert_eq!(next_occupied(&[]), None);
+    assert_eq!(next_occupied(&[0; 41]), None);
+    for at in [0, 1, 15, 16, 17, 31, 32, 40] {
+        let mut tags = [0u8; 41];
+        tags[at] = 0x80;
+        assert_eq!(next_occupied(&tags), Some(at), "occupied at {at}");
+        tags[40] = 1;
+        assert_eq!(next_occupied(&tags), Some(at), "the first, not the last");
+    }
+}
+
+/// A pass over the table frees the same flows and takes the same census however its budget
+/// is sliced (the sweep skips vacant tags a group at a time; slices start anywhere).
+#[test]
+fn expire_frees_and_counts_the_same_whatever_the_budget() {
+    let timeouts = IdleTimeouts {
+        udp_ms: 100,
+        ..IdleTimeouts::default()
+    };
+    let pass = |budget: usize| {
+        let mut t = FlowTable::new(300, timeouts);
+        // UDP flows seen at T0 (expired by T0 + 150) and TCP flows (live), on pairs 1-3.
+        for n in 0..120u32 {
+            let (proto, pair) = if n % 3 == 0 {
+                (proto::UDP, 1)
+            } else {
+                (proto::TCP, (n % 2 + 2) as PairId)
+            };
+            steer(&mut t, &flow(n, proto), tcp_flags::ACK, T0, pair);
+        }
+        let slots = t.tags.len();
+        let mut freed = 0;
+        let mut examined = 0;
+        while examined < slots {
+            let step = budget.min(slots - examined);
+            freed += t.expire(T0 + 150, step);
+            examined += step;
+        }
+        (freed, t.len(), t.pinned_per_pair()[..4].to_vec())
+    };
+    let whole = pass(usize::MAX);
+    assert_eq!(whole, (40, 80, vec![0, 0, 40, 40]));
+    for budget in [1, 7, 16, 17, 100] {
+        assert_eq!(pass(budget), whole, "budget {budget}");
+    }
+}
+
+#[test]
 fn a_full_table_never_evicts_a_live_flow() {
     // One 16-slot bucket: both candidate buckets are the same one.
     let timeouts = IdleTimeouts {
