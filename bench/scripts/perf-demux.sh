@@ -1,5 +1,5 @@
 #!/bin/bash
-# Used for bench/results/{before,issue9}-perf-demux.txt; run as root from the checkout.
+# Used for bench/results/{before,issue9}-perf-demux.txt (and, with RATE=12M, perf-demux-30kpps.txt); run as root from the checkout.
 # braid lab with 2 pairs (as compare.sh), 200-byte UDP through it, perf of each site's demux in turn.
 set -u
 BIN=target/release; OUT=/tmp/perf-demux
@@ -10,7 +10,7 @@ python3 -c "import json;[print(p['role'],p['site'],p.get('index'),p['pid']) for 
 for site in a b; do
   pid=$(python3 -c "import json;print([p['pid'] for p in json.load(open('$OUT/lab.json'))['processes'] if p['role']=='demux' and p['site']=='$site'][0])")
   ip netns exec braid-prf.hb iperf3 -s -D -1 -p 5601 >/dev/null 2>&1; sleep 0.3
-  ip netns exec braid-prf.ha timeout 40 iperf3 -c 198.18.2.2 -p 5601 -u -l 200 -b 0 -P 4 -t 10 -J >$OUT/iperf-$site.json 2>/dev/null &
+  ip netns exec braid-prf.ha timeout 40 iperf3 -c 198.18.2.2 -p 5601 -u -l 200 -b ${RATE:-0} -P 4 -t 10 -J >$OUT/iperf-$site.json 2>/dev/null &
   ip=$!
   sleep 2
   perf record -g -o $OUT/perf-$site.data -p $pid -- sleep 6 2>$OUT/perf-record-$site.err
