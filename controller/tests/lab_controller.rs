@@ -277,3 +277,51 @@ fn a_drain_and_a_removal_survive_a_controller_restart() {
         );
     }
 }
+
+/// A lab started by a command holds none of that command's descriptors: a pipe the caller left
+/// open without close-on-exec (as a `flock` lock or a CI runner's pipe is) reaches end of file
+/// as soon as the caller closes its end, while the lab's controller and daemons run on.
+#[test]
+fn a_running_lab_holds_none_of_its_callers_descriptors() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if skip_without_lab("lab_controller descriptors") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills `fds` with two new descriptors, each owned once below. No
+    // close-on-exec flag: every process started from here on inherits the write end.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and nothing else owns them.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let lab = Lab::up(&lab_name("ctl-fds", Suite::WireGuard), 1);
+    drop(writer);
+    let reader = std::fs::File::from(reader);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1];
+        let _ = done_tx.send(std::io::Read::read(&mut &reader, &mut buf));
+    });
+    let read = done_rx.recv_timeout(Duration::from_secs(10));
+    let holders: Vec<String> = lab
+        .info
+        .processes
+        .iter()
+        .filter(|p| {
+            std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+                .map(|fds| {
+                    fds.flatten()
+                        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:")))
+                })
+                .unwrap_or(false)
+        })
+        .map(|p| format!("{} {}", p.role, p.pid))
+        .collect();
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the pipe's write end is still held (read: {read:?}); lab processes holding a pipe: {holders:?}"
+    );
+    let up = status(&lab.info).pairs.iter().filter(|p| p.state == "up").count();
+    assert_eq!(up, 1, "the lab runs on");
+}

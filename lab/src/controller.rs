@@ -12,20 +12,22 @@ use anyhow::{bail, Context, Result};
 
 use braid_core::status::{self, StatusSnapshot};
 
+use crate::detach::Detach;
+
 /// A loopback address with a port nobody listens on right now, for the controller's HTTP.
 pub fn free_loopback_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
     Ok(listener.local_addr()?)
 }
 
-/// Starts `braid up` detached (own process group, survives the command that started it).
+/// Starts `braid up` [detached](Detach::detached): it survives the command that started it.
 pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
-    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(state_dir.join("logs").join("controller.log"))?;
-    let child = Command::new(bin_dir.join("braid"))
+    let mut command = Command::new(bin_dir.join("braid"));
+    command
         .args(["up", "--config"])
         .arg(config)
         .arg("--state-dir")
@@ -35,7 +37,8 @@ pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .process_group(0)
+        .detached();
+    let child = command
         .spawn()
         .with_context(|| format!("cannot start {}", bin_dir.join("braid").display()))?;
     std::fs::write(state_dir.join("controller.pid"), child.id().to_string())?;

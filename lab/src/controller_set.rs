@@ -23,7 +23,6 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::detach::Detach;
 use crate::netns::{ip, ip_in};
 use crate::topology::{ns_prefix, Topology, SITES};
 
@@ -288,7 +288,7 @@ impl ControllerSet {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
-                .process_group(0)
+                .detached()
                 .spawn()
                 .with_context(|| format!("cannot start {} (ip netns exec)", etcd.display()))?;
             std::fs::write(dir.join(format!("{}.pid", m.name)), child.id().to_string())?;
@@ -328,7 +328,7 @@ impl ControllerSet {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
+            .detached()
             .spawn()
             .with_context(|| format!("cannot start {} (ip netns exec)", bin_dir.join("braid").display()))?;
         std::fs::write(dir.join(format!("controller-{index}.pid")), child.id().to_string())?;

@@ -17,7 +17,6 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use braid_core::config::{ClusterConfig, Suite};
 use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey};
 
+use super::detach::Detach;
 use super::netns::{ip, ip_in, sysctl_in};
 use super::topology::{bridge_mac, Topology};
 use super::{veth, WAN_BRIDGE};
@@ -278,7 +278,7 @@ pub fn start_charons(topo: &Topology, dir: &Path) -> Result<Vec<(u16, u32)>> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
+            .detached()
             .spawn()
             .context("cannot start charon")?;
         pids.push((pair, child.id()));

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::detach::Detach;
+
 /// Runs `ip ARGS…`, failing with the command line and `ip`'s stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
     tracing::debug!("ip {}", args.join(" "));
@@ -106,10 +108,9 @@ pub fn stop_processes_in(namespaces: &[String], grace: Duration) {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-/// Starts `program ARGS…` inside namespace `ns`, detached from our process group so it outlives
+/// Starts `program ARGS…` inside namespace `ns`, [detached](Detach::detached) so it outlives
 /// the command that started it, with stdout and stderr appended to `log`.
 pub fn spawn_in(ns: &str, program: &Path, args: &[String], log: &Path) -> io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     Command::new("ip")
@@ -119,7 +120,7 @@ pub fn spawn_in(ns: &str, program: &Path, args: &[String], log: &Path) -> io::Re
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
+        .detached()
         .spawn()
 }
 
