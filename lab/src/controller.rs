@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use braid_core::status::{self, StatusSnapshot};
 
-use crate::detach::Detach;
+use braid_sys::process::Detach;
 
 /// A loopback address with a port nobody listens on right now, for the controller's HTTP.
 pub fn free_loopback_port() -> Result<SocketAddr> {

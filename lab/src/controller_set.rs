@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::detach::Detach;
 use crate::netns::{ip, ip_in};
 use crate::topology::{ns_prefix, Topology, SITES};
+use braid_sys::process::Detach;
 
 /// etcd members in a lab's controller set.
 pub const ETCD_MEMBERS: usize = 3;

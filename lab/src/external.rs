@@ -25,10 +25,10 @@ use anyhow::{bail, Context, Result};
 use braid_core::config::{ClusterConfig, Suite};
 use braid_core::keys::{write_secret_file, ClusterSecret, PresharedKey};
 
-use super::detach::Detach;
 use super::netns::{ip, ip_in, sysctl_in};
 use super::topology::{bridge_mac, Topology};
 use super::{veth, WAN_BRIDGE};
+use braid_sys::process::Detach;
 
 /// charon as Debian installs it.
 pub const CHARON: &str = "/usr/lib/ipsec/charon";

@@ -34,7 +34,6 @@ pub mod cluster_file;
 pub mod controller;
 pub mod controller_set;
 pub mod demo;
-mod detach;
 pub mod external;
 pub mod nat;
 pub mod netns;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::detach::Detach;
+use braid_sys::process::Detach;
 
 /// Runs `ip ARGS…`, failing with the command line and `ip`'s stderr.
 pub fn ip(args: &[&str]) -> Result<()> {

@@ -17,10 +17,14 @@
 //! * [`steer`]: the eBPF program that makes the kernel deliver each packet to the data thread
 //!   owning its flow (`bpf(2)`, `TUNSETSTEERINGEBPF`, `SO_ATTACH_REUSEPORT_EBPF`).
 //!
+//! * [`process`]: starting daemons detached from their starter's process group and descriptors
+//!   (`close_range(2)` between fork and exec), for the controller's supervisor and the lab.
+//!
 //! Nothing here allocates per packet. Tooling outside the data path (the controller's lab and
 //! supervisor, the bench harness) keeps its own, separately reviewed, unsafe code.
 
 pub mod memory;
+pub mod process;
 pub mod signal;
 pub mod steer;
 pub mod tun;

@@ -110,7 +110,7 @@ impl Running {
 
 /// Starts the daemon described by `spec`.
 pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
-    use std::os::unix::process::CommandExt;
+    use braid_sys::process::Detach;
     if let Some(dir) = spec.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -124,8 +124,9 @@ pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
         }
         None => Command::new(&spec.program),
     };
-    // The daemons speak for themselves, never as the controller's service, and read their own
-    // keys, not the controller's credentials.
+    // The daemons speak for themselves, never as the controller's service, read their own
+    // keys, not the controller's credentials, and hold none of the descriptors the controller
+    // was started with.
     for name in braid_core::service::NOTIFY_ENV {
         cmd.env_remove(name);
     }
@@ -134,7 +135,7 @@ pub fn start(spec: &DaemonSpec) -> io::Result<Running> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0);
+        .detached();
     Ok(Running::new(Process::Child(cmd.spawn()?)))
 }
 

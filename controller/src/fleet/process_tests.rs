@@ -135,6 +135,40 @@ fn a_started_daemon_is_signalled_reaped_and_then_left_alone() {
     assert_eq!(state_of(r.pid()), None);
 }
 
+/// A daemon holds none of the descriptors the controller was started with: a pipe end the
+/// controller holds without close-on-exec (as a `flock` lock or a runner's pipe is) is not open
+/// in the daemon, and the daemon has its own process group.
+#[test]
+fn a_started_daemon_holds_none_of_the_controllers_stray_descriptors() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = braid_core::testing::ScratchDir::new("process-descriptors");
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills `fds` with two new descriptors, each owned once below. No
+    // close-on-exec flag: a process started without the detaching hook would inherit both.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and nothing else owns them.
+    let _pipe = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let report = format!(
+        "for fd in {} {}; do if [ -e /proc/self/fd/$fd ]; then echo held $fd; fi; done; \
+         echo pgid $(cut -d' ' -f5 /proc/self/stat) pid $$",
+        fds[0], fds[1]
+    );
+    let s = spec_in(dir.path(), "/bin/sh", &["-c", &report]);
+    let mut r = start(&s).unwrap();
+    assert!(exits_within(&mut r, Duration::from_secs(5)));
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        !log.contains("held"),
+        "the daemon inherited the controller's descriptors: {log}"
+    );
+    let words: Vec<&str> = log.split_whitespace().collect();
+    assert!(
+        matches!(words.as_slice(), ["pgid", group, "pid", pid] if group == pid),
+        "a process group of its own: {log}"
+    );
+}
+
 #[test]
 fn command_lines_match_by_program_file_name_and_trailing_arguments() {
     let s = spec("/opt/braid/braid-gw", &["--config", "c.yaml"]);
