@@ -26,8 +26,7 @@ pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
         .create(true)
         .append(true)
         .open(state_dir.join("logs").join("controller.log"))?;
-    let mut command = Command::new(bin_dir.join("braid"));
-    command
+    let child = Command::new(bin_dir.join("braid"))
         .args(["up", "--config"])
         .arg(config)
         .arg("--state-dir")
@@ -37,8 +36,7 @@ pub fn start(bin_dir: &Path, config: &Path, state_dir: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .detached();
-    let child = command
+        .detached()
         .spawn()
         .with_context(|| format!("cannot start {}", bin_dir.join("braid").display()))?;
     std::fs::write(state_dir.join("controller.pid"), child.id().to_string())?;

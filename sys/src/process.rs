@@ -2,10 +2,10 @@
 //! so they outlive the command that started them and hold nothing of its.
 //!
 //! A detached process gets a process group of its own (a Ctrl-C at the operator's terminal
-//! does not reach it), and none of the descriptors its starter was left open without
-//! close-on-exec: a `flock` lock around `braid lab up` or `braid up`, or a CI runner's pipe,
-//! would otherwise be held by every daemon for its whole life (daemons outlive a controller),
-//! a lock never released and a pipe never at end of file.
+//! does not reach it), and none of the descriptors its starter holds without close-on-exec. A
+//! `flock` lock around `braid lab up` or `braid up`, or a CI runner's pipe, would otherwise be
+//! held by every daemon for its whole life (daemons outlive a controller): a lock never
+//! released, a pipe never at end of file.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
