@@ -164,6 +164,14 @@ impl ThreadCounters {
         self.suite.inc(error.counter_index());
     }
 
+    /// Any counter's value by name, whichever set holds it.
+    fn get_by_name(&self, name: &str) -> Option<u64> {
+        self.gateway
+            .get_by_name(name)
+            .or_else(|| self.wire.get_by_name(name))
+            .or_else(|| self.suite.get_by_name(name))
+    }
+
     /// Every counter's name and current value, the three sets in turn.
     fn snapshot(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         [&self.gateway, &self.wire, &self.suite]
@@ -193,27 +201,23 @@ impl GatewayCounters {
 
     /// Any counter's value by name, summed over the data threads.
     pub fn get_by_name(&self, name: &str) -> Option<u64> {
-        self.threads
-            .iter()
-            .map(|t| {
-                t.gateway
-                    .get_by_name(name)
-                    .or_else(|| t.wire.get_by_name(name))
-                    .or_else(|| t.suite.get_by_name(name))
-            })
-            .sum()
+        self.threads.iter().map(|t| t.get_by_name(name)).sum()
     }
 
     /// Every counter as one flat JSON object `{name: value}`, summed over the data threads.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut all = serde_json::Map::new();
+        // Every thread's snapshot lists the same counters in the same order.
+        let mut totals: Vec<(&'static str, u64)> = Vec::new();
         for thread in self.threads.iter() {
-            for (name, value) in thread.snapshot() {
-                let total = all.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0) + value;
-                all.insert(name.to_string(), total.into());
+            for (i, (name, value)) in thread.snapshot().enumerate() {
+                match totals.get_mut(i) {
+                    Some((_, total)) => *total += value,
+                    None => totals.push((name, value)),
+                }
             }
         }
-        serde_json::Value::Object(all)
+        let all = totals.into_iter().map(|(name, total)| (name.to_string(), total.into()));
+        serde_json::Value::Object(all.collect())
     }
 }
 
