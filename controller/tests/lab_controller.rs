@@ -283,18 +283,12 @@ fn a_drain_and_a_removal_survive_a_controller_restart() {
 /// as soon as the caller closes its end, while the lab's controller and daemons run on.
 #[test]
 fn a_running_lab_holds_none_of_its_callers_descriptors() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     if skip_without_lab("lab_controller descriptors") {
         return;
     }
     let _one = one_lab_at_a_time();
-    let mut fds = [0; 2];
-    // SAFETY: pipe(2) fills `fds` with two new descriptors, each owned once below. No
-    // close-on-exec flag: every process started from here on inherits the write end.
-    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and nothing else owns them.
-    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // pipe(2) without close-on-exec: every process started from here on inherits the write end.
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
     let lab = Lab::up(&lab_name("ctl-fds", Suite::WireGuard), 1);
     drop(writer);
     let reader = std::fs::File::from(reader);

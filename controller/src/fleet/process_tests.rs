@@ -140,19 +140,16 @@ fn a_started_daemon_is_signalled_reaped_and_then_left_alone() {
 /// in the daemon, and the daemon has its own process group.
 #[test]
 fn a_started_daemon_holds_none_of_the_controllers_stray_descriptors() {
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let dir = braid_core::testing::ScratchDir::new("process-descriptors");
-    let mut fds = [0; 2];
-    // SAFETY: pipe(2) fills `fds` with two new descriptors, each owned once below. No
-    // close-on-exec flag: a process started without the detaching hook would inherit both.
-    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and nothing else owns them.
-    let _pipe = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // pipe(2) without close-on-exec: a process started without the detaching hook would
+    // inherit both ends.
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
     let report = format!(
         "for fd in {} {}; do if [ -e /proc/self/fd/$fd ]; then echo held $fd; fi; done; \
          echo pgid $(cut -d' ' -f5 /proc/self/stat) pid $$",
-        fds[0], fds[1]
+        reader.as_raw_fd(),
+        writer.as_raw_fd()
     );
     let s = spec_in(dir.path(), "/bin/sh", &["-c", &report]);
     let mut r = start(&s).unwrap();
