@@ -65,6 +65,12 @@ pub enum Counter {
     /// Handshakes refused before the suite: all sources but the peer together exceeded the
     /// global cap.
     DropHandshakeGlobalRate,
+    /// GENEVE the kernel dropped on arrival because the LAN socket's receive buffer was full
+    /// (in kernel messages: a GRO train of datagrams counts once).
+    DropLanSocketFull,
+    /// WAN datagrams the kernel dropped on arrival because the WAN socket's receive buffer was
+    /// full (in kernel messages, as above).
+    DropWanSocketFull,
 }
 
 impl From<Refusal> for Counter {
@@ -119,6 +125,8 @@ pub const GATEWAY_COUNTERS: &[&str] = &[
     "drop_handshake_source_rate",
     "drop_handshake_overflow_rate",
     "drop_handshake_global_rate",
+    "drop_lan_socket_full",
+    "drop_wan_socket_full",
 ];
 
 /// Every counter a gateway keeps, as counted by one data thread.
@@ -237,7 +245,7 @@ mod tests {
     fn enum_indexes_its_name() {
         let thread = Arc::<ThreadCounters>::default();
         let counters = GatewayCounters::new(vec![Arc::clone(&thread)]);
-        assert_eq!(GATEWAY_COUNTERS.len(), Counter::DropHandshakeGlobalRate as usize + 1);
+        assert_eq!(GATEWAY_COUNTERS.len(), Counter::DropWanSocketFull as usize + 1);
         thread.inc(Counter::DropInnerSrcNotPeerSite);
         thread.add(Counter::WanRxBytes, 7);
         thread.wire_drop(WireError::GeneveBadVersion);

@@ -4,7 +4,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Instant;
 
-use braid_core::udp::{RecvBatch, SendBatch};
+use braid_core::udp::{ReceiveDrops, RecvBatch, SendBatch};
 use braid_core::wire::geneve;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
@@ -34,6 +34,8 @@ pub struct Lane {
     /// Threads this round handed parcels to, to wake at its end.
     wake: Vec<bool>,
     next_probe_ms: u64,
+    /// What the kernel dropped at this thread's socket, read every canary interval.
+    socket_drops: ReceiveDrops,
 }
 
 /// The buffers of one thread's loop, allocated once.
@@ -54,6 +56,7 @@ pub(super) struct Buffers {
 impl Lane {
     pub fn new(id: usize, path: Arc<DataPath>, io: LaneIo, proc: Processor) -> Lane {
         let threads = path.mesh.threads();
+        let socket_drops = ReceiveDrops::new(&io.socket);
         Lane {
             id,
             path,
@@ -61,6 +64,7 @@ impl Lane {
             proc,
             wake: vec![false; threads],
             next_probe_ms: 0,
+            socket_drops,
         }
     }
 
@@ -110,6 +114,8 @@ impl Lane {
             if now >= self.next_probe_ms {
                 self.next_probe_ms = now + CANARY_INTERVAL_MS;
                 self.probe_owned_pairs(&mut bufs.send, now);
+                let overflowed = self.socket_drops.take(&self.io.socket);
+                self.proc.stats.counters.add(c::DROP_GENEVE_SOCKET_FULL, overflowed);
                 self.publish();
                 self.path.progress[self.id].mark();
             }

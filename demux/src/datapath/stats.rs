@@ -44,6 +44,7 @@ pub const DEMUX_COUNTERS: &[&str] = &[
     "drop_handoff_inbox_full",
     "drop_geneve_oam",
     "handed_off_from_tun_packets",
+    "drop_geneve_socket_full",
 ];
 
 /// Indices into [`DEMUX_COUNTERS`].
@@ -81,6 +82,10 @@ pub mod c {
     /// The part of [`HANDED_OFF`] read from the TUN: what kernel steering did not place on the
     /// owner's queue.
     pub const HANDED_OFF_FROM_TUN: usize = 25;
+    /// GENEVE the kernel dropped on arrival because this demux's socket receive buffer was
+    /// full: the data threads fell behind the gateways. Counted in kernel messages (a GRO
+    /// train of up to 64 datagrams counts once), read every canary interval.
+    pub const DROP_GENEVE_SOCKET_FULL: usize = 26;
 }
 
 /// Pair ids are 1..=4095 (the configuration's rule; they are also 12-bit-safe GENEVE VNIs).

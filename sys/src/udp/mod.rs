@@ -33,8 +33,11 @@
 //! [`bind_data_socket`] makes the sockets this module expects: bound, non-blocking, with large
 //! kernel buffers (reporting what the kernel actually granted) and GRO on where the kernel has
 //! it, and [`poll_readable`] waits for any of several sockets to become readable with a timeout.
+//! [`ReceiveDrops`] reads what a socket's kernel dropped because its receive buffer was full,
+//! which no receive call reports.
 
 mod cmsg;
+mod drops;
 mod recv;
 mod send;
 #[cfg(test)]
@@ -48,6 +51,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+pub use drops::{receive_drops, ReceiveDrops};
 pub use recv::RecvBatch;
 pub use send::{SendBatch, SendReport};
 

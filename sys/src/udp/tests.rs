@@ -515,3 +515,35 @@ fn measure_loopback(gso: bool, gro: bool, duration: Duration) -> (f64, f64) {
     let received = counting.join().unwrap();
     (sent as f64 / elapsed, received as f64 / elapsed)
 }
+
+#[test]
+fn a_socket_that_is_not_read_reports_what_its_full_buffer_dropped() {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // The smallest buffer the kernel grants (a few KiB) overflows within a few datagrams.
+    let (receiver, _) = bind_data_socket(loopback(ip), 1).unwrap();
+    set_gro(&receiver, false).unwrap();
+    let mut drops = ReceiveDrops::new(&receiver);
+    assert_eq!(drops.take(&receiver), 0, "nothing arrived yet");
+    let sender = UdpSocket::bind(loopback(ip)).unwrap();
+    let to = receiver.local_addr().unwrap();
+    for _ in 0..200 {
+        sender.send_to(&[7u8; 1000], to).unwrap();
+    }
+    let mut batch = RecvBatch::new(64, 2048);
+    let mut received = 0;
+    loop {
+        let n = batch.recv(&receiver).unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    let dropped = drops.take(&receiver);
+    assert!(dropped > 0, "received {received} of 200 and no drop counted");
+    assert_eq!(
+        received as u64 + dropped,
+        200,
+        "every datagram is either received or counted"
+    );
+    assert_eq!(drops.take(&receiver), 0, "a second reading reports only new drops");
+}

@@ -57,7 +57,7 @@ mod session;
 pub use policy::{LanDrop, Policy};
 pub use session::SharedSession;
 
-use ports::{Bound, Inbox, Outbox, Side};
+use ports::{Bound, Inbox, Outbox, Side, SocketDrops};
 use sealing::{seal_batch, Sealing};
 
 /// How often the suite's timers run; also the longest `poll(2)` wait.
@@ -88,6 +88,7 @@ pub struct DataPath<S: TunnelSuite> {
     lan_addr: SocketAddr,
     wan_addr: SocketAddr,
     buffers: (SocketBuffers, SocketBuffers),
+    socket_drops: SocketDrops,
 }
 
 impl<S: TunnelSuite> DataPath<S> {
@@ -142,6 +143,7 @@ impl<S: TunnelSuite> DataPath<S> {
             lan_addr: lan.socket.local_addr()?,
             wan_addr: wan.socket.local_addr()?,
             buffers: (lan.buffers, wan.buffers),
+            socket_drops: SocketDrops::new(&lan.socket, &wan.socket)?,
         })
     }
 
@@ -236,6 +238,7 @@ impl<S: TunnelSuite> DataPath<S> {
             }
             if Instant::now() >= next_tick {
                 self.run_timer_action(Timer::Tick);
+                self.socket_drops.count(&self.counters);
                 self.session.publish(self.suite.session());
                 self.progress.mark();
                 next_tick = Instant::now() + TIMER_TICK;

@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
-use braid_core::udp::{bind_data_socket, RecvBatch, SendBatch, SendReport, SocketBuffers};
+use braid_core::udp::{bind_data_socket, ReceiveDrops, RecvBatch, SendBatch, SendReport, SocketBuffers};
 
 use crate::counters::{Counter, ThreadCounters};
 use crate::settings::GatewaySettings;
@@ -82,6 +82,34 @@ impl Inbox {
     }
 }
 
+/// What the kernel dropped at both sockets because their receive buffers were full, read by
+/// the main data thread every tick, whichever thread receives on them.
+#[derive(Debug)]
+pub(super) struct SocketDrops {
+    watched: [(Counter, UdpSocket, ReceiveDrops); 2],
+}
+
+impl SocketDrops {
+    pub fn new(lan: &UdpSocket, wan: &UdpSocket) -> io::Result<SocketDrops> {
+        let watch = |counter, socket: &UdpSocket| -> io::Result<_> {
+            Ok((counter, socket.try_clone()?, ReceiveDrops::new(socket)))
+        };
+        Ok(SocketDrops {
+            watched: [
+                watch(Counter::DropLanSocketFull, lan)?,
+                watch(Counter::DropWanSocketFull, wan)?,
+            ],
+        })
+    }
+
+    /// Adds what each socket's kernel dropped since the last call to its counter.
+    pub fn count(&mut self, counters: &ThreadCounters) {
+        for (counter, socket, drops) in &mut self.watched {
+            counters.add(*counter, drops.take(socket));
+        }
+    }
+}
+
 /// Sending on one socket, a batch at a time.
 #[derive(Debug)]
 pub(super) struct Outbox {
@@ -115,5 +143,43 @@ impl Outbox {
         if self.batch.is_full() {
             self.flush(counters);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sockets_overflow_is_counted_under_its_side() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        // The smallest buffers the kernel grants overflow within a few datagrams.
+        let (lan, _) = bind_data_socket(loopback, 1).unwrap();
+        let (wan, _) = bind_data_socket(loopback, 1).unwrap();
+        let mut drops = SocketDrops::new(&lan, &wan).unwrap();
+        let thread = std::sync::Arc::<ThreadCounters>::default();
+        let counters = crate::counters::GatewayCounters::new(vec![std::sync::Arc::clone(&thread)]);
+        let sender = UdpSocket::bind(loopback).unwrap();
+        for _ in 0..100 {
+            sender.send_to(&[1u8; 1000], lan.local_addr().unwrap()).unwrap();
+        }
+        drops.count(&thread);
+        let lan_dropped = counters.get(Counter::DropLanSocketFull);
+        assert!(lan_dropped > 0 && lan_dropped < 100, "LAN dropped {lan_dropped} of 100");
+        assert_eq!(
+            counters.get(Counter::DropWanSocketFull),
+            0,
+            "nothing was sent to the WAN"
+        );
+        for _ in 0..100 {
+            sender.send_to(&[2u8; 1000], wan.local_addr().unwrap()).unwrap();
+        }
+        drops.count(&thread);
+        assert_eq!(
+            counters.get(Counter::DropLanSocketFull),
+            lan_dropped,
+            "the LAN count holds"
+        );
+        assert!(counters.get(Counter::DropWanSocketFull) > 0);
     }
 }

@@ -1,0 +1,106 @@
+//! A demux that falls behind counts what its full socket dropped, in a real one-pair lab.
+//!
+//! The controller is frozen first (SIGSTOP), so nothing restarts what the test stops. Then
+//! demux b is stopped while a raw UDP flood crosses the cluster from host a: the GENEVE its
+//! gateway delivers piles up in demux b's socket until the kernel drops it. Once demux b runs
+//! again, its `drop_geneve_socket_full` counter must have grown by what the kernel counted in
+//! its namespace (`RcvbufErrors`), and by more than nothing. Without the counter that loss is
+//! silent: no braid counter and no receive call sees it.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// `RcvbufErrors` of the UDP lines of namespace `ns`'s `/proc/net/snmp`.
+fn rcvbuf_errors(ns: &str) -> u64 {
+    let snmp = braid_lab::netns::run_in(ns, Path::new("cat"), &["/proc/net/snmp".into()]).expect("read snmp");
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().expect("Udp names"), udp.next().expect("Udp values"));
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .expect("RcvbufErrors");
+    values
+        .split_whitespace()
+        .nth(at)
+        .and_then(|v| v.parse().ok())
+        .expect("a count")
+}
+
+/// Stops a process until dropped, so a failing test never leaves it stopped (a stopped process
+/// would hold up the lab's teardown).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        signal(pid, libc::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_demux_that_falls_behind_counts_what_its_full_socket_dropped() {
+    if skip_without_lab("lab_overflow") {
+        return;
+    }
+    let _one = one_lab_at_a_time();
+    let lab = Lab::up(&lab_name("ovf", Suite::WireGuard), 1);
+    let info = &lab.info;
+    let demux_b = info
+        .processes
+        .iter()
+        .find(|p| p.role == "demux" && p.site == "b")
+        .expect("demux b");
+    let controller = controller_pid(info);
+    let counted_before = counter(info, "demux", "b", 0, "drop_geneve_socket_full");
+    let kernel_before = rcvbuf_errors(&demux_b.netns);
+
+    let frozen_controller = Stopped::new(controller);
+    let stopped_demux = Stopped::new(demux_b.pid);
+    let flood = braid_lab::netns::run_in(
+        &info.hosts.a.netns,
+        &bin_dir().join("braid-bench"),
+        &[
+            "flood".into(),
+            "--destination".into(),
+            info.hosts.b.addr.to_string(),
+            "--port".into(),
+            "9".into(),
+            "--source-base".into(),
+            info.hosts.a.addr.to_string(),
+            "--flows".into(),
+            "16".into(),
+            "--pps".into(),
+            "60000".into(),
+            "--size".into(),
+            "1200".into(),
+            "--seconds".into(),
+            "2".into(),
+        ],
+    );
+    drop(stopped_demux);
+    let flood = flood.expect("the flood ran");
+    // The demux reads its socket's drop count every canary interval and publishes its status
+    // soon after; the controller stays frozen until the figures are in.
+    let mut counted = 0;
+    eventually("demux b publishes its socket drops", || {
+        counted = counter(info, "demux", "b", 0, "drop_geneve_socket_full") - counted_before;
+        counted > 0
+    });
+    let kernel = rcvbuf_errors(&demux_b.netns) - kernel_before;
+    drop(frozen_controller);
+    eprintln!("flood: {flood}");
+    eprintln!("MEASURED demux b socket drops: counted {counted}, kernel RcvbufErrors {kernel}");
+    assert_eq!(
+        counted, kernel,
+        "demux b counts every message its namespace's kernel dropped for a full buffer"
+    );
+}
