@@ -8,12 +8,17 @@
 //! discard port: host b's kernel counts the packets and drops them, so the receiving side costs
 //! no process time; its ICMP replies are rate-limited by the kernel.
 //!
+//! Drops are counted wherever they happen: every drop counter of every demux and gateway
+//! that grew, and every UDP datagram the kernel dropped for a full socket receive buffer
+//! (`RcvbufErrors`) in any of the lab's namespaces (a demux's or a gateway's socket that its
+//! process did not drain in time), which no braid counter can see.
+//!
 //! The flow table's memory is reported twice: as live flows × [`BYTES_PER_FLOW`] (the table's
 //! documented entry cost) and as the demux's resident-memory growth during the run.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -54,7 +59,8 @@ pub struct FlowsReport {
     pub delivered: u64,
     pub delivered_pps: f64,
     pub delivered_mbps: f64,
-    /// Every drop counter of demux a and b that grew, by name.
+    /// Every drop counter of every demux and gateway that grew, and every namespace's kernel
+    /// UDP receive-buffer drops that grew, by name.
     pub drops: BTreeMap<String, u64>,
     /// Live flows in demux a's table at the end.
     pub live_flows: u64,
@@ -79,6 +85,61 @@ fn rx_packets(ns: &str) -> Result<u64> {
     )?;
     out.trim().parse().context("unreadable rx_packets")
 }
+
+/// UDP datagrams the kernel of namespace `ns` dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in its `/proc/net/snmp`).
+fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
+    let snmp = run_in(ns, Path::new("cat"), &["/proc/net/snmp".into()])?;
+    parse_udp_rcvbuf_errors(&snmp).with_context(|| format!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
+}
+
+/// `RcvbufErrors` from the two `Udp:` lines (names, then values) of `/proc/net/snmp`.
+fn parse_udp_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// A daemon of the lab whose drops the scenario counts.
+struct Daemon {
+    /// What it is: "demux a", "gw b2".
+    what: String,
+    netns: String,
+    status_file: PathBuf,
+}
+
+/// Every demux and gateway of the lab.
+fn daemons(lab: &LabRun) -> Vec<Daemon> {
+    lab.info
+        .processes
+        .iter()
+        .filter(|p| !p.netns.is_empty())
+        .map(|p| Daemon {
+            what: match p.role.as_str() {
+                "demux" => format!("demux {}", p.site),
+                role => format!("{role} {}{}", p.site, p.index),
+            },
+            netns: p.netns.clone(),
+            status_file: PathBuf::from(&p.status_file),
+        })
+        .collect()
+}
+
+/// Every daemon's counters and its namespace's kernel UDP receive-buffer drops, now.
+fn drop_counts(daemons: &[Daemon]) -> Result<Vec<BTreeMap<String, u64>>> {
+    daemons
+        .iter()
+        .map(|daemon| {
+            let mut counts = counters(&braid_lab::read_status(&daemon.status_file));
+            counts.insert(KERNEL_RCVBUF.to_string(), udp_rcvbuf_errors(&daemon.netns)?);
+            Ok(counts)
+        })
+        .collect()
+}
+
+/// The name under which a namespace's kernel UDP receive-buffer drops are reported.
+const KERNEL_RCVBUF: &str = "kernel: udp_receive_buffer_full";
 
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -110,8 +171,9 @@ pub fn run(options: &FlowsOptions, bin_dir: &Path) -> Result<FlowsReport> {
         .map(|p| p.pid)
         .context("the lab has no demux a")?;
     let before_a = counters(&lab.demux_status("a"));
-    let before_b = counters(&lab.demux_status("b"));
     let rx_before = rx_packets(&lab.info.hosts.b.netns)?;
+    let daemons = daemons(&lab);
+    let before = drop_counts(&daemons)?;
     let rss_before = rss_bytes(demux_pid);
     let args: Vec<String> = [
         "flood",
@@ -140,13 +202,12 @@ pub fn run(options: &FlowsOptions, bin_dir: &Path) -> Result<FlowsReport> {
     let rx = rx_packets(&lab.info.hosts.b.netns)?.saturating_sub(rx_before);
     let status_a = lab.demux_status("a");
     let after_a = counters(&status_a);
-    let after_b = counters(&lab.demux_status("b"));
     let mut drops = BTreeMap::new();
-    for (site, before, after) in [("a", &before_a, &after_a), ("b", &before_b, &after_b)] {
+    for (daemon, (before, after)) in daemons.iter().zip(before.iter().zip(drop_counts(&daemons)?)) {
         for (name, value) in after {
-            let grew = value.saturating_sub(before.get(name).copied().unwrap_or(0));
-            if grew > 0 && (name.starts_with("drop") || name.contains("table_full")) {
-                drops.insert(format!("demux {site}: {name}"), grew);
+            let grew = value.saturating_sub(before.get(&name).copied().unwrap_or(0));
+            if grew > 0 && (name.starts_with("drop") || name.contains("table_full") || name == KERNEL_RCVBUF) {
+                drops.insert(format!("{}: {name}", daemon.what), grew);
             }
         }
     }
@@ -203,4 +264,21 @@ pub fn render(r: &FlowsReport) -> String {
         s += &format!("drop {name}: {value}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rcvbuf_errors_from_the_udp_lines() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    Udp: 100 3 57 90 55 0 0 0 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    UdpLite: 0 0 0 0 9 0 0 0 0\n";
+        assert_eq!(parse_udp_rcvbuf_errors(snmp), Some(55));
+        assert_eq!(parse_udp_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert_eq!(parse_udp_rcvbuf_errors(""), None);
+    }
 }
