@@ -9,25 +9,10 @@
 
 mod support;
 
-use std::path::Path;
+use std::time::{Duration, Instant};
 
+use braid_lab::netns::udp_receive_buffer_errors;
 use support::*;
-
-/// `RcvbufErrors` of the UDP lines of namespace `ns`'s `/proc/net/snmp`.
-fn rcvbuf_errors(ns: &str) -> u64 {
-    let snmp = braid_lab::netns::run_in(ns, Path::new("cat"), &["/proc/net/snmp".into()]).expect("read snmp");
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().expect("Udp names"), udp.next().expect("Udp values"));
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "RcvbufErrors")
-        .expect("RcvbufErrors");
-    values
-        .split_whitespace()
-        .nth(at)
-        .and_then(|v| v.parse().ok())
-        .expect("a count")
-}
 
 /// Stops a process until dropped, so a failing test never leaves it stopped (a stopped process
 /// would hold up the lab's teardown).
@@ -61,7 +46,7 @@ fn a_demux_that_falls_behind_counts_what_its_full_socket_dropped() {
         .expect("demux b");
     let controller = controller_pid(info);
     let counted_before = counter(info, "demux", "b", 0, "drop_geneve_socket_full");
-    let kernel_before = rcvbuf_errors(&demux_b.netns);
+    let kernel_before = udp_receive_buffer_errors(&demux_b.netns).expect("RcvbufErrors");
 
     let frozen_controller = Stopped::new(controller);
     let stopped_demux = Stopped::new(demux_b.pid);
@@ -89,16 +74,23 @@ fn a_demux_that_falls_behind_counts_what_its_full_socket_dropped() {
     drop(stopped_demux);
     let flood = flood.expect("the flood ran");
     // The demux reads its socket's drop count every canary interval and publishes its status
-    // soon after; the controller stays frozen until the figures are in.
-    let mut counted = 0;
-    eventually("demux b publishes its socket drops", || {
+    // soon after; datagrams the gateway still had queued may overflow the socket a little
+    // after the flood, so both counts are read until they agree (the controller stays frozen
+    // until then).
+    let (mut counted, mut kernel) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
         counted = counter(info, "demux", "b", 0, "drop_geneve_socket_full") - counted_before;
-        counted > 0
-    });
-    let kernel = rcvbuf_errors(&demux_b.netns) - kernel_before;
+        kernel = udp_receive_buffer_errors(&demux_b.netns).expect("RcvbufErrors") - kernel_before;
+        if counted > 0 && counted == kernel {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(frozen_controller);
     eprintln!("flood: {flood}");
     eprintln!("MEASURED demux b socket drops: counted {counted}, kernel RcvbufErrors {kernel}");
+    assert!(kernel > 0, "the flood never overflowed demux b's socket");
     assert_eq!(
         counted, kernel,
         "demux b counts every message its namespace's kernel dropped for a full buffer"

@@ -133,6 +133,21 @@ pub fn run_in(ns: &str, program: &Path, args: &[String]) -> Result<String> {
     )
 }
 
+/// UDP datagrams the kernel of namespace `ns` dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in its `/proc/net/snmp`; a GRO train dropped whole counts once).
+pub fn udp_receive_buffer_errors(ns: &str) -> Result<u64> {
+    let snmp = run_in(ns, Path::new("cat"), &["/proc/net/snmp".into()])?;
+    parse_udp_receive_buffer_errors(&snmp).with_context(|| format!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
+}
+
+/// `RcvbufErrors` from the two `Udp:` lines (names, then values) of `/proc/net/snmp`.
+fn parse_udp_receive_buffer_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Runs `program ARGS…` in this process's namespace to completion and returns its stdout.
 pub fn run(program: &Path, args: &[String]) -> Result<String> {
     let shown = format!("{} {}", program.display(), args.join(" "));
@@ -166,4 +181,21 @@ pub fn check_privileges() -> Result<()> {
         bail!("/dev/net/tun is missing: load the tun module (modprobe tun)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rcvbuf_errors_from_the_udp_lines() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    Udp: 100 3 57 90 55 0 0 0 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    UdpLite: 0 0 0 0 9 0 0 0 0\n";
+        assert_eq!(parse_udp_receive_buffer_errors(snmp), Some(55));
+        assert_eq!(parse_udp_receive_buffer_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert_eq!(parse_udp_receive_buffer_errors(""), None);
+    }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use braid_lab::netns::{ip_in, run_in};
+use braid_lab::netns::{ip_in, run_in, udp_receive_buffer_errors};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -86,21 +86,6 @@ fn rx_packets(ns: &str) -> Result<u64> {
     out.trim().parse().context("unreadable rx_packets")
 }
 
-/// UDP datagrams the kernel of namespace `ns` dropped because a socket's receive buffer was
-/// full (`RcvbufErrors` in its `/proc/net/snmp`).
-fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
-    let snmp = run_in(ns, Path::new("cat"), &["/proc/net/snmp".into()])?;
-    parse_udp_rcvbuf_errors(&snmp).with_context(|| format!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
-}
-
-/// `RcvbufErrors` from the two `Udp:` lines (names, then values) of `/proc/net/snmp`.
-fn parse_udp_rcvbuf_errors(snmp: &str) -> Option<u64> {
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next()?, udp.next()?);
-    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
-    values.split_whitespace().nth(at)?.parse().ok()
-}
-
 /// A daemon of the lab whose drops the scenario counts.
 struct Daemon {
     /// What it is: "demux a", "gw b2".
@@ -132,7 +117,7 @@ fn drop_counts(daemons: &[Daemon]) -> Result<Vec<BTreeMap<String, u64>>> {
         .iter()
         .map(|daemon| {
             let mut counts = counters(&braid_lab::read_status(&daemon.status_file));
-            counts.insert(KERNEL_RCVBUF.to_string(), udp_rcvbuf_errors(&daemon.netns)?);
+            counts.insert(KERNEL_RCVBUF.to_string(), udp_receive_buffer_errors(&daemon.netns)?);
             Ok(counts)
         })
         .collect()
@@ -264,21 +249,4 @@ pub fn render(r: &FlowsReport) -> String {
         s += &format!("drop {name}: {value}\n");
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_rcvbuf_errors_from_the_udp_lines() {
-        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
-                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
-                    Udp: 100 3 57 90 55 0 0 0 0\n\
-                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
-                    UdpLite: 0 0 0 0 9 0 0 0 0\n";
-        assert_eq!(parse_udp_rcvbuf_errors(snmp), Some(55));
-        assert_eq!(parse_udp_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n"), None);
-        assert_eq!(parse_udp_rcvbuf_errors(""), None);
-    }
 }
