@@ -4,7 +4,9 @@
 //! the suite needs no lock and nothing is allocated per packet. The loop `poll(2)`s the LAN
 //! and WAN sockets with a timeout no longer than the timer tick (100 ms), receives a batch
 //! from each ready socket, processes it, flushes what it produced, and drives the suite's
-//! timers on every tick.
+//! timers on every tick. Each tick it also counts what the kernel dropped at either socket
+//! because its receive buffer was full (`drop_lan_socket_full`, `drop_wan_socket_full`), the
+//! loss a thread that falls behind would otherwise cause unseen.
 //!
 //! With [`GatewaySettings::seal_thread`] and a suite that can split (IPsec), the LAN → WAN
 //! direction runs on a second thread ([`sealing`]): it owns the LAN inbox, a WAN outbox of its
