@@ -318,10 +318,13 @@ pub struct Tcpdump {
 }
 
 impl Tcpdump {
-    /// Starts `tcpdump -i IFACE -n -U --immediate-mode -Z root -w PATH FILTER` in `ns` and
-    /// waits until it listens (so no early packet is missed). Immediate mode matters: without it
-    /// packets wait in the capture ring for up to a second and a short test's SIGTERM loses them
-    /// all.
+    /// Starts `tcpdump -i IFACE -n -U --immediate-mode -s 65535 -B 131072 -Z root -w PATH
+    /// FILTER` in `ns` and waits until it listens (so no early packet is missed). Immediate mode
+    /// matters: without it packets wait in the capture ring for up to a second and a short
+    /// test's SIGTERM loses them all. In immediate mode the ring is cut into one slot per
+    /// snapshot length, so with tcpdump's defaults (2 MiB, 256 KiB snapshots) it holds 8
+    /// packets, and a tcpdump kept off the CPU for a moment by parallel tests lost most of a
+    /// short test's packets; 128 MiB of 64 KiB slots hold 2,048.
     pub fn start(ns: &str, iface: &str, path: &Path, filter: &str) -> Result<Tcpdump, String> {
         let stderr = path.with_extension("tcpdump.log");
         let err = std::fs::File::create(&stderr).map_err(|e| format!("create {}: {e}", stderr.display()))?;
@@ -336,6 +339,10 @@ impl Tcpdump {
                 "-n",
                 "-U",
                 "--immediate-mode",
+                "-s",
+                "65535",
+                "-B",
+                "131072",
                 "-Z",
                 "root",
                 "-w",
