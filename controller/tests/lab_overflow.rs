@@ -14,23 +14,6 @@ use std::time::{Duration, Instant};
 use braid_lab::netns::udp_receive_buffer_errors;
 use support::*;
 
-/// Stops a process until dropped, so a failing test never leaves it stopped (a stopped process
-/// would hold up the lab's teardown).
-struct Stopped(u32);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        signal(pid, libc::SIGSTOP);
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        signal(self.0, libc::SIGCONT);
-    }
-}
-
 #[test]
 fn a_demux_that_falls_behind_counts_what_its_full_socket_dropped() {
     if skip_without_lab("lab_overflow") {
@@ -48,8 +31,10 @@ fn a_demux_that_falls_behind_counts_what_its_full_socket_dropped() {
     let counted_before = counter(info, "demux", "b", 0, "drop_geneve_socket_full");
     let kernel_before = udp_receive_buffer_errors(&demux_b.netns).expect("RcvbufErrors");
 
-    let frozen_controller = Stopped::new(controller);
-    let stopped_demux = Stopped::new(demux_b.pid);
+    signal(controller, libc::SIGSTOP);
+    let frozen_controller = ThawOnDrop(controller);
+    signal(demux_b.pid, libc::SIGSTOP);
+    let stopped_demux = ThawOnDrop(demux_b.pid);
     let flood = braid_lab::netns::run_in(
         &info.hosts.a.netns,
         &bin_dir().join("braid-bench"),
