@@ -111,14 +111,22 @@ fn daemons(lab: &LabRun) -> Vec<Daemon> {
         .collect()
 }
 
-/// Every daemon's counters and its namespace's kernel UDP receive-buffer drops, now.
-fn drop_counts(daemons: &[Daemon]) -> Result<Vec<BTreeMap<String, u64>>> {
+/// One daemon's published status and its counters plus its namespace's kernel UDP
+/// receive-buffer drops, read once.
+struct Reading {
+    status: Option<Value>,
+    counts: BTreeMap<String, u64>,
+}
+
+/// Every daemon's reading, now.
+fn read_all(daemons: &[Daemon]) -> Result<Vec<Reading>> {
     daemons
         .iter()
         .map(|daemon| {
-            let mut counts = counters(&braid_lab::read_status(&daemon.status_file));
+            let status = braid_lab::read_status(&daemon.status_file);
+            let mut counts = counters(&status);
             counts.insert(KERNEL_RCVBUF.to_string(), udp_receive_buffer_errors(&daemon.netns)?);
-            Ok(counts)
+            Ok(Reading { status, counts })
         })
         .collect()
 }
@@ -155,10 +163,13 @@ pub fn run(options: &FlowsOptions, bin_dir: &Path) -> Result<FlowsReport> {
         .find(|p| p.role == "demux" && p.site == "a")
         .map(|p| p.pid)
         .context("the lab has no demux a")?;
-    let before_a = counters(&lab.demux_status("a"));
-    let rx_before = rx_packets(&lab.info.hosts.b.netns)?;
     let daemons = daemons(&lab);
-    let before = drop_counts(&daemons)?;
+    let demux_a = daemons
+        .iter()
+        .position(|d| d.what == "demux a")
+        .context("the lab has no demux a")?;
+    let rx_before = rx_packets(&lab.info.hosts.b.netns)?;
+    let before = read_all(&daemons)?;
     let rss_before = rss_bytes(demux_pid);
     let args: Vec<String> = [
         "flood",
@@ -185,18 +196,22 @@ pub fn run(options: &FlowsOptions, bin_dir: &Path) -> Result<FlowsReport> {
     // Let the last packets land and the demuxes publish their status.
     std::thread::sleep(Duration::from_millis(1500));
     let rx = rx_packets(&lab.info.hosts.b.netns)?.saturating_sub(rx_before);
-    let status_a = lab.demux_status("a");
-    let after_a = counters(&status_a);
+    let after = read_all(&daemons)?;
     let mut drops = BTreeMap::new();
-    for (daemon, (before, after)) in daemons.iter().zip(before.iter().zip(drop_counts(&daemons)?)) {
-        for (name, value) in after {
-            let grew = value.saturating_sub(before.get(&name).copied().unwrap_or(0));
+    for (daemon, (before, after)) in daemons.iter().zip(before.iter().zip(&after)) {
+        for (name, &value) in &after.counts {
+            let grew = value.saturating_sub(before.counts.get(name).copied().unwrap_or(0));
             if grew > 0 && (name.starts_with("drop") || name.contains("table_full") || name == KERNEL_RCVBUF) {
                 drops.insert(format!("{}: {name}", daemon.what), grew);
             }
         }
     }
-    let live_flows = status_a.as_ref().and_then(|s| s["flows"].as_u64()).unwrap_or(0);
+    let (before_a, after_a) = (&before[demux_a].counts, &after[demux_a].counts);
+    let live_flows = after[demux_a]
+        .status
+        .as_ref()
+        .and_then(|s| s["flows"].as_u64())
+        .unwrap_or(0);
     let seconds = sender.seconds.max(1e-9);
     Ok(FlowsReport {
         pairs: PAIRS,

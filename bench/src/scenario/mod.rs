@@ -89,16 +89,6 @@ impl LabRun {
         self.info = lab::load_info(&self.info.name)?;
         Ok(())
     }
-
-    /// The demux of `site`'s status document.
-    pub fn demux_status(&self, site: &str) -> Option<Value> {
-        let demux = self
-            .info
-            .processes
-            .iter()
-            .find(|p| p.role == "demux" && p.site == site)?;
-        lab::read_status(&demux.status_file)
-    }
 }
 
 impl Drop for LabRun {

@@ -49,8 +49,8 @@
 //! `tun_tx_packets` (and to a drop counter if it is dropped) and one to
 //! `tun_rx_super_packets` / `tun_tx_super_packets`. Every packet that is not forwarded is
 //! counted under the reason why, including what the kernel dropped at a thread's full socket
-//! (`drop_geneve_socket_full`, read every canary interval). No data thread allocates per packet or takes a lock on the
-//! per-packet path.
+//! (`drop_geneve_socket_full`, read every canary interval). No data thread allocates per packet
+//! or takes a lock on the per-packet path.
 //!
 //! Files: [`processor`] (every decision, sans-IO), [`stats`] (counters), [`gateways`] (pair ↔
 //! gateway address), [`snapshot`], [`handoff`], `lane.rs` (one thread's loop), `outbound.rs`
