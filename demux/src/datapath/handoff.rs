@@ -202,12 +202,15 @@ impl Mesh {
         mailbox.inbox.is_empty()
     }
 
-    /// Thread `me` is awake: lowers its flag and clears its eventfd.
-    pub fn woke(&self, me: usize) {
+    /// Thread `me` is awake: lowers its flag and, if `signalled` (its poll found the eventfd
+    /// readable), clears its eventfd. A signal left standing only wakes its next poll early.
+    pub fn woke(&self, me: usize, signalled: bool) {
         let mailbox = &self.boxes[me];
         mailbox.sleeping.store(false, Ordering::SeqCst);
-        let mut counter = [0u8; 8];
-        let _ = rustix::io::read(&mailbox.wake, &mut counter);
+        if signalled {
+            let mut counter = [0u8; 8];
+            let _ = rustix::io::read(&mailbox.wake, &mut counter);
+        }
     }
 
     /// The eventfd that wakes thread `me`, for its poll set.
@@ -286,16 +289,24 @@ mod tests {
             1,
             "the eventfd is readable"
         );
-        mesh.woke(1);
-        let mut fds = [rustix::event::PollFd::from_borrowed_fd(
-            mesh.wake_fd(1),
-            rustix::event::PollFlags::IN,
-        )];
-        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
-        assert_eq!(
-            rustix::event::poll(&mut fds, Some(&zero)).unwrap(),
-            0,
-            "cleared once awake"
+        let signalled = || {
+            let mut fds = [rustix::event::PollFd::from_borrowed_fd(
+                mesh.wake_fd(1),
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+            rustix::event::poll(&mut fds, Some(&zero)).unwrap() == 1
+        };
+        mesh.woke(1, false);
+        assert!(
+            signalled(),
+            "a thread whose poll did not see the signal leaves it standing"
+        );
+        mesh.wake(1);
+        mesh.woke(1, true);
+        assert!(
+            !signalled(),
+            "cleared once awake; a thread that is awake is not signalled"
         );
         assert!(!mesh.may_sleep(1), "mail is waiting");
         let parcel = mesh.receive(1).unwrap();

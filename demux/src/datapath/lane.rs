@@ -17,6 +17,21 @@ use crate::tun::Tun;
 /// How long an idle thread sleeps at most before it sweeps its flow table and probes.
 const IDLE_POLL_MS: i64 = 100;
 
+/// Which of a thread's descriptors may have something to read this round. After a sleep,
+/// `poll` says exactly which; after a busy round, anything may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readiness {
+    tun: bool,
+    socket: bool,
+}
+
+impl Readiness {
+    const ANY: Readiness = Readiness {
+        tun: true,
+        socket: true,
+    };
+}
+
 /// The descriptors a data thread owns.
 #[derive(Debug)]
 pub struct LaneIo {
@@ -96,15 +111,19 @@ impl Lane {
         let mut busy = true;
         let mut idle_since: Option<Instant> = None;
         while !self.path.stop.is_stopped() {
+            let mut ready = Readiness::ANY;
             if busy {
                 idle_since = None;
             } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= self.path.busy_poll {
                 // The busy-poll budget is spent (or zero): sleep until there is work.
                 idle_since = None;
-                if let Err(e) = self.sleep() {
-                    tracing::error!(thread = self.id, "polling failed: {e}");
-                    return;
-                }
+                ready = match self.sleep() {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        tracing::error!(thread = self.id, "polling failed: {e}");
+                        return;
+                    }
+                };
             }
             let latest = self.path.snapshot.load();
             if latest.version != self.proc.snapshot().version {
@@ -119,12 +138,14 @@ impl Lane {
                 self.publish();
                 self.path.progress[self.id].mark();
             }
-            let more_out = if offload {
-                self.read_offloaded(&mut bufs.send, &mut bufs.read_scratch, now)
-            } else {
-                self.read_plain(&mut bufs.send, now)
+            // A descriptor `poll` found empty is not read: at low rates that is most of a
+            // round's system calls, each of which would only have said "nothing".
+            let more_out = match (ready.tun, offload) {
+                (false, _) => false,
+                (true, true) => self.read_offloaded(&mut bufs.send, &mut bufs.read_scratch, now),
+                (true, false) => self.read_plain(&mut bufs.send, now),
             };
-            let more_in = self.receive(&mut bufs, now);
+            let more_in = ready.socket && self.receive(&mut bufs, now);
             let more_handed = self.take_parcels(&mut bufs, now);
             self.flush(&mut bufs.send);
             self.wake_owners();
@@ -135,29 +156,48 @@ impl Lane {
     }
 
     /// Sleeps until the queue, the socket or the wake-up eventfd is readable, or the idle
-    /// timeout passes.
-    fn sleep(&mut self) -> std::io::Result<()> {
+    /// timeout passes; returns which of the queue and the socket to read.
+    ///
+    /// The eventfd is read (cleared) only when `poll` found it signalled. A wake-up written
+    /// after that, or while the inbox was not empty and the thread did not sleep, leaves it
+    /// signalled: the next `poll` returns at once and clears it, a spurious wake-up at worst.
+    fn sleep(&mut self) -> std::io::Result<Readiness> {
         let mesh = &self.path.mesh;
-        if mesh.may_sleep(self.id) {
-            let mut fds = [
-                PollFd::new(&self.io.tun, PollFlags::IN),
-                PollFd::new(&self.io.socket, PollFlags::IN),
-                PollFd::from_borrowed_fd(mesh.wake_fd(self.id), PollFlags::IN),
-            ];
-            let timeout = Timespec {
-                tv_sec: 0,
-                tv_nsec: IDLE_POLL_MS * 1_000_000,
-            };
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    mesh.woke(self.id);
-                    return Err(e.into());
-                }
+        if !mesh.may_sleep(self.id) {
+            mesh.woke(self.id, false);
+            return Ok(Readiness::ANY);
+        }
+        let mut fds = [
+            PollFd::new(&self.io.tun, PollFlags::IN),
+            PollFd::new(&self.io.socket, PollFlags::IN),
+            PollFd::from_borrowed_fd(mesh.wake_fd(self.id), PollFlags::IN),
+        ];
+        let timeout = Timespec {
+            tv_sec: 0,
+            tv_nsec: IDLE_POLL_MS * 1_000_000,
+        };
+        let polled = rustix::event::poll(&mut fds, Some(&timeout));
+        // Anything but readable (an error or hang-up condition) is left to the read to report.
+        let signalled = |fd: &PollFd| !fd.revents().is_empty();
+        let ready = Readiness {
+            tun: signalled(&fds[0]),
+            socket: signalled(&fds[1]),
+        };
+        let woken = signalled(&fds[2]);
+        match polled {
+            Ok(_) => {
+                mesh.woke(self.id, woken);
+                Ok(ready)
+            }
+            Err(rustix::io::Errno::INTR) => {
+                mesh.woke(self.id, true);
+                Ok(Readiness::ANY)
+            }
+            Err(e) => {
+                mesh.woke(self.id, true);
+                Err(e.into())
             }
         }
-        mesh.woke(self.id);
-        Ok(())
     }
 
     /// Hands `bytes` to thread `owner`, counting it, or counting why it was shed; returns
