@@ -14,7 +14,9 @@ ip netns exec braid-spp.hb iperf3 -s -D -1 -p 5702 >/dev/null 2>&1; sleep 0.3
 pids=$(python3 -c "import json;print(' '.join(f\"{p['role']}:{p['pid']}\" for p in json.load(open('$OUT/lab.json'))['processes'] if p['role'] in ('demux','gw')))")
 EV="context-switches,task-clock"
 for s in read write readv writev recvmmsg sendmmsg recvmsg sendmsg poll ppoll epoll_wait futex; do EV="$EV,syscalls:sys_enter_$s"; done
-for rp in $pids; do p=${rp#*:}; timeout -s INT "$T" perf stat -e "$EV" -p "$p" -o "$OUT/$p.txt" >/dev/null 2>&1 & done
+# perf counts from just before iperf3 starts until just after it ends (T + 1 s), so every packet
+# iperf3 reports is inside the window; the idle second adds a few wake-ups at most.
+for rp in $pids; do p=${rp#*:}; timeout -s INT "$((T + 1))" perf stat -e "$EV" -p "$p" -o "$OUT/$p.txt" >/dev/null 2>&1 & done
 sleep 0.3
 ip netns exec braid-spp.ha timeout $((T + 20)) iperf3 -c 198.18.2.2 -p 5702 -u -l 200 -b $((R / 4 * 200 * 8)) -P 4 -t "$T" -J >$OUT/iperf.json 2>/dev/null
 wait

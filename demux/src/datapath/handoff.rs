@@ -302,12 +302,10 @@ mod tests {
             signalled(),
             "a thread whose poll did not see the signal leaves it standing"
         );
-        mesh.wake(1);
         mesh.woke(1, true);
-        assert!(
-            !signalled(),
-            "cleared once awake; a thread that is awake is not signalled"
-        );
+        assert!(!signalled(), "cleared once its poll saw it");
+        mesh.wake(1);
+        assert!(!signalled(), "a thread that is awake is not signalled");
         assert!(!mesh.may_sleep(1), "mail is waiting");
         let parcel = mesh.receive(1).unwrap();
         assert_eq!(parcel.direction, inbound_from_pair_3(), "with what the reader learnt");
