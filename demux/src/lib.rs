@@ -14,6 +14,11 @@
 
 #![forbid(unsafe_code)]
 
+/// The unit tests count heap allocations per thread (the data path's must be none).
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: braid_sys::allocations::CountingAllocator = braid_sys::allocations::CountingAllocator;
+
 pub mod canary;
 pub mod control;
 pub mod datapath;

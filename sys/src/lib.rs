@@ -17,12 +17,15 @@
 //! * [`steer`]: the eBPF program that makes the kernel deliver each packet to the data thread
 //!   owning its flow (`bpf(2)`, `TUNSETSTEERINGEBPF`, `SO_ATTACH_REUSEPORT_EBPF`).
 //!
+//! * [`allocations`]: a global allocator that counts each thread's allocations, for the tests
+//!   that show per-packet work allocates nothing.
 //! * [`process`]: starting daemons detached from their starter's process group and descriptors
 //!   (`close_range(2)` between fork and exec), for the controller's supervisor and the lab.
 //!
 //! Nothing here allocates per packet. Tooling outside the data path (the controller's lab and
 //! supervisor, the bench harness) keeps its own, separately reviewed, unsafe code.
 
+pub mod allocations;
 pub mod memory;
 pub mod process;
 pub mod signal;

@@ -513,6 +513,36 @@ mod tests {
         );
     }
 
+    /// Transport data costs no heap allocation on either side once IKE has installed the SAs:
+    /// sealed, opened, replayed (refused) and keepalives, a thousand times over.
+    #[test]
+    fn esp_transport_allocates_nothing() {
+        let mut pair = [suite(0), suite(1)];
+        let mut out = [0u8; 4096];
+        let mut plain = [0u8; 4096];
+        let start = pair[0].start(&mut out);
+        exchange(&mut pair, 0, start, &out);
+        let from = [ADDRS[0].parse().unwrap(), ADDRS[1].parse().unwrap()];
+        let inner = inner_packet();
+        let (delivered, allocations) = braid_sys::allocations::allocations_during(|| {
+            let mut delivered = 0;
+            for _ in 0..1000 {
+                let Action::SendToPeer { len } = pair[0].encapsulate(&inner, &mut out) else {
+                    panic!("no ESP")
+                };
+                if let Action::Deliver { .. } = pair[1].decapsulate(from[0], &out[..len], &mut plain).action {
+                    delivered += 1;
+                }
+                let replayed = pair[1].decapsulate(from[0], &out[..len], &mut plain);
+                assert_eq!(replayed.action, Action::Drop(SuiteError::Replay));
+                assert!(!pair[1].is_handshake(&NAT_KEEPALIVE));
+            }
+            delivered
+        });
+        assert_eq!(delivered, 1000);
+        assert_eq!(allocations, 0, "1000 ESP packets cost {allocations} heap allocations");
+    }
+
     /// An inner IPv4 packet from site 0 to site 1.
     fn inner_packet() -> [u8; 60] {
         let mut inner = [0u8; 60];

@@ -20,6 +20,11 @@
 
 #![forbid(unsafe_code)]
 
+/// The unit tests count heap allocations per thread (transport data's must be none).
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: braid_sys::allocations::CountingAllocator = braid_sys::allocations::CountingAllocator;
+
 pub mod counters;
 pub mod datapath;
 pub mod handshake_limit;

@@ -51,7 +51,9 @@
 //! `tun_rx_super_packets` / `tun_tx_super_packets`. Every packet that is not forwarded is
 //! counted under the reason why, including what the kernel dropped at a thread's full socket
 //! (`drop_geneve_socket_full`, read every canary interval). No data thread allocates per packet
-//! or takes a lock on the per-packet path.
+//! or takes a lock on the per-packet path; unit tests count the heap allocations of every
+//! processor verdict, of the handoff and of coalescing and segmenting, and require none
+//! (`processor_alloc_tests.rs`, `offload/alloc_tests.rs`).
 //!
 //! Files: [`processor`] (every decision, sans-IO), [`stats`] (counters), [`gateways`] (pair ↔
 //! gateway address), [`snapshot`], [`handoff`], `lane.rs` (one thread's loop), `outbound.rs`

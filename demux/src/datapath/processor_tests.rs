@@ -364,3 +364,6 @@ fn a_new_snapshot_keeps_pinned_flows_and_steers_new_flows_by_it() {
     }
     assert!(new_on_two >= 16, "new flows use the new pair: {new_on_two} of 64");
 }
+
+#[path = "processor_alloc_tests.rs"]
+mod allocations;

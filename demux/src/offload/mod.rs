@@ -15,6 +15,8 @@
 //! allocated once. Every input they refuse maps to one [`OffloadError`] variant, which the data
 //! path counts as a drop reason.
 
+#[cfg(test)]
+mod alloc_tests;
 pub mod coalesce;
 pub mod kernel_model;
 mod layout;

@@ -1,7 +1,8 @@
 //! The gateway's data threads: GENEVE from the demux in, tunnel to the peer gateway out, and back.
 //!
 //! Design: one OS thread owns the tunnel suite, both sockets and four preallocated batches, so
-//! the suite needs no lock and nothing is allocated per packet. The loop `poll(2)`s the LAN
+//! the suite needs no lock and nothing is allocated per packet (each suite's unit tests count
+//! the heap allocations of transport data and require none). The loop `poll(2)`s the LAN
 //! and WAN sockets with a timeout no longer than the timer tick (100 ms), receives a batch
 //! from each ready socket, processes it, flushes what it produced, and drives the suite's
 //! timers on every tick. Each tick it also counts what the kernel dropped at either socket
