@@ -19,7 +19,7 @@ const IDLE_POLL_MS: i64 = 100;
 
 /// Which of a thread's descriptors may have something to read this round. After a sleep,
 /// `poll` says exactly which; after a busy round, anything may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Readiness {
     tun: bool,
     socket: bool,
@@ -177,26 +177,17 @@ impl Lane {
             tv_nsec: IDLE_POLL_MS * 1_000_000,
         };
         let polled = rustix::event::poll(&mut fds, Some(&timeout));
-        // Anything but readable (an error or hang-up condition) is left to the read to report.
+        // Any event counts, an error or a hang-up too: the read that follows reports it.
         let signalled = |fd: &PollFd| !fd.revents().is_empty();
-        let ready = Readiness {
-            tun: signalled(&fds[0]),
-            socket: signalled(&fds[1]),
-        };
-        let woken = signalled(&fds[2]);
+        mesh.woke(self.id, signalled(&fds[2]));
         match polled {
-            Ok(_) => {
-                mesh.woke(self.id, woken);
-                Ok(ready)
-            }
-            Err(rustix::io::Errno::INTR) => {
-                mesh.woke(self.id, true);
-                Ok(Readiness::ANY)
-            }
-            Err(e) => {
-                mesh.woke(self.id, true);
-                Err(e.into())
-            }
+            Ok(_) => Ok(Readiness {
+                tun: signalled(&fds[0]),
+                socket: signalled(&fds[1]),
+            }),
+            // Interrupted: nothing is known, so everything is read.
+            Err(rustix::io::Errno::INTR) => Ok(Readiness::ANY),
+            Err(e) => Err(e.into()),
         }
     }
 

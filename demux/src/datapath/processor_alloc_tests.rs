@@ -1,6 +1,6 @@
 //! Per-packet work allocates nothing: a site's two threads, warmed up, take thousands of
 //! packets through every verdict (forwarded, handed over through the [`Mesh`], delivered,
-//! learnt, refused, canaries probed and answered, new flows inserted, the table swept) while
+//! learnt, refused, canary probes written, new flows inserted, the table swept) while
 //! the counting allocator ([`braid_sys::allocations`]) watches the test's thread.
 
 use braid_sys::allocations::allocations_during;
