@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, requires = "config", conflicts_with_all = ["secret", "admin", "psk", "out"])]
         role_keys: bool,
         /// The cluster YAML, for --role-keys.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", requires = "role_keys")]
         config: Option<PathBuf>,
         /// Generate an IPsec pre-shared key: 32 random bytes as 44 characters of base64 text,
         /// used as text byte for byte (paste it into strongSwan's `secret = "..."` as is).
@@ -128,7 +128,7 @@ enum Command {
         #[command(flatten)]
         admin: AdminTarget,
     },
-    /// Two sites on this machine in network namespaces (needs root or CAP_NET_ADMIN).
+    /// Two sites on this machine in network namespaces (needs root).
     Lab {
         #[command(subcommand)]
         command: LabCommand,
@@ -291,21 +291,24 @@ enum GatewayAction {
     Drain {
         #[command(flatten)]
         admin: AdminTarget,
-        #[arg(long)]
+        /// The pair's id (its `id` under `pairs:` in the cluster file).
+        #[arg(long, value_name = "ID")]
         pair: u16,
     },
     /// Take a pair out at once (its flows move to the other pairs) and stop its gateways.
     Remove {
         #[command(flatten)]
         admin: AdminTarget,
-        #[arg(long)]
+        /// The pair's id (its `id` under `pairs:` in the cluster file).
+        #[arg(long, value_name = "ID")]
         pair: u16,
     },
     /// Put a drained pair back into service for new flows.
     Activate {
         #[command(flatten)]
         admin: AdminTarget,
-        #[arg(long)]
+        /// The pair's id (its `id` under `pairs:` in the cluster file).
+        #[arg(long, value_name = "ID")]
         pair: u16,
     },
 }
@@ -363,6 +366,7 @@ enum LabCommand {
     },
     /// Remove a lab: its processes, namespaces, links and state. Succeeds if it does not exist.
     Down {
+        /// The lab's name, as given to `braid lab up --name`.
         #[arg(long, default_value = "lab")]
         name: String,
     },

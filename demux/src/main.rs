@@ -29,8 +29,9 @@ use braid_sys::steer::OwnerProgram;
 use clap::Parser;
 
 /// braid-demux owns a TUN device for one site. Every packet routed into it is hashed on its
-/// 5-tuple (symmetric, keyed with the cluster secret), pinned to a gateway pair and sent to that
-/// pair's gateway in GENEVE over UDP; GENEVE coming back from the gateways is written to the TUN.
+/// 5-tuple (symmetric, keyed with the flow-hash key both sites' demuxes share), pinned to a
+/// gateway pair and sent to that pair's gateway in GENEVE over UDP; GENEVE coming back from the
+/// gateways is written to the TUN.
 #[derive(Parser, Debug)]
 #[command(name = "braid-demux", version, about)]
 struct Args {
@@ -85,7 +86,6 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("braid-demux: error: {e:#}");
             ExitCode::FAILURE
         }

@@ -171,11 +171,12 @@ fn finish(command: &mut Command, shown: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether this process may build namespaces (root or CAP_NET_ADMIN and CAP_SYS_ADMIN).
+/// Whether this process may build the lab: it must be root (the lab creates network namespaces,
+/// sets sysctls in them and starts every daemon).
 pub fn check_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the lab needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) to create network namespaces; run it with sudo");
+        bail!("the lab needs root to create network namespaces and start its daemons; run it with sudo");
     }
     if !Path::new("/dev/net/tun").exists() {
         bail!("/dev/net/tun is missing: load the tun module (modprobe tun)");

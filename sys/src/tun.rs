@@ -120,7 +120,12 @@ impl Tun {
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReqFlags) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                ": creating or attaching to a TUN device needs root or CAP_NET_ADMIN"
+            } else {
+                ""
+            };
+            return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}{hint}")));
         }
         if offload {
             let header_len = VNET_HEADER_LEN as libc::c_int;

@@ -65,16 +65,20 @@ pub fn send(channel: &Channel, command: &Command) -> Result<String> {
 /// asked in turn, a standby's refusal names the leader, which is asked next; the first member
 /// that accepts answers. A member that is down or refuses changes nothing, so asking several
 /// is safe. Fails with every member's answer when none accepted.
+///
+/// Members on several hosts usually share one admin socket path (each host's own): from one
+/// host, that path reaches only the member on it. A channel that repeats an earlier member's
+/// socket is never sent to; its line says it was not reached and how to reach it.
 pub fn send_to_set(channels: &[Channel], command: &Command) -> Result<String> {
     if let [only] = channels {
         return send(only, command);
     }
+    let send = |i: usize| match same_socket_as(channels, i) {
+        Some(first) => Err(not_reached(channels, i, first)),
+        None => send(&channels[i], command),
+    };
     if *command == Command::Reload {
-        let answers: Vec<(usize, Result<String>)> = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, send(c, command)))
-            .collect();
+        let answers: Vec<(usize, Result<String>)> = (0..channels.len()).map(|i| (i, send(i))).collect();
         let lines: Vec<String> = answers
             .iter()
             .map(|(i, a)| match a {
@@ -92,7 +96,7 @@ pub fn send_to_set(channels: &[Channel], command: &Command) -> Result<String> {
     let mut refusals = Vec::new();
     while let Some(i) = next {
         asked[i] = true;
-        match send(&channels[i], command) {
+        match send(i) {
             Ok(message) => return Ok(message),
             Err(e) => {
                 let hint = named_leader(&format!("{e:#}")).filter(|&n| n < channels.len() && !asked[n]);
@@ -104,6 +108,28 @@ pub fn send_to_set(channels: &[Channel], command: &Command) -> Result<String> {
     bail!(
         "no member of the controller set took the command:\n{}",
         refusals.join("\n")
+    )
+}
+
+/// The first member before `i` whose channel is the same local admin socket as member `i`'s.
+fn same_socket_as(channels: &[Channel], i: usize) -> Option<usize> {
+    let Channel::Local(path) = &channels[i] else {
+        return None;
+    };
+    channels[..i]
+        .iter()
+        .position(|c| matches!(c, Channel::Local(p) if p == path))
+}
+
+/// Why member `i`, whose admin socket is member `first`'s, was not asked.
+fn not_reached(channels: &[Channel], i: usize, first: usize) -> anyhow::Error {
+    let shown = match &channels[i] {
+        Channel::Local(path) => path.display().to_string(),
+        Channel::Remote { addr, .. } => addr.to_string(),
+    };
+    anyhow::anyhow!(
+        "not reached: its admin socket {shown} is member {first}'s too, so it is on another host; \
+         reach it with --remote HOST:PORT --admin-key FILE (its controller.admin_listen)"
     )
 }
 
@@ -244,5 +270,28 @@ mod tests {
         assert!(err.contains("member 0:") && err.contains("no leader is known"), "{err}");
         assert!(err.contains("member 1:") && err.contains("no admin socket"), "{err}");
         assert_eq!(h0.join().unwrap(), 1);
+    }
+
+    #[test]
+    fn members_sharing_one_socket_path_are_asked_once_and_said_not_reached() {
+        let scratch = braid_core::testing::ScratchDir::new("admin-shared");
+        let dir = scratch.path();
+        // Three members on three hosts, each with the default admin socket: from this host the
+        // path reaches member 0 only.
+        let (s0, h0) = member(dir, 0, answer(true, "reloaded: 2 pairs"));
+        let channels = [
+            Channel::Local(s0.clone()),
+            Channel::Local(s0.clone()),
+            Channel::Local(s0),
+        ];
+        let got = send_to_set(&channels, &Command::Reload).unwrap();
+        assert!(got.contains("member 0: reloaded: 2 pairs"), "{got}");
+        for i in [1, 2] {
+            assert!(
+                got.contains(&format!("member {i}: not reached")) && got.contains("--remote HOST:PORT"),
+                "{got}"
+            );
+        }
+        assert_eq!(h0.join().unwrap(), 1, "the shared socket was asked once");
     }
 }
