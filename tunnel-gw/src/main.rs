@@ -26,7 +26,7 @@ use braid_core::control::{ControlClient, DaemonId, Heartbeat, Keyring};
 use braid_core::daemon::{init_logging, run_reporter, StatusWriter, StopFlag};
 use braid_core::flow::PairId;
 use braid_core::keys::PresharedKey;
-use braid_core::keys::{PrivateKey, RoleKey};
+use braid_core::keys::{credentials, KeyKind, PrivateKey, RoleKey};
 use braid_core::service::{all_progressing, all_started, Progress, ServiceNotifier};
 use braid_core::udp::DEFAULT_SOCKET_BUFFER_BYTES;
 use braid_gw::counters::HANDSHAKE_LIMIT_DROPS;
@@ -42,8 +42,9 @@ use clap::Parser;
 
 const STATUS_PERIOD: Duration = Duration::from_millis(500);
 
-/// Runs one braid gateway: GENEVE from the site's demux on the LAN side, a WireGuard session
-/// with the peer gateway of the same pair in the other site on the WAN side.
+/// Runs one braid gateway: GENEVE from the site's demux on the LAN side, an encrypted tunnel to
+/// the peer gateway of the same pair in the other site on the WAN side (WireGuard, or IPsec:
+/// ESP keyed by IKEv2, as the cluster file's `cluster.suite` says).
 ///
 /// Needs no TUN and no privileges, only its two UDP sockets (the pair's `geneve` and `wan`
 /// addresses in the cluster file). Stops cleanly on SIGTERM or SIGINT.
@@ -81,8 +82,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = ClusterConfig::load(&args.config)
-        .with_context(|| format!("cannot load cluster configuration {}", args.config.display()))?;
+    // The error names the file and, for YAML, the line and column; its source is in its text.
+    let config = ClusterConfig::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let settings = settings_from_config(&config, &args.site, args.pair)?;
     let stop = StopFlag::from_signals().context("cannot install SIGTERM/SIGINT handlers")?;
     let gateway = braid_gw::bind(settings.clone()).with_context(|| {
@@ -326,14 +327,18 @@ fn settings_from_config(config: &ClusterConfig, site_name: &str, pair: PairId) -
 
     let tunnel = match config.cluster.suite {
         Suite::WireGuard => {
-            let key_file = gateway.private_key_file.as_deref().ok_or_else(|| {
-                anyhow!(
-                    "{}: {field}.private_key_file is not set; the gateway being run needs its private key",
-                    config.path.display()
-                )
-            })?;
-            let private_key =
-                PrivateKey::load(key_file).with_context(|| format!("cannot load {field}.private_key_file"))?;
+            // The file actually read: the service manager's `private-key` credential when it
+            // gave one, so errors name the key that was loaded.
+            let key_file = credentials::key_path(KeyKind::PrivateKey, gateway.private_key_file.as_deref())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: {field}.private_key_file is not set and no `private-key` credential was given; the gateway being run needs its private key",
+                        config.path.display()
+                    )
+                })?;
+            let key_file = key_file.as_path();
+            let private_key = PrivateKey::load(key_file)
+                .with_context(|| format!("cannot load the private key of {field} from {}", key_file.display()))?;
             let missing_key = |field: &str| anyhow!("{}: {field}.public_key is not set", config.path.display());
             let public_key = gateway.public_key.ok_or_else(|| missing_key(&field))?;
             check_key_pair(&private_key, key_file, &public_key, &config.path, &field)?;

@@ -75,6 +75,24 @@ pub fn resolve(credentials: Option<&Path>, kind: KeyKind, configured: &Path) -> 
     (configured.to_path_buf(), Source::File)
 }
 
+/// The file a key of `kind` will be read from, given the credentials directory `credentials`
+/// and the path the cluster file configures, if any: the credential when there is one (so a
+/// daemon under a service manager needs no path in the cluster file), else the configured
+/// path; `None` when there is neither.
+pub fn key_path_in(credentials: Option<&Path>, kind: KeyKind, configured: Option<&Path>) -> Option<PathBuf> {
+    match configured {
+        Some(path) => Some(resolve(credentials, kind, path).0),
+        None => credentials
+            .map(|dir| dir.join(credential_name(kind)))
+            .filter(|candidate| candidate.exists()),
+    }
+}
+
+/// [`key_path_in`] with this process's credentials directory.
+pub fn key_path(kind: KeyKind, configured: Option<&Path>) -> Option<PathBuf> {
+    key_path_in(credentials_directory().as_deref(), kind, configured)
+}
+
 /// Applies the permission rule for a key from `source` to the opened file's `metadata`.
 pub fn check(kind: KeyKind, path: &Path, source: Source, metadata: &Metadata) -> Result<(), KeyError> {
     let mode = metadata.permissions().mode() & 0o7777;
@@ -141,6 +159,28 @@ mod tests {
 
     fn open(credentials: Option<&Path>, kind: KeyKind, configured: &Path) -> Result<PathBuf, KeyError> {
         crate::keys::open_key_file_in(credentials, kind, configured).map(|(_, path)| path)
+    }
+
+    #[test]
+    fn a_key_path_is_the_credential_even_when_the_cluster_file_names_none() {
+        let dir = Dir::new("key-path");
+        let creds = Dir::new("key-path-creds");
+        let configured = dir.write("a1.key", &PrivateKey::generate().to_base64(), 0o600);
+        assert_eq!(key_path_in(Some(&creds.0), KeyKind::PrivateKey, None), None);
+        assert_eq!(key_path_in(None, KeyKind::PrivateKey, None), None);
+        assert_eq!(
+            key_path_in(Some(&creds.0), KeyKind::PrivateKey, Some(&configured)),
+            Some(configured.clone())
+        );
+        let credential = creds.write("private-key", &PrivateKey::generate().to_base64(), 0o400);
+        assert_eq!(
+            key_path_in(Some(&creds.0), KeyKind::PrivateKey, None),
+            Some(credential.clone())
+        );
+        assert_eq!(
+            key_path_in(Some(&creds.0), KeyKind::PrivateKey, Some(&configured)),
+            Some(credential)
+        );
     }
 
     #[test]
