@@ -90,6 +90,7 @@ fn rx_packets(ns: &str) -> Result<u64> {
 struct Daemon {
     /// What it is: "demux a", "gw b2".
     what: String,
+    pid: u32,
     netns: String,
     status_file: PathBuf,
 }
@@ -105,6 +106,7 @@ fn daemons(lab: &LabRun) -> Vec<Daemon> {
                 "demux" => format!("demux {}", p.site),
                 role => format!("{role} {}{}", p.site, p.index),
             },
+            pid: p.pid,
             netns: p.netns.clone(),
             status_file: PathBuf::from(&p.status_file),
         })
@@ -156,18 +158,12 @@ pub fn run(options: &FlowsOptions, bin_dir: &Path) -> Result<FlowsReport> {
         let address = Ipv4Addr::from(u32::from(SOURCE_BASE) + i);
         ip_in(host_a, &["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
     }
-    let demux_pid = lab
-        .info
-        .processes
-        .iter()
-        .find(|p| p.role == "demux" && p.site == "a")
-        .map(|p| p.pid)
-        .context("the lab has no demux a")?;
     let daemons = daemons(&lab);
     let demux_a = daemons
         .iter()
         .position(|d| d.what == "demux a")
         .context("the lab has no demux a")?;
+    let demux_pid = daemons[demux_a].pid;
     let rx_before = rx_packets(&lab.info.hosts.b.netns)?;
     let before = read_all(&daemons)?;
     let rss_before = rss_bytes(demux_pid);
