@@ -18,9 +18,14 @@
 //!   holds no state, so forgetting it is exact. Every [`SWEEP_PERIOD`] the live sources are
 //!   copied into a second, preallocated table, which becomes the table.
 //! * Every admitted handshake also takes a token from a global bucket of [`GLOBAL_RATE`] per
-//!   second and a burst of [`GLOBAL_BURST`], except those from the peer gateway's address:
-//!   many sources together cannot starve the peer's own rekeys. (A sender that forges the
-//!   peer's address shares only the peer's per-source bucket.)
+//!   second and a burst of [`GLOBAL_BURST`].
+//! * Handshakes from the peer gateway's address are not limited here at all. Its address is
+//!   known and easy to forge: a bucket for it would let anyone who floods with that source
+//!   empty it and starve the real peer's handshakes and rekeys. They go to the suite, whose own
+//!   stateless defence answers a flood: past a few handshakes a second WireGuard demands mac2
+//!   (a cookie reply) and IKE demands a COOKIE (RFC 7296 §2.6), which only a sender that
+//!   receives at the address can return, so the real peer still gets through and a forger
+//!   costs a keyed hash per message and creates no state.
 //!
 //! A refused handshake is reported with its [`Refusal`] reason, which the caller counts.
 
@@ -186,8 +191,11 @@ impl HandshakeLimiter {
     }
 
     /// Whether a handshake from `source` may reach the suite at `now`. `from_peer` says the
-    /// source is the peer gateway's address, which the global cap does not apply to.
+    /// source is the peer gateway's address, which is always admitted (see the module docs).
     pub fn admit(&mut self, source: IpAddr, from_peer: bool, now: Instant) -> Result<(), Refusal> {
+        if from_peer {
+            return Ok(());
+        }
         let now = self.nanos(now);
         if now.saturating_sub(self.last_sweep) >= SWEEP_PERIOD.as_nanos() as u64 {
             self.sweep(now);
@@ -211,7 +219,7 @@ impl HandshakeLimiter {
         if !admitted {
             return Err(Refusal::Source);
         }
-        if !from_peer && !self.global_rate.take(&mut self.global_tat, now) {
+        if !self.global_rate.take(&mut self.global_tat, now) {
             return Err(Refusal::Global);
         }
         Ok(())
@@ -311,20 +319,22 @@ mod tests {
     }
 
     #[test]
-    fn the_global_cap_spares_the_peer() {
+    fn the_peers_address_is_never_limited_here() {
         let t0 = Instant::now();
         let mut limiter = HandshakeLimiter::with_limits(t0, 1024, (10, 2), (10, 5));
         let flood: u32 = (0..100).map(|n| admitted(&mut limiter, ip(n), t0, 1)).sum();
         assert_eq!(flood, 5, "the global burst");
         assert_eq!(limiter.admit(ip(200), false, t0), Err(Refusal::Global));
+        // A flood forging the peer's address takes nothing the real peer needs: every message
+        // from that address reaches the suite (and its cookie defence), the global cap and
+        // the other sources' buckets untouched.
         let peer = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 111));
-        assert_eq!(limiter.admit(peer, true, t0), Ok(()));
-        assert_eq!(limiter.admit(peer, true, t0), Ok(()));
-        assert_eq!(
-            limiter.admit(peer, true, t0),
-            Err(Refusal::Source),
-            "the peer's own bucket"
-        );
+        for _ in 0..1000 {
+            assert_eq!(limiter.admit(peer, true, t0), Ok(()));
+        }
+        assert_eq!(limiter.sources(), 101, "the peer holds no bucket (101 other sources do)");
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(limiter.admit(ip(300), false, later), Ok(()), "the global bucket refilled by one");
     }
 
     #[test]
