@@ -500,3 +500,48 @@ fn garbage_never_panics_or_changes_state() {
     assert!(pair.exchange_esp(7), "the SA survived the garbage");
     assert_eq!(pair.a.stats().ike_setups, 1);
 }
+
+/// An IKE_SA_INIT request as a forger would send it: a copy of a real first message with an
+/// SPI of its own.
+fn forged_init(template: &[u8], spi: u64) -> Vec<u8> {
+    let mut forged = template.to_vec();
+    forged[..8].copy_from_slice(&spi.to_be_bytes());
+    forged
+}
+
+#[test]
+fn a_forged_ike_sa_init_cannot_cancel_our_initiation() {
+    // a initiates and is not the preferred side; b only answers.
+    let mut pair = Pair::new(config(A, B, true, false), config(B, A, false, true));
+    pair.a.handle_timeout(pair.now);
+    let first = pair.a.poll_transmit().unwrap();
+    // A forger, even one using b's own address, sends a an IKE_SA_INIT before b answers.
+    let _ = pair
+        .a
+        .handle(pair.now, B.parse().unwrap(), &forged_init(&first.bytes, 0xf0f0));
+    assert_eq!(pair.a.ike_sa_count(), 0, "no half-open SA without a cookie");
+    assert_eq!(pair.a.stats().cookies_sent, 1);
+    // b's answer to the retransmitted request sets the SA up: a's attempt was not abandoned.
+    pair.advance(Duration::from_secs(2));
+    assert!(pair.established());
+    assert!(pair.exchange_esp(1));
+}
+
+#[test]
+fn a_half_open_sa_does_not_hold_initiation_back() {
+    let mut pair = Pair::new(config(A, B, true, true), config(B, A, false, false));
+    // Before a's first attempt, a stranger's IKE_SA_INIT leaves a half-open SA at a.
+    let template = {
+        let mut b_side = Engine::new(config(B, A, true, false), pair.now).unwrap();
+        b_side.handle_timeout(pair.now);
+        b_side.poll_transmit().unwrap().bytes
+    };
+    let stranger: SocketAddr = "198.18.200.7:4500".parse().unwrap();
+    let _ = pair.a.handle(pair.now, stranger, &forged_init(&template, 0x0bad));
+    assert_eq!(pair.a.ike_sa_count(), 1, "the stranger's half-open SA");
+    while pair.a.poll_transmit().is_some() {}
+    // a initiates all the same, well before the half-open SA would time out.
+    pair.advance(Duration::from_secs(1));
+    assert!(pair.established());
+    assert!(pair.exchange_esp(1));
+}

@@ -149,7 +149,10 @@ impl Engine {
         else {
             return Err(IkeDrop::Malformed);
         };
-        if !self.cookie_ok(now, from, header.spi_i, nonce_i, &payloads) {
+        // Answering abandons our own attempt (below), which a forged request must not be able
+        // to do: while we initiate, the peer proves it receives at its address with a COOKIE.
+        let must_prove = self.init.is_some();
+        if !self.cookie_ok(now, from, header.spi_i, nonce_i, &payloads, must_prove) {
             return Ok(());
         }
         let Some((chosen, answer)) = select_ike(&self.config.ike_proposals, sa_payload, &[]) else {
@@ -223,14 +226,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether an IKE_SA_INIT may be answered: under load it must carry a valid cookie; when
-    /// it does not, a COOKIE is sent back statelessly (RFC 7296 §2.6).
-    fn cookie_ok(&mut self, now: Instant, from: SocketAddr, spi_i: u64, nonce_i: &[u8], payloads: &[Payload]) -> bool {
+    /// Whether an IKE_SA_INIT may be answered: under load, or always when `must_prove`, it must
+    /// carry a valid cookie; when it does not, a COOKIE is sent back statelessly (RFC 7296
+    /// §2.6).
+    fn cookie_ok(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        spi_i: u64,
+        nonce_i: &[u8],
+        payloads: &[Payload],
+        must_prove: bool,
+    ) -> bool {
         if now.duration_since(self.init_window.0).as_secs() >= 1 {
             self.init_window = (now, 0);
         }
         self.init_window.1 += 1;
-        if self.init_window.1 <= COOKIE_THRESHOLD {
+        if self.init_window.1 <= COOKIE_THRESHOLD && !must_prove {
             return true;
         }
         let ip = match from.ip() {
@@ -557,11 +569,13 @@ impl Engine {
         ]
     }
 
-    /// A new IKE SA is up: it becomes the current one, replacing any other.
+    /// A new IKE SA is up: it becomes the current one, replacing any other, and any attempt of
+    /// ours still in flight is dropped.
     fn established(&mut self, now: Instant, sa: &mut IkeSa, initial_contact: bool) {
         self.stats.ike_setups += 1;
         self.stats.ike_established = Some(now);
         self.cold = false;
+        self.init = None;
         self.next_initiate = None;
         tracing::info!(
             peer = %sa.peer,

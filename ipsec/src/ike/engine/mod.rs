@@ -242,9 +242,14 @@ impl Engine {
             }
         }
         self.plan_liveness(now);
+        // A half-open SA (a peer's IKE_SA_INIT we answered) does not hold initiation back:
+        // anyone can make one, and one that authenticates replaces whatever we set up.
         if self.config.initiate
             && self.init.is_none()
-            && self.sas.iter().all(|sa| sa.state == SaState::Retiring)
+            && self
+                .sas
+                .iter()
+                .all(|sa| matches!(sa.state, SaState::Retiring | SaState::AwaitingAuth))
             && self.next_initiate.is_some_and(|t| t <= now)
         {
             self.initiate(now);
