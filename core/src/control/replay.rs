@@ -20,6 +20,12 @@
 //! back to it. Control messages are idempotent reports and commands resent on a timer, so a
 //! reordered message is simply refused rather than held in a window.
 //!
+//! Every replaced life is remembered, up to [`RETIRED_LIVES`] per peer (32 KiB), because a
+//! recording of any of them echoes this end's incarnation as well as a new life does: a life
+//! forgotten could be replayed, accepted as new, and retire the peer's real life. The bound is
+//! reached only by a peer that restarts thousands of times within one life of this end; a
+//! restart of this end (a new incarnation) makes every earlier recording unfresh anyway.
+//!
 //! No wall clock takes part: hosts whose clocks disagree, or a clock stepped back, change
 //! nothing. State is kept only for authenticated senders and at most `capacity` of them
 //! (the controller's keyring already limits senders to the cluster's daemons); a refused
@@ -31,8 +37,8 @@ use super::envelope::Header;
 use super::error::ControlError;
 use super::message::DaemonId;
 
-/// Replaced lives remembered per peer.
-const RETIRED_LIVES: usize = 4;
+/// Replaced lives remembered per peer (see the module docs).
+pub const RETIRED_LIVES: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Peer {
@@ -70,18 +76,22 @@ impl ReplayGuard {
         }
         let me = self.me;
         let peer = self.peers.entry(header.sender.clone()).or_default();
-        if !peer.retired.contains(&header.incarnation) {
-            peer.heard = header.incarnation;
-        }
-        match peer.current {
-            Some((life, ref mut seq)) if life == header.incarnation => {
+        if let Some((life, ref mut seq)) = peer.current {
+            if life == header.incarnation {
+                peer.heard = life;
                 if header.seq <= *seq {
                     return Err(ControlError::Replayed);
                 }
                 *seq = header.seq;
-                Ok(())
+                return Ok(());
             }
-            _ if peer.retired.contains(&header.incarnation) => Err(ControlError::Replayed),
+        }
+        // Any other life: the retired ones are searched only here, off the common path.
+        if peer.retired.contains(&header.incarnation) {
+            return Err(ControlError::Replayed);
+        }
+        peer.heard = header.incarnation;
+        match peer.current {
             _ if header.echo != me => Err(ControlError::Unfresh),
             current => {
                 if let Some((old, _)) = current {
@@ -183,13 +193,32 @@ mod tests {
     #[test]
     fn retired_lives_are_bounded() {
         let mut guard = ReplayGuard::new(ME, 10);
-        for life in 1..=10 {
+        let lives = RETIRED_LIVES as u64 + 10;
+        for life in 1..=lives {
             guard.check(&header(gw(), life, 0, ME)).unwrap();
         }
-        for life in 6..=9 {
+        for life in 11..lives {
             assert_eq!(guard.check(&header(gw(), life, 50, ME)), Err(ControlError::Replayed));
         }
         assert_eq!(guard.peers[&gw()].retired.len(), RETIRED_LIVES);
+        assert_eq!(guard.current_life(&gw()), Some(lives));
+    }
+
+    /// A peer that restarted many times while this end kept its life: a recording of any
+    /// earlier life it had (a crash-looping gateway makes many) is refused and leaves the real
+    /// life current.
+    #[test]
+    fn a_recording_from_any_of_many_earlier_lives_cannot_retire_the_real_one() {
+        let mut guard = ReplayGuard::new(ME, 10);
+        for life in 1..=100 {
+            guard.check(&header(gw(), life, 3, ME)).unwrap();
+        }
+        for life in 1..100 {
+            assert_eq!(guard.check(&header(gw(), life, 4, ME)), Err(ControlError::Replayed));
+        }
+        assert_eq!(guard.current_life(&gw()), Some(100));
+        assert_eq!(guard.echo_for(&gw()), 100, "a replayed life is not echoed");
+        assert_eq!(guard.check(&header(gw(), 100, 4, 0)), Ok(()));
     }
 
     #[test]
