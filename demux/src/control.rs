@@ -78,7 +78,7 @@ impl DemuxControl {
         for (pair, addr) in &joining {
             tracing::info!(pair, gateway = %addr, "pair joined");
         }
-        self.path.snapshot.install(m.epoch, table, &joining);
+        self.path.snapshot.install(m.epoch, table, &m.named_pairs(), &joining);
         tracing::info!(epoch = m.epoch, active = ?m.active, draining = ?draining, "membership applied");
         true
     }

@@ -50,6 +50,11 @@ impl GatewayMap {
         }
     }
 
+    /// Keeps only the gateways of the pairs `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(PairId) -> bool) {
+        self.gateways.retain(|(pair, _)| keep(*pair));
+    }
+
     pub fn pair_ids(&self) -> Vec<PairId> {
         self.gateways.iter().map(|(p, _)| *p).collect()
     }

@@ -343,6 +343,7 @@ fn a_new_snapshot_keeps_pinned_flows_and_steers_new_flows_by_it() {
     a.cell.install(
         5,
         MaglevTable::build(&[1, 2], DEFAULT_TABLE_SIZE).unwrap(),
+        &std::collections::BTreeSet::from([1, 2]),
         &[(2, gateway(1, 2))],
     );
     let snapshot = a.cell.load();

@@ -7,6 +7,7 @@
 //! its steering and starts canaries for pairs that joined. A round therefore sees one
 //! membership from its first packet to its last.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -50,11 +51,21 @@ impl SnapshotCell {
         self.current.load_full()
     }
 
-    /// Installs a membership of `epoch`, with `joining` gateways added to the map. Only the
-    /// control thread calls this, so there is no lost update between its load and its store.
-    pub fn install(&self, epoch: u64, membership: MaglevTable, joining: &[(PairId, std::net::SocketAddr)]) {
+    /// Installs a membership of `epoch` that names the pairs `named`: the gateways of pairs it
+    /// no longer names leave the map (so a new pair may take a retired pair's address, and a
+    /// pair removed and re-added comes back at its new address), and the `joining` ones are
+    /// added. Only the control thread calls this, so there is no lost update between its load
+    /// and its store.
+    pub fn install(
+        &self,
+        epoch: u64,
+        membership: MaglevTable,
+        named: &BTreeSet<PairId>,
+        joining: &[(PairId, std::net::SocketAddr)],
+    ) {
         let old = self.load();
         let mut gateways = old.gateways.clone();
+        gateways.retain(|pair| named.contains(&pair));
         for &(pair, addr) in joining {
             gateways.add(pair, addr);
         }
@@ -77,7 +88,12 @@ mod tests {
         let b: std::net::SocketAddr = "198.18.1.2:6081".parse().unwrap();
         let cell = SnapshotCell::new(MaglevTable::build(&[1], 251).unwrap(), GatewayMap::new(vec![(1, a)]));
         let before = cell.load();
-        cell.install(7, MaglevTable::build(&[1, 2], 251).unwrap(), &[(2, b)]);
+        cell.install(
+            7,
+            MaglevTable::build(&[1, 2], 251).unwrap(),
+            &BTreeSet::from([1, 2]),
+            &[(2, b)],
+        );
         let after = cell.load();
         assert_eq!((before.version, before.epoch), (0, 0));
         assert_eq!((after.version, after.epoch), (1, 7));
@@ -86,5 +102,42 @@ mod tests {
         // The old snapshot is untouched: a thread mid-round keeps what it loaded.
         assert_eq!(before.gateways.by_pair(2), None);
         assert!(!before.membership.contains(2));
+    }
+
+    #[test]
+    fn a_pair_no_longer_named_leaves_the_map_and_its_address_can_be_taken() {
+        let a: std::net::SocketAddr = "198.18.1.1:6081".parse().unwrap();
+        let b: std::net::SocketAddr = "198.18.1.2:6081".parse().unwrap();
+        let c: std::net::SocketAddr = "198.18.1.3:6081".parse().unwrap();
+        let cell = SnapshotCell::new(
+            MaglevTable::build(&[1, 2], 251).unwrap(),
+            GatewayMap::new(vec![(1, a), (2, b)]),
+        );
+        // Pair 1 removed.
+        cell.install(2, MaglevTable::build(&[2], 251).unwrap(), &BTreeSet::from([2]), &[]);
+        let gateways = &cell.load().gateways;
+        assert_eq!((gateways.by_pair(1), gateways.by_addr(&a)), (None, None));
+        assert_eq!(gateways.pair_ids(), vec![2]);
+        // Pair 3 joins at the retired pair's address: GENEVE from it is pair 3's.
+        cell.install(
+            3,
+            MaglevTable::build(&[2, 3], 251).unwrap(),
+            &BTreeSet::from([2, 3]),
+            &[(3, a)],
+        );
+        assert_eq!(cell.load().gateways.by_addr(&a), Some(3));
+        // Pair 2 removed, then re-added at a new address: the new one is in force.
+        cell.install(4, MaglevTable::build(&[3], 251).unwrap(), &BTreeSet::from([3]), &[]);
+        cell.install(
+            5,
+            MaglevTable::build(&[2, 3], 251).unwrap(),
+            &BTreeSet::from([2, 3]),
+            &[(2, c)],
+        );
+        let gateways = &cell.load().gateways;
+        assert_eq!(
+            (gateways.by_pair(2), gateways.by_addr(&c), gateways.by_addr(&b)),
+            (Some(c), Some(2), None)
+        );
     }
 }
