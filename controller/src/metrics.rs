@@ -265,6 +265,17 @@ fn restart_hooks(o: &mut String, s: &StatusSnapshot) {
 /// Each demux's counters: drops by reason, and every other counter (traffic, half-open TCP
 /// flows, fragment-cache hits, misses and evictions, flows left unpinned because the flow table
 /// was full) by event name; and its flow table's fill.
+/// Whether a counter name a daemon reports can stand in a label value as it is: 1 to 64
+/// characters of `a-z`, `0-9` and `_`, as every braid counter is. Anything else (a daemon's
+/// key can sign any name) is left out, so no report can break the exposition format or forge
+/// another series.
+pub fn is_counter_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn demux_counters(o: &mut String, s: &StatusSnapshot) {
     gauge(
         o,
@@ -273,7 +284,7 @@ fn demux_counters(o: &mut String, s: &StatusSnapshot) {
         "counter",
     );
     for d in &s.demuxes {
-        for (name, n) in &d.counters {
+        for (name, n) in d.counters.iter().filter(|(name, _)| is_counter_name(name)) {
             if let Some(reason) = name.strip_prefix("drop_") {
                 let _ = writeln!(
                     o,
@@ -291,7 +302,11 @@ fn demux_counters(o: &mut String, s: &StatusSnapshot) {
         "counter",
     );
     for d in &s.demuxes {
-        for (name, n) in d.counters.iter().filter(|(name, _)| !name.starts_with("drop_")) {
+        for (name, n) in d
+            .counters
+            .iter()
+            .filter(|(name, _)| is_counter_name(name) && !name.starts_with("drop_"))
+        {
             let _ = writeln!(
                 o,
                 "braid_demux_events_total{{site=\"{}\",event=\"{name}\"}} {n}",
@@ -508,10 +523,16 @@ mod tests {
         let s = StatusSnapshot {
             demuxes: vec![crate::status::DemuxStatus {
                 site: "a".into(),
-                counters: [("drop_src_not_peer_site", 3), ("tcp_half_open_evicted", 7)]
-                    .into_iter()
-                    .map(|(n, v)| (n.to_string(), v))
-                    .collect(),
+                counters: [
+                    ("drop_src_not_peer_site", 3),
+                    ("tcp_half_open_evicted", 7),
+                    ("drop_x\"} 1\nbraid_pairs_up 9\n#", 1),
+                    ("event\"} 1\nbraid_pairs_up{a=\"", 1),
+                    ("Drop_Upper", 1),
+                ]
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
                 flow_table_entries: Some(950),
                 flow_table_capacity: Some(1000),
                 ..Default::default()
@@ -529,6 +550,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+        // Names no braid counter has are left out: nothing forged, nothing broken.
+        assert!(!text.contains("braid_pairs_up 9") && !text.contains("Upper"), "{text}");
+        assert_eq!(text.matches("braid_demux_drops_total{").count(), 1, "{text}");
     }
 
     #[test]

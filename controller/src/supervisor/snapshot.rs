@@ -83,7 +83,15 @@ impl Supervisor {
                     membership_epoch: hb.map(|h| h.membership_epoch).unwrap_or(0),
                     heartbeat_age_ms: st.and_then(|x| x.heartbeat_age_ms),
                     last_failure,
-                    counters: hb.map(|h| h.counters.clone()).unwrap_or_default(),
+                    counters: hb
+                        .map(|h| {
+                            let names = h
+                                .counters
+                                .iter()
+                                .filter(|(name, _)| crate::metrics::is_counter_name(name));
+                            names.map(|(name, n)| (name.clone(), *n)).collect()
+                        })
+                        .unwrap_or_default(),
                     flow_table_entries: hb.and_then(|h| h.flow_table_entries),
                     flow_table_capacity: hb.and_then(|h| h.flow_table_capacity),
                 }),
