@@ -251,8 +251,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     http_request(addr, "GET", path)
 }
 
+/// The largest answer [`http_request`] reads (a status or `/metrics` of thousands of pairs is a
+/// few MiB): a larger one is an error, so whatever answers at the address cannot make the
+/// caller allocate without bound.
+pub const MAX_HTTP_ANSWER: u64 = 64 << 20;
+
 /// A blocking HTTP request to the controller's HTTP endpoint: returns the body of a 2xx answer.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+    http_request_limited(addr, method, path, MAX_HTTP_ANSWER)
+}
+
+fn http_request_limited(addr: SocketAddr, method: &str, path: &str, limit: u64) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -265,7 +274,12 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Resu
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    stream.take(limit + 1).read_to_string(&mut response)?;
+    if response.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "the answer from {addr} is larger than {limit} bytes: is this the controller's HTTP endpoint?"
+        )));
+    }
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.lines().next().unwrap_or("");
     if !status.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
@@ -275,4 +289,42 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Resu
         )));
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot server on loopback answering the first request with `answer`.
+    fn server(answer: Vec<u8>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head);
+                let _ = stream.write_all(&answer);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn an_answer_is_read_up_to_the_limit_and_no_further() {
+        let ok = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"pairs_up\":1}".to_vec();
+        assert_eq!(
+            http_request_limited(server(ok), "GET", "/status", 4096).unwrap(),
+            "{\"pairs_up\":1}"
+        );
+        let mut endless = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        endless.resize(1 << 20, b'x');
+        let err = http_request_limited(server(endless), "GET", "/status", 4096).unwrap_err();
+        assert!(err.to_string().contains("larger than 4096 bytes"), "{err}");
+        let refused = b"HTTP/1.1 403 Forbidden\r\n\r\nno".to_vec();
+        let err = http_request_limited(server(refused), "GET", "/status", 4096).unwrap_err();
+        assert!(err.to_string().contains("403"), "{err}");
+    }
 }
