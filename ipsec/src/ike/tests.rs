@@ -545,3 +545,26 @@ fn a_half_open_sa_does_not_hold_initiation_back() {
     assert!(pair.established());
     assert!(pair.exchange_esp(1));
 }
+
+#[test]
+fn our_nat_detection_always_shows_a_nat_so_the_peer_encapsulates_esp() {
+    use super::crypto::nat_detection_hash;
+    use super::engine::Payloads;
+    use super::wire::{notify_type, parse_message, Body};
+    let mut pair = Pair::default_pair();
+    pair.a.handle_timeout(pair.now);
+    let request = pair.a.poll_transmit().unwrap().bytes;
+    let message = parse_message(&request).unwrap();
+    let Body::Plain(payloads) = message.body else {
+        panic!("IKE_SA_INIT is not encrypted")
+    };
+    let spi_i = message.header.spi_i;
+    let source = payloads.notify(notify_type::NAT_DETECTION_SOURCE_IP).unwrap();
+    let destination = payloads.notify(notify_type::NAT_DETECTION_DESTINATION_IP).unwrap();
+    assert_ne!(source.data, nat_detection_hash(spi_i, 0, A.parse().unwrap()), "never our real source");
+    assert_eq!(destination.data, nat_detection_hash(spi_i, 0, B.parse().unwrap()));
+    // Both sides see a NAT and still set up (the request above was taken off the wire, so
+    // a's retransmission or b's own request does it).
+    pair.advance(Duration::from_secs(3));
+    assert!(pair.established());
+}

@@ -23,6 +23,10 @@ use crate::proposal::DhGroup;
 pub(super) const NONCE_LEN: usize = 32;
 /// IKE_SA_INIT retries after INVALID_KE_PAYLOAD before giving up on this attempt.
 const MAX_KE_RETRIES: u8 = 3;
+/// The address our NAT_DETECTION_SOURCE_IP hashes: no packet comes from it, so the peer
+/// always detects a NAT (see `nat_detection`).
+const UNMATCHABLE_SOURCE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// Length of the cookies we hand out.
 const COOKIE_LEN: usize = 16;
 /// AUTH method: shared key message integrity code (RFC 7296 §3.8).
@@ -85,13 +89,16 @@ impl Engine {
         encode_message(init_header(request.spi_i, 0, true, false), &payloads)
     }
 
-    /// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a message to `to`. Always sent: a
-    /// strongSwan peer only encapsulates ESP in UDP, which braid requires, when it sees them.
+    /// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a message to `to`. Always sent, and
+    /// the source one never matches: it hashes [`UNMATCHABLE_SOURCE`], so the peer always
+    /// sees us behind a NAT and encapsulates ESP in UDP (RFC 7296 §2.23, RFC 3948), which is
+    /// all braid receives. A peer with no NAT on the path would otherwise send bare ESP (IP
+    /// protocol 50). strongSwan's `encap = yes` does the same.
     fn nat_detection(&self, spi_i: u64, spi_r: u64, to: SocketAddr) -> [Payload; 2] {
         [
             notify_payload(
                 notify_type::NAT_DETECTION_SOURCE_IP,
-                nat_detection_hash(spi_i, spi_r, self.config.local_addr),
+                nat_detection_hash(spi_i, spi_r, UNMATCHABLE_SOURCE),
             ),
             notify_payload(
                 notify_type::NAT_DETECTION_DESTINATION_IP,
