@@ -332,9 +332,17 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(limiter.admit(peer, true, t0), Ok(()));
         }
-        assert_eq!(limiter.sources(), 101, "the peer holds no bucket (101 other sources do)");
+        assert_eq!(
+            limiter.sources(),
+            101,
+            "the peer holds no bucket (101 other sources do)"
+        );
         let later = t0 + Duration::from_millis(100);
-        assert_eq!(limiter.admit(ip(300), false, later), Ok(()), "the global bucket refilled by one");
+        assert_eq!(
+            limiter.admit(ip(300), false, later),
+            Ok(()),
+            "the global bucket refilled by one"
+        );
     }
 
     #[test]

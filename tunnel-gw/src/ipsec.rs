@@ -26,6 +26,10 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use braid_ipsec::esp::{EspError, InboundSa, OutboundSa, ESP_MAX_OVERHEAD};
+
+/// The largest IKE datagram the gateway receives: RFC 7296's 3000 octets, with room to spare
+/// for the non-ESP marker and larger messages.
+pub const IKE_DATAGRAM_MAX: usize = 4096;
 use braid_ipsec::ike::{Engine, Event, IkeConfig, IkeDrop, NewChild};
 use braid_ipsec::port::{classify, Datagram, NAT_KEEPALIVE, NON_ESP_MARKER};
 
@@ -335,6 +339,12 @@ impl TunnelSuite for IpsecSuite {
 
     fn overhead(&self) -> usize {
         ESP_MAX_OVERHEAD
+    }
+
+    /// IKE messages of up to 3000 bytes SHOULD be accepted (RFC 7296 §2): a peer's KE of a
+    /// large MODP group, many proposals or CERTREQs exceed a small MTU's datagram.
+    fn largest_control_datagram(&self) -> usize {
+        IKE_DATAGRAM_MAX
     }
 
     fn start(&mut self, out: &mut [u8]) -> Action {

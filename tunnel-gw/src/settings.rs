@@ -73,14 +73,16 @@ impl GatewaySettings {
         self.peer_prefixes.iter().any(|p| p.contains(source))
     }
 
-    /// Buffer sizes for a suite adding `suite_overhead` bytes per packet.
-    pub fn buffer_sizes(&self, suite_overhead: usize) -> BufferSizes {
+    /// Buffer sizes for a suite adding `suite_overhead` bytes per packet whose control
+    /// datagrams are at most `largest_control` bytes.
+    pub fn buffer_sizes(&self, suite_overhead: usize, largest_control: usize) -> BufferSizes {
         let wan_datagram = (self.mtu + suite_overhead).max(MIN_CONTROL_BUFFER);
+        let wan_received = wan_datagram.max(largest_control);
         BufferSizes {
             lan_recv: GENEVE_HEADER_LEN + GENEVE_MAX_OPTIONS_LEN + self.mtu,
             wan_send: wan_datagram,
-            wan_recv: wan_datagram,
-            lan_send: GENEVE_HEADER_LEN + wan_datagram,
+            wan_recv: wan_received,
+            lan_send: GENEVE_HEADER_LEN + wan_received,
         }
     }
 }
@@ -88,8 +90,10 @@ impl GatewaySettings {
 /// Per-datagram buffer sizes of the four batches.
 ///
 /// The WAN send buffer holds the largest inner packet plus the suite's overhead; the LAN send
-/// buffer holds a GENEVE header plus a whole WAN datagram, because the suite decrypts straight
-/// into it and decryption needs an output as long as its input.
+/// buffer holds a GENEVE header plus a whole received WAN datagram, because the suite decrypts
+/// straight into it and decryption needs an output as long as its input. A received WAN
+/// datagram may be a control message longer than any data datagram (an IKE message of up to
+/// 3000 bytes at a small MTU).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct BufferSizes {
     pub lan_recv: usize,

@@ -188,6 +188,13 @@ pub trait TunnelSuite: Seal {
     /// Bytes the suite adds to an inner packet on the WAN (headers, tag, padding bound).
     fn overhead(&self) -> usize;
 
+    /// The largest control (handshake) datagram the suite accepts from the WAN, which may be
+    /// longer than any data datagram of a small MTU: the WAN receive buffers are at least this
+    /// long.
+    fn largest_control_datagram(&self) -> usize {
+        MIN_CONTROL_BUFFER
+    }
+
     /// Starts the session so the pair comes up without waiting for traffic. Returns what to
     /// send (a handshake) or [`Action::Done`].
     fn start(&mut self, out: &mut [u8]) -> Action;

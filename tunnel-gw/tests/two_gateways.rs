@@ -293,6 +293,21 @@ fn garbage_on_the_ipsec_port_is_counted_and_traffic_still_flows() {
     stray[4 + 24..4 + 28].copy_from_slice(&len.to_be_bytes());
     send(&stray);
     wait_for("IKE for no SA", || drops("drop_suite_no_session") == no_session + 1);
+    // The same at 3000 bytes, longer than any ESP datagram of this MTU: IKE messages that
+    // long are read whole (RFC 7296 §2), not cut and counted as truncated.
+    let truncated = before("drop_wan_truncated");
+    let mut long = stray[..4 + 28].to_vec();
+    let sk_len = 3000 - long.len();
+    long.extend_from_slice(&[0, 0]);
+    long.extend_from_slice(&(sk_len as u16).to_be_bytes());
+    long.resize(3000, 0);
+    let len = (long.len() - 4) as u32;
+    long[4 + 24..4 + 28].copy_from_slice(&len.to_be_bytes());
+    send(&long);
+    wait_for("a 3000-byte IKE message for no SA", || {
+        drops("drop_suite_no_session") == no_session + 2
+    });
+    assert_eq!(drops("drop_wan_truncated"), truncated);
 
     assert_eq!(
         counter(&lab.b, "wan_endpoint_roamed"),

@@ -99,7 +99,7 @@ impl<S: TunnelSuite> DataPath<S> {
     /// [`GatewaySettings::seal_thread`]) will use. Fails if a socket cannot be bound, or if
     /// the settings ask for a sealing thread and the suite cannot split.
     pub fn bind(settings: GatewaySettings, mut suite: S) -> io::Result<Self> {
-        let sizes = settings.buffer_sizes(suite.overhead());
+        let sizes = settings.buffer_sizes(suite.overhead(), suite.largest_control_datagram());
         let lan = Bound::bind(settings.lan_bind, &settings)?;
         let wan = Bound::bind(settings.wan_bind, &settings)?;
         let lan_inbox = lan.inbox(Side::Lan, &settings, sizes.lan_recv)?;
