@@ -95,7 +95,10 @@ fn has(p: &Proposal, t: &Transform) -> bool {
     p.transforms.contains(t)
 }
 
-/// An AEAD may only come with no integrity algorithm, or with INTEG "none" (RFC 5282 §8).
+/// An AEAD may only come with no integrity algorithm, or with INTEG "none" (RFC 5282 §8): what
+/// an answer must look like. An offer may mix AEAD and non-AEAD ciphers (with their integrity
+/// algorithms) in one proposal; choosing an AEAD from it ignores the integrity transforms, as
+/// strongSwan does, and the answer carries none.
 fn integrity_free(p: &Proposal) -> bool {
     p.transforms.iter().all(|t| t.kind != transform::INTEG || t.id == 0)
 }
@@ -127,7 +130,7 @@ pub fn select_ike(ours: &[IkeProposal], theirs: &[Proposal], spi: &[u8]) -> Opti
         let wanted = [encr(o.aead), prf_transform(o.prf), dh_transform(o.dh)];
         theirs
             .iter()
-            .find(|p| p.protocol == protocol::IKE && integrity_free(p) && wanted.iter().all(|t| has(p, t)))
+            .find(|p| p.protocol == protocol::IKE && wanted.iter().all(|t| has(p, t)))
             .map(|p| {
                 let answer = Proposal {
                     number: p.number,
@@ -158,7 +161,7 @@ fn esp_spi(p: &Proposal) -> Option<u32> {
 pub fn select_esp(ours: &[EspProposal], theirs: &[Proposal], spi: u32) -> Option<(EspChoice, Proposal)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
-            if p.protocol != protocol::ESP || !integrity_free(p) || !has(p, &encr(o.aead)) {
+            if p.protocol != protocol::ESP || !has(p, &encr(o.aead)) {
                 return None;
             }
             let esn = esn_choice(p, o.esn)?;
@@ -378,6 +381,33 @@ mod tests {
             accept_esp_answer(&default_esp_proposals(), &two).is_none(),
             "an answer has one proposal"
         );
+    }
+
+    #[test]
+    fn an_offer_mixing_aead_and_integrity_is_answered_with_the_aead_alone() {
+        let aes_cbc = Transform {
+            kind: transform::ENCR,
+            id: 12,
+            key_length: Some(256),
+        };
+        let hmac = Transform::new(transform::INTEG, 12);
+        let ours = default_ike_proposals();
+        let mut offer = ike_offer(&ours[..1], &[]);
+        offer[0].transforms.extend([aes_cbc.clone(), hmac.clone()]);
+        let (chosen, answer) = select_ike(&ours, &offer, &[]).unwrap();
+        assert_eq!(chosen, ours[0]);
+        assert!(integrity_free(&answer));
+        assert_eq!(accept_ike_answer(&ours, &[answer]), Some(ours[0]));
+        let esp = default_esp_proposals();
+        let mut offer = esp_offer(&esp[..1], 0x1000);
+        offer[0].transforms.extend([aes_cbc.clone(), hmac.clone()]);
+        let (_, answer) = select_esp(&esp, &offer, 0x2000).unwrap();
+        assert!(integrity_free(&answer));
+        assert!(accept_esp_answer(&esp, &[answer]).is_some());
+        // An answer that names an integrity algorithm beside the AEAD is still refused.
+        let mut bad = ike_offer(&ours[..1], &[]);
+        bad[0].transforms.push(hmac);
+        assert_eq!(accept_ike_answer(&ours, &bad), None);
     }
 
     #[test]

@@ -561,7 +561,11 @@ fn our_nat_detection_always_shows_a_nat_so_the_peer_encapsulates_esp() {
     let spi_i = message.header.spi_i;
     let source = payloads.notify(notify_type::NAT_DETECTION_SOURCE_IP).unwrap();
     let destination = payloads.notify(notify_type::NAT_DETECTION_DESTINATION_IP).unwrap();
-    assert_ne!(source.data, nat_detection_hash(spi_i, 0, A.parse().unwrap()), "never our real source");
+    assert_ne!(
+        source.data,
+        nat_detection_hash(spi_i, 0, A.parse().unwrap()),
+        "never our real source"
+    );
     assert_eq!(destination.data, nat_detection_hash(spi_i, 0, B.parse().unwrap()));
     // Both sides see a NAT and still set up (the request above was taken off the wire, so
     // a's retransmission or b's own request does it).
