@@ -668,6 +668,69 @@ fn rekeys_started_by_either_side_lose_nothing() {
     assert_eq!(ss.sas().len(), 1, "one IKE SA left: {}", ss.list_sas());
 }
 
+/// CHILD SA rekeys with PFS, the way cloud VPN gateways (AWS always) and firewalls run them:
+/// strongSwan's ESP proposal names a DH group, so its CREATE_CHILD_SA carries a KE and needs
+/// one back, and braid's own rekeys must send one.
+#[test]
+fn child_rekeys_with_pfs_run_a_dh_exchange_started_by_either_side() {
+    const TEST: &str = "child_rekeys_with_pfs_run_a_dh_exchange_started_by_either_side";
+    if skip_without_strongswan(TEST) {
+        return;
+    }
+    let net = InteropNet::new("pf");
+    let _echo = net.start_echo();
+    let ss = ok(Charon::start(
+        net.ss_ns(),
+        &net.dir().join("ss"),
+        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16-ecp256"),
+    ));
+    let demux = FakeDemux::bind(&net);
+    // braid rekeys its CHILD SA about every 8.5 s; strongSwan rekeys it at 3 s.
+    let gw = BraidGateway::start(
+        &net,
+        &BraidSide {
+            esp_proposals: "[aes256gcm16-ecp256-esn-noesn]",
+            child_lifetime_s: 10,
+            ..BraidSide::default()
+        },
+    );
+    wait_up(&ss);
+    demux.echo(b"warm-up");
+    let stream = Stream::start(&demux, Duration::from_millis(10));
+    let started = Instant::now();
+    let at = |secs: u64| {
+        while started.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    at(3);
+    ok(ss.rekey_child("site", Duration::from_secs(10)));
+    at(12);
+    let (sent, missing) = stream.finish();
+    let counters = ss.counters();
+    let count = |name: &str| counters.get(name).copied().unwrap_or(0);
+    eprintln!(
+        "{TEST}: {sent} datagrams, {} lost; strongSwan counters {counters:?}",
+        missing.len()
+    );
+    assert!(sent > 800, "traffic kept flowing: {sent}");
+    assert!(missing.is_empty(), "datagrams lost across PFS rekeys: {missing:?}");
+    assert!(
+        count("child-rekey") >= 2,
+        "CHILD SAs rekeyed by both sides: {counters:?}"
+    );
+    assert!(count("create-child-in-req") >= 1, "braid started a CHILD rekey");
+    let sas = ss.sas();
+    let child = only_sa(&sas).installed_child("site").expect("a CHILD SA is installed");
+    assert_eq!(
+        child.fields.get("dh-group").map(String::as_str),
+        Some("ECP_256"),
+        "the CHILD SA was keyed with a DH exchange: {}\n{}",
+        ss.list_sas(),
+        gw.log()
+    );
+}
+
 #[test]
 fn a_restarted_peer_or_gateway_is_recovered_from() {
     const TEST: &str = "a_restarted_peer_or_gateway_is_recovered_from";

@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 
 use braid_ipsec::ike::negotiate::{
     accept_esp_answer, accept_ike_answer, describe, narrow, select_esp, select_ike, selector_for_prefix, within,
+    ChildExchange,
 };
 use braid_ipsec::ike::wire::{
     encode_payloads, find_notify, notify_type, parse_payloads, payload_type, Payload, TrafficSelector,
@@ -72,12 +73,20 @@ fn negotiation(proposals: &[braid_ipsec::ike::wire::Proposal]) {
             "we would refuse our own IKE answer"
         );
     }
-    let esp = default_esp_proposals();
-    if let Some((chosen, answer)) = select_esp(&esp, proposals, 0x0102_0304) {
-        let accepted =
-            accept_esp_answer(&esp, std::slice::from_ref(&answer)).expect("we would refuse our own ESP answer");
-        assert_eq!((accepted.aead, accepted.esn), (chosen.aead, chosen.esn));
-        assert_eq!(accepted.peer_spi, 0x0102_0304);
+    let plain = default_esp_proposals();
+    let pfs: Vec<_> = ["aes256gcm16-ecp256-esn-noesn", "chacha20poly1305-x25519"]
+        .iter()
+        .map(|p| p.parse().expect("a PFS proposal parses"))
+        .collect();
+    for esp in [&plain, &pfs] {
+        for exchange in [ChildExchange::IkeAuth, ChildExchange::CreateChildSa] {
+            if let Some((chosen, answer)) = select_esp(esp, proposals, 0x0102_0304, exchange) {
+                let accepted = accept_esp_answer(esp, std::slice::from_ref(&answer), exchange)
+                    .expect("we would refuse our own ESP answer");
+                assert_eq!((accepted.aead, accepted.dh, accepted.esn), (chosen.aead, chosen.dh, chosen.esn));
+                assert_eq!(accepted.peer_spi, 0x0102_0304);
+            }
+        }
     }
 }
 

@@ -58,11 +58,14 @@ pub struct IkeProposal {
     pub dh: DhGroup,
 }
 
-/// One ESP (CHILD SA) proposal. Braid's CHILD SAs carry no DH group: rekeys reuse SK_d, as
-/// strongSwan's default ESP proposals do.
+/// One ESP (CHILD SA) proposal. With a DH group, every CHILD SA made or rekeyed by
+/// CREATE_CHILD_SA runs a DH exchange of that group (perfect forward secrecy, as cloud VPN
+/// gateways require); without one, its keys come from SK_d alone, as strongSwan's default ESP
+/// proposals do. The first CHILD SA, made in IKE_AUTH, always takes its keys from the IKE SA.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct EspProposal {
     pub aead: Aead,
+    pub dh: Option<DhGroup>,
     pub esn: EsnPolicy,
 }
 
@@ -131,10 +134,14 @@ impl fmt::Display for IkeProposal {
 
 impl fmt::Display for EspProposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.aead)?;
+        if let Some(dh) = self.dh {
+            write!(f, "-{dh}")?;
+        }
         match self.esn {
-            EsnPolicy::Off => write!(f, "{}", self.aead),
-            EsnPolicy::On => write!(f, "{}-esn", self.aead),
-            EsnPolicy::Either => write!(f, "{}-esn-noesn", self.aead),
+            EsnPolicy::Off => Ok(()),
+            EsnPolicy::On => write!(f, "-esn"),
+            EsnPolicy::Either => write!(f, "-esn-noesn"),
         }
     }
 }
@@ -178,17 +185,19 @@ impl FromStr for EspProposal {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (mut aead, mut esn_on, mut esn_off) = (None, false, false);
+        let (mut aead, mut dh, mut esn_on, mut esn_off) = (None, None, false, false);
         for token in text.trim().split('-') {
             match token {
                 "esn" => esn_on = true,
                 "noesn" => esn_off = true,
-                _ => match lookup(&AEAD_NAMES, token) {
-                    Some(a) => set_once(&mut aead, a, token, text)?,
-                    None => {
+                _ => match (lookup(&AEAD_NAMES, token), lookup(&DH_NAMES, token)) {
+                    (Some(a), _) => set_once(&mut aead, a, token, text)?,
+                    (None, Some(d)) => set_once(&mut dh, d, token, text)?,
+                    (None, None) => {
                         return Err(format!(
-                            "ESP proposal {text:?}: unknown algorithm {token:?} (supported: {}; optionally -esn, -noesn or -esn-noesn; ESP proposals carry no DH group)",
-                            supported(&AEAD_NAMES)
+                            "ESP proposal {text:?}: unknown algorithm {token:?} (supported: {}; optionally a DH group for perfect forward secrecy, one of {}; optionally -esn, -noesn or -esn-noesn)",
+                            supported(&AEAD_NAMES),
+                            supported(&DH_NAMES)
                         ))
                     }
                 },
@@ -206,6 +215,7 @@ impl FromStr for EspProposal {
                     supported(&AEAD_NAMES)
                 )
             })?,
+            dh,
             esn,
         })
     }
@@ -238,16 +248,29 @@ mod tests {
 
     #[test]
     fn esp_proposals_round_trip_with_esn_modes() {
-        for (text, esn) in [
-            ("aes256gcm16", EsnPolicy::Off),
-            ("aes256gcm16-noesn", EsnPolicy::Off),
-            ("chacha20poly1305-esn", EsnPolicy::On),
-            ("aes256gcm16-esn-noesn", EsnPolicy::Either),
+        for (text, esn, shown) in [
+            ("aes256gcm16", EsnPolicy::Off, "aes256gcm16"),
+            ("aes256gcm16-noesn", EsnPolicy::Off, "aes256gcm16"),
+            ("chacha20poly1305-esn", EsnPolicy::On, "chacha20poly1305-esn"),
+            ("aes256gcm16-esn-noesn", EsnPolicy::Either, "aes256gcm16-esn-noesn"),
+            (
+                "aes256gcm16-ecp256-esn-noesn",
+                EsnPolicy::Either,
+                "aes256gcm16-ecp256-esn-noesn",
+            ),
+            ("chacha20poly1305-x25519", EsnPolicy::Off, "chacha20poly1305-x25519"),
         ] {
             let p: EspProposal = text.parse().unwrap();
             assert_eq!(p.esn, esn, "{text}");
+            assert_eq!(p.to_string(), shown);
             assert_eq!(p.to_string().parse::<EspProposal>().unwrap(), p);
         }
+        let pfs: EspProposal = "ecp256-aes256gcm16".parse().unwrap();
+        assert_eq!(
+            (pfs.dh, pfs.to_string().as_str()),
+            (Some(DhGroup::P256), "aes256gcm16-ecp256")
+        );
+        assert_eq!("aes256gcm16".parse::<EspProposal>().unwrap().dh, None);
     }
 
     #[test]
@@ -256,8 +279,10 @@ mod tests {
         assert!(e.contains("\"aes128cbc\"") && e.contains("aes256gcm16"), "{e}");
         let e = "aes256gcm16-prfsha256".parse::<IkeProposal>().unwrap_err();
         assert!(e.contains("no DH group"), "{e}");
-        let e = "aes256gcm16-x25519".parse::<EspProposal>().unwrap_err();
-        assert!(e.contains("\"x25519\"") && e.contains("no DH group"), "{e}");
+        let e = "aes256gcm16-modp1024".parse::<EspProposal>().unwrap_err();
+        assert!(e.contains("\"modp1024\"") && e.contains("ecp256"), "{e}");
+        let e = "aes256gcm16-x25519-ecp256".parse::<EspProposal>().unwrap_err();
+        assert!(e.contains("repeats"), "{e}");
         let e = "aes256gcm16-chacha20poly1305-prfsha256-x25519"
             .parse::<IkeProposal>()
             .unwrap_err();

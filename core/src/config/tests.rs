@@ -464,7 +464,7 @@ const IPSEC_BROKEN: &[Broken] = &[
     ("psk given inline", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  psk: hunter2\n")], "ipsec: unknown field `psk`"),
     ("unknown IKE algorithm", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: [aes256gcm16-prfsha256-x25519, aes128-sha1-modp2048]\n")], "ipsec.ike_proposals[1]: IKE proposal \"aes128-sha1-modp2048\": unknown algorithm \"aes128\""),
     ("IKE proposal without a DH group", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: [aes256gcm16-prfsha256]\n")], "ipsec.ike_proposals[0]: IKE proposal \"aes256gcm16-prfsha256\": no DH group"),
-    ("ESP proposal with a DH group", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: [aes256gcm16-x25519]\n")], "ipsec.esp_proposals[0]: ESP proposal \"aes256gcm16-x25519\": unknown algorithm \"x25519\""),
+    ("ESP proposal with an unknown DH group", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: [aes256gcm16-modp2048]\n")], "ipsec.esp_proposals[0]: ESP proposal \"aes256gcm16-modp2048\": unknown algorithm \"modp2048\""),
     ("no IKE proposals", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  ike_proposals: []\n")], "ipsec.ike_proposals: expected at least one proposal"),
     ("no ESP proposals", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: []\n")], "ipsec.esp_proposals: expected at least one proposal"),
     ("proposals as one string", &[("  psk_file: ipsec.psk\n", "  psk_file: ipsec.psk\n  esp_proposals: aes256gcm16\n")], "ipsec.esp_proposals: invalid type: string \"aes256gcm16\", expected a sequence"),
@@ -546,7 +546,7 @@ fn ipsec_defaults() {
 fn ipsec_settings() {
     let section = "ipsec:\n  psk_file: /etc/braid/ipsec.psk\n  \
         ike_proposals: [chacha20poly1305-prfsha256-ecp256, aes256gcm16-prfsha256-x25519]\n  \
-        esp_proposals: [chacha20poly1305-esn-noesn, aes256gcm16]\n  ike_lifetime_s: 60\n  \
+        esp_proposals: [chacha20poly1305-esn-noesn, aes256gcm16, aes256gcm16-ecp256]\n  ike_lifetime_s: 60\n  \
         child_lifetime_s: 10\n  replay_window: 65536\n  liveness_s: 3600\n  seal_thread: true\n";
     let text = ipsec_with(section)
         .replace(
@@ -566,7 +566,7 @@ fn ipsec_settings() {
         ["chacha20poly1305-prfsha256-ecp256", "aes256gcm16-prfsha256-x25519"]
     );
     let esp: Vec<String> = ipsec.esp_proposals.iter().map(ToString::to_string).collect();
-    assert_eq!(esp, ["chacha20poly1305-esn-noesn", "aes256gcm16"]);
+    assert_eq!(esp, ["chacha20poly1305-esn-noesn", "aes256gcm16", "aes256gcm16-ecp256"]);
     assert_eq!(
         (
             ipsec.ike_lifetime_s,

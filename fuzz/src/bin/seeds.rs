@@ -21,7 +21,7 @@ use braid_fuzz::esp::{
 };
 use braid_fuzz::Bytes;
 use braid_ipsec::esp::{EspCipher, OutboundSa, ESP_MAX_OVERHEAD};
-use braid_ipsec::ike::negotiate::{esp_offer, ike_offer, selector_for_prefix};
+use braid_ipsec::ike::negotiate::{esp_offer, ike_offer, selector_for_prefix, ChildExchange};
 use braid_ipsec::ike::wire::{
     encode_payloads, exchange, notify_type, payload_type, protocol, Delete, Identification, Notify, Payload,
     TrafficSelector,
@@ -245,7 +245,7 @@ fn payload_seeds(corpus: &mut Corpus) {
     let all: Vec<Payload> = vec![
         Payload::Sa(ike_offer(&default_ike_proposals(), &[])),
         Payload::Sa(ike_offer(&default_ike_proposals(), &7u64.to_be_bytes())),
-        Payload::Sa(esp_offer(&default_esp_proposals(), 0x1234_5678)),
+        Payload::Sa(esp_offer(&default_esp_proposals(), 0x1234_5678, ChildExchange::IkeAuth)),
         Payload::Ke {
             group: 31,
             data: vec![9; 32],

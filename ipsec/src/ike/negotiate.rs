@@ -74,12 +74,49 @@ fn esn_modes(policy: EsnPolicy) -> &'static [bool] {
     }
 }
 
+/// Where a CHILD SA is negotiated. In IKE_AUTH its keys come from the IKE SA: no KE can be
+/// sent, so DH transforms are left out of offers and ignored in the peer's (RFC 7296 §1.2).
+/// In CREATE_CHILD_SA a proposal's DH group means a KE exchange of that group (PFS, §1.3.1):
+/// an offer names it, and a proposal matches only one with the same group, or none with none.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChildExchange {
+    IkeAuth,
+    CreateChildSa,
+}
+
+/// The DH group a proposal names (a DH transform other than NONE), if any.
+fn dh_of(p: &Proposal) -> Option<u16> {
+    p.transforms
+        .iter()
+        .find(|t| t.kind == transform::DH && t.id != 0)
+        .map(|t| t.id)
+}
+
+/// Whether the peer's proposal `p` carries the DH group our proposal `o` asks for in
+/// `exchange`.
+fn dh_matches(o: &EspProposal, p: &Proposal, exchange: ChildExchange) -> bool {
+    match (exchange, o.dh) {
+        (ChildExchange::IkeAuth, _) => true,
+        (ChildExchange::CreateChildSa, Some(dh)) => has(p, &dh_transform(dh)),
+        (ChildExchange::CreateChildSa, None) => dh_of(p).is_none(),
+    }
+}
+
+/// The DH transform, if any, that an offer or answer of `o` carries in `exchange`.
+fn dh_in(o: &EspProposal, exchange: ChildExchange) -> Option<Transform> {
+    match exchange {
+        ChildExchange::IkeAuth => None,
+        ChildExchange::CreateChildSa => o.dh.map(dh_transform),
+    }
+}
+
 /// Our CHILD SA offer with our inbound SPI.
-pub fn esp_offer(ours: &[EspProposal], spi: u32) -> Vec<Proposal> {
+pub fn esp_offer(ours: &[EspProposal], spi: u32, exchange: ChildExchange) -> Vec<Proposal> {
     (1u8..)
         .zip(ours)
         .map(|(number, p)| {
             let mut transforms = vec![encr(p.aead)];
+            transforms.extend(dh_in(p, exchange));
             transforms.extend(esn_modes(p.esn).iter().map(|&on| esn_transform(on)));
             Proposal {
                 number,
@@ -147,6 +184,8 @@ pub fn select_ike(ours: &[IkeProposal], theirs: &[Proposal], spi: &[u8]) -> Opti
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EspChoice {
     pub aead: Aead,
+    /// The DH group of the KE exchange that keys it (CREATE_CHILD_SA with PFS only).
+    pub dh: Option<DhGroup>,
     pub esn: bool,
     /// The peer's inbound SPI: where we send.
     pub peer_spi: u32,
@@ -158,23 +197,32 @@ fn esp_spi(p: &Proposal) -> Option<u32> {
 
 /// The ESP proposal to answer a peer's offer with, by our preference, and the answer carrying
 /// our inbound SPI `spi`.
-pub fn select_esp(ours: &[EspProposal], theirs: &[Proposal], spi: u32) -> Option<(EspChoice, Proposal)> {
+pub fn select_esp(
+    ours: &[EspProposal],
+    theirs: &[Proposal],
+    spi: u32,
+    exchange: ChildExchange,
+) -> Option<(EspChoice, Proposal)> {
     ours.iter().find_map(|o| {
         theirs.iter().find_map(|p| {
-            if p.protocol != protocol::ESP || !has(p, &encr(o.aead)) {
+            if p.protocol != protocol::ESP || !has(p, &encr(o.aead)) || !dh_matches(o, p, exchange) {
                 return None;
             }
             let esn = esn_choice(p, o.esn)?;
             let peer_spi = esp_spi(p)?;
+            let mut transforms = vec![encr(o.aead)];
+            transforms.extend(dh_in(o, exchange));
+            transforms.push(esn_transform(esn));
             let answer = Proposal {
                 number: p.number,
                 protocol: protocol::ESP,
                 spi: spi.to_be_bytes().to_vec(),
-                transforms: vec![encr(o.aead), esn_transform(esn)],
+                transforms,
             };
             Some((
                 EspChoice {
                     aead: o.aead,
+                    dh: dh_in(o, exchange).and(o.dh),
                     esn,
                     peer_spi,
                 },
@@ -201,14 +249,14 @@ pub fn accept_ike_answer(ours: &[IkeProposal], answer: &[Proposal]) -> Option<Ik
 }
 
 /// The CHILD SA a responder's answer chose, if it is one we offered.
-pub fn accept_esp_answer(ours: &[EspProposal], answer: &[Proposal]) -> Option<EspChoice> {
+pub fn accept_esp_answer(ours: &[EspProposal], answer: &[Proposal], exchange: ChildExchange) -> Option<EspChoice> {
     let [p] = answer else { return None };
     if p.protocol != protocol::ESP {
         return None;
     }
     let peer_spi = esp_spi(p)?;
     ours.iter().find_map(|o| {
-        if !has(p, &encr(o.aead)) || !integrity_free(p) {
+        if !has(p, &encr(o.aead)) || !integrity_free(p) || !dh_matches(o, p, exchange) {
             return None;
         }
         let esn_transforms: Vec<&Transform> = p.transforms.iter().filter(|t| t.kind == transform::ESN).collect();
@@ -220,6 +268,7 @@ pub fn accept_esp_answer(ours: &[EspProposal], answer: &[Proposal]) -> Option<Es
         };
         esn_modes(o.esn).contains(&esn).then_some(EspChoice {
             aead: o.aead,
+            dh: dh_in(o, exchange).and(o.dh),
             esn,
             peer_spi,
         })
@@ -351,11 +400,11 @@ mod tests {
     #[test]
     fn esp_prefers_esn_when_both_allow_it() {
         let ours = default_esp_proposals();
-        let offer = esp_offer(&ours, 0x1234_5678);
-        let (choice, answer) = select_esp(&ours, &offer, 0xaaaa_bbbb).unwrap();
+        let offer = esp_offer(&ours, 0x1234_5678, ChildExchange::IkeAuth);
+        let (choice, answer) = select_esp(&ours, &offer, 0xaaaa_bbbb, ChildExchange::IkeAuth).unwrap();
         assert!(choice.esn);
         assert_eq!(choice.peer_spi, 0x1234_5678);
-        let accepted = accept_esp_answer(&ours, &[answer]).unwrap();
+        let accepted = accept_esp_answer(&ours, &[answer], ChildExchange::IkeAuth).unwrap();
         assert_eq!(accepted.peer_spi, 0xaaaa_bbbb);
         assert!(accepted.esn);
     }
@@ -363,22 +412,22 @@ mod tests {
     #[test]
     fn esp_falls_back_to_no_esn_for_a_strongswan_style_offer() {
         let theirs: Vec<EspProposal> = vec!["aes256gcm16".parse().unwrap()];
-        let offer = esp_offer(&theirs, 0x1000);
-        let (choice, _) = select_esp(&default_esp_proposals(), &offer, 0x2000).unwrap();
+        let offer = esp_offer(&theirs, 0x1000, ChildExchange::IkeAuth);
+        let (choice, _) = select_esp(&default_esp_proposals(), &offer, 0x2000, ChildExchange::IkeAuth).unwrap();
         assert!(!choice.esn);
         let esn_only: Vec<EspProposal> = vec!["aes256gcm16-esn".parse().unwrap()];
-        assert!(select_esp(&esn_only, &offer, 0x2000).is_none());
+        assert!(select_esp(&esn_only, &offer, 0x2000, ChildExchange::IkeAuth).is_none());
     }
 
     #[test]
     fn an_answer_we_did_not_offer_is_refused() {
         let ours: Vec<EspProposal> = vec!["aes256gcm16".parse().unwrap()];
         let chacha: Vec<EspProposal> = vec!["chacha20poly1305".parse().unwrap()];
-        let answer = esp_offer(&chacha, 0x1000);
-        assert!(accept_esp_answer(&ours, &answer).is_none());
-        let two = esp_offer(&default_esp_proposals(), 0x1000);
+        let answer = esp_offer(&chacha, 0x1000, ChildExchange::IkeAuth);
+        assert!(accept_esp_answer(&ours, &answer, ChildExchange::IkeAuth).is_none());
+        let two = esp_offer(&default_esp_proposals(), 0x1000, ChildExchange::IkeAuth);
         assert!(
-            accept_esp_answer(&default_esp_proposals(), &two).is_none(),
+            accept_esp_answer(&default_esp_proposals(), &two, ChildExchange::IkeAuth).is_none(),
             "an answer has one proposal"
         );
     }
@@ -399,15 +448,63 @@ mod tests {
         assert!(integrity_free(&answer));
         assert_eq!(accept_ike_answer(&ours, &[answer]), Some(ours[0]));
         let esp = default_esp_proposals();
-        let mut offer = esp_offer(&esp[..1], 0x1000);
+        let mut offer = esp_offer(&esp[..1], 0x1000, ChildExchange::IkeAuth);
         offer[0].transforms.extend([aes_cbc.clone(), hmac.clone()]);
-        let (_, answer) = select_esp(&esp, &offer, 0x2000).unwrap();
+        let (_, answer) = select_esp(&esp, &offer, 0x2000, ChildExchange::IkeAuth).unwrap();
         assert!(integrity_free(&answer));
-        assert!(accept_esp_answer(&esp, &[answer]).is_some());
+        assert!(accept_esp_answer(&esp, &[answer], ChildExchange::IkeAuth).is_some());
         // An answer that names an integrity algorithm beside the AEAD is still refused.
         let mut bad = ike_offer(&ours[..1], &[]);
         bad[0].transforms.push(hmac);
         assert_eq!(accept_ike_answer(&ours, &bad), None);
+    }
+
+    #[test]
+    fn a_dh_group_is_offered_and_matched_only_in_create_child_sa() {
+        let pfs: Vec<EspProposal> = vec!["aes256gcm16-ecp256".parse().unwrap()];
+        let plain: Vec<EspProposal> = vec!["aes256gcm16".parse().unwrap()];
+        let dh = |offer: &[Proposal]| dh_of(&offer[0]);
+        // IKE_AUTH carries no KE: the group is left out and ignored either way.
+        assert_eq!(dh(&esp_offer(&pfs, 1, ChildExchange::IkeAuth)), None);
+        let (choice, answer) = select_esp(
+            &plain,
+            &esp_offer(&pfs, 1, ChildExchange::CreateChildSa),
+            2,
+            ChildExchange::IkeAuth,
+        )
+        .unwrap();
+        assert_eq!((choice.dh, dh_of(&answer)), (None, None));
+        assert_eq!(
+            accept_esp_answer(&pfs, &[answer], ChildExchange::IkeAuth).unwrap().dh,
+            None
+        );
+        // CREATE_CHILD_SA: the group is offered, must match, and is answered.
+        let offer = esp_offer(&pfs, 1, ChildExchange::CreateChildSa);
+        assert_eq!(dh(&offer), Some(19));
+        let (choice, answer) = select_esp(&pfs, &offer, 2, ChildExchange::CreateChildSa).unwrap();
+        assert_eq!((choice.dh, dh_of(&answer)), (Some(DhGroup::P256), Some(19)));
+        assert_eq!(
+            accept_esp_answer(&pfs, &[answer], ChildExchange::CreateChildSa)
+                .unwrap()
+                .dh,
+            Some(DhGroup::P256)
+        );
+        assert!(
+            select_esp(&plain, &offer, 2, ChildExchange::CreateChildSa).is_none(),
+            "a KE we would not run"
+        );
+        let x25519: Vec<EspProposal> = vec!["aes256gcm16-x25519".parse().unwrap()];
+        assert!(
+            select_esp(&x25519, &offer, 2, ChildExchange::CreateChildSa).is_none(),
+            "another group"
+        );
+        let no_pfs = esp_offer(&plain, 1, ChildExchange::CreateChildSa);
+        assert!(
+            select_esp(&pfs, &no_pfs, 2, ChildExchange::CreateChildSa).is_none(),
+            "PFS required"
+        );
+        let (_, answer) = select_esp(&plain, &no_pfs, 2, ChildExchange::CreateChildSa).unwrap();
+        assert!(accept_esp_answer(&pfs, &[answer], ChildExchange::CreateChildSa).is_none());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub enum RequestKind {
         old_inbound: u32,
         new_inbound: u32,
         nonce_i: Vec<u8>,
+        /// Our half of the KE exchange, when the request offered PFS.
+        dh: Option<DhExchange>,
     },
     RekeyIke {
         new_spi: u64,

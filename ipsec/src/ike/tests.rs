@@ -572,3 +572,56 @@ fn our_nat_detection_always_shows_a_nat_so_the_peer_encapsulates_esp() {
     pair.advance(Duration::from_secs(3));
     assert!(pair.established());
 }
+
+fn esp(proposals: &[&str]) -> Vec<EspProposal> {
+    proposals.iter().map(|p| p.parse().unwrap()).collect()
+}
+
+/// CHILD SA rekeys with a DH exchange (PFS), as cloud VPN gateways require: a request with no
+/// KE or an answer with none is refused, so every counted rekey here ran one.
+#[test]
+fn child_sas_rekey_with_pfs_and_settle_on_the_group_the_responder_wants() {
+    for (a_esp, b_esp) in [
+        (
+            &["aes256gcm16-ecp256-esn-noesn"][..],
+            &["aes256gcm16-ecp256-esn-noesn"][..],
+        ),
+        // a sends an X25519 KE first; b wants ECP-256 (INVALID_KE_PAYLOAD) and a switches.
+        (
+            &["aes256gcm16-x25519-esn-noesn", "aes256gcm16-ecp256-esn-noesn"][..],
+            &["aes256gcm16-ecp256-esn-noesn"][..],
+        ),
+    ] {
+        let (mut a, mut b) = (config(A, B, true, true), config(B, A, true, false));
+        (a.esp_proposals, b.esp_proposals) = (esp(a_esp), esp(b_esp));
+        a.child_lifetime = Duration::from_secs(10);
+        b.child_lifetime = Duration::from_secs(10);
+        let mut pair = Pair::new(a, b);
+        pair.advance(Duration::from_millis(200));
+        assert!(pair.established(), "{a_esp:?} / {b_esp:?}");
+        let failed = pair.traffic_for(Duration::from_secs(60));
+        assert_eq!(failed, 0, "no packet lost across PFS rekeys: {a_esp:?} / {b_esp:?}");
+        let rekeys = pair.a.stats().child_rekeys;
+        assert!(rekeys >= 5, "rekeyed {rekeys} times in 60 s: {a_esp:?} / {b_esp:?}");
+        assert_eq!(pair.a.stats().ike_setups, 1);
+    }
+}
+
+#[test]
+fn a_rekey_without_the_pfs_the_responder_requires_is_refused() {
+    let (mut a, mut b) = (config(A, B, true, true), config(B, A, false, false));
+    (a.esp_proposals, b.esp_proposals) = (esp(&["aes256gcm16"]), esp(&["aes256gcm16-ecp256"]));
+    a.child_lifetime = Duration::from_secs(10);
+    b.child_lifetime = Duration::from_secs(3600);
+    let mut pair = Pair::new(a, b);
+    pair.advance(Duration::from_millis(200));
+    assert!(
+        pair.established(),
+        "IKE_AUTH carries no KE: the first CHILD SA comes up"
+    );
+    let first = pair.a_path.active;
+    pair.advance(Duration::from_secs(20));
+    assert_eq!(pair.a.stats().child_rekeys, 0, "every attempt refused");
+    assert_eq!(pair.a_path.active, first);
+    assert!(pair.b.stats().negotiation_failures >= 1);
+}

@@ -8,7 +8,7 @@ use super::super::crypto::{
     dh_group_from_number, dh_group_number, random_bytes, random_esp_spi, random_ike_spi, DhExchange,
 };
 use super::super::negotiate::{
-    accept_esp_answer, accept_ike_answer, esp_offer, ike_offer, ike_spi, select_ike, within,
+    accept_esp_answer, accept_ike_answer, esp_offer, ike_offer, ike_spi, select_ike, within, ChildExchange,
 };
 use super::super::sa::{IkeSa, Planned, RequestKind, SaState};
 use super::super::wire::{exchange, notify_type, protocol, Header, Notify, Payload};
@@ -25,22 +25,33 @@ impl Engine {
         {
             return;
         }
-        let (Ok(new_inbound), Ok(nonce_i)) = (random_esp_spi(), random_bytes(NONCE_LEN)) else {
+        let dh = self.child_ke_group.map(DhExchange::new).transpose();
+        let (Ok(new_inbound), Ok(nonce_i), Ok(dh)) = (random_esp_spi(), random_bytes(NONCE_LEN), dh) else {
             self.retry_child_rekey_later(inbound, now);
             return;
         };
-        let payloads = vec![
+        let mut payloads = vec![
             Payload::Notify(Notify {
                 protocol: protocol::ESP,
                 spi: inbound.to_be_bytes().to_vec(),
                 kind: notify_type::REKEY_SA,
                 data: Vec::new(),
             }),
-            Payload::Sa(esp_offer(&self.config.esp_proposals, new_inbound)),
+            Payload::Sa(esp_offer(
+                &self.config.esp_proposals,
+                new_inbound,
+                ChildExchange::CreateChildSa,
+            )),
             Payload::Nonce(nonce_i.clone()),
+        ];
+        payloads.extend(dh.as_ref().map(|dh| Payload::Ke {
+            group: dh_group_number(dh.group()),
+            data: dh.public_value().to_vec(),
+        }));
+        payloads.extend([
             Payload::TsI(self.config.local_ts.clone()),
             Payload::TsR(self.config.remote_ts.clone()),
-        ];
+        ]);
         let message = sa.request(
             now,
             exchange::CREATE_CHILD_SA,
@@ -49,6 +60,7 @@ impl Engine {
                 old_inbound: inbound,
                 new_inbound,
                 nonce_i,
+                dh,
             },
         );
         self.send(sa.peer, message);
@@ -67,11 +79,24 @@ impl Engine {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        old_inbound: u32,
-        new_inbound: u32,
+        (old_inbound, new_inbound): (u32, u32),
         nonce_i: &[u8],
+        dh: Option<DhExchange>,
         payloads: Vec<Payload>,
     ) {
+        if let Some(wanted) = payloads.notify(notify_type::INVALID_KE_PAYLOAD) {
+            // The peer wants the KE of another group of ours: the next attempt sends it.
+            let group = <[u8; 2]>::try_from(wanted.data.as_slice())
+                .ok()
+                .and_then(|g| dh_group_from_number(u16::from_be_bytes(g)))
+                .filter(|g| self.config.esp_proposals.iter().any(|p| p.dh == Some(*g)));
+            tracing::info!(peer = %sa.peer, wanted = ?group, "INVALID_KE_PAYLOAD: the peer wants another DH group for the CHILD SA; retrying with it");
+            if group.is_some() {
+                self.child_ke_group = group;
+            }
+            self.retry_child_rekey_later(old_inbound, now);
+            return;
+        }
         if let Some(n) = payloads.error_notify() {
             tracing::info!(peer = %sa.peer, error = %notify_name(n.kind), "the peer refused our CHILD SA rekey; retrying later");
             self.retry_child_rekey_later(old_inbound, now);
@@ -80,19 +105,38 @@ impl Engine {
         let nonce_r = payloads.nonce().map(<[u8]>::to_vec);
         let choice = payloads
             .sa()
-            .and_then(|a| accept_esp_answer(&self.config.esp_proposals, a));
+            .and_then(|a| accept_esp_answer(&self.config.esp_proposals, a, ChildExchange::CreateChildSa));
+        // PFS: the answer's KE must be of the group it chose, which must be the one we sent.
+        let shared = match (choice.and_then(|c| c.dh), dh, payloads.ke()) {
+            (None, _, _) => Ok(None),
+            (Some(group), Some(dh), Some((number, ke)))
+                if dh.group() == group && dh_group_from_number(number) == Some(group) =>
+            {
+                dh.agree(ke).map(Some).map_err(|_| ())
+            }
+            _ => Err(()),
+        };
         let ts_ok = payloads
             .iter()
             .any(|p| matches!(p, Payload::TsI(t) if within(t, &self.config.local_ts)))
             && payloads
                 .iter()
                 .any(|p| matches!(p, Payload::TsR(t) if within(t, &self.config.remote_ts)));
-        let (Some(nonce_r), Some(choice), true) = (nonce_r, choice, ts_ok) else {
+        let (Some(nonce_r), Some(choice), true, Ok(shared)) = (nonce_r, choice, ts_ok, shared) else {
             tracing::warn!(peer = %sa.peer, "the peer's CHILD SA rekey answer is not one we can accept; retrying later");
             self.retry_child_rekey_later(old_inbound, now);
             return;
         };
-        self.install_child(now, sa, (nonce_i, &nonce_r), true, choice, new_inbound, true);
+        self.install_child(
+            now,
+            sa,
+            (nonce_i, &nonce_r),
+            shared.as_ref(),
+            true,
+            choice,
+            new_inbound,
+            true,
+        );
         self.stats.child_rekeys += 1;
         if let Some(old) = self.children.iter_mut().find(|c| c.inbound_spi == old_inbound) {
             old.state = ChildState::Superseded;
@@ -236,10 +280,6 @@ impl Engine {
         let Some(nonce_i) = payloads.nonce().map(<[u8]>::to_vec) else {
             return vec![notify_payload(notify_type::INVALID_SYNTAX, Vec::new())];
         };
-        if payloads.iter().any(|p| matches!(p, Payload::Ke { .. })) {
-            // Our ESP proposals carry no DH group, so a KE here cannot be honoured.
-            return vec![notify_payload(notify_type::NO_PROPOSAL_CHOSEN, Vec::new())];
-        }
         let replaces = match payloads.notify(notify_type::REKEY_SA) {
             Some(n) => {
                 // The notify names the peer's inbound SPI: our outbound one.
@@ -262,7 +302,15 @@ impl Engine {
         let Ok(nonce_r) = random_bytes(NONCE_LEN) else {
             return vec![notify_payload(notify_type::TEMPORARY_FAILURE, Vec::new())];
         };
-        let mut answer = self.answer_child(now, from, sa, payloads, (&nonce_i, &nonce_r), replaces);
+        let mut answer = self.answer_child(
+            now,
+            from,
+            sa,
+            payloads,
+            (&nonce_i, &nonce_r),
+            replaces,
+            ChildExchange::CreateChildSa,
+        );
         if matches!(answer.first(), Some(Payload::Sa(_))) {
             answer.insert(1, Payload::Nonce(nonce_r));
             if let Some(old_inbound) = replaces {

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use super::super::crypto::{
     dh_group_from_number, dh_group_number, nat_detection_hash, prf, psk_auth, psk_auth_verify, random_bytes,
-    random_esp_spi, random_ike_spi, DhExchange, IkeKeys,
+    random_esp_spi, random_ike_spi, DhExchange, IkeKeys, Secret,
 };
 use super::super::negotiate::{
     accept_esp_answer, accept_ike_answer, describe, esp_offer, ike_offer, narrow, select_esp, select_ike, within,
+    ChildExchange,
 };
 use super::super::sa::{AuthContext, IkeSa, RequestKind, Retransmit, SaState};
 use super::super::wire::{encode_message, exchange, notify_type, Header, Identification, Payload};
@@ -26,6 +27,28 @@ const MAX_KE_RETRIES: u8 = 3;
 /// The address our NAT_DETECTION_SOURCE_IP hashes: no packet comes from it, so the peer
 /// always detects a NAT (see `nat_detection`).
 const UNMATCHABLE_SOURCE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The responder's half of a CHILD SA's KE exchange in `group`, given the peer's KE: our KE
+/// payload and the shared secret, or the one error notify to answer with.
+fn child_ke(group: DhGroup, theirs: Option<(u16, &[u8])>) -> Result<(Payload, Secret), Vec<Payload>> {
+    let error = |kind, data| vec![notify_payload(kind, data)];
+    let Some((number, ke)) = theirs else {
+        return Err(error(notify_type::INVALID_SYNTAX, Vec::new()));
+    };
+    if dh_group_from_number(number) != Some(group) {
+        let wanted = dh_group_number(group).to_be_bytes().to_vec();
+        return Err(error(notify_type::INVALID_KE_PAYLOAD, wanted));
+    }
+    let dh = DhExchange::new(group).map_err(|_| error(notify_type::TEMPORARY_FAILURE, Vec::new()))?;
+    let ours = Payload::Ke {
+        group: number,
+        data: dh.public_value().to_vec(),
+    };
+    let shared = dh
+        .agree(ke)
+        .map_err(|_| error(notify_type::INVALID_SYNTAX, Vec::new()))?;
+    Ok((ours, shared))
+}
 
 /// Length of the cookies we hand out.
 const COOKIE_LEN: usize = 16;
@@ -380,7 +403,11 @@ impl Engine {
             method: AUTH_PSK,
             data: auth_data.to_vec(),
         });
-        auth_payloads.push(Payload::Sa(esp_offer(&self.config.esp_proposals, child_spi)));
+        auth_payloads.push(Payload::Sa(esp_offer(
+            &self.config.esp_proposals,
+            child_spi,
+            ChildExchange::IkeAuth,
+        )));
         auth_payloads.push(Payload::TsI(self.config.local_ts.clone()));
         auth_payloads.push(Payload::TsR(self.config.remote_ts.clone()));
         sa.next_mid = 1;
@@ -451,7 +478,15 @@ impl Engine {
         let initial_contact = payloads.notify(notify_type::INITIAL_CONTACT).is_some();
         sa.state = SaState::Established;
         sa.deadline = None;
-        let child = self.answer_child(now, from, sa, &payloads, (&ctx.nonce_i, &ctx.nonce_r), None);
+        let child = self.answer_child(
+            now,
+            from,
+            sa,
+            &payloads,
+            (&ctx.nonce_i, &ctx.nonce_r),
+            None,
+            ChildExchange::IkeAuth,
+        );
         answer.extend(child);
         let message = sa.respond(exchange::IKE_AUTH, header.message_id, &answer);
         self.send(from, message);
@@ -490,7 +525,7 @@ impl Engine {
             tracing::warn!(
                 peer = %sa.peer,
                 error = %notify_name(n.kind),
-                offered_esp = %describe(&esp_offer(&self.config.esp_proposals, ctx.child_spi)),
+                offered_esp = %describe(&esp_offer(&self.config.esp_proposals, ctx.child_spi, ChildExchange::IkeAuth)),
                 local_ts = ?self.config.local_ts,
                 remote_ts = ?self.config.remote_ts,
                 "the peer refused our CHILD SA; the IKE SA is up without one and is deleted"
@@ -504,7 +539,7 @@ impl Engine {
         let answer = payloads.sa();
         let ts_i = payloads.ts_i();
         let ts_r = payloads.ts_r();
-        let choice = answer.and_then(|a| accept_esp_answer(&self.config.esp_proposals, a));
+        let choice = answer.and_then(|a| accept_esp_answer(&self.config.esp_proposals, a, ChildExchange::IkeAuth));
         let ts_ok = ts_i.is_some_and(|t| within(t, &self.config.local_ts))
             && ts_r.is_some_and(|t| within(t, &self.config.remote_ts));
         let Some(choice) = choice.filter(|_| ts_ok) else {
@@ -515,13 +550,25 @@ impl Engine {
             self.next_initiate = Some(now + REINITIATE_DELAY * 5);
             return true;
         };
-        self.install_child(now, sa, (&ctx.nonce_i, &ctx.nonce_r), true, choice, ctx.child_spi, true);
+        self.install_child(
+            now,
+            sa,
+            (&ctx.nonce_i, &ctx.nonce_r),
+            None,
+            true,
+            choice,
+            ctx.child_spi,
+            true,
+        );
         self.established(now, sa, false);
         true
     }
 
     /// Answers the CHILD SA part of a request (IKE_AUTH, or CREATE_CHILD_SA for a new or
-    /// rekeyed CHILD SA) and installs it. Returns the payloads to put in the answer.
+    /// rekeyed CHILD SA) and installs it. Returns the payloads to put in the answer: SA, KEr
+    /// when the chosen proposal has a DH group, TSi, TSr; or one error notify, with nothing
+    /// installed (INVALID_KE_PAYLOAD naming our group when the peer's KE is of another).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn answer_child(
         &mut self,
         now: Instant,
@@ -530,6 +577,7 @@ impl Engine {
         payloads: &[Payload],
         nonces: (&[u8], &[u8]),
         replaces: Option<u32>,
+        exchange: ChildExchange,
     ) -> Vec<Payload> {
         let offer = payloads.sa();
         let ts_i = payloads.ts_i();
@@ -540,7 +588,7 @@ impl Engine {
         let Ok(spi) = random_esp_spi() else {
             return vec![notify_payload(notify_type::TEMPORARY_FAILURE, Vec::new())];
         };
-        let Some((choice, answer)) = select_esp(&self.config.esp_proposals, offer, spi) else {
+        let Some((choice, answer)) = select_esp(&self.config.esp_proposals, offer, spi, exchange) else {
             self.stats.negotiation_failures += 1;
             tracing::warn!(
                 peer = %from,
@@ -565,15 +613,27 @@ impl Engine {
             );
             return vec![notify_payload(notify_type::TS_UNACCEPTABLE, Vec::new())];
         }
+        // PFS: the KE exchange of the chosen group, checked before anything is installed.
+        let (ke_answer, shared) = match choice.dh {
+            None => (None, None),
+            Some(group) => match child_ke(group, payloads.ke()) {
+                Ok((ke, shared)) => (Some(ke), Some(shared)),
+                Err(error) => {
+                    if error.notify(notify_type::INVALID_KE_PAYLOAD).is_some() {
+                        tracing::info!(peer = %from, wanted = dh_group_number(group), "INVALID_KE_PAYLOAD: asking the peer for another DH group for the CHILD SA");
+                    }
+                    return error;
+                }
+            },
+        };
         // A rekey answer waits for the peer's DELETE of the old SA before sending on the new
         // one; a new CHILD SA is used at once.
         let activate = replaces.is_none();
-        self.install_child(now, sa, nonces, false, choice, spi, activate);
-        vec![
-            Payload::Sa(vec![answer]),
-            Payload::TsI(narrowed_i),
-            Payload::TsR(narrowed_r),
-        ]
+        self.install_child(now, sa, nonces, shared.as_ref(), false, choice, spi, activate);
+        let mut out = vec![Payload::Sa(vec![answer])];
+        out.extend(ke_answer);
+        out.extend([Payload::TsI(narrowed_i), Payload::TsR(narrowed_r)]);
+        out
     }
 
     /// A new IKE SA is up: it becomes the current one, replacing any other, and any attempt of

@@ -29,14 +29,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::config::{rekey_fraction, IkeConfig};
-use super::crypto::{random_bytes, CryptoError};
+use super::crypto::{random_bytes, CryptoError, Secret};
 use super::sa::{IkeSa, Planned, SaState};
 use super::wire::{
     exchange, parse_message, Body, Header, Identification, Message, Notify, Payload, Proposal, TrafficSelector,
 };
 use super::IkeDrop;
 use crate::esp::{EspCipher, EspKeys, InboundSa, OutboundSa};
-use crate::proposal::Aead;
+use crate::proposal::{Aead, DhGroup};
 
 /// Old inbound CHILD SAs keep opening packets this long after they are deleted.
 pub const LINGER: Duration = Duration::from_secs(3);
@@ -136,6 +136,9 @@ pub struct Engine {
     /// No IKE SA has been set up since this engine started: the first one announces
     /// INITIAL_CONTACT.
     cold: bool,
+    /// The DH group of the KE our CREATE_CHILD_SA requests send: the first of our ESP
+    /// proposals' groups, until the peer asks for another of them (INVALID_KE_PAYLOAD).
+    child_ke_group: Option<DhGroup>,
     stats: EngineStats,
 }
 
@@ -145,6 +148,7 @@ impl Engine {
     pub fn new(config: IkeConfig, now: Instant) -> Result<Engine, CryptoError> {
         let next_initiate = config.initiate.then_some(now);
         Ok(Engine {
+            child_ke_group: config.esp_proposals.iter().find_map(|p| p.dh),
             config,
             sas: Vec::new(),
             init: None,
@@ -392,8 +396,9 @@ impl Engine {
                 old_inbound,
                 new_inbound,
                 nonce_i,
+                dh,
             } => {
-                self.on_rekey_child_response(now, sa, old_inbound, new_inbound, &nonce_i, payloads);
+                self.on_rekey_child_response(now, sa, (old_inbound, new_inbound), &nonce_i, dh, payloads);
                 true
             }
             RequestKind::RekeyIke { new_spi, nonce_i, dh } => {
@@ -536,6 +541,7 @@ impl Engine {
         now: Instant,
         sa: &IkeSa,
         shared_nonces: (&[u8], &[u8]),
+        pfs_secret: Option<&Secret>,
         we_initiated: bool,
         choice: super::negotiate::EspChoice,
         inbound_spi: u32,
@@ -546,7 +552,9 @@ impl Engine {
             Aead::ChaCha20Poly1305 => EspCipher::ChaCha20Poly1305,
         };
         let half = cipher.keymat_len();
-        let keymat = sa.keys.child_keymat(None, shared_nonces.0, shared_nonces.1, 2 * half);
+        let keymat = sa
+            .keys
+            .child_keymat(pfs_secret, shared_nonces.0, shared_nonces.1, 2 * half);
         let (i_to_r, r_to_i) = keymat.as_bytes().split_at(half);
         let (out_keys, in_keys) = if we_initiated {
             (i_to_r, r_to_i)
