@@ -731,6 +731,46 @@ fn child_rekeys_with_pfs_run_a_dh_exchange_started_by_either_side() {
     );
 }
 
+/// strongSwan tears its only CHILD SA down (`swanctl --terminate --child`, as an operator or
+/// an idle timeout does) and does not make another: braid sees the IKE SA with nothing to send
+/// on and makes one with CREATE_CHILD_SA, and traffic flows again.
+#[test]
+fn a_child_sa_the_peer_terminates_is_made_again() {
+    const TEST: &str = "a_child_sa_the_peer_terminates_is_made_again";
+    if skip_without_strongswan(TEST) {
+        return;
+    }
+    let net = InteropNet::new("ct");
+    let _echo = net.start_echo();
+    let ss = ok(Charon::start(
+        net.ss_ns(),
+        &net.dir().join("ss"),
+        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+    ));
+    let demux = FakeDemux::bind(&net);
+    let gw = BraidGateway::start(&net, &BraidSide::default());
+    let first = wait_up(&ss);
+    demux.echo(b"before");
+    let old_spi = first.installed_child("site").unwrap().spi_in.clone();
+    ok(ss.terminate_child("site"));
+    let again = ok(ss.wait_for_sas("a new CHILD SA", Duration::from_secs(15), |sas| {
+        sas.iter()
+            .filter_map(|sa| sa.installed_child("site"))
+            .find(|c| c.spi_in != old_spi)
+            .cloned()
+    }));
+    demux.echo(b"after");
+    let counters = ss.counters();
+    assert!(
+        counters.get("create-child-in-req").copied().unwrap_or(0) >= 1,
+        "braid asked for it: {counters:?}\n{}",
+        gw.log()
+    );
+    assert_eq!(ss.sas().len(), 1, "on the same IKE SA: {}", ss.list_sas());
+    assert!(gw.log().contains("no CHILD SA left"), "{}", gw.log());
+    eprintln!("{TEST}: new CHILD SA {} replaced {old_spi}", again.spi_in);
+}
+
 #[test]
 fn a_restarted_peer_or_gateway_is_recovered_from() {
     const TEST: &str = "a_restarted_peer_or_gateway_is_recovered_from";

@@ -84,8 +84,10 @@ pub struct AuthContext {
 #[derive(Debug)]
 pub enum RequestKind {
     Auth,
+    /// CREATE_CHILD_SA for a CHILD SA: a rekey of the one we receive on at `old_inbound`, or
+    /// with none, a new CHILD SA where the IKE SA has none left.
     RekeyChild {
-        old_inbound: u32,
+        old_inbound: Option<u32>,
         new_inbound: u32,
         nonce_i: Vec<u8>,
         /// Our half of the KE exchange, when the request offered PFS.
@@ -115,9 +117,15 @@ pub struct Request {
 /// Work for the request window, started when it is free.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Planned {
-    RekeyChild { inbound: u32 },
+    RekeyChild {
+        inbound: u32,
+    },
+    /// A CHILD SA for an IKE SA that has none left.
+    CreateChild,
     RekeyIke,
-    DeleteChild { inbound: u32 },
+    DeleteChild {
+        inbound: u32,
+    },
     DeleteIke,
     Liveness,
 }

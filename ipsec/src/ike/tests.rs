@@ -625,3 +625,36 @@ fn a_rekey_without_the_pfs_the_responder_requires_is_refused() {
     assert_eq!(pair.a_path.active, first);
     assert!(pair.b.stats().negotiation_failures >= 1);
 }
+
+/// A peer that deletes its only CHILD SA without replacing it (by hand, an idle timeout, a
+/// hard lifetime after failed rekeys) leaves the IKE SA up with nothing to send on: a new
+/// CHILD SA is made, whichever side deleted, and traffic flows again.
+#[test]
+fn a_child_sa_deleted_without_a_replacement_is_made_again() {
+    for a_deletes in [true, false] {
+        let mut pair = Pair::default_pair();
+        pair.advance(Duration::from_millis(200));
+        assert!(pair.exchange_esp(1));
+        let now = pair.now;
+        if a_deletes {
+            let inbound = pair.a_path.inbound[0].spi();
+            pair.a.delete_child(inbound, now);
+        } else {
+            let inbound = pair.b_path.inbound[0].spi();
+            pair.b.delete_child(inbound, now);
+        }
+        pair.drive();
+        pair.advance(Duration::from_secs(8));
+        assert!(pair.exchange_esp(2), "a deletes: {a_deletes}");
+        assert_eq!(
+            (pair.a_path.installed, pair.b_path.installed),
+            (2, 2),
+            "a deletes: {a_deletes}"
+        );
+        assert_eq!((pair.a_path.inbound.len(), pair.b_path.inbound.len()), (1, 1));
+        assert_eq!(pair.a.stats().ike_setups, 1, "the IKE SA stayed");
+        // And it stays at one CHILD SA.
+        pair.advance(Duration::from_secs(10));
+        assert_eq!((pair.a_path.installed, pair.b_path.installed), (2, 2));
+    }
+}

@@ -16,34 +16,42 @@ use super::init::NONCE_LEN;
 use super::{notify_name, notify_payload, ChildState, Engine, Payloads, RETIRE_TIMEOUT};
 
 impl Engine {
-    /// Starts rekeying the CHILD SA whose inbound SPI is `inbound`.
-    pub(super) fn start_rekey_child(&mut self, now: Instant, sa: &mut IkeSa, inbound: u32) {
-        if !self
-            .children
-            .iter()
-            .any(|c| c.inbound_spi == inbound && c.state == ChildState::Active)
-        {
-            return;
+    /// Starts a CREATE_CHILD_SA exchange: rekeying the CHILD SA whose inbound SPI is
+    /// `replaces`, or with none, making a CHILD SA for an IKE SA that has none left.
+    pub(super) fn start_child_request(&mut self, now: Instant, sa: &mut IkeSa, replaces: Option<u32>) {
+        if let Some(inbound) = replaces {
+            if !self
+                .children
+                .iter()
+                .any(|c| c.inbound_spi == inbound && c.state == ChildState::Active)
+            {
+                return;
+            }
         }
         let dh = self.child_ke_group.map(DhExchange::new).transpose();
         let (Ok(new_inbound), Ok(nonce_i), Ok(dh)) = (random_esp_spi(), random_bytes(NONCE_LEN), dh) else {
-            self.retry_child_rekey_later(inbound, now);
+            self.retry_child_request_later(replaces, now);
             return;
         };
-        let mut payloads = vec![
-            Payload::Notify(Notify {
-                protocol: protocol::ESP,
-                spi: inbound.to_be_bytes().to_vec(),
-                kind: notify_type::REKEY_SA,
-                data: Vec::new(),
-            }),
+        let mut payloads: Vec<Payload> = replaces
+            .map(|inbound| {
+                Payload::Notify(Notify {
+                    protocol: protocol::ESP,
+                    spi: inbound.to_be_bytes().to_vec(),
+                    kind: notify_type::REKEY_SA,
+                    data: Vec::new(),
+                })
+            })
+            .into_iter()
+            .collect();
+        payloads.extend([
             Payload::Sa(esp_offer(
                 &self.config.esp_proposals,
                 new_inbound,
                 ChildExchange::CreateChildSa,
             )),
             Payload::Nonce(nonce_i.clone()),
-        ];
+        ]);
         payloads.extend(dh.as_ref().map(|dh| Payload::Ke {
             group: dh_group_number(dh.group()),
             data: dh.public_value().to_vec(),
@@ -57,7 +65,7 @@ impl Engine {
             exchange::CREATE_CHILD_SA,
             &payloads,
             RequestKind::RekeyChild {
-                old_inbound: inbound,
+                old_inbound: replaces,
                 new_inbound,
                 nonce_i,
                 dh,
@@ -66,7 +74,14 @@ impl Engine {
         self.send(sa.peer, message);
     }
 
-    fn retry_child_rekey_later(&mut self, inbound: u32, now: Instant) {
+    /// After a refused or failed CHILD SA request: a rekey is retried shortly, a missing CHILD
+    /// SA is asked for again after [`super::MISSING_CHILD_RETRY`].
+    fn retry_child_request_later(&mut self, replaces: Option<u32>, now: Instant) {
+        let Some(inbound) = replaces else {
+            self.creating_child = false;
+            self.next_child_attempt = Some(now + super::MISSING_CHILD_RETRY);
+            return;
+        };
         let retry = now + super::REINITIATE_DELAY * 2;
         if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == inbound) {
             c.rekeying = false;
@@ -79,7 +94,7 @@ impl Engine {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        (old_inbound, new_inbound): (u32, u32),
+        (old_inbound, new_inbound): (Option<u32>, u32),
         nonce_i: &[u8],
         dh: Option<DhExchange>,
         payloads: Vec<Payload>,
@@ -94,12 +109,12 @@ impl Engine {
             if group.is_some() {
                 self.child_ke_group = group;
             }
-            self.retry_child_rekey_later(old_inbound, now);
+            self.retry_child_request_later(old_inbound, now);
             return;
         }
         if let Some(n) = payloads.error_notify() {
-            tracing::info!(peer = %sa.peer, error = %notify_name(n.kind), "the peer refused our CHILD SA rekey; retrying later");
-            self.retry_child_rekey_later(old_inbound, now);
+            tracing::info!(peer = %sa.peer, error = %notify_name(n.kind), rekey = old_inbound.is_some(), "the peer refused our CHILD SA request; retrying later");
+            self.retry_child_request_later(old_inbound, now);
             return;
         }
         let nonce_r = payloads.nonce().map(<[u8]>::to_vec);
@@ -123,8 +138,8 @@ impl Engine {
                 .iter()
                 .any(|p| matches!(p, Payload::TsR(t) if within(t, &self.config.remote_ts)));
         let (Some(nonce_r), Some(choice), true, Ok(shared)) = (nonce_r, choice, ts_ok, shared) else {
-            tracing::warn!(peer = %sa.peer, "the peer's CHILD SA rekey answer is not one we can accept; retrying later");
-            self.retry_child_rekey_later(old_inbound, now);
+            tracing::warn!(peer = %sa.peer, rekey = old_inbound.is_some(), "the peer's CHILD SA answer is not one we can accept; retrying later");
+            self.retry_child_request_later(old_inbound, now);
             return;
         };
         self.install_child(
@@ -137,6 +152,10 @@ impl Engine {
             new_inbound,
             true,
         );
+        let Some(old_inbound) = old_inbound else {
+            self.creating_child = false;
+            return;
+        };
         self.stats.child_rekeys += 1;
         if let Some(old) = self.children.iter_mut().find(|c| c.inbound_spi == old_inbound) {
             old.state = ChildState::Superseded;

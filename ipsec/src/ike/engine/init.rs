@@ -643,6 +643,8 @@ impl Engine {
         self.stats.ike_established = Some(now);
         self.cold = false;
         self.init = None;
+        // A CHILD SA request on an SA this one replaces is gone with it.
+        self.creating_child = false;
         self.next_initiate = None;
         tracing::info!(
             peer = %sa.peer,

@@ -50,6 +50,10 @@ pub const COOKIE_THRESHOLD: u32 = 8;
 pub const RETIRE_TIMEOUT: Duration = Duration::from_secs(20);
 /// After a failed setup, wait this long before initiating again.
 pub const REINITIATE_DELAY: Duration = Duration::from_secs(1);
+/// How long the non-preferred side waits before making a CHILD SA for an IKE SA that has none.
+pub const MISSING_CHILD_PAUSE: Duration = Duration::from_secs(3);
+/// How long after a refused or failed attempt a missing CHILD SA is asked for again.
+pub const MISSING_CHILD_RETRY: Duration = Duration::from_secs(5);
 
 /// A message to send.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -136,6 +140,10 @@ pub struct Engine {
     /// No IKE SA has been set up since this engine started: the first one announces
     /// INITIAL_CONTACT.
     cold: bool,
+    /// When to make a CHILD SA for the current IKE SA, which has none to send on; `None` while
+    /// it has one, or while a request for one is out (`creating_child`).
+    next_child_attempt: Option<Instant>,
+    creating_child: bool,
     /// The DH group of the KE our CREATE_CHILD_SA requests send: the first of our ESP
     /// proposals' groups, until the peer asks for another of them (INVALID_KE_PAYLOAD).
     child_ke_group: Option<DhGroup>,
@@ -159,6 +167,8 @@ impl Engine {
             cookie_secret: random_bytes(32)?,
             init_window: (now, 0),
             next_initiate,
+            next_child_attempt: None,
+            creating_child: false,
             cold: true,
             stats: EngineStats::default(),
         })
@@ -197,6 +207,16 @@ impl Engine {
         if let Some(sa) = self.current_mut() {
             sa.last_heard = now;
         }
+    }
+
+    /// Deletes the CHILD SA receiving on `inbound_spi` and tells the peer, as a peer does that
+    /// tears one down by hand or at an idle timeout; if it was the last, a new one follows (see
+    /// `plan_missing_child`).
+    pub fn delete_child(&mut self, inbound_spi: u32, now: Instant) {
+        if let Some(sa) = self.current_mut() {
+            sa.plan(Planned::DeleteChild { inbound: inbound_spi });
+        }
+        self.start_planned(now);
     }
 
     /// The data path wants the CHILD SA sending on `outbound_spi` rekeyed now (its sequence
@@ -239,6 +259,7 @@ impl Engine {
             }
         }
         self.schedule_child_rekeys(now);
+        self.plan_missing_child(now);
         if self.current().is_some_and(|sa| sa.rekey_at <= now) {
             if let Some(sa) = self.current_mut() {
                 sa.plan(Planned::RekeyIke);
@@ -455,6 +476,10 @@ impl Engine {
     /// An SA left the list (expired, deleted, timed out): if it was the current one, its
     /// CHILD SAs go with it and a new setup is scheduled.
     fn sa_gone(&mut self, sa: IkeSa, now: Instant) {
+        if self.current().is_none() {
+            // Whatever CHILD SA request it carried is gone with it.
+            self.creating_child = false;
+        }
         if sa.state == SaState::Established && self.current().is_none() {
             for child in std::mem::take(&mut self.children) {
                 self.events.push_back(Event::ChildRemoved {
@@ -487,7 +512,8 @@ impl Engine {
 
     fn start(&mut self, now: Instant, sa: &mut IkeSa, work: Planned) {
         match work {
-            Planned::RekeyChild { inbound } => self.start_rekey_child(now, sa, inbound),
+            Planned::RekeyChild { inbound } => self.start_child_request(now, sa, Some(inbound)),
+            Planned::CreateChild => self.start_child_request(now, sa, None),
             Planned::RekeyIke => self.start_rekey_ike(now, sa),
             Planned::DeleteChild { inbound } => self.start_delete_child(now, sa, inbound),
             Planned::DeleteIke => self.start_delete_ike(now, sa),
@@ -508,6 +534,36 @@ impl Engine {
             }
             if let Some(sa) = self.current_mut() {
                 sa.plan(Planned::RekeyChild { inbound });
+            }
+        }
+    }
+
+    /// An established IKE SA with no CHILD SA to send on (the peer deleted its only one, or
+    /// refused the one of IKE_AUTH) gets a new one by CREATE_CHILD_SA (RFC 7296 §1.3.1). The
+    /// preferred side asks at once, the other after [`MISSING_CHILD_PAUSE`], so both rarely
+    /// make one; a refusal is retried after [`MISSING_CHILD_RETRY`].
+    fn plan_missing_child(&mut self, now: Instant) {
+        let has_child = self
+            .children
+            .iter()
+            .any(|c| matches!(c.state, ChildState::Active | ChildState::Standby));
+        let established = self.current().is_some_and(|sa| sa.state == SaState::Established);
+        if has_child || !established || self.creating_child {
+            self.next_child_attempt = None;
+            return;
+        }
+        let pause = if self.config.preferred {
+            Duration::ZERO
+        } else {
+            MISSING_CHILD_PAUSE
+        };
+        let due = *self.next_child_attempt.get_or_insert(now + pause);
+        if now >= due {
+            tracing::info!(peer = %self.config.remote_addr, "the IKE SA has no CHILD SA left; creating one");
+            self.creating_child = true;
+            self.next_child_attempt = None;
+            if let Some(sa) = self.current_mut() {
+                sa.plan(Planned::CreateChild);
             }
         }
     }
