@@ -126,6 +126,10 @@ struct Pair {
     b_path: DataPath,
     filter: Filter,
     delivered: Vec<(bool, Vec<u8>)>,
+    /// Where b's messages seem to come from (B, until a NAT in front of b rebinds).
+    b_from: SocketAddr,
+    /// Where a sent each of its messages, and whether it was a request.
+    a_sent: Vec<(SocketAddr, bool)>,
 }
 
 impl Pair {
@@ -139,6 +143,8 @@ impl Pair {
             b_path: DataPath::default(),
             filter: Box::new(|_, _| true),
             delivered: Vec::new(),
+            b_from: B.parse().unwrap(),
+            a_sent: Vec::new(),
         }
     }
 
@@ -160,7 +166,10 @@ impl Pair {
             if let Some(t) = self.a.poll_transmit() {
                 moved = true;
                 if (self.filter)(true, &t) {
-                    assert_eq!(t.to, B.parse().unwrap());
+                    // Every message of a's goes to b, wherever b seems to be.
+                    assert!(t.to == B.parse().unwrap() || t.to == self.b_from, "{}", t.to);
+                    let request = t.bytes.len() > 19 && t.bytes[19] & 0x20 == 0;
+                    self.a_sent.push((t.to, request));
                     self.delivered.push((true, t.bytes.clone()));
                     let _ = self.b.handle(self.now, A.parse().unwrap(), &t.bytes);
                 }
@@ -169,7 +178,7 @@ impl Pair {
                 moved = true;
                 if (self.filter)(false, &t) {
                     self.delivered.push((false, t.bytes.clone()));
-                    let _ = self.a.handle(self.now, B.parse().unwrap(), &t.bytes);
+                    let _ = self.a.handle(self.now, self.b_from, &t.bytes);
                 }
             }
             if !moved {
@@ -657,4 +666,22 @@ fn a_child_sa_deleted_without_a_replacement_is_made_again() {
         pair.advance(Duration::from_secs(10));
         assert_eq!((pair.a_path.installed, pair.b_path.installed), (2, 2));
     }
+}
+
+/// A NAT in front of b rebinds while the tunnel idles: b's next authenticated IKE message
+/// comes from a new port, and a's own requests (liveness checks, rekeys) follow it there
+/// (RFC 7296 §2.23) instead of going to the stale binding until the SA dies.
+#[test]
+fn ike_requests_follow_the_peer_to_a_new_address() {
+    let mut pair = Pair::default_pair();
+    pair.advance(Duration::from_millis(200));
+    assert!(pair.exchange_esp(1));
+    pair.b_from = "198.19.0.111:40123".parse().unwrap();
+    pair.a_sent.clear();
+    pair.advance(Duration::from_secs(16));
+    let requests: Vec<SocketAddr> = pair.a_sent.iter().filter(|(_, r)| *r).map(|(to, _)| *to).collect();
+    assert!(requests.len() >= 2, "liveness checks: {requests:?}");
+    assert_eq!(requests.last(), Some(&pair.b_from), "{requests:?}");
+    assert!(pair.exchange_esp(2));
+    assert_eq!(pair.a.stats().ike_setups, 1, "the same IKE SA throughout");
 }

@@ -361,6 +361,12 @@ impl Engine {
         let payloads = self.sas[index].decrypt(bytes, part)?;
         let mut sa = self.sas.remove(index);
         sa.last_heard = now;
+        // Authentic and new (a retransmission was answered above): the peer is where it came
+        // from, after a NAT rebinding too, so our requests follow it (RFC 7296 §2.23).
+        if from != sa.peer {
+            tracing::info!(from = %sa.peer, to = %from, "the peer's IKE address moved");
+            sa.peer = from;
+        }
         let keep = if header.response {
             let request = sa.outstanding.take().expect("checked above");
             self.on_response(now, &mut sa, &header, request, payloads)
