@@ -132,7 +132,7 @@ impl XorShift {
 fn garbage_is_counted_and_traffic_still_flows() {
     let lab = Lab::start(Suite::WireGuard);
     let good = ipv4_udp(Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 19, 0, 9), 4);
-    let stranger = UdpSocket::bind(LOOPBACK).unwrap();
+    let stranger = UdpSocket::bind(STRANGER).unwrap();
 
     // LAN side, each case with its own counter.
     let lan_cases: [(Vec<u8>, &str); 6] = [
@@ -239,7 +239,7 @@ fn garbage_on_the_ipsec_port_is_counted_and_traffic_still_flows() {
         .find(|d| d.len() > 40 && d[..4] != [0, 0, 0, 0])
         .cloned()
         .expect("an ESP packet crossed the WAN");
-    let stranger = UdpSocket::bind(LOOPBACK).unwrap();
+    let stranger = UdpSocket::bind(STRANGER).unwrap();
     let send = |d: &[u8]| stranger.send_to(d, lab.b.wan).unwrap();
     let drops = |name: &str| counter(&lab.b, name);
     let before = |name: &str| drops(name);

@@ -34,6 +34,9 @@ use braid_ipsec::proposal::{default_esp_proposals, default_ike_proposals};
 pub const PAIR: u16 = 7;
 pub const MARKER: &[u8] = b"braid-plaintext-marker";
 pub const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+/// Where a stranger sends from: another loopback address than the gateways' (a gateway admits
+/// its peer's address to its handshake suite unlimited, so a stranger must not share it).
+pub const STRANGER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 0);
 
 pub fn prefix(text: &str) -> Prefix {
     text.parse().unwrap()
