@@ -214,3 +214,75 @@ fn counters_with_prefix(info: &braid_lab::LabInfo, prefix: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A flood of valid-mac1 initiations forging the peer gateway's own address (which anyone can
+/// read in the cluster file) while that peer restarts and must handshake again. A per-source
+/// limit on the peer's address would let the forger keep the pair down for as long as it
+/// floods; the gateway instead passes the peer's address to boringtun, whose cookie defence
+/// answers the flood, and the restarted peer gets in with a cookie.
+#[test]
+fn a_flood_forging_the_peer_gateways_address_does_not_keep_a_restarted_peer_out() {
+    if skip_without_lab("lab_flood") {
+        return;
+    }
+    const RATE: u64 = 20_000;
+    const FOR: Duration = Duration::from_secs(12);
+    let _one = one_lab_at_a_time();
+    let lab = Lab::up_with("fpeer", 2, Suite::WireGuard);
+    let info = &lab.info;
+    wait_all_up(info, 1..=2, Duration::from_secs(30));
+
+    let config = ClusterConfig::load(&info.config).expect("the lab's cluster file");
+    let target = config.gateway(SITE, PAIR).expect("gateway b1");
+    let public = *target.public_key.expect("a WireGuard public key").as_bytes();
+    let peer = config.gateway("a", PAIR).expect("gateway a1");
+    let (std::net::SocketAddr::V4(target_wan), std::net::SocketAddr::V4(peer_wan)) = (target.wan, peer.wan) else {
+        panic!("the lab's WAN is IPv4")
+    };
+    let packets: Vec<(SocketAddrV4, Vec<u8>)> = (0..64u32)
+        .map(|n| {
+            let from = SocketAddrV4::new(*peer_wan.ip(), 30_000 + n as u16);
+            (from, forged_initiation(&public, n, u64::from(n) + 7).to_vec())
+        })
+        .collect();
+    add_wan_address(info, Ipv4Addr::new(198, 19, 0, 250));
+    let flood = in_netns(&info.wan.netns, move || {
+        flood_forged_udp(&packets, target_wan, RATE, FOR)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let old = status(info)
+        .gateways
+        .iter()
+        .find(|g| g.site == "a" && g.index == PAIR)
+        .and_then(|g| g.pid)
+        .expect("gateway a1 runs");
+    signal(old, libc::SIGKILL);
+    let killed = Instant::now();
+    wait_status(info, Duration::from_secs(8), |s| {
+        let restarted = s
+            .gateways
+            .iter()
+            .any(|g| g.site == "a" && g.index == PAIR && g.pid.is_some_and(|p| p != old));
+        (restarted && braid_lab::controller::all_up(s, 1..=2)).then_some(())
+    });
+    let back_after = killed.elapsed();
+    let still_flooding = !flood.is_finished();
+    let report = flood.join().expect("the flood thread");
+    eprintln!(
+        "MEASURED forged-peer flood: {} initiations in {:.1} s ({:.0}/s) from {peer_wan}'s address; \
+         pair {PAIR} back {:.2} s after gateway a{PAIR} was killed",
+        report.sent,
+        report.seconds,
+        report.rate(),
+        back_after.as_secs_f64()
+    );
+    assert!(
+        still_flooding,
+        "the pair came back only after the flood: {back_after:?}"
+    );
+    assert!(
+        report.sent >= RATE * FOR.as_secs() / 2,
+        "the flood ran at less than half its rate: {report:?}"
+    );
+}
