@@ -6,7 +6,8 @@
 #
 # Installs what it needs when missing: cargo-fuzz (`cargo install cargo-fuzz --locked`) and,
 # when run as root on a Debian/Ubuntu CI image, a C++ compiler (`apt-get install -y g++`:
-# libfuzzer-sys compiles libFuzzer with it). Uses the stable toolchain with RUSTC_BOOTSTRAP=1
+# libfuzzer-sys compiles libFuzzer with it); with BRAID_NO_INSTALL=1 it installs nothing and
+# names what is missing. Uses the stable toolchain with RUSTC_BOOTSTRAP=1
 # for the sanitizer flags. New inputs go to a temporary directory: the committed corpus is only
 # read. Crash inputs are kept in fuzz/artifacts/TARGET/ for upload.
 set -euo pipefail
@@ -19,8 +20,12 @@ targets=(
 )
 export RUSTC_BOOTSTRAP=1
 
+install=yes
+if [[ ${BRAID_NO_INSTALL:-0} != 0 ]]; then
+    install=no
+fi
 if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    if [[ $install == yes && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++
     else
@@ -29,6 +34,10 @@ if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! com
     fi
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
+    if [[ $install == no ]]; then
+        echo "smoke.sh: cargo-fuzz is missing and BRAID_NO_INSTALL is set: cargo install cargo-fuzz --locked" >&2
+        exit 2
+    fi
     cargo install cargo-fuzz --locked
 fi
 

@@ -103,6 +103,19 @@ fn traffic_survives_a_killed_controller_and_a_new_one_adopts_the_fleet_with(suit
             entries > 0.0 && entries < capacity,
             "site {site}: {entries} of {capacity}"
         );
+        // The demux's control client's counters ride its heartbeats: pushes it applied, and
+        // (none here) pushes it refused.
+        let event = |name: &str| {
+            metric(
+                &text,
+                &format!("braid_demux_events_total{{site=\"{site}\",event=\"{name}\"}}"),
+            )
+        };
+        assert!(
+            event("control_membership_applied").is_some_and(|n| n >= 1.0),
+            "site {site}: control counters exported"
+        );
+        assert_eq!(event("control_rejected_malformed"), Some(0.0), "site {site}");
     }
     // Healthy: `braid status` exits 0 and says so.
     let out = std::process::Command::new(bin_dir().join("braid"))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use braid_core::config::ClusterConfig;
-use braid_core::control::{DaemonId, Heartbeat, Membership};
+use braid_core::control::{ControlCounters, DaemonId, Heartbeat, Membership};
 use braid_core::flow::PairId;
 
 use crate::datapath::{DataPath, GatewayMap};
@@ -32,6 +32,8 @@ pub struct DemuxControl {
     pub maglev_table_size: usize,
     /// The cluster file, re-read when a pair joins.
     pub config: PathBuf,
+    /// The control client's counters (refused messages and pushes), reported as `control_*`.
+    pub control: Arc<ControlCounters>,
 }
 
 impl DemuxControl {
@@ -55,6 +57,13 @@ impl DemuxControl {
             .into_iter()
             .filter_map(|(name, value)| Some((name, value.as_u64()?)))
             .collect();
+        hb.counters.extend(
+            self.control
+                .set()
+                .snapshot()
+                .into_iter()
+                .map(|(name, value)| (format!("control_{name}"), value)),
+        );
         hb
     }
 

@@ -275,6 +275,7 @@ fn start_control(
         started: Instant::now(),
         maglev_table_size: settings.maglev_table_size,
         config: config.to_path_buf(),
+        control: client.counters(),
     };
     let period = Duration::from_millis(settings.heartbeat_ms);
     let stop = stop.clone();
