@@ -525,6 +525,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     cfg.controller.members.len()
                 );
             }
+            if !no_launch {
+                if let Some(problem) = braid::fleet::spec::clashing_tuns(&cfg, &site) {
+                    anyhow::bail!("{}: {problem}", config.display());
+                }
+            }
             let stop = braid_core::daemon::StopFlag::from_signals()?;
             supervisor::install_reload_signal()?;
             supervisor::run(

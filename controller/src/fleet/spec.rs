@@ -90,6 +90,34 @@ pub fn fleet(cfg: &ClusterConfig, sites: &[String], bin_dir: &Path, state_dir: &
     out
 }
 
+/// Why `sites` (all sites when empty) cannot all run their demux on one host: two of them name
+/// the same TUN device in the same network namespace, so the second would attach to the
+/// first's device and the sites would steal each other's packets. `None` when they can.
+pub fn clashing_tuns(cfg: &ClusterConfig, sites: &[String]) -> Option<String> {
+    let mut seen: Vec<(&str, Option<&str>, &str)> = Vec::new();
+    for (site, site_cfg) in &cfg.sites {
+        if !sites.is_empty() && !sites.contains(site) {
+            continue;
+        }
+        let Some(demux) = &site_cfg.demux else {
+            continue;
+        };
+        let here = (demux.tun.as_str(), demux.netns.as_deref());
+        if let Some((_, _, other)) = seen.iter().find(|(tun, netns, _)| (*tun, *netns) == here) {
+            let place = here.1.map_or("the host's network namespace".to_string(), |n| {
+                format!("network namespace {n}")
+            });
+            return Some(format!(
+                "sites {other} and {site} would both run their demux on TUN {} in {place}: run one site per \
+                 host (`--site NAME`), or give the demuxes different `tun` names or each a `netns`",
+                here.0
+            ));
+        }
+        seen.push((here.0, here.1, site));
+    }
+    None
+}
+
 fn spec(
     cfg: &ClusterConfig,
     key: DaemonKey,
@@ -126,4 +154,22 @@ fn spec(
     spec.args
         .extend(["--status-file".into(), spec.status_file.display().to_string()]);
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_demuxes_on_one_tun_in_one_namespace_are_refused() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-site.yaml");
+        let cfg = ClusterConfig::load(&example).expect("the example parses");
+        // Both sites name braid0 and no netns: fine one per host, not both on one.
+        let problem = clashing_tuns(&cfg, &[]).expect("a clash");
+        assert!(problem.contains("braid0") && problem.contains("--site"), "{problem}");
+        assert_eq!(clashing_tuns(&cfg, &["a".to_string()]), None);
+        let mut apart = cfg.clone();
+        apart.sites.get_mut("b").unwrap().demux.as_mut().unwrap().netns = Some("site-b".into());
+        assert_eq!(clashing_tuns(&apart, &[]), None);
+    }
 }
