@@ -17,7 +17,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use interop_net::{
-    udp_roundtrip, InteropNet, BRAID_SITE, BRAID_SITE_HOST, ECHO_PORT, GW_WAN, SS_SITE, SS_SITE_HOST, SS_WAN,
+    udp_roundtrip, InteropNet, UdpEcho, BRAID_SITE, BRAID_SITE_HOST, ECHO_PORT, GW_WAN, SS_SITE, SS_SITE_HOST, SS_WAN,
 };
 use strongswan::{skip_without_strongswan, Charon, IkeSa, SwanConf};
 
@@ -501,6 +501,60 @@ impl Stream {
     }
 }
 
+/// A strongSwan site and a braid gateway with numbered echo traffic every 10 ms between them,
+/// for the tests that rekey under it. Fields drop in order: the stream, the gateway, charon,
+/// the echo responder, the namespaces.
+struct UnderTraffic {
+    stream: Option<Stream>,
+    gw: BraidGateway,
+    ss: Charon,
+    _echo: UdpEcho,
+    _net: InteropNet,
+    started: Instant,
+}
+
+impl UnderTraffic {
+    fn start(tag: &str, esp: &str, braid: &BraidSide) -> UnderTraffic {
+        let net = InteropNet::new(tag);
+        let echo = net.start_echo();
+        let ss = ok(Charon::start(
+            net.ss_ns(),
+            &net.dir().join("ss"),
+            &strongswan_site("aes256gcm16-prfsha256-x25519", esp),
+        ));
+        let demux = FakeDemux::bind(&net);
+        let gw = BraidGateway::start(&net, braid);
+        wait_up(&ss);
+        demux.echo(b"warm-up");
+        UnderTraffic {
+            stream: Some(Stream::start(&demux, Duration::from_millis(10))),
+            gw,
+            ss,
+            _echo: echo,
+            _net: net,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sleeps until `secs` after the traffic started.
+    fn at(&self, secs: u64) {
+        while self.started.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the traffic: (datagrams sent, those that never came back, strongSwan's counters).
+    fn finish(&mut self, test: &str) -> (u64, Vec<u64>, std::collections::BTreeMap<String, u64>) {
+        let (sent, missing) = self.stream.take().expect("finished once").finish();
+        let counters = self.ss.counters();
+        eprintln!(
+            "{test}: {sent} datagrams, {} lost; strongSwan counters {counters:?}",
+            missing.len()
+        );
+        (sent, missing, counters)
+    }
+}
+
 /// Waits until strongSwan shows an IKE SA with an installed CHILD SA, and returns it.
 fn wait_up(ss: &Charon) -> IkeSa {
     ok(
@@ -609,48 +663,24 @@ fn rekeys_started_by_either_side_lose_nothing() {
     if skip_without_strongswan(TEST) {
         return;
     }
-    let net = InteropNet::new("rk");
-    let _echo = net.start_echo();
-    let ss = ok(Charon::start(
-        net.ss_ns(),
-        &net.dir().join("ss"),
-        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
-    ));
-    let demux = FakeDemux::bind(&net);
     // braid rekeys its CHILD SA about every 8.5 s and its IKE SA after about 17 s. It seals on
     // a thread of its own, so every new outbound SA crosses from the IKE thread to the sealer.
-    let gw = BraidGateway::start(
-        &net,
-        &BraidSide {
-            child_lifetime_s: 10,
-            ike_lifetime_s: 20,
-            seal_thread: true,
-            ..BraidSide::default()
-        },
-    );
-    wait_up(&ss);
-    demux.echo(b"warm-up");
-    let stream = Stream::start(&demux, Duration::from_millis(10));
-    let started = Instant::now();
-    let at = |secs: u64| {
-        while started.elapsed() < Duration::from_secs(secs) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let braid = BraidSide {
+        child_lifetime_s: 10,
+        ike_lifetime_s: 20,
+        seal_thread: true,
+        ..BraidSide::default()
     };
+    let mut run = UnderTraffic::start("rk", "aes256gcm16", &braid);
     // strongSwan rekeys the CHILD SA at 4 s (braid's own CHILD rekeys follow every ~8.5 s),
     // braid rekeys the IKE SA at ~17 s, strongSwan rekeys the new one at 19 s.
-    at(4);
-    ok(ss.rekey_child("site", Duration::from_secs(10)));
-    at(19);
-    ok(ss.rekey_ike("braid", Duration::from_secs(10)));
-    at(22);
-    let (sent, missing) = stream.finish();
-    let counters = ss.counters();
+    run.at(4);
+    ok(run.ss.rekey_child("site", Duration::from_secs(10)));
+    run.at(19);
+    ok(run.ss.rekey_ike("braid", Duration::from_secs(10)));
+    run.at(22);
+    let (sent, missing, counters) = run.finish(TEST);
     let count = |name: &str| counters.get(name).copied().unwrap_or(0);
-    eprintln!(
-        "{TEST}: {sent} datagrams, {} lost; strongSwan counters {counters:?}",
-        missing.len()
-    );
     assert!(sent > 1500, "traffic kept flowing: {sent}");
     assert!(missing.is_empty(), "datagrams lost across rekeys: {missing:?}");
     assert!(count("child-rekey") >= 3, "CHILD SAs rekeyed by both sides");
@@ -660,12 +690,12 @@ fn rekeys_started_by_either_side_lose_nothing() {
         count("create-child-in-req") >= 2,
         "braid started CHILD and IKE rekeys (CREATE_CHILD_SA requests strongSwan received)"
     );
-    assert!(gw.log().contains("IKE SA rekeyed"));
+    assert!(run.gw.log().contains("IKE SA rekeyed"));
     assert!(
-        gw.log().contains("data_threads=2"),
+        run.gw.log().contains("data_threads=2"),
         "the gateway sealed on a thread of its own"
     );
-    assert_eq!(ss.sas().len(), 1, "one IKE SA left: {}", ss.list_sas());
+    assert_eq!(run.ss.sas().len(), 1, "one IKE SA left: {}", run.ss.list_sas());
 }
 
 /// CHILD SA rekeys with PFS, the way cloud VPN gateways (AWS always) and firewalls run them:
@@ -677,42 +707,18 @@ fn child_rekeys_with_pfs_run_a_dh_exchange_started_by_either_side() {
     if skip_without_strongswan(TEST) {
         return;
     }
-    let net = InteropNet::new("pf");
-    let _echo = net.start_echo();
-    let ss = ok(Charon::start(
-        net.ss_ns(),
-        &net.dir().join("ss"),
-        &strongswan_site("aes256gcm16-prfsha256-x25519", "aes256gcm16-ecp256"),
-    ));
-    let demux = FakeDemux::bind(&net);
     // braid rekeys its CHILD SA about every 8.5 s; strongSwan rekeys it at 3 s.
-    let gw = BraidGateway::start(
-        &net,
-        &BraidSide {
-            esp_proposals: "[aes256gcm16-ecp256-esn-noesn]",
-            child_lifetime_s: 10,
-            ..BraidSide::default()
-        },
-    );
-    wait_up(&ss);
-    demux.echo(b"warm-up");
-    let stream = Stream::start(&demux, Duration::from_millis(10));
-    let started = Instant::now();
-    let at = |secs: u64| {
-        while started.elapsed() < Duration::from_secs(secs) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let braid = BraidSide {
+        esp_proposals: "[aes256gcm16-ecp256-esn-noesn]",
+        child_lifetime_s: 10,
+        ..BraidSide::default()
     };
-    at(3);
-    ok(ss.rekey_child("site", Duration::from_secs(10)));
-    at(12);
-    let (sent, missing) = stream.finish();
-    let counters = ss.counters();
+    let mut run = UnderTraffic::start("pf", "aes256gcm16-ecp256", &braid);
+    run.at(3);
+    ok(run.ss.rekey_child("site", Duration::from_secs(10)));
+    run.at(12);
+    let (sent, missing, counters) = run.finish(TEST);
     let count = |name: &str| counters.get(name).copied().unwrap_or(0);
-    eprintln!(
-        "{TEST}: {sent} datagrams, {} lost; strongSwan counters {counters:?}",
-        missing.len()
-    );
     assert!(sent > 800, "traffic kept flowing: {sent}");
     assert!(missing.is_empty(), "datagrams lost across PFS rekeys: {missing:?}");
     assert!(
@@ -720,14 +726,14 @@ fn child_rekeys_with_pfs_run_a_dh_exchange_started_by_either_side() {
         "CHILD SAs rekeyed by both sides: {counters:?}"
     );
     assert!(count("create-child-in-req") >= 1, "braid started a CHILD rekey");
-    let sas = ss.sas();
+    let sas = run.ss.sas();
     let child = only_sa(&sas).installed_child("site").expect("a CHILD SA is installed");
     assert_eq!(
         child.fields.get("dh-group").map(String::as_str),
         Some("ECP_256"),
         "the CHILD SA was keyed with a DH exchange: {}\n{}",
-        ss.list_sas(),
-        gw.log()
+        run.ss.list_sas(),
+        run.gw.log()
     );
 }
 
