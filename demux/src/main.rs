@@ -86,7 +86,8 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("braid-demux: error: {e:#}");
+            // Once, through the log (a terminal gets colours, a file or the journal none).
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
