@@ -52,7 +52,8 @@ pub struct ReclusterReport {
     pub new_flows_start_s: f64,
     pub old_flows: Timeline,
     pub new_flows: Timeline,
-    /// Bytes demux a sent to each pair over the whole run, by pair id.
+    /// Bytes demux a sent to each pair over the whole run, by pair id (for the pairs drained
+    /// away, up to the last reading before they were removed).
     pub pair_tx_bytes: Vec<(u16, u64)>,
 }
 
@@ -86,6 +87,9 @@ pub fn run(options: &ReclusterOptions, bin_dir: &Path) -> Result<ReclusterReport
         let info = &info;
         let new = scope.spawn(move || lab_udp(info, bin_dir, options.flows, &options.rate, remaining));
         thread::sleep(Duration::from_secs_f64(remaining / 3.0));
+        // The pairs drained away leave the demux's status once removed: read them while all
+        // five are there.
+        let at_five = pair_tx_bytes(&lab.info, "a");
         let shrink = change(&mut lab, FROM, started, "drain to 3")?;
         let old = old
             .join()
@@ -93,15 +97,19 @@ pub fn run(options: &ReclusterOptions, bin_dir: &Path) -> Result<ReclusterReport
         let new = new
             .join()
             .map_err(|_| anyhow::anyhow!("the UDP client thread panicked"))??;
-        Ok((grow, shrink, new_start, old, new))
+        Ok((grow, shrink, new_start, old, new, at_five))
     });
-    let (grow, shrink, new_flows_start_s, old, new) = result?;
-    let after = pair_tx_bytes(&lab.info, "a");
-    let pair_tx_bytes = after
-        .iter()
-        .map(|&(id, bytes)| {
-            let prior = before.iter().find(|(p, _)| *p == id).map_or(0, |(_, b)| *b);
-            (id, bytes.saturating_sub(prior))
+    let (grow, shrink, new_flows_start_s, old, new, at_five) = result?;
+    let at_end = pair_tx_bytes(&lab.info, "a");
+    let bytes_of = |readings: &[(u16, u64)], id: u16| readings.iter().find(|(p, _)| *p == id).map_or(0, |(_, b)| *b);
+    let mut ids: Vec<u16> = at_five.iter().chain(&at_end).map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let pair_tx_bytes = ids
+        .into_iter()
+        .map(|id| {
+            let last = bytes_of(&at_end, id).max(bytes_of(&at_five, id));
+            (id, last.saturating_sub(bytes_of(&before, id)))
         })
         .collect();
     Ok(ReclusterReport {
