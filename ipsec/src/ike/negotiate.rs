@@ -102,11 +102,12 @@ fn dh_matches(o: &EspProposal, p: &Proposal, exchange: ChildExchange) -> bool {
     }
 }
 
-/// The DH transform, if any, that an offer or answer of `o` carries in `exchange`.
-fn dh_in(o: &EspProposal, exchange: ChildExchange) -> Option<Transform> {
+/// The DH group, if any, that an offer or answer of `o` names in `exchange`: the group of the
+/// KE exchange that keys the CHILD SA.
+fn dh_group_in(o: &EspProposal, exchange: ChildExchange) -> Option<DhGroup> {
     match exchange {
         ChildExchange::IkeAuth => None,
-        ChildExchange::CreateChildSa => o.dh.map(dh_transform),
+        ChildExchange::CreateChildSa => o.dh,
     }
 }
 
@@ -116,7 +117,7 @@ pub fn esp_offer(ours: &[EspProposal], spi: u32, exchange: ChildExchange) -> Vec
         .zip(ours)
         .map(|(number, p)| {
             let mut transforms = vec![encr(p.aead)];
-            transforms.extend(dh_in(p, exchange));
+            transforms.extend(dh_group_in(p, exchange).map(dh_transform));
             transforms.extend(esn_modes(p.esn).iter().map(|&on| esn_transform(on)));
             Proposal {
                 number,
@@ -211,7 +212,7 @@ pub fn select_esp(
             let esn = esn_choice(p, o.esn)?;
             let peer_spi = esp_spi(p)?;
             let mut transforms = vec![encr(o.aead)];
-            transforms.extend(dh_in(o, exchange));
+            transforms.extend(dh_group_in(o, exchange).map(dh_transform));
             transforms.push(esn_transform(esn));
             let answer = Proposal {
                 number: p.number,
@@ -222,7 +223,7 @@ pub fn select_esp(
             Some((
                 EspChoice {
                     aead: o.aead,
-                    dh: dh_in(o, exchange).and(o.dh),
+                    dh: dh_group_in(o, exchange),
                     esn,
                     peer_spi,
                 },
@@ -268,7 +269,7 @@ pub fn accept_esp_answer(ours: &[EspProposal], answer: &[Proposal], exchange: Ch
         };
         esn_modes(o.esn).contains(&esn).then_some(EspChoice {
             aead: o.aead,
-            dh: dh_in(o, exchange).and(o.dh),
+            dh: dh_group_in(o, exchange),
             esn,
             peer_spi,
         })
